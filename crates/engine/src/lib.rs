@@ -1,0 +1,3 @@
+//! The holdfast backup and restore engine.
+
+pub mod fsmeta;

@@ -1,0 +1,192 @@
+//! A repository in a local directory (or any mounted filesystem).
+//!
+//! Crash safety: a file is written under a temporary name in `tmp/`, synced, renamed to its
+//! final name, and the directory is synced, so a file under its final name is always
+//! complete (SPEC.md §10). Leftover temporary files from a crash are harmless.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Backend, FileKind};
+use crate::crypto::random_array;
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+/// A repository rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+fn io(op: &'static str, path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        op,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl LocalBackend {
+    /// A backend for the repository at `root` (which may not exist yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend { root: root.into() }
+    }
+
+    fn path(&self, kind: FileKind, id: &Id) -> PathBuf {
+        self.root.join(kind.path(id))
+    }
+
+    fn not_found(&self, kind: FileKind, id: &Id) -> Error {
+        Error::Missing {
+            kind: kind.name(),
+            name: id.to_string(),
+        }
+    }
+
+    fn open(&self, kind: FileKind, id: &Id) -> Result<File> {
+        let p = self.path(kind, id);
+        File::open(&p).map_err(|e| if e.kind() == ErrorKind::NotFound { self.not_found(kind, id) } else { io("open", &p, e) })
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("sync directory", dir, e))
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self) -> Result<()> {
+        for kind in FileKind::ALL {
+            let d = self.root.join(kind.dir());
+            fs::create_dir_all(&d).map_err(|e| io("create directory", &d, e))?;
+        }
+        for i in 0..=255u8 {
+            let d = self.root.join("data").join(format!("{i:02x}"));
+            fs::create_dir_all(&d).map_err(|e| io("create directory", &d, e))?;
+        }
+        let t = self.root.join("tmp");
+        fs::create_dir_all(&t).map_err(|e| io("create directory", &t, e))?;
+        sync_dir(&self.root)
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<(Id, u64)>> {
+        let base = self.root.join(kind.dir());
+        let dirs: Vec<PathBuf> = if kind == FileKind::Pack {
+            match fs::read_dir(&base) {
+                Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect(),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(io("list", &base, e)),
+            }
+        } else {
+            vec![base]
+        };
+        let mut out = Vec::new();
+        for d in dirs {
+            let rd = match fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("list", &d, e)),
+            };
+            for e in rd {
+                let e = e.map_err(|e| io("list", &d, e))?;
+                let name = e.file_name();
+                let Some(id) = name.to_str().and_then(|n| Id::from_hex(n).ok()) else {
+                    continue;
+                };
+                let size = match e.metadata() {
+                    Ok(m) => m.len(),
+                    Err(err) if err.kind() == ErrorKind::NotFound => continue,
+                    Err(err) => return Err(io("stat", &e.path(), err)),
+                };
+                out.push((id, size));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn read(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
+        let mut f = self.open(kind, id)?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).map_err(|e| io("read", &self.path(kind, id), e))?;
+        Ok(buf)
+    }
+
+    fn read_range(&self, kind: FileKind, id: &Id, offset: u64, len: u64) -> Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let f = self.open(kind, id)?;
+        let mut buf = vec![0u8; len as usize];
+        let mut done = 0usize;
+        while done < buf.len() {
+            match f.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => {
+                    return Err(Error::corrupt(kind.name(), id, format!("truncated: wanted {len} bytes at offset {offset}, file ends at {}", offset + done as u64)));
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(io("read", &self.path(kind, id), e)),
+            }
+        }
+        Ok(buf)
+    }
+
+    fn size(&self, kind: FileKind, id: &Id) -> Result<u64> {
+        let mut f = self.open(kind, id)?;
+        f.seek(SeekFrom::End(0)).map_err(|e| io("stat", &self.path(kind, id), e))
+    }
+
+    fn write(&self, kind: FileKind, id: &Id, bytes: &[u8]) -> Result<()> {
+        let dest = self.path(kind, id);
+        let dir = dest.parent().expect("repository paths have a parent").to_path_buf();
+        let tmp_dir = self.root.join("tmp");
+        let tmp = tmp_dir.join(format!("{}.tmp", hex::encode(random_array::<12>())));
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| io("create", &tmp, e))?;
+            f.write_all(bytes).map_err(|e| io("write", &tmp, e))?;
+            f.sync_all().map_err(|e| io("sync", &tmp, e))?;
+            drop(f);
+            fs::rename(&tmp, &dest).map_err(|e| io("rename", &dest, e))?;
+            sync_dir(&dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn remove(&self, kind: FileKind, id: &Id) -> Result<()> {
+        let p = self.path(kind, id);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("delete", &p, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_list_remove() {
+        let d = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(d.path().join("repo"));
+        b.create().unwrap();
+        let id = Id::of_stored_bytes(b"hello");
+        b.write(FileKind::Pack, &id, b"hello").unwrap();
+        assert_eq!(b.read(FileKind::Pack, &id).unwrap(), b"hello");
+        assert_eq!(b.read_range(FileKind::Pack, &id, 1, 3).unwrap(), b"ell");
+        assert!(matches!(b.read_range(FileKind::Pack, &id, 3, 5), Err(Error::Corrupt { .. })));
+        assert_eq!(b.list(FileKind::Pack).unwrap(), vec![(id, 5)]);
+        assert_eq!(b.size(FileKind::Pack, &id).unwrap(), 5);
+        assert!(fs::read_dir(d.path().join("repo/tmp")).unwrap().next().is_none(), "no temporary file left");
+        b.remove(FileKind::Pack, &id).unwrap();
+        b.remove(FileKind::Pack, &id).unwrap();
+        assert!(matches!(b.read(FileKind::Pack, &id), Err(Error::Missing { .. })));
+    }
+}

@@ -1,0 +1,98 @@
+//! Where repository files are stored. The interface fits object stores: whole immutable
+//! objects are written once, read whole or by range, listed by kind, and deleted; there is
+//! no rename, append or in-place update (SPEC.md §3).
+
+use std::fmt::Debug;
+
+use crate::error::Result;
+use crate::id::Id;
+
+pub mod local;
+
+/// The kinds of stored file, each under its own prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// `config/`: the repository config.
+    Config,
+    /// `keys/`: key files.
+    Key,
+    /// `data/XX/`: packs, sharded by the first two hex digits of their name.
+    Pack,
+    /// `index/`: index files.
+    Index,
+    /// `snapshots/`: snapshots.
+    Snapshot,
+    /// `gc/`: garbage-collection markers.
+    GcMarker,
+    /// `sessions/`: running writers.
+    Session,
+}
+
+impl FileKind {
+    /// Every kind, in the order `init` creates them.
+    pub const ALL: [FileKind; 7] = [
+        FileKind::Config,
+        FileKind::Key,
+        FileKind::Pack,
+        FileKind::Index,
+        FileKind::Snapshot,
+        FileKind::GcMarker,
+        FileKind::Session,
+    ];
+
+    /// The directory (prefix) of this kind.
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Config => "config",
+            FileKind::Key => "keys",
+            FileKind::Pack => "data",
+            FileKind::Index => "index",
+            FileKind::Snapshot => "snapshots",
+            FileKind::GcMarker => "gc",
+            FileKind::Session => "sessions",
+        }
+    }
+
+    /// Human name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            FileKind::Config => "config",
+            FileKind::Key => "key",
+            FileKind::Pack => "pack",
+            FileKind::Index => "index",
+            FileKind::Snapshot => "snapshot",
+            FileKind::GcMarker => "gc marker",
+            FileKind::Session => "session",
+        }
+    }
+
+    /// Path of a file of this kind relative to the repository root.
+    pub fn path(self, id: &Id) -> String {
+        let hex = id.to_hex();
+        match self {
+            FileKind::Pack => format!("data/{}/{}", &hex[..2], hex),
+            _ => format!("{}/{}", self.dir(), hex),
+        }
+    }
+}
+
+/// Storage for a repository. Implementations are shared by many threads.
+pub trait Backend: Send + Sync + Debug {
+    /// A human-readable location for messages.
+    fn location(&self) -> String;
+    /// Creates whatever structure a new repository needs (directories, bucket).
+    fn create(&self) -> Result<()>;
+    /// Every file of a kind, with its size.
+    fn list(&self, kind: FileKind) -> Result<Vec<(Id, u64)>>;
+    /// A whole file. A missing file is [`crate::Error::Missing`].
+    fn read(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>>;
+    /// `len` bytes at `offset`; a short file is [`crate::Error::Corrupt`].
+    fn read_range(&self, kind: FileKind, id: &Id, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Size of a file.
+    fn size(&self, kind: FileKind, id: &Id) -> Result<u64>;
+    /// Stores a complete file. It must become visible under its name only once complete
+    /// and durable; writing an existing name with the same bytes is harmless.
+    fn write(&self, kind: FileKind, id: &Id, bytes: &[u8]) -> Result<()>;
+    /// Deletes a file; deleting a missing file is not an error.
+    fn remove(&self, kind: FileKind, id: &Id) -> Result<()>;
+}

@@ -1,0 +1,209 @@
+//! Blobs: the unit of deduplication. A chunk of file data or an encoded tree, compressed
+//! when that helps and then sealed, bound to its ID and type (SPEC.md §5).
+
+use crate::codec::{invalid, DecodeError};
+use crate::crypto::{MasterKey, SEAL_OVERHEAD};
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+/// What a blob holds; data and tree blobs live in separate packs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobType {
+    /// File content.
+    Data = 0,
+    /// An encoded [`crate::tree::Tree`].
+    Tree = 1,
+}
+
+impl BlobType {
+    /// Decodes the type byte.
+    pub fn from_u8(v: u8) -> Result<BlobType, DecodeError> {
+        match v {
+            0 => Ok(BlobType::Data),
+            1 => Ok(BlobType::Tree),
+            _ => Err(invalid("blob type", format!("unknown type {v}"))),
+        }
+    }
+    /// Lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            BlobType::Data => "data",
+            BlobType::Tree => "tree",
+        }
+    }
+}
+
+/// How a blob's plaintext was transformed before encryption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Stored as is.
+    None = 0,
+    /// One zstd frame.
+    Zstd = 1,
+}
+
+impl Compression {
+    /// Decodes the compression byte.
+    pub fn from_u8(v: u8) -> Result<Compression, DecodeError> {
+        match v {
+            0 => Ok(Compression::None),
+            1 => Ok(Compression::Zstd),
+            _ => Err(invalid("compression", format!("unknown method {v}"))),
+        }
+    }
+}
+
+/// Compression settings for writing blobs.
+#[derive(Debug, Clone, Copy)]
+pub struct CompressionLevel(pub i32);
+
+impl Default for CompressionLevel {
+    fn default() -> Self {
+        CompressionLevel(3)
+    }
+}
+
+/// The associated data that binds a sealed blob to its identity.
+pub fn blob_ad(ty: BlobType, compression: Compression, id: &Id) -> [u8; 51] {
+    let mut ad = [0u8; 51];
+    ad[..17].copy_from_slice(b"holdfast blob v1\0");
+    ad[17] = ty as u8;
+    ad[18] = compression as u8;
+    ad[19..].copy_from_slice(&id.0);
+    ad
+}
+
+/// A blob ready to be appended to a pack.
+#[derive(Debug, Clone)]
+pub struct SealedBlob {
+    /// Blob ID (keyed hash of the plaintext).
+    pub id: Id,
+    /// Data or tree.
+    pub ty: BlobType,
+    /// How the plaintext was compressed.
+    pub compression: Compression,
+    /// Plaintext length.
+    pub raw_len: u32,
+    /// `nonce || ciphertext || tag`.
+    pub bytes: Vec<u8>,
+}
+
+/// Compressed output kept only if it saves at least 1/32 of the input.
+fn worth_keeping(raw: usize, compressed: usize) -> bool {
+    compressed + raw / 32 < raw
+}
+
+/// Cheap incompressibility probe: compress a 16 KiB sample at the fastest level.
+fn looks_incompressible(data: &[u8]) -> bool {
+    const SAMPLE: usize = 16 * 1024;
+    if data.len() < 2 * SAMPLE {
+        return false;
+    }
+    let mid = data.len() / 2;
+    let sample = &data[mid..mid + SAMPLE];
+    match zstd::bulk::compress(sample, 1) {
+        Ok(c) => !worth_keeping(sample.len(), c.len()),
+        Err(_) => false,
+    }
+}
+
+/// Compresses (when useful) and seals a plaintext whose ID is already known.
+pub fn seal_blob(key: &MasterKey, ty: BlobType, id: Id, plaintext: &[u8], level: CompressionLevel) -> Result<SealedBlob> {
+    let raw_len = u32::try_from(plaintext.len()).map_err(|_| Error::Encode {
+        what: "blob",
+        detail: format!("{} bytes exceeds the 4 GiB blob limit", plaintext.len()),
+    })?;
+    let compressed = if plaintext.len() >= 64 && !looks_incompressible(plaintext) {
+        zstd::bulk::compress(plaintext, level.0)
+            .ok()
+            .filter(|c| worth_keeping(plaintext.len(), c.len()))
+    } else {
+        None
+    };
+    let (compression, body) = match &compressed {
+        Some(c) => (Compression::Zstd, c.as_slice()),
+        None => (Compression::None, plaintext),
+    };
+    let bytes = key.seal(&blob_ad(ty, compression, &id), body);
+    Ok(SealedBlob {
+        id,
+        ty,
+        compression,
+        raw_len,
+        bytes,
+    })
+}
+
+/// Opens a stored blob and verifies its plaintext hashes to `id`.
+pub fn open_blob(key: &MasterKey, ty: BlobType, compression: Compression, id: &Id, raw_len: u32, stored: &[u8]) -> Result<Vec<u8>> {
+    let corrupt = |d: &str| Error::corrupt("blob", id, d);
+    if stored.len() < SEAL_OVERHEAD {
+        return Err(corrupt("shorter than the encryption overhead"));
+    }
+    let body = key
+        .open(&blob_ad(ty, compression, id), stored)
+        .ok_or_else(|| corrupt("authentication failed (damaged, or not the blob the index names)"))?;
+    let plain = match compression {
+        Compression::None => body,
+        Compression::Zstd => {
+            let mut out = Vec::with_capacity(raw_len as usize);
+            zstd::stream::copy_decode(body.as_slice(), &mut out).map_err(|e| corrupt(&format!("zstd: {e}")))?;
+            out
+        }
+    };
+    if plain.len() != raw_len as usize {
+        return Err(corrupt(&format!("length {} differs from the indexed {}", plain.len(), raw_len)));
+    }
+    if key.blob_id(&plain) != *id {
+        return Err(corrupt("content does not hash to its ID"));
+    }
+    Ok(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn blob_round_trip(data in proptest::collection::vec(any::<u8>(), 0..5000), rep in 1usize..20, tree: bool) {
+            let key = MasterKey::generate();
+            let data: Vec<u8> = data.iter().cycle().take(data.len() * rep).copied().collect();
+            let ty = if tree { BlobType::Tree } else { BlobType::Data };
+            let id = key.blob_id(&data);
+            let s = seal_blob(&key, ty, id, &data, CompressionLevel::default()).unwrap();
+            prop_assert_eq!(open_blob(&key, ty, s.compression, &id, s.raw_len, &s.bytes).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn compressible_data_shrinks_random_data_stays_raw() {
+        use rand::{RngCore, SeedableRng};
+        let key = MasterKey::generate();
+        let text = b"holdfast ".repeat(10_000);
+        let s = seal_blob(&key, BlobType::Data, key.blob_id(&text), &text, CompressionLevel::default()).unwrap();
+        assert_eq!(s.compression, Compression::Zstd);
+        assert!(s.bytes.len() < text.len() / 10);
+        let mut rnd = vec![0u8; 100_000];
+        rand::rngs::StdRng::seed_from_u64(3).fill_bytes(&mut rnd);
+        let s = seal_blob(&key, BlobType::Data, key.blob_id(&rnd), &rnd, CompressionLevel::default()).unwrap();
+        assert_eq!(s.compression, Compression::None);
+        assert_eq!(s.bytes.len(), rnd.len() + SEAL_OVERHEAD);
+    }
+
+    #[test]
+    fn swapped_type_or_id_is_detected() {
+        let key = MasterKey::generate();
+        let a = b"aaaa".repeat(100);
+        let id = key.blob_id(&a);
+        let s = seal_blob(&key, BlobType::Data, id, &a, CompressionLevel::default()).unwrap();
+        assert!(open_blob(&key, BlobType::Tree, s.compression, &id, s.raw_len, &s.bytes).is_err());
+        let other = key.blob_id(b"b");
+        assert!(open_blob(&key, BlobType::Data, s.compression, &other, s.raw_len, &s.bytes).is_err());
+        assert!(open_blob(&key, BlobType::Data, s.compression, &id, s.raw_len + 1, &s.bytes).is_err());
+    }
+}

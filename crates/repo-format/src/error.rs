@@ -1,0 +1,117 @@
+//! The error type of the repository layer.
+//!
+//! Every error names the object it concerns (its kind and ID or path) and what went wrong,
+//! because these messages are read during an incident. Errors are never downgraded here;
+//! the binary decides what is fatal, what is a warning and which exit code it maps to.
+
+use crate::codec::DecodeError;
+use crate::id::Id;
+
+/// Result alias for the repository layer.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while reading or writing a repository.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No repository at the given location.
+    #[error("no repository at {location}: run `holdfast init` to create one, or check the -r/HOLDFAST_REPOSITORY value")]
+    RepositoryNotFound {
+        /// Where we looked.
+        location: String,
+    },
+    /// `init` on a location that already holds a repository.
+    #[error("a repository already exists at {location}")]
+    RepositoryExists {
+        /// Where.
+        location: String,
+    },
+    /// No key file opens with the password.
+    #[error("wrong password: no key file in the repository opens with it ({tried} tried)")]
+    WrongPassword {
+        /// How many key files were tried.
+        tried: usize,
+    },
+    /// The repository was written by a newer, unknown format version.
+    #[error("{what} uses repository format version {found}, this holdfast reads only version {supported}: upgrade holdfast")]
+    UnsupportedVersion {
+        /// Which object.
+        what: String,
+        /// The version found.
+        found: u8,
+        /// The version this build supports.
+        supported: u8,
+    },
+    /// A stored object failed authentication, hashing or decoding.
+    #[error("{kind} {name} is corrupt: {detail}")]
+    Corrupt {
+        /// Object kind (pack, index, snapshot, tree, key, config, blob).
+        kind: &'static str,
+        /// Object name or ID.
+        name: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A stored object is missing.
+    #[error("{kind} {name} is missing from the repository")]
+    Missing {
+        /// Object kind.
+        kind: &'static str,
+        /// Object name or ID.
+        name: String,
+    },
+    /// A blob is referenced but not in the index.
+    #[error("blob {0} is not in the index (the data it holds is missing from the repository)")]
+    BlobNotIndexed(Id),
+    /// A snapshot reference did not match exactly one snapshot.
+    #[error("{0}")]
+    SnapshotRef(String),
+    /// An ID argument was not valid hex.
+    #[error("invalid ID {0:?}: expected 64 hex digits")]
+    InvalidId(String),
+    /// A value could not be encoded (too long for its field, say).
+    #[error("cannot encode {what}: {detail}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// Why it failed.
+        detail: String,
+    },
+    /// A backend I/O failure.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done (read, write, list, delete).
+        op: &'static str,
+        /// On which file.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Key derivation failed (bad parameters in a key file).
+    #[error("key derivation failed: {0}")]
+    Kdf(String),
+}
+
+impl Error {
+    /// Builds a [`Error::Corrupt`] from a decode failure.
+    pub fn corrupt(kind: &'static str, name: impl ToString, e: impl std::fmt::Display) -> Error {
+        Error::Corrupt {
+            kind,
+            name: name.to_string(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// Builds a [`Error::Corrupt`] from a [`DecodeError`].
+    pub fn decode(kind: &'static str, name: impl ToString, e: DecodeError) -> Error {
+        Error::corrupt(kind, name, e)
+    }
+
+    /// Whether the error is a missing or corrupt object (as opposed to I/O or usage).
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Error::Corrupt { .. } | Error::Missing { .. } | Error::BlobNotIndexed(_)
+        )
+    }
+}

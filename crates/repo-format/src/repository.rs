@@ -1,0 +1,385 @@
+//! Opening, creating and reading a repository: keys, config, snapshots, index, blobs.
+//!
+//! Every whole stored file read here is checked against its name (BLAKE3 of its bytes)
+//! before it is decrypted, so corruption is reported as corruption of that named file.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::backend::{Backend, FileKind};
+use crate::blob::{open_blob, BlobType};
+use crate::config::Config;
+use crate::crypto::MasterKey;
+use crate::envelope::{self, ObjectKind, FORMAT_VERSION};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{IndexFile, MasterIndex};
+use crate::keyfile::{KdfParams, KeyFile};
+use crate::snapshot::Snapshot;
+use crate::tree::Tree;
+
+/// Options for `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Chunk size bounds (min, avg, max).
+    pub chunk: (u32, u32, u32),
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+    /// Password hashing cost.
+    pub kdf: KdfParams,
+    /// Host name recorded in the first key file.
+    pub host: String,
+    /// User name recorded in the first key file.
+    pub user: String,
+    /// Creation time, ns since the epoch.
+    pub now_ns: i64,
+}
+
+/// Default target pack size: 16 MiB, large enough for few S3 requests per GB and small
+/// enough that a writer keeps two packs in memory within its budget.
+pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+
+/// An open repository: the backend plus the unlocked master key and config.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    key: MasterKey,
+    config: Config,
+    key_id: Id,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository").field("location", &self.backend.location()).finish()
+    }
+}
+
+/// How a snapshot is chosen from the list.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotFilter {
+    /// Only snapshots from these hosts (any, if empty).
+    pub hosts: Vec<String>,
+    /// Only snapshots having all tags of at least one entry (each entry may hold several
+    /// comma-separated tags); any, if empty.
+    pub tags: Vec<String>,
+    /// Only snapshots whose paths include all these.
+    pub paths: Vec<Vec<u8>>,
+}
+
+impl SnapshotFilter {
+    /// Whether a snapshot passes the filter.
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        (self.hosts.is_empty() || self.hosts.contains(&s.host))
+            && (self.tags.is_empty()
+                || self
+                    .tags
+                    .iter()
+                    .any(|group| group.split(',').filter(|t| !t.is_empty()).all(|t| s.tags.iter().any(|x| x == t))))
+            && self.paths.iter().all(|p| s.paths.contains(p))
+    }
+}
+
+impl Repository {
+    /// Creates a new repository in an empty location.
+    pub fn init(backend: Arc<dyn Backend>, password: &[u8], opts: &InitOptions) -> Result<Repository> {
+        if !backend.list(FileKind::Config).unwrap_or_default().is_empty() || !backend.list(FileKind::Key).unwrap_or_default().is_empty() {
+            return Err(Error::RepositoryExists {
+                location: backend.location(),
+            });
+        }
+        backend.create()?;
+        let key = MasterKey::generate();
+        let config = Config {
+            version: FORMAT_VERSION,
+            repo_id: Id(crate::crypto::random_array()),
+            chunk_min: opts.chunk.0,
+            chunk_avg: opts.chunk.1,
+            chunk_max: opts.chunk.2,
+            pack_size: opts.pack_size,
+            created_ns: opts.now_ns,
+        };
+        let kf = KeyFile::create(&key, password, opts.kdf, opts.now_ns, &opts.host, &opts.user)?;
+        let key_id = Id::of_stored_bytes(kf.encoded());
+        // The config is written last: a repository is only "there" once it can be opened.
+        backend.write(FileKind::Key, &key_id, kf.encoded())?;
+        let cfg_bytes = envelope::seal(&key, ObjectKind::Config, &config.encode(), false);
+        backend.write(FileKind::Config, &Id::of_stored_bytes(&cfg_bytes), &cfg_bytes)?;
+        Ok(Repository {
+            backend,
+            key,
+            config,
+            key_id,
+        })
+    }
+
+    /// Opens an existing repository with a password.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
+        let configs = backend.list(FileKind::Config).map_err(|e| match e {
+            Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => Error::RepositoryNotFound { location: backend.location() },
+            e => e,
+        })?;
+        let keys = backend.list(FileKind::Key)?;
+        if configs.is_empty() && keys.is_empty() {
+            return Err(Error::RepositoryNotFound {
+                location: backend.location(),
+            });
+        }
+        let mut found = None;
+        let mut tried = 0;
+        let mut last_damage = None;
+        for (kid, _) in &keys {
+            let bytes = match read_checked(&*backend, FileKind::Key, kid) {
+                Ok(b) => b,
+                Err(e) => {
+                    last_damage = Some(e);
+                    continue;
+                }
+            };
+            let kf = match KeyFile::decode(&bytes) {
+                Ok(kf) => kf,
+                Err(e) => {
+                    last_damage = Some(Error::decode("key", kid, e));
+                    continue;
+                }
+            };
+            tried += 1;
+            if let Some(k) = kf.unlock(password)? {
+                found = Some((*kid, k));
+                break;
+            }
+        }
+        let Some((key_id, key)) = found else {
+            if tried == 0 {
+                return Err(last_damage.unwrap_or(Error::Missing {
+                    kind: "key",
+                    name: "(none in keys/)".into(),
+                }));
+            }
+            return Err(Error::WrongPassword { tried });
+        };
+        let (cid, _) = match configs.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(Error::Missing {
+                    kind: "config",
+                    name: "(none in config/)".into(),
+                })
+            }
+            many => {
+                return Err(Error::Corrupt {
+                    kind: "config",
+                    name: format!("{} files", many.len()),
+                    detail: "a repository has exactly one config file".into(),
+                })
+            }
+        };
+        let bytes = read_checked(&*backend, FileKind::Config, &cid)?;
+        let plain = envelope::open(&key, ObjectKind::Config, &cid, &bytes)?;
+        let config = Config::decode(&plain).map_err(|e| Error::decode("config", cid, e))?;
+        if config.version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what: "the repository".into(),
+                found: config.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Ok(Repository {
+            backend,
+            key,
+            config,
+            key_id,
+        })
+    }
+
+    /// The storage backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+    /// The unlocked master key.
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+    /// The repository config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The key file this session was opened with.
+    pub fn key_id(&self) -> Id {
+        self.key_id
+    }
+
+    /// Reads a whole file and checks its bytes hash to its name.
+    pub fn read_checked(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
+        read_checked(&*self.backend, kind, id)
+    }
+
+    /// Seals and stores an object; returns its name.
+    pub fn save_object(&self, kind: ObjectKind, file_kind: FileKind, plaintext: &[u8]) -> Result<Id> {
+        let bytes = envelope::seal(&self.key, kind, plaintext, true);
+        let id = Id::of_stored_bytes(&bytes);
+        self.backend.write(file_kind, &id, &bytes)?;
+        Ok(id)
+    }
+
+    /// Reads, checks and opens an object.
+    pub fn load_object(&self, kind: ObjectKind, file_kind: FileKind, id: &Id) -> Result<Vec<u8>> {
+        let bytes = self.read_checked(file_kind, id)?;
+        envelope::open(&self.key, kind, id, &bytes)
+    }
+
+    /// Stores a snapshot.
+    pub fn save_snapshot(&self, s: &Snapshot) -> Result<Id> {
+        self.save_object(ObjectKind::Snapshot, FileKind::Snapshot, &s.encode())
+    }
+
+    /// Loads one snapshot.
+    pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let plain = self.load_object(ObjectKind::Snapshot, FileKind::Snapshot, id)?;
+        Snapshot::decode(&plain).map_err(|e| Error::decode("snapshot", id, e))
+    }
+
+    /// All snapshots, oldest first. Damaged snapshots are returned as errors beside the
+    /// good ones so one bad file does not hide the rest.
+    pub fn snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<Error>)> {
+        let ids = self.backend.list(FileKind::Snapshot)?;
+        let loaded: Vec<Result<(Id, Snapshot)>> = ids.par_iter().map(|(id, _)| self.load_snapshot(id).map(|s| (*id, s))).collect();
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for r in loaded {
+            match r {
+                Ok(x) => good.push(x),
+                Err(e) => bad.push(e),
+            }
+        }
+        good.sort_by(|a, b| a.1.time_ns.cmp(&b.1.time_ns).then(a.0.cmp(&b.0)));
+        Ok((good, bad))
+    }
+
+    /// Resolves `latest`, a full ID or a unique ID prefix to one snapshot.
+    pub fn find_snapshot(&self, spec: &str, filter: &SnapshotFilter) -> Result<(Id, Snapshot)> {
+        if spec == "latest" {
+            let (all, _) = self.snapshots()?;
+            return all
+                .into_iter()
+                .rev()
+                .find(|(_, s)| filter.matches(s))
+                .ok_or_else(|| Error::SnapshotRef("no snapshot matches (the repository has none, or none passes --host/--tag/--path)".into()));
+        }
+        if spec.len() == 64 {
+            let id = Id::from_hex(spec)?;
+            return self.load_snapshot(&id).map(|s| (id, s));
+        }
+        if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::SnapshotRef(format!("{spec:?} is not a snapshot ID, ID prefix or \"latest\"")));
+        }
+        let ids = self.backend.list(FileKind::Snapshot)?;
+        let matches: Vec<Id> = ids.into_iter().map(|(id, _)| id).filter(|id| id.has_hex_prefix(spec)).collect();
+        match matches.as_slice() {
+            [id] => self.load_snapshot(id).map(|s| (*id, s)),
+            [] => Err(Error::SnapshotRef(format!("no snapshot ID starts with {spec:?}: run `holdfast snapshots` to list them"))),
+            many => Err(Error::SnapshotRef(format!("{} snapshot IDs start with {spec:?}: give more digits", many.len()))),
+        }
+    }
+
+    /// Stores an index file.
+    pub fn save_index(&self, f: &IndexFile) -> Result<Id> {
+        self.save_object(ObjectKind::Index, FileKind::Index, &f.encode())
+    }
+
+    /// Loads one index file.
+    pub fn load_index_file(&self, id: &Id) -> Result<IndexFile> {
+        let plain = self.load_object(ObjectKind::Index, FileKind::Index, id)?;
+        IndexFile::decode(&plain).map_err(|e| Error::decode("index", id, e))
+    }
+
+    /// Loads and merges every index file. A damaged index file is an error: silently
+    /// ignoring it would make blobs look missing (and get written again) or be deleted.
+    pub fn load_index(&self) -> Result<MasterIndex> {
+        let ids = self.backend.list(FileKind::Index)?;
+        let files: Vec<(Id, IndexFile)> = ids.par_iter().map(|(id, _)| self.load_index_file(id).map(|f| (*id, f))).collect::<Result<_>>()?;
+        Ok(MasterIndex::from_files(files.iter().map(|(id, f)| (*id, f))))
+    }
+
+    /// Reads and decrypts one blob.
+    pub fn read_blob(&self, index: &MasterIndex, ty: BlobType, id: &Id) -> Result<Vec<u8>> {
+        let loc = index.get(id).ok_or(Error::BlobNotIndexed(*id))?;
+        if loc.entry.ty != ty {
+            return Err(Error::corrupt("blob", id, format!("indexed as {} but wanted as {}", loc.entry.ty.name(), ty.name())));
+        }
+        let e = loc.entry;
+        let stored = self.backend.read_range(FileKind::Pack, &loc.pack, e.offset as u64, e.stored_len as u64)?;
+        open_blob(&self.key, e.ty, e.compression, id, e.raw_len, &stored).map_err(|err| match err {
+            Error::Corrupt { detail, .. } => Error::Corrupt {
+                kind: "blob",
+                name: id.to_string(),
+                detail: format!("{detail} (in pack {})", loc.pack),
+            },
+            other => other,
+        })
+    }
+
+    /// Loads and decodes a tree.
+    pub fn load_tree(&self, index: &MasterIndex, id: &Id) -> Result<Tree> {
+        let plain = self.read_blob(index, BlobType::Tree, id)?;
+        Tree::decode(&plain).map_err(|e| Error::decode("tree", id, e))
+    }
+
+    /// Every key file, decoded (undecodable ones are returned as errors).
+    pub fn keys(&self) -> Result<Vec<(Id, Result<KeyFile>)>> {
+        let ids = self.backend.list(FileKind::Key)?;
+        Ok(ids
+            .into_iter()
+            .map(|(id, _)| {
+                let kf = self.read_checked(FileKind::Key, &id).and_then(|b| KeyFile::decode(&b).map_err(|e| Error::decode("key", id, e)));
+                (id, kf)
+            })
+            .collect())
+    }
+
+    /// Adds a key file for another password.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams, now_ns: i64, host: &str, user: &str) -> Result<Id> {
+        let kf = KeyFile::create(&self.key, password, kdf, now_ns, host, user)?;
+        let id = Id::of_stored_bytes(kf.encoded());
+        self.backend.write(FileKind::Key, &id, kf.encoded())?;
+        Ok(id)
+    }
+
+    /// Removes a key file. Refuses the key in use and the last key (either would lock
+    /// the user out).
+    pub fn remove_key(&self, id: &Id) -> Result<()> {
+        if *id == self.key_id {
+            return Err(Error::SnapshotRef("refusing to remove the key this command was opened with: open with another password to remove it, or use `key passwd`".into()));
+        }
+        let keys = self.backend.list(FileKind::Key)?;
+        if !keys.iter().any(|(k, _)| k == id) {
+            return Err(Error::Missing {
+                kind: "key",
+                name: id.to_string(),
+            });
+        }
+        if keys.len() <= 1 {
+            return Err(Error::SnapshotRef("refusing to remove the last key".into()));
+        }
+        self.backend.remove(FileKind::Key, id)
+    }
+
+    /// Replaces the current key file with one for a new password. The new key is written
+    /// (durably) before the old one is removed.
+    pub fn change_password(&mut self, new_password: &[u8], kdf: KdfParams, now_ns: i64, host: &str, user: &str) -> Result<Id> {
+        let new_id = self.add_key(new_password, kdf, now_ns, host, user)?;
+        let old = self.key_id;
+        self.key_id = new_id;
+        self.backend.remove(FileKind::Key, &old)?;
+        Ok(new_id)
+    }
+}
+
+/// Reads a whole file and checks that its bytes hash to its name.
+pub fn read_checked(backend: &dyn Backend, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
+    let bytes = backend.read(kind, id)?;
+    let actual = Id::of_stored_bytes(&bytes);
+    if actual != *id {
+        return Err(Error::corrupt(kind.name(), id, format!("content hash is {} ({} bytes): the file is damaged or truncated", actual.short(), bytes.len())));
+    }
+    Ok(bytes)
+}

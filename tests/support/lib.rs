@@ -1,0 +1,1 @@
+//! Helpers for driving the holdfast binary in tests.
