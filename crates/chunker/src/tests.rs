@@ -145,7 +145,14 @@ fn small_params() -> impl Strategy<Value = ChunkerParams> {
 }
 
 fn read_size() -> impl Strategy<Value = usize> {
-    prop_oneof![Just(1usize), Just(7), 1usize..200, Just(4096), Just(MIB), Just(64 * MIB)]
+    prop_oneof![
+        Just(1usize),
+        Just(7),
+        1usize..200,
+        Just(4096),
+        Just(MIB),
+        Just(64 * MIB)
+    ]
 }
 
 proptest! {
@@ -276,7 +283,10 @@ fn params_validation() {
     assert!(!ok(64, 256, 512), "max below fastcdc's 1024");
     assert!(!ok(65, 256, 1024), "odd min");
     assert!(!ok(64, 256, 1025), "odd max");
-    assert!(!ok(64, 1 << 20, (16 << 20) + 2), "max beyond fastcdc's 16 MiB");
+    assert!(
+        !ok(64, 1 << 20, (16 << 20) + 2),
+        "max beyond fastcdc's 16 MiB"
+    );
     assert!(!ok(64, 1 << 20, 64 << 20), "max = 64 MiB beyond fastcdc");
     assert!(!ok(64, 1 << 20, (64 << 20) + 2), "max beyond 64 MiB");
     assert!(!ok(2 << 20, 2 << 20, 8 << 20), "min beyond fastcdc's 1 MiB");
@@ -351,8 +361,10 @@ fn shift_resistance_100_byte_insertion() {
             })
             .collect()
     };
-    let before: HashSet<blake3::Hash> =
-        chunk_hashes(&original).into_iter().map(|(h, _)| h).collect();
+    let before: HashSet<blake3::Hash> = chunk_hashes(&original)
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect();
     let new: Vec<(blake3::Hash, usize)> = chunk_hashes(&modified)
         .into_iter()
         .filter(|(h, _)| !before.contains(h))
@@ -372,14 +384,36 @@ fn shift_resistance_100_byte_insertion() {
 /// THIS PINS THE FORMAT: if this changes, every existing repository's chunk
 /// boundaries change and new backups no longer deduplicate against old ones.
 /// Do not update these values to make the test pass; bump the format instead.
-const PINNED_LENGTHS: [usize; 0] = [];
+const PINNED_LENGTHS: [usize; 3] = [1941319, 1204925, 1048060];
 
 /// First four gear values for key [7; 32]; pins the key derivation (format).
-const PINNED_GEAR_HEAD: [u64; 4] = [0, 0, 0, 0];
+const PINNED_GEAR_HEAD: [u64; 4] = [
+    0xe2f8e082fe093be7,
+    0x2d4f76d78148fb85,
+    0x3d1c23473150616e,
+    0xc18f968d646efbe4,
+];
 
 /// BLAKE3 of the 4 MiB test input. Not a format property: it only tells a
 /// `rand` StdRng algorithm change apart from a real chunking change.
-const PINNED_INPUT_BLAKE3: &str = "";
+const PINNED_INPUT_BLAKE3: &str =
+    "20c50decdb475eec0bd748f38217789f6bacaa3046eec1049dd3baf64097d51c";
+
+/// Chunk count and BLAKE3 of the little-endian u64 chunk lengths for the same
+/// input and key with min 64 / avg 256 / max 1024: pins many more boundaries
+/// (masks, normalization, cut-point convention) than the three default chunks.
+const PINNED_SMALL: (usize, &str) = (
+    13438,
+    "a54c85e34437f5dfd5c747f57ddb371d2698d4f5edaa99efbab1b6c6a681c385",
+);
+
+fn lengths_digest(lens: &[usize]) -> String {
+    let mut h = blake3::Hasher::new();
+    for len in lens {
+        h.update(&(*len as u64).to_le_bytes());
+    }
+    h.finalize().to_hex().to_string()
+}
 
 #[test]
 fn pinned_vector_gear_table() {
@@ -400,9 +434,12 @@ fn pinned_vector_chunk_lengths() {
     let (chunks, _) = stream_chunks(&c, &data[..]);
     let lens: Vec<usize> = chunks.iter().map(Vec::len).collect();
     assert_eq!(lens, PINNED_LENGTHS);
+
+    let small = oneshot_lengths(&chunker(SMALL, [7; 32]), &data);
+    assert_eq!((small.len(), lengths_digest(&small).as_str()), PINNED_SMALL);
 }
 
-/// Yields `ok_bytes` of data, then fails with a non-retryable error.
+/// Yields `data` (1000 bytes per read), then fails with a non-retryable error.
 struct FailingReader {
     data: Vec<u8>,
     pos: usize,
@@ -469,7 +506,13 @@ fn interrupted_reads_are_retried() {
     }
     let data = gen_data(12, 200 * KIB, 3);
     let c = chunker(SMALL, [5; 32]);
-    let (chunks, n) = stream_chunks(&c, Flaky { data: &data, calls: 0 });
+    let (chunks, n) = stream_chunks(
+        &c,
+        Flaky {
+            data: &data,
+            calls: 0,
+        },
+    );
     assert_eq!(n, data.len() as u64);
     let lens: Vec<usize> = chunks.iter().map(Vec::len).collect();
     assert_eq!(lens, oneshot_lengths(&c, &data));
@@ -494,4 +537,6 @@ fn print_pinned_values() {
     println!("input blake3: {}", blake3::hash(&data).to_hex());
     let c = chunker(ChunkerParams::DEFAULT, [7; 32]);
     println!("lengths: {:?}", oneshot_lengths(&c, &data));
+    let small = oneshot_lengths(&chunker(SMALL, [7; 32]), &data);
+    println!("small: ({}, {:?})", small.len(), lengths_digest(&small));
 }

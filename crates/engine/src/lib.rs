@@ -1,3 +1,15 @@
-//! The holdfast backup and restore engine.
+//! The holdfast engine: turns filesystem trees into snapshots and back.
+//!
+//! [`archiver`] walks source paths and writes blobs, trees and a snapshot through the
+//! repository's blob store; [`restorer`] reads a snapshot's trees and recreates files,
+//! directories, links and metadata under a target directory, never writing outside it.
+//! [`fsmeta`] holds the metadata capture and apply code both share.
+#![deny(missing_docs)]
 
+pub mod archiver;
+pub mod error;
+pub mod filter;
 pub mod fsmeta;
+pub mod restorer;
+
+pub use error::{EngineError, Result};

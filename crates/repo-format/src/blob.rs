@@ -110,7 +110,13 @@ fn looks_incompressible(data: &[u8]) -> bool {
 }
 
 /// Compresses (when useful) and seals a plaintext whose ID is already known.
-pub fn seal_blob(key: &MasterKey, ty: BlobType, id: Id, plaintext: &[u8], level: CompressionLevel) -> Result<SealedBlob> {
+pub fn seal_blob(
+    key: &MasterKey,
+    ty: BlobType,
+    id: Id,
+    plaintext: &[u8],
+    level: CompressionLevel,
+) -> Result<SealedBlob> {
     let raw_len = u32::try_from(plaintext.len()).map_err(|_| Error::Encode {
         what: "blob",
         detail: format!("{} bytes exceeds the 4 GiB blob limit", plaintext.len()),
@@ -137,24 +143,38 @@ pub fn seal_blob(key: &MasterKey, ty: BlobType, id: Id, plaintext: &[u8], level:
 }
 
 /// Opens a stored blob and verifies its plaintext hashes to `id`.
-pub fn open_blob(key: &MasterKey, ty: BlobType, compression: Compression, id: &Id, raw_len: u32, stored: &[u8]) -> Result<Vec<u8>> {
+pub fn open_blob(
+    key: &MasterKey,
+    ty: BlobType,
+    compression: Compression,
+    id: &Id,
+    raw_len: u32,
+    stored: &[u8],
+) -> Result<Vec<u8>> {
     let corrupt = |d: &str| Error::corrupt("blob", id, d);
     if stored.len() < SEAL_OVERHEAD {
         return Err(corrupt("shorter than the encryption overhead"));
     }
     let body = key
         .open(&blob_ad(ty, compression, id), stored)
-        .ok_or_else(|| corrupt("authentication failed (damaged, or not the blob the index names)"))?;
+        .ok_or_else(|| {
+            corrupt("authentication failed (damaged, or not the blob the index names)")
+        })?;
     let plain = match compression {
         Compression::None => body,
         Compression::Zstd => {
             let mut out = Vec::with_capacity(raw_len as usize);
-            zstd::stream::copy_decode(body.as_slice(), &mut out).map_err(|e| corrupt(&format!("zstd: {e}")))?;
+            zstd::stream::copy_decode(body.as_slice(), &mut out)
+                .map_err(|e| corrupt(&format!("zstd: {e}")))?;
             out
         }
     };
     if plain.len() != raw_len as usize {
-        return Err(corrupt(&format!("length {} differs from the indexed {}", plain.len(), raw_len)));
+        return Err(corrupt(&format!(
+            "length {} differs from the indexed {}",
+            plain.len(),
+            raw_len
+        )));
     }
     if key.blob_id(&plain) != *id {
         return Err(corrupt("content does not hash to its ID"));
@@ -185,12 +205,26 @@ mod tests {
         use rand::{RngCore, SeedableRng};
         let key = MasterKey::generate();
         let text = b"holdfast ".repeat(10_000);
-        let s = seal_blob(&key, BlobType::Data, key.blob_id(&text), &text, CompressionLevel::default()).unwrap();
+        let s = seal_blob(
+            &key,
+            BlobType::Data,
+            key.blob_id(&text),
+            &text,
+            CompressionLevel::default(),
+        )
+        .unwrap();
         assert_eq!(s.compression, Compression::Zstd);
         assert!(s.bytes.len() < text.len() / 10);
         let mut rnd = vec![0u8; 100_000];
         rand::rngs::StdRng::seed_from_u64(3).fill_bytes(&mut rnd);
-        let s = seal_blob(&key, BlobType::Data, key.blob_id(&rnd), &rnd, CompressionLevel::default()).unwrap();
+        let s = seal_blob(
+            &key,
+            BlobType::Data,
+            key.blob_id(&rnd),
+            &rnd,
+            CompressionLevel::default(),
+        )
+        .unwrap();
         assert_eq!(s.compression, Compression::None);
         assert_eq!(s.bytes.len(), rnd.len() + SEAL_OVERHEAD);
     }
@@ -201,9 +235,33 @@ mod tests {
         let a = b"aaaa".repeat(100);
         let id = key.blob_id(&a);
         let s = seal_blob(&key, BlobType::Data, id, &a, CompressionLevel::default()).unwrap();
-        assert!(open_blob(&key, BlobType::Tree, s.compression, &id, s.raw_len, &s.bytes).is_err());
+        assert!(open_blob(
+            &key,
+            BlobType::Tree,
+            s.compression,
+            &id,
+            s.raw_len,
+            &s.bytes
+        )
+        .is_err());
         let other = key.blob_id(b"b");
-        assert!(open_blob(&key, BlobType::Data, s.compression, &other, s.raw_len, &s.bytes).is_err());
-        assert!(open_blob(&key, BlobType::Data, s.compression, &id, s.raw_len + 1, &s.bytes).is_err());
+        assert!(open_blob(
+            &key,
+            BlobType::Data,
+            s.compression,
+            &other,
+            s.raw_len,
+            &s.bytes
+        )
+        .is_err());
+        assert!(open_blob(
+            &key,
+            BlobType::Data,
+            s.compression,
+            &id,
+            s.raw_len + 1,
+            &s.bytes
+        )
+        .is_err());
     }
 }

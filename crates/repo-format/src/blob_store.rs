@@ -9,13 +9,13 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::backend::FileKind;
 use crate::blob::{seal_blob, BlobType, CompressionLevel};
 use crate::error::Result;
 use crate::id::Id;
 use crate::index::{IndexFile, IndexPack, MasterIndex};
 use crate::pack::PackBuilder;
 use crate::repository::Repository;
-use crate::backend::FileKind;
 
 /// Write an index file after this many packs, so an interrupted long backup leaves most
 /// of its uploaded data indexed and reusable by the next run.
@@ -55,7 +55,10 @@ impl<'a> BlobStore<'a> {
             repo,
             index,
             seen: Mutex::new(HashSet::new()),
-            open: [Mutex::new(PackBuilder::new(BlobType::Data)), Mutex::new(PackBuilder::new(BlobType::Tree))],
+            open: [
+                Mutex::new(PackBuilder::new(BlobType::Data)),
+                Mutex::new(PackBuilder::new(BlobType::Tree)),
+            ],
             unindexed: Mutex::new(Vec::new()),
             level,
             stats: StoreStats::default(),
@@ -99,7 +102,9 @@ impl<'a> BlobStore<'a> {
             BlobType::Tree => &self.stats.tree_blobs,
         }
         .fetch_add(1, Ordering::Relaxed);
-        self.stats.raw_bytes.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        self.stats
+            .raw_bytes
+            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
         self.stats.stored_bytes.fetch_add(stored, Ordering::Relaxed);
         if let Some(p) = full {
             self.write_pack(p)?;
@@ -112,7 +117,9 @@ impl<'a> BlobStore<'a> {
             return Ok(());
         }
         let finished = p.finish(self.repo.key())?;
-        self.repo.backend().write(FileKind::Pack, &finished.id, &finished.bytes)?;
+        self.repo
+            .backend()
+            .write(FileKind::Pack, &finished.id, &finished.bytes)?;
         self.stats.packs.fetch_add(1, Ordering::Relaxed);
         let batch = {
             let mut u = self.unindexed.lock().expect("lock");
@@ -127,7 +134,10 @@ impl<'a> BlobStore<'a> {
             }
         };
         if let Some(packs) = batch {
-            self.repo.save_index(&IndexFile { supersedes: vec![], packs })?;
+            self.repo.save_index(&IndexFile {
+                supersedes: vec![],
+                packs,
+            })?;
         }
         Ok(())
     }
@@ -136,12 +146,18 @@ impl<'a> BlobStore<'a> {
     /// returns, every blob added is durable and indexed: a snapshot may refer to it.
     pub fn flush(&self) -> Result<()> {
         for ty in [BlobType::Data, BlobType::Tree] {
-            let p = std::mem::replace(&mut *self.open[ty as usize].lock().expect("lock"), PackBuilder::new(ty));
+            let p = std::mem::replace(
+                &mut *self.open[ty as usize].lock().expect("lock"),
+                PackBuilder::new(ty),
+            );
             self.write_pack(p)?;
         }
         let packs = std::mem::take(&mut *self.unindexed.lock().expect("lock"));
         if !packs.is_empty() {
-            self.repo.save_index(&IndexFile { supersedes: vec![], packs })?;
+            self.repo.save_index(&IndexFile {
+                supersedes: vec![],
+                packs,
+            })?;
         }
         Ok(())
     }

@@ -179,7 +179,11 @@ impl<'a> Reader<'a> {
     }
     /// A count of items that each take at least `min_item_len` bytes; rejects counts the
     /// remaining input cannot hold, so a corrupt count never drives a huge allocation.
-    pub fn count(&mut self, field: &'static str, min_item_len: usize) -> Result<usize, DecodeError> {
+    pub fn count(
+        &mut self,
+        field: &'static str,
+        min_item_len: usize,
+    ) -> Result<usize, DecodeError> {
         let n = self.u32()? as usize;
         if n.saturating_mul(min_item_len.max(1)) > self.remaining() {
             return Err(invalid(

@@ -50,7 +50,10 @@ impl Config {
         };
         r.finish()?;
         if c.pack_size < 1024 * 1024 || c.pack_size > 1024 * 1024 * 1024 {
-            return Err(invalid("pack size", format!("{} outside 1 MiB..=1 GiB", c.pack_size)));
+            return Err(invalid(
+                "pack size",
+                format!("{} outside 1 MiB..=1 GiB", c.pack_size),
+            ));
         }
         Ok(c)
     }

@@ -50,7 +50,9 @@ impl ObjectKind {
 /// Seals `plaintext` (compressing it with zstd when `compress`) into an envelope.
 pub fn seal(key: &MasterKey, kind: ObjectKind, plaintext: &[u8], compress: bool) -> Vec<u8> {
     let compressed = if compress {
-        zstd::bulk::compress(plaintext, 3).ok().filter(|c| c.len() < plaintext.len())
+        zstd::bulk::compress(plaintext, 3)
+            .ok()
+            .filter(|c| c.len() < plaintext.len())
     } else {
         None
     };
@@ -68,7 +70,15 @@ pub fn seal(key: &MasterKey, kind: ObjectKind, plaintext: &[u8], compress: bool)
 
 /// The plain header bytes of an envelope.
 pub fn header(kind: ObjectKind, compression: Compression) -> [u8; HEADER_LEN] {
-    [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], FORMAT_VERSION, kind as u8, compression as u8]
+    [
+        MAGIC[0],
+        MAGIC[1],
+        MAGIC[2],
+        MAGIC[3],
+        FORMAT_VERSION,
+        kind as u8,
+        compression as u8,
+    ]
 }
 
 /// Opens an envelope named `name` that must hold `kind`; checks version and authenticity.
@@ -93,17 +103,23 @@ pub fn open(key: &MasterKey, kind: ObjectKind, name: &Id, stored: &[u8]) -> Resu
         });
     }
     if stored[5] != kind as u8 {
-        return Err(corrupt(format!("holds object kind {}, expected {}", stored[5], kind as u8)));
+        return Err(corrupt(format!(
+            "holds object kind {}, expected {}",
+            stored[5], kind as u8
+        )));
     }
     let compression = Compression::from_u8(stored[6]).map_err(|e| corrupt(e.to_string()))?;
     let body = key
         .open(&stored[..HEADER_LEN], &stored[HEADER_LEN..])
-        .ok_or_else(|| corrupt("authentication failed (damaged or written with another key)".into()))?;
+        .ok_or_else(|| {
+            corrupt("authentication failed (damaged or written with another key)".into())
+        })?;
     match compression {
         Compression::None => Ok(body),
         Compression::Zstd => {
             let mut out = Vec::new();
-            zstd::stream::copy_decode(body.as_slice(), &mut out).map_err(|e| corrupt(format!("zstd: {e}")))?;
+            zstd::stream::copy_decode(body.as_slice(), &mut out)
+                .map_err(|e| corrupt(format!("zstd: {e}")))?;
             Ok(out)
         }
     }
@@ -134,6 +150,9 @@ mod tests {
         let mut s = seal(&key, ObjectKind::Config, b"x", false);
         s[4] = 2;
         let e = open(&key, ObjectKind::Config, &Id::default(), &s).unwrap_err();
-        assert!(matches!(e, Error::UnsupportedVersion { found: 2, .. }), "{e}");
+        assert!(
+            matches!(e, Error::UnsupportedVersion { found: 2, .. }),
+            "{e}"
+        );
     }
 }

@@ -164,7 +164,10 @@ impl MasterIndex {
     /// Merges a set of index files, honouring `supersedes`.
     pub fn from_files<'a>(files: impl IntoIterator<Item = (Id, &'a IndexFile)>) -> MasterIndex {
         let files: Vec<(Id, &IndexFile)> = files.into_iter().collect();
-        let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let superseded: HashSet<Id> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
         let mut idx = MasterIndex::new();
         for (id, f) in files {
             if superseded.contains(&id) {
@@ -224,16 +227,29 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_index() -> impl Strategy<Value = IndexFile> {
-        let entry = (any::<[u8; 32]>(), 0u8..2, 0u8..2, 0u32..1 << 30, 40u32..1 << 20, any::<u32>()).prop_map(|(id, t, c, o, s, r)| PackEntry {
-            id: Id(id),
-            ty: BlobType::from_u8(t).unwrap(),
-            compression: Compression::from_u8(c).unwrap(),
-            offset: o,
-            stored_len: s,
-            raw_len: r,
-        });
-        let pack = (any::<[u8; 32]>(), proptest::collection::vec(entry, 0..6)).prop_map(|(id, blobs)| IndexPack { id: Id(id), blobs });
-        (proptest::collection::vec(any::<[u8; 32]>().prop_map(Id), 0..3), proptest::collection::vec(pack, 0..5)).prop_map(|(supersedes, packs)| IndexFile { supersedes, packs })
+        let entry = (
+            any::<[u8; 32]>(),
+            0u8..2,
+            0u8..2,
+            0u32..1 << 30,
+            40u32..1 << 20,
+            any::<u32>(),
+        )
+            .prop_map(|(id, t, c, o, s, r)| PackEntry {
+                id: Id(id),
+                ty: BlobType::from_u8(t).unwrap(),
+                compression: Compression::from_u8(c).unwrap(),
+                offset: o,
+                stored_len: s,
+                raw_len: r,
+            });
+        let pack = (any::<[u8; 32]>(), proptest::collection::vec(entry, 0..6))
+            .prop_map(|(id, blobs)| IndexPack { id: Id(id), blobs });
+        (
+            proptest::collection::vec(any::<[u8; 32]>().prop_map(Id), 0..3),
+            proptest::collection::vec(pack, 0..5),
+        )
+            .prop_map(|(supersedes, packs)| IndexFile { supersedes, packs })
     }
 
     proptest! {
@@ -255,9 +271,25 @@ mod tests {
 
     #[test]
     fn superseded_files_are_ignored() {
-        let e = PackEntry { id: Id([1; 32]), ty: BlobType::Data, compression: Compression::None, offset: 0, stored_len: 50, raw_len: 10 };
-        let old = IndexFile { supersedes: vec![], packs: vec![IndexPack { id: Id([9; 32]), blobs: vec![e] }] };
-        let new = IndexFile { supersedes: vec![Id([2; 32])], packs: vec![] };
+        let e = PackEntry {
+            id: Id([1; 32]),
+            ty: BlobType::Data,
+            compression: Compression::None,
+            offset: 0,
+            stored_len: 50,
+            raw_len: 10,
+        };
+        let old = IndexFile {
+            supersedes: vec![],
+            packs: vec![IndexPack {
+                id: Id([9; 32]),
+                blobs: vec![e],
+            }],
+        };
+        let new = IndexFile {
+            supersedes: vec![Id([2; 32])],
+            packs: vec![],
+        };
         let m = MasterIndex::from_files([(Id([2; 32]), &old), (Id([3; 32]), &new)]);
         assert!(m.get(&e.id).is_none());
         let m = MasterIndex::from_files([(Id([4; 32]), &old), (Id([3; 32]), &new)]);

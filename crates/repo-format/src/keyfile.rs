@@ -47,10 +47,16 @@ impl KdfParams {
     /// us allocate unbounded memory or spin forever.
     fn check(&self) -> Result<(), DecodeError> {
         if self.m_cost_kib < 8 || self.m_cost_kib > 4 * 1024 * 1024 {
-            return Err(invalid("argon2 m_cost", format!("{} KiB out of range 8..=4 GiB", self.m_cost_kib)));
+            return Err(invalid(
+                "argon2 m_cost",
+                format!("{} KiB out of range 8..=4 GiB", self.m_cost_kib),
+            ));
         }
         if self.t_cost == 0 || self.t_cost > 100 || self.p_cost == 0 || self.p_cost > 64 {
-            return Err(invalid("argon2 t/p cost", format!("t={} p={} out of range", self.t_cost, self.p_cost)));
+            return Err(invalid(
+                "argon2 t/p cost",
+                format!("t={} p={} out of range", self.t_cost, self.p_cost),
+            ));
         }
         Ok(())
     }
@@ -58,7 +64,8 @@ impl KdfParams {
     /// Derives a 32-byte wrapping key from a password and salt.
     pub fn derive(&self, password: &[u8], salt: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>> {
         self.check().map_err(|e| Error::Kdf(e.to_string()))?;
-        let params = Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32)).map_err(|e| Error::Kdf(e.to_string()))?;
+        let params = Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
+            .map_err(|e| Error::Kdf(e.to_string()))?;
         let mut out = Zeroizing::new([0u8; 32]);
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
             .hash_password_into(password, salt, out.as_mut())
@@ -90,7 +97,14 @@ pub struct KeyFile {
 
 impl KeyFile {
     /// Wraps `master` under `password`.
-    pub fn create(master: &MasterKey, password: &[u8], kdf: KdfParams, created_ns: i64, host: &str, user: &str) -> Result<KeyFile> {
+    pub fn create(
+        master: &MasterKey,
+        password: &[u8],
+        kdf: KdfParams,
+        created_ns: i64,
+        host: &str,
+        user: &str,
+    ) -> Result<KeyFile> {
         let salt: [u8; 32] = crypto::random_array();
         let wrap = kdf.derive(password, &salt)?;
         let mut w = Writer::new();
@@ -133,7 +147,10 @@ impl KeyFile {
         }
         let v = r.u8()?;
         if v != VERSION {
-            return Err(invalid("key file version", format!("{v} (this build reads {VERSION})")));
+            return Err(invalid(
+                "key file version",
+                format!("{v} (this build reads {VERSION})"),
+            ));
         }
         let kdf_id = r.u8()?;
         if kdf_id != KDF_ARGON2ID {
@@ -172,7 +189,10 @@ impl KeyFile {
             return Ok(None);
         };
         let plain = Zeroizing::new(plain);
-        let arr: &[u8; 96] = plain.as_slice().try_into().map_err(|_| Error::Kdf("master key of wrong length".into()))?;
+        let arr: &[u8; 96] = plain
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Kdf("master key of wrong length".into()))?;
         Ok(Some(MasterKey::from_bytes(arr)))
     }
 }
@@ -218,6 +238,9 @@ mod tests {
         }
         let mut enc = kf.encoded().to_vec();
         enc[6..10].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(KeyFile::decode(&enc).is_err(), "absurd memory cost must be refused");
+        assert!(
+            KeyFile::decode(&enc).is_err(),
+            "absurd memory cost must be refused"
+        );
     }
 }

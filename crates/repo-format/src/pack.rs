@@ -85,13 +85,17 @@ impl PackHeader {
             let stored_len = r.u32()?;
             let raw_len = r.u32()?;
             if (stored_len as usize) < SEAL_OVERHEAD {
-                return Err(invalid("stored length", format!("{stored_len} is below the encryption overhead")));
+                return Err(invalid(
+                    "stored length",
+                    format!("{stored_len} is below the encryption overhead"),
+                ));
             }
             entries.push(PackEntry {
                 id,
                 ty,
                 compression,
-                offset: u32::try_from(offset).map_err(|_| invalid("offset", "pack larger than 4 GiB"))?,
+                offset: u32::try_from(offset)
+                    .map_err(|_| invalid("offset", "pack larger than 4 GiB"))?,
                 stored_len,
                 raw_len,
             });
@@ -99,7 +103,12 @@ impl PackHeader {
         }
         r.finish()?;
         if offset != data_len {
-            return Err(invalid("header", format!("blobs cover {offset} bytes but the pack holds {data_len} before its header")));
+            return Err(invalid(
+                "header",
+                format!(
+                    "blobs cover {offset} bytes but the pack holds {data_len} before its header"
+                ),
+            ));
         }
         Ok(PackHeader { pack_type, entries })
     }
@@ -154,7 +163,11 @@ impl PackBuilder {
         if blob.ty != self.pack_type {
             return Err(Error::Encode {
                 what: "pack",
-                detail: format!("{} blob added to a {} pack", blob.ty.name(), self.pack_type.name()),
+                detail: format!(
+                    "{} blob added to a {} pack",
+                    blob.ty.name(),
+                    self.pack_type.name()
+                ),
             });
         }
         self.size += blob.bytes.len();
@@ -214,10 +227,14 @@ impl PackBuilder {
 pub fn parse_trailer(pack: &Id, trailer: &[u8], pack_len: u64) -> Result<u32> {
     let corrupt = |d: String| Error::corrupt("pack", pack, d);
     if trailer.len() != TRAILER_LEN || pack_len < TRAILER_LEN as u64 {
-        return Err(corrupt(format!("{pack_len} bytes is too short to be a pack")));
+        return Err(corrupt(format!(
+            "{pack_len} bytes is too short to be a pack"
+        )));
     }
     if &trailer[5..9] != PACK_MAGIC {
-        return Err(corrupt("no pack magic at the end (truncated or not a pack)".into()));
+        return Err(corrupt(
+            "no pack magic at the end (truncated or not a pack)".into(),
+        ));
     }
     if trailer[4] != PACK_VERSION {
         return Err(Error::UnsupportedVersion {
@@ -228,13 +245,20 @@ pub fn parse_trailer(pack: &Id, trailer: &[u8], pack_len: u64) -> Result<u32> {
     }
     let hlen = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
     if (hlen as u64) + TRAILER_LEN as u64 > pack_len || (hlen as usize) < SEAL_OVERHEAD {
-        return Err(corrupt(format!("header length {hlen} does not fit a pack of {pack_len} bytes")));
+        return Err(corrupt(format!(
+            "header length {hlen} does not fit a pack of {pack_len} bytes"
+        )));
     }
     Ok(hlen)
 }
 
 /// Decrypts and decodes the sealed header of a pack of `pack_len` bytes.
-pub fn open_header(key: &MasterKey, pack: &Id, sealed_header: &[u8], pack_len: u64) -> Result<PackHeader> {
+pub fn open_header(
+    key: &MasterKey,
+    pack: &Id,
+    sealed_header: &[u8],
+    pack_len: u64,
+) -> Result<PackHeader> {
     let plain = key
         .open(HEADER_AD, sealed_header)
         .ok_or_else(|| Error::corrupt("pack", pack, "header authentication failed"))?;
@@ -246,7 +270,11 @@ pub fn open_header(key: &MasterKey, pack: &Id, sealed_header: &[u8], pack_len: u
 pub fn read_header(key: &MasterKey, pack: &Id, bytes: &[u8]) -> Result<PackHeader> {
     let len = bytes.len() as u64;
     if bytes.len() < TRAILER_LEN {
-        return Err(Error::corrupt("pack", pack, format!("{len} bytes is too short to be a pack")));
+        return Err(Error::corrupt(
+            "pack",
+            pack,
+            format!("{len} bytes is too short to be a pack"),
+        ));
     }
     let hlen = parse_trailer(pack, &bytes[bytes.len() - TRAILER_LEN..], len)? as usize;
     let start = bytes.len() - TRAILER_LEN - hlen;
@@ -260,7 +288,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_entries() -> impl Strategy<Value = Vec<(u8, [u8; 32], u32, u32)>> {
-        proptest::collection::vec((0u8..2, any::<[u8; 32]>(), 40u32..10_000, any::<u32>()), 0..20)
+        proptest::collection::vec(
+            (0u8..2, any::<[u8; 32]>(), 40u32..10_000, any::<u32>()),
+            0..20,
+        )
     }
 
     proptest! {
@@ -289,9 +320,30 @@ mod tests {
         let mut b = PackBuilder::new(BlobType::Data);
         let datas: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 1000 + i as usize * 77]).collect();
         for d in &datas {
-            b.add(seal_blob(&key, BlobType::Data, key.blob_id(d), d, CompressionLevel::default()).unwrap()).unwrap();
+            b.add(
+                seal_blob(
+                    &key,
+                    BlobType::Data,
+                    key.blob_id(d),
+                    d,
+                    CompressionLevel::default(),
+                )
+                .unwrap(),
+            )
+            .unwrap();
         }
-        assert!(b.add(seal_blob(&key, BlobType::Tree, key.blob_id(b"t"), b"t", CompressionLevel::default()).unwrap()).is_err());
+        assert!(b
+            .add(
+                seal_blob(
+                    &key,
+                    BlobType::Tree,
+                    key.blob_id(b"t"),
+                    b"t",
+                    CompressionLevel::default()
+                )
+                .unwrap()
+            )
+            .is_err());
         let p = b.finish(&key).unwrap();
         assert_eq!(p.id, Id::of_stored_bytes(&p.bytes));
         let h = read_header(&key, &p.id, &p.bytes).unwrap();

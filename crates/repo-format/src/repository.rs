@@ -50,7 +50,9 @@ pub struct Repository {
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Repository").field("location", &self.backend.location()).finish()
+        f.debug_struct("Repository")
+            .field("location", &self.backend.location())
+            .finish()
     }
 }
 
@@ -71,18 +73,29 @@ impl SnapshotFilter {
     pub fn matches(&self, s: &Snapshot) -> bool {
         (self.hosts.is_empty() || self.hosts.contains(&s.host))
             && (self.tags.is_empty()
-                || self
-                    .tags
-                    .iter()
-                    .any(|group| group.split(',').filter(|t| !t.is_empty()).all(|t| s.tags.iter().any(|x| x == t))))
+                || self.tags.iter().any(|group| {
+                    group
+                        .split(',')
+                        .filter(|t| !t.is_empty())
+                        .all(|t| s.tags.iter().any(|x| x == t))
+                }))
             && self.paths.iter().all(|p| s.paths.contains(p))
     }
 }
 
 impl Repository {
     /// Creates a new repository in an empty location.
-    pub fn init(backend: Arc<dyn Backend>, password: &[u8], opts: &InitOptions) -> Result<Repository> {
-        if !backend.list(FileKind::Config).unwrap_or_default().is_empty() || !backend.list(FileKind::Key).unwrap_or_default().is_empty() {
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        opts: &InitOptions,
+    ) -> Result<Repository> {
+        if !backend
+            .list(FileKind::Config)
+            .unwrap_or_default()
+            .is_empty()
+            || !backend.list(FileKind::Key).unwrap_or_default().is_empty()
+        {
             return Err(Error::RepositoryExists {
                 location: backend.location(),
             });
@@ -98,12 +111,23 @@ impl Repository {
             pack_size: opts.pack_size,
             created_ns: opts.now_ns,
         };
-        let kf = KeyFile::create(&key, password, opts.kdf, opts.now_ns, &opts.host, &opts.user)?;
+        let kf = KeyFile::create(
+            &key,
+            password,
+            opts.kdf,
+            opts.now_ns,
+            &opts.host,
+            &opts.user,
+        )?;
         let key_id = Id::of_stored_bytes(kf.encoded());
         // The config is written last: a repository is only "there" once it can be opened.
         backend.write(FileKind::Key, &key_id, kf.encoded())?;
         let cfg_bytes = envelope::seal(&key, ObjectKind::Config, &config.encode(), false);
-        backend.write(FileKind::Config, &Id::of_stored_bytes(&cfg_bytes), &cfg_bytes)?;
+        backend.write(
+            FileKind::Config,
+            &Id::of_stored_bytes(&cfg_bytes),
+            &cfg_bytes,
+        )?;
         Ok(Repository {
             backend,
             key,
@@ -115,7 +139,11 @@ impl Repository {
     /// Opens an existing repository with a password.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
         let configs = backend.list(FileKind::Config).map_err(|e| match e {
-            Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => Error::RepositoryNotFound { location: backend.location() },
+            Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                Error::RepositoryNotFound {
+                    location: backend.location(),
+                }
+            }
             e => e,
         })?;
         let keys = backend.list(FileKind::Key)?;
@@ -214,7 +242,12 @@ impl Repository {
     }
 
     /// Seals and stores an object; returns its name.
-    pub fn save_object(&self, kind: ObjectKind, file_kind: FileKind, plaintext: &[u8]) -> Result<Id> {
+    pub fn save_object(
+        &self,
+        kind: ObjectKind,
+        file_kind: FileKind,
+        plaintext: &[u8],
+    ) -> Result<Id> {
         let bytes = envelope::seal(&self.key, kind, plaintext, true);
         let id = Id::of_stored_bytes(&bytes);
         self.backend.write(file_kind, &id, &bytes)?;
@@ -242,7 +275,10 @@ impl Repository {
     /// good ones so one bad file does not hide the rest.
     pub fn snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<Error>)> {
         let ids = self.backend.list(FileKind::Snapshot)?;
-        let loaded: Vec<Result<(Id, Snapshot)>> = ids.par_iter().map(|(id, _)| self.load_snapshot(id).map(|s| (*id, s))).collect();
+        let loaded: Vec<Result<(Id, Snapshot)>> = ids
+            .par_iter()
+            .map(|(id, _)| self.load_snapshot(id).map(|s| (*id, s)))
+            .collect();
         let mut good = Vec::new();
         let mut bad = Vec::new();
         for r in loaded {
@@ -270,14 +306,25 @@ impl Repository {
             return self.load_snapshot(&id).map(|s| (id, s));
         }
         if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::SnapshotRef(format!("{spec:?} is not a snapshot ID, ID prefix or \"latest\"")));
+            return Err(Error::SnapshotRef(format!(
+                "{spec:?} is not a snapshot ID, ID prefix or \"latest\""
+            )));
         }
         let ids = self.backend.list(FileKind::Snapshot)?;
-        let matches: Vec<Id> = ids.into_iter().map(|(id, _)| id).filter(|id| id.has_hex_prefix(spec)).collect();
+        let matches: Vec<Id> = ids
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| id.has_hex_prefix(spec))
+            .collect();
         match matches.as_slice() {
             [id] => self.load_snapshot(id).map(|s| (*id, s)),
-            [] => Err(Error::SnapshotRef(format!("no snapshot ID starts with {spec:?}: run `holdfast snapshots` to list them"))),
-            many => Err(Error::SnapshotRef(format!("{} snapshot IDs start with {spec:?}: give more digits", many.len()))),
+            [] => Err(Error::SnapshotRef(format!(
+                "no snapshot ID starts with {spec:?}: run `holdfast snapshots` to list them"
+            ))),
+            many => Err(Error::SnapshotRef(format!(
+                "{} snapshot IDs start with {spec:?}: give more digits",
+                many.len()
+            ))),
         }
     }
 
@@ -296,18 +343,36 @@ impl Repository {
     /// ignoring it would make blobs look missing (and get written again) or be deleted.
     pub fn load_index(&self) -> Result<MasterIndex> {
         let ids = self.backend.list(FileKind::Index)?;
-        let files: Vec<(Id, IndexFile)> = ids.par_iter().map(|(id, _)| self.load_index_file(id).map(|f| (*id, f))).collect::<Result<_>>()?;
-        Ok(MasterIndex::from_files(files.iter().map(|(id, f)| (*id, f))))
+        let files: Vec<(Id, IndexFile)> = ids
+            .par_iter()
+            .map(|(id, _)| self.load_index_file(id).map(|f| (*id, f)))
+            .collect::<Result<_>>()?;
+        Ok(MasterIndex::from_files(
+            files.iter().map(|(id, f)| (*id, f)),
+        ))
     }
 
     /// Reads and decrypts one blob.
     pub fn read_blob(&self, index: &MasterIndex, ty: BlobType, id: &Id) -> Result<Vec<u8>> {
         let loc = index.get(id).ok_or(Error::BlobNotIndexed(*id))?;
         if loc.entry.ty != ty {
-            return Err(Error::corrupt("blob", id, format!("indexed as {} but wanted as {}", loc.entry.ty.name(), ty.name())));
+            return Err(Error::corrupt(
+                "blob",
+                id,
+                format!(
+                    "indexed as {} but wanted as {}",
+                    loc.entry.ty.name(),
+                    ty.name()
+                ),
+            ));
         }
         let e = loc.entry;
-        let stored = self.backend.read_range(FileKind::Pack, &loc.pack, e.offset as u64, e.stored_len as u64)?;
+        let stored = self.backend.read_range(
+            FileKind::Pack,
+            &loc.pack,
+            e.offset as u64,
+            e.stored_len as u64,
+        )?;
         open_blob(&self.key, e.ty, e.compression, id, e.raw_len, &stored).map_err(|err| match err {
             Error::Corrupt { detail, .. } => Error::Corrupt {
                 kind: "blob",
@@ -330,14 +395,23 @@ impl Repository {
         Ok(ids
             .into_iter()
             .map(|(id, _)| {
-                let kf = self.read_checked(FileKind::Key, &id).and_then(|b| KeyFile::decode(&b).map_err(|e| Error::decode("key", id, e)));
+                let kf = self
+                    .read_checked(FileKind::Key, &id)
+                    .and_then(|b| KeyFile::decode(&b).map_err(|e| Error::decode("key", id, e)));
                 (id, kf)
             })
             .collect())
     }
 
     /// Adds a key file for another password.
-    pub fn add_key(&self, password: &[u8], kdf: KdfParams, now_ns: i64, host: &str, user: &str) -> Result<Id> {
+    pub fn add_key(
+        &self,
+        password: &[u8],
+        kdf: KdfParams,
+        now_ns: i64,
+        host: &str,
+        user: &str,
+    ) -> Result<Id> {
         let kf = KeyFile::create(&self.key, password, kdf, now_ns, host, user)?;
         let id = Id::of_stored_bytes(kf.encoded());
         self.backend.write(FileKind::Key, &id, kf.encoded())?;
@@ -365,7 +439,14 @@ impl Repository {
 
     /// Replaces the current key file with one for a new password. The new key is written
     /// (durably) before the old one is removed.
-    pub fn change_password(&mut self, new_password: &[u8], kdf: KdfParams, now_ns: i64, host: &str, user: &str) -> Result<Id> {
+    pub fn change_password(
+        &mut self,
+        new_password: &[u8],
+        kdf: KdfParams,
+        now_ns: i64,
+        host: &str,
+        user: &str,
+    ) -> Result<Id> {
         let new_id = self.add_key(new_password, kdf, now_ns, host, user)?;
         let old = self.key_id;
         self.key_id = new_id;
@@ -379,7 +460,15 @@ pub fn read_checked(backend: &dyn Backend, kind: FileKind, id: &Id) -> Result<Ve
     let bytes = backend.read(kind, id)?;
     let actual = Id::of_stored_bytes(&bytes);
     if actual != *id {
-        return Err(Error::corrupt(kind.name(), id, format!("content hash is {} ({} bytes): the file is damaged or truncated", actual.short(), bytes.len())));
+        return Err(Error::corrupt(
+            kind.name(),
+            id,
+            format!(
+                "content hash is {} ({} bytes): the file is damaged or truncated",
+                actual.short(),
+                bytes.len()
+            ),
+        ));
     }
     Ok(bytes)
 }

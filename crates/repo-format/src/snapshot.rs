@@ -218,19 +218,21 @@ pub(crate) mod tests {
             proptest::option::of(any::<[u8; 32]>()),
             any::<[u64; 14]>(),
         )
-            .prop_map(|((t, off, uid, gid), host, paths, tags, tree, parent, f)| Snapshot {
-                time_ns: t,
-                utc_offset_s: off,
-                host: host.clone(),
-                user: host,
-                uid,
-                gid,
-                paths,
-                tags,
-                tree: Id(tree),
-                parent: parent.map(Id),
-                program_version: "holdfast test".into(),
-                summary: Summary::from_fields(f),
+            .prop_map(|((t, off, uid, gid), host, paths, tags, tree, parent, f)| {
+                Snapshot {
+                    time_ns: t,
+                    utc_offset_s: off,
+                    host: host.clone(),
+                    user: host,
+                    uid,
+                    gid,
+                    paths,
+                    tags,
+                    tree: Id(tree),
+                    parent: parent.map(Id),
+                    program_version: "holdfast test".into(),
+                    summary: Summary::from_fields(f),
+                }
             })
     }
 

@@ -166,8 +166,14 @@ impl Tree {
         for n in &self.nodes {
             check_name(&n.name, prev)?;
             prev = Some(&n.name);
-            if n.user.len() > u16::MAX as usize || n.group.len() > u16::MAX as usize || n.name.len() > u16::MAX as usize {
-                return Err(invalid("node", "name, user or group longer than 65535 bytes"));
+            if n.user.len() > u16::MAX as usize
+                || n.group.len() > u16::MAX as usize
+                || n.name.len() > u16::MAX as usize
+            {
+                return Err(invalid(
+                    "node",
+                    "name, user or group longer than 65535 bytes",
+                ));
             }
             w.bytes16(&n.name);
             w.u8(n.kind as u8);
@@ -221,7 +227,10 @@ impl Tree {
         let mut r = Reader::new(buf);
         let v = r.u8()?;
         if v != TREE_VERSION {
-            return Err(invalid("tree version", format!("{v} (expected {TREE_VERSION})")));
+            return Err(invalid(
+                "tree version",
+                format!("{v} (expected {TREE_VERSION})"),
+            ));
         }
         let count = r.count("node count", 80)?;
         let mut nodes: Vec<Node> = Vec::with_capacity(count);
@@ -300,7 +309,13 @@ impl Tree {
 
 fn check_name(name: &[u8], prev: Option<&[u8]>) -> Result<(), DecodeError> {
     if !is_safe_name(name) {
-        return Err(invalid("entry name", format!("{:?} is not a safe path component", String::from_utf8_lossy(name))));
+        return Err(invalid(
+            "entry name",
+            format!(
+                "{:?} is not a safe path component",
+                String::from_utf8_lossy(name)
+            ),
+        ));
     }
     if let Some(p) = prev {
         if p >= name {
@@ -316,41 +331,67 @@ pub(crate) mod tests {
     use proptest::prelude::*;
 
     pub fn arb_node() -> impl Strategy<Value = Node> {
-        let name = proptest::collection::vec(1u8..=255, 1..20)
-            .prop_filter("safe", |n| is_safe_name(n));
+        let name =
+            proptest::collection::vec(1u8..=255, 1..20).prop_filter("safe", |n| is_safe_name(n));
         let content = proptest::collection::vec(
-            prop_oneof![any::<[u8; 32]>().prop_map(|a| ContentRef::Blob(Id(a))), any::<u64>().prop_map(ContentRef::Zeros)],
+            prop_oneof![
+                any::<[u8; 32]>().prop_map(|a| ContentRef::Blob(Id(a))),
+                any::<u64>().prop_map(ContentRef::Zeros)
+            ],
             0..4,
         );
         let xattrs = proptest::collection::vec(
-            (proptest::collection::vec(any::<u8>(), 1..10), proptest::collection::vec(any::<u8>(), 0..20))
+            (
+                proptest::collection::vec(any::<u8>(), 1..10),
+                proptest::collection::vec(any::<u8>(), 0..20),
+            )
                 .prop_map(|(name, value)| Xattr { name, value }),
             0..3,
         );
-        (name, 1u8..=7, any::<(u32, u32, u32, i64, i64, u64, u64, u64)>(), "[a-z]{0,8}", content, xattrs, proptest::collection::vec(any::<u8>(), 0..30), any::<[u8; 32]>())
-            .prop_map(|(name, k, (mode, uid, gid, mt, ct, size, inode, dev), user, content, xattrs, target, sub)| {
-                let kind = NodeKind::from_u8(k).unwrap();
-                let mut n = Node::new(name, kind);
-                n.mode = mode;
-                n.uid = uid;
-                n.gid = gid;
-                n.mtime_ns = mt;
-                n.ctime_ns = ct;
-                n.size = size;
-                n.inode = inode;
-                n.device = dev;
-                n.user = user.clone();
-                n.group = user;
-                n.xattrs = xattrs;
-                n.link_target = target;
-                if kind == NodeKind::File {
-                    n.content = content;
-                }
-                if kind == NodeKind::Dir {
-                    n.subtree = Some(Id(sub));
-                }
-                n
-            })
+        (
+            name,
+            1u8..=7,
+            any::<(u32, u32, u32, i64, i64, u64, u64, u64)>(),
+            "[a-z]{0,8}",
+            content,
+            xattrs,
+            proptest::collection::vec(any::<u8>(), 0..30),
+            any::<[u8; 32]>(),
+        )
+            .prop_map(
+                |(
+                    name,
+                    k,
+                    (mode, uid, gid, mt, ct, size, inode, dev),
+                    user,
+                    content,
+                    xattrs,
+                    target,
+                    sub,
+                )| {
+                    let kind = NodeKind::from_u8(k).unwrap();
+                    let mut n = Node::new(name, kind);
+                    n.mode = mode;
+                    n.uid = uid;
+                    n.gid = gid;
+                    n.mtime_ns = mt;
+                    n.ctime_ns = ct;
+                    n.size = size;
+                    n.inode = inode;
+                    n.device = dev;
+                    n.user = user.clone();
+                    n.group = user;
+                    n.xattrs = xattrs;
+                    n.link_target = target;
+                    if kind == NodeKind::File {
+                        n.content = content;
+                    }
+                    if kind == NodeKind::Dir {
+                        n.subtree = Some(Id(sub));
+                    }
+                    n
+                },
+            )
     }
 
     pub fn arb_tree() -> impl Strategy<Value = Tree> {
@@ -375,15 +416,32 @@ pub(crate) mod tests {
     #[test]
     fn unsafe_and_unsorted_names_are_rejected() {
         for bad in [&b".."[..], b".", b"", b"a/b", b"a\0"] {
-            let t = Tree { nodes: vec![Node::new(bad.to_vec(), NodeKind::File)] };
+            let t = Tree {
+                nodes: vec![Node::new(bad.to_vec(), NodeKind::File)],
+            };
             assert!(t.encode().is_err(), "{bad:?}");
         }
-        let t = Tree { nodes: vec![Node::new("b", NodeKind::File), Node::new("a", NodeKind::File)] };
+        let t = Tree {
+            nodes: vec![
+                Node::new("b", NodeKind::File),
+                Node::new("a", NodeKind::File),
+            ],
+        };
         assert!(t.encode().is_err());
-        let t = Tree { nodes: vec![Node::new("a", NodeKind::File), Node::new("a", NodeKind::File)] };
+        let t = Tree {
+            nodes: vec![
+                Node::new("a", NodeKind::File),
+                Node::new("a", NodeKind::File),
+            ],
+        };
         assert!(t.encode().is_err());
         // A decoder sees the same checks even if an encoder was bypassed.
-        let good = Tree { nodes: vec![Node::new("a", NodeKind::File), Node::new("b", NodeKind::File)] };
+        let good = Tree {
+            nodes: vec![
+                Node::new("a", NodeKind::File),
+                Node::new("b", NodeKind::File),
+            ],
+        };
         let mut enc = good.encode().unwrap();
         let pos = enc.windows(3).position(|w| w == [1, 0, b'b']).unwrap();
         enc[pos + 2] = b'a';
@@ -392,7 +450,12 @@ pub(crate) mod tests {
 
     #[test]
     fn non_utf8_and_newline_names_survive() {
-        let mut t = Tree { nodes: vec![Node::new(vec![0xff, 0xfe, b'\n', b'x'], NodeKind::File), Node::new("a\nb", NodeKind::File)] };
+        let mut t = Tree {
+            nodes: vec![
+                Node::new(vec![0xff, 0xfe, b'\n', b'x'], NodeKind::File),
+                Node::new("a\nb", NodeKind::File),
+            ],
+        };
         t.sort();
         assert_eq!(Tree::decode(&t.encode().unwrap()).unwrap(), t);
     }

@@ -46,12 +46,20 @@ impl LocalBackend {
 
     fn open(&self, kind: FileKind, id: &Id) -> Result<File> {
         let p = self.path(kind, id);
-        File::open(&p).map_err(|e| if e.kind() == ErrorKind::NotFound { self.not_found(kind, id) } else { io("open", &p, e) })
+        File::open(&p).map_err(|e| {
+            if e.kind() == ErrorKind::NotFound {
+                self.not_found(kind, id)
+            } else {
+                io("open", &p, e)
+            }
+        })
     }
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("sync directory", dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("sync directory", dir, e))
 }
 
 impl Backend for LocalBackend {
@@ -77,7 +85,11 @@ impl Backend for LocalBackend {
         let base = self.root.join(kind.dir());
         let dirs: Vec<PathBuf> = if kind == FileKind::Pack {
             match fs::read_dir(&base) {
-                Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect(),
+                Ok(rd) => rd
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect(),
                 Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
                 Err(e) => return Err(io("list", &base, e)),
             }
@@ -112,7 +124,8 @@ impl Backend for LocalBackend {
     fn read(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
         let mut f = self.open(kind, id)?;
         let mut buf = Vec::new();
-        f.read_to_end(&mut buf).map_err(|e| io("read", &self.path(kind, id), e))?;
+        f.read_to_end(&mut buf)
+            .map_err(|e| io("read", &self.path(kind, id), e))?;
         Ok(buf)
     }
 
@@ -124,7 +137,14 @@ impl Backend for LocalBackend {
         while done < buf.len() {
             match f.read_at(&mut buf[done..], offset + done as u64) {
                 Ok(0) => {
-                    return Err(Error::corrupt(kind.name(), id, format!("truncated: wanted {len} bytes at offset {offset}, file ends at {}", offset + done as u64)));
+                    return Err(Error::corrupt(
+                        kind.name(),
+                        id,
+                        format!(
+                            "truncated: wanted {len} bytes at offset {offset}, file ends at {}",
+                            offset + done as u64
+                        ),
+                    ));
                 }
                 Ok(n) => done += n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -136,16 +156,24 @@ impl Backend for LocalBackend {
 
     fn size(&self, kind: FileKind, id: &Id) -> Result<u64> {
         let mut f = self.open(kind, id)?;
-        f.seek(SeekFrom::End(0)).map_err(|e| io("stat", &self.path(kind, id), e))
+        f.seek(SeekFrom::End(0))
+            .map_err(|e| io("stat", &self.path(kind, id), e))
     }
 
     fn write(&self, kind: FileKind, id: &Id, bytes: &[u8]) -> Result<()> {
         let dest = self.path(kind, id);
-        let dir = dest.parent().expect("repository paths have a parent").to_path_buf();
+        let dir = dest
+            .parent()
+            .expect("repository paths have a parent")
+            .to_path_buf();
         let tmp_dir = self.root.join("tmp");
         let tmp = tmp_dir.join(format!("{}.tmp", hex::encode(random_array::<12>())));
         let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| io("create", &tmp, e))?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| io("create", &tmp, e))?;
             f.write_all(bytes).map_err(|e| io("write", &tmp, e))?;
             f.sync_all().map_err(|e| io("sync", &tmp, e))?;
             drop(f);
@@ -181,12 +209,24 @@ mod tests {
         b.write(FileKind::Pack, &id, b"hello").unwrap();
         assert_eq!(b.read(FileKind::Pack, &id).unwrap(), b"hello");
         assert_eq!(b.read_range(FileKind::Pack, &id, 1, 3).unwrap(), b"ell");
-        assert!(matches!(b.read_range(FileKind::Pack, &id, 3, 5), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            b.read_range(FileKind::Pack, &id, 3, 5),
+            Err(Error::Corrupt { .. })
+        ));
         assert_eq!(b.list(FileKind::Pack).unwrap(), vec![(id, 5)]);
         assert_eq!(b.size(FileKind::Pack, &id).unwrap(), 5);
-        assert!(fs::read_dir(d.path().join("repo/tmp")).unwrap().next().is_none(), "no temporary file left");
+        assert!(
+            fs::read_dir(d.path().join("repo/tmp"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "no temporary file left"
+        );
         b.remove(FileKind::Pack, &id).unwrap();
         b.remove(FileKind::Pack, &id).unwrap();
-        assert!(matches!(b.read(FileKind::Pack, &id), Err(Error::Missing { .. })));
+        assert!(matches!(
+            b.read(FileKind::Pack, &id),
+            Err(Error::Missing { .. })
+        ));
     }
 }

@@ -1,0 +1,653 @@
+//! Backup: walks source paths, chunks files, stores blobs and trees, writes a snapshot.
+//!
+//! Data flows one way: filesystem → chunker → blob store → backend. Directories are
+//! processed with their entries in parallel (rayon work-stealing spreads a wide or deep
+//! tree over every core); a file is read, chunked, hashed, compressed and sealed by the
+//! thread that took it. A file whose size, mtime, ctime and inode match the parent
+//! snapshot reuses its content list without being read.
+//!
+//! Problems with single source entries (vanished, unreadable, changed while read) are
+//! warnings: the snapshot is still written, without that entry or with what was read,
+//! and the caller reports them (exit code 3). Repository failures abort the backup.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use holdfast_chunker::{Chunker, ChunkerParams, GearTable};
+use holdfast_repo::blob::{BlobType, CompressionLevel};
+use holdfast_repo::blob_store::BlobStore;
+use holdfast_repo::index::MasterIndex;
+use holdfast_repo::repository::Repository;
+use holdfast_repo::snapshot::{Snapshot, Summary};
+use holdfast_repo::tree::{ContentRef, Node, NodeKind, Tree};
+use holdfast_repo::Id;
+use rayon::prelude::*;
+
+use crate::error::{EngineError, Result};
+use crate::filter::PathFilter;
+use crate::fsmeta::{self, UserCache};
+
+/// What to back up and how.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Source paths (made absolute and normalised).
+    pub paths: Vec<PathBuf>,
+    /// Entries to leave out.
+    pub excludes: PathFilter,
+    /// Do not descend into other filesystems.
+    pub one_file_system: bool,
+    /// Snapshot to compare with for unchanged files.
+    pub parent: Option<Id>,
+    /// Read every file even if unchanged.
+    pub force: bool,
+    /// Host name for the snapshot.
+    pub host: String,
+    /// User name for the snapshot.
+    pub user: String,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// Snapshot time, ns since the epoch.
+    pub time_ns: i64,
+    /// Local time offset from UTC, seconds.
+    pub utc_offset_s: i32,
+    /// Recorded program version.
+    pub program_version: String,
+    /// zstd level.
+    pub compression: CompressionLevel,
+}
+
+/// Live counters a UI can poll while a backup runs.
+#[derive(Debug, Default)]
+pub struct BackupProgress {
+    /// Entries finished.
+    pub entries: AtomicU64,
+    /// File bytes processed (read or reused).
+    pub bytes: AtomicU64,
+}
+
+/// The result of a backup.
+#[derive(Debug)]
+pub struct BackupOutcome {
+    /// ID of the new snapshot.
+    pub id: Id,
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// Problems with single source entries.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unchanged: AtomicU64,
+    dirs_new: AtomicU64,
+    dirs_changed: AtomicU64,
+    dirs_unchanged: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_total: AtomicU64,
+    errors: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+struct Ctx<'a> {
+    repo: &'a Repository,
+    index: &'a MasterIndex,
+    store: BlobStore<'a>,
+    chunker: Chunker,
+    users: UserCache,
+    opts: &'a BackupOptions,
+    progress: &'a BackupProgress,
+    counters: Counters,
+    warnings: Mutex<Vec<String>>,
+    /// Content of multiply-linked files already stored, by (device, inode).
+    hardlinks: Mutex<HashMap<(u64, u64), (Vec<ContentRef>, u64)>>,
+}
+
+/// A directory of the virtual root: either backed up whole, or only on the way to one.
+enum VEntry {
+    Source(PathBuf),
+    Dir(BTreeMap<Vec<u8>, VEntry>),
+}
+
+/// Makes a path absolute and removes `.` and `..` lexically (symlinks are not resolved:
+/// the user named this path, so it is recorded as named).
+pub fn normalize_path(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).map_err(|e| EngineError::Source {
+        path: p.to_path_buf(),
+        source: e,
+    })?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+fn path_bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+/// Runs a backup and writes the snapshot.
+pub fn backup(
+    repo: &Repository,
+    index: &MasterIndex,
+    opts: &BackupOptions,
+    progress: &BackupProgress,
+) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    let cfg = repo.config();
+    let params = ChunkerParams {
+        min: cfg.chunk_min,
+        avg: cfg.chunk_avg,
+        max: cfg.chunk_max,
+    };
+    let chunker = Chunker::new(params, GearTable::from_key(&repo.key().chunker))
+        .map_err(|e| holdfast_repo::Error::corrupt("config", "chunker parameters", e))?;
+    let ctx = Ctx {
+        repo,
+        index,
+        store: BlobStore::new(repo, index, opts.compression),
+        chunker,
+        users: UserCache::new(),
+        opts,
+        progress,
+        counters: Counters::default(),
+        warnings: Mutex::new(Vec::new()),
+        hardlinks: Mutex::new(HashMap::new()),
+    };
+
+    // Build the virtual root from the source paths; a path inside another is covered by it.
+    let mut paths: Vec<PathBuf> = opts
+        .paths
+        .iter()
+        .map(|p| normalize_path(p))
+        .collect::<Result<_>>()?;
+    paths.sort();
+    paths.dedup();
+    let mut kept: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        if kept.iter().any(|k| p.starts_with(k)) {
+            continue;
+        }
+        kept.push(p);
+    }
+    let mut present = Vec::new();
+    for p in &kept {
+        match std::fs::symlink_metadata(p) {
+            Ok(_) => present.push(p.clone()),
+            Err(e) => ctx.warn(format!("{}: {e} (skipped)", p.display())),
+        }
+    }
+    if present.is_empty() {
+        return Err(EngineError::Usage(
+            "none of the paths to back up could be read".into(),
+        ));
+    }
+    let mut root: BTreeMap<Vec<u8>, VEntry> = BTreeMap::new();
+    for p in &present {
+        let comps: Vec<Vec<u8>> = p
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.as_bytes().to_vec()),
+                _ => None,
+            })
+            .collect();
+        if comps.is_empty() {
+            // Backing up "/": its entries become the root's entries.
+            root = BTreeMap::new();
+            root.insert(Vec::new(), VEntry::Source(PathBuf::from("/")));
+            break;
+        }
+        let mut level = &mut root;
+        for (i, c) in comps.iter().enumerate() {
+            if i + 1 == comps.len() {
+                level.insert(c.clone(), VEntry::Source(p.clone()));
+            } else {
+                let e = level
+                    .entry(c.clone())
+                    .or_insert_with(|| VEntry::Dir(BTreeMap::new()));
+                match e {
+                    VEntry::Dir(m) => level = m,
+                    VEntry::Source(_) => unreachable!("nested sources were removed above"),
+                }
+            }
+        }
+    }
+
+    let parent_root = match opts.parent {
+        Some(pid) => match repo.load_snapshot(&pid) {
+            Ok(s) => Some(s.tree),
+            Err(e) => {
+                ctx.warn(format!(
+                    "parent snapshot {}: {e}; reading every file",
+                    pid.short()
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+
+    let root_tree = if let Some(VEntry::Source(_)) = root.get(&Vec::new()) {
+        ctx.dir_tree(Path::new("/"), parent_root, None)?
+    } else {
+        ctx.virtual_tree(Path::new("/"), &root, parent_root)?
+    };
+    ctx.store.flush()?;
+
+    let c = &ctx.counters;
+    let st = &ctx.store.stats;
+    let summary = Summary {
+        files_new: c.files_new.load(Ordering::Relaxed),
+        files_changed: c.files_changed.load(Ordering::Relaxed),
+        files_unchanged: c.files_unchanged.load(Ordering::Relaxed),
+        dirs_new: c.dirs_new.load(Ordering::Relaxed),
+        dirs_changed: c.dirs_changed.load(Ordering::Relaxed),
+        dirs_unchanged: c.dirs_unchanged.load(Ordering::Relaxed),
+        data_blobs_added: st.data_blobs.load(Ordering::Relaxed),
+        tree_blobs_added: st.tree_blobs.load(Ordering::Relaxed),
+        bytes_read: c.bytes_read.load(Ordering::Relaxed),
+        bytes_total: c.bytes_total.load(Ordering::Relaxed),
+        bytes_added_raw: st.raw_bytes.load(Ordering::Relaxed),
+        bytes_added_stored: st.stored_bytes.load(Ordering::Relaxed),
+        errors: c.errors.load(Ordering::Relaxed),
+        duration_ns: started.elapsed().as_nanos() as u64,
+    };
+    let mut tags = opts.tags.clone();
+    tags.sort();
+    tags.dedup();
+    let snapshot = Snapshot {
+        time_ns: opts.time_ns,
+        utc_offset_s: opts.utc_offset_s,
+        host: opts.host.clone(),
+        user: opts.user.clone(),
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        paths: kept.iter().map(|p| path_bytes(p).to_vec()).collect(),
+        tags,
+        tree: root_tree,
+        parent: opts.parent,
+        program_version: opts.program_version.clone(),
+        summary,
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    let warnings = ctx.warnings.into_inner().unwrap_or_default();
+    Ok(BackupOutcome {
+        id,
+        snapshot,
+        warnings,
+    })
+}
+
+impl Ctx<'_> {
+    fn warn(&self, msg: String) {
+        tracing::warn!("{msg}");
+        bump(&self.counters.errors);
+        self.warnings.lock().expect("lock").push(msg);
+    }
+
+    fn load_parent_tree(&self, id: Option<Id>) -> Option<Tree> {
+        let id = id?;
+        match self.repo.load_tree(self.index, &id) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.warn(format!(
+                    "parent tree {}: {e}; reading the files below it again",
+                    id.short()
+                ));
+                None
+            }
+        }
+    }
+
+    fn store_tree(&self, tree: &Tree) -> Result<Id> {
+        let bytes = tree.encode().map_err(|e| holdfast_repo::Error::Encode {
+            what: "tree",
+            detail: e.to_string(),
+        })?;
+        let id = self.store.id_of(&bytes);
+        self.store.add(BlobType::Tree, id, &bytes)?;
+        Ok(id)
+    }
+
+    /// A directory on the way to the sources: real metadata, only the named children.
+    fn virtual_tree(
+        &self,
+        path: &Path,
+        children: &BTreeMap<Vec<u8>, VEntry>,
+        parent: Option<Id>,
+    ) -> Result<Id> {
+        let parent_tree = self.load_parent_tree(parent);
+        let find = |name: &[u8]| {
+            parent_tree
+                .as_ref()
+                .and_then(|t| t.nodes.iter().find(|n| n.name == name))
+        };
+        let mut nodes = Vec::new();
+        for (name, entry) in children {
+            let child = path.join(OsStr::from_bytes(name));
+            let pnode = find(name);
+            match entry {
+                VEntry::Source(p) => {
+                    let dev = std::fs::symlink_metadata(p).map(|m| m.dev()).unwrap_or(0);
+                    if let Some(n) = self.entry(p, name, pnode, dev)? {
+                        nodes.push(n);
+                    }
+                }
+                VEntry::Dir(grand) => {
+                    let meta =
+                        std::fs::symlink_metadata(&child).map_err(|e| EngineError::Source {
+                            path: child.clone(),
+                            source: e,
+                        })?;
+                    let mut node =
+                        fsmeta::capture(&child, name, &meta, &self.users).map_err(|e| {
+                            EngineError::Source {
+                                path: child.clone(),
+                                source: std::io::Error::other(e.to_string()),
+                            }
+                        })?;
+                    node.kind = NodeKind::Dir;
+                    node.link_target.clear();
+                    node.size = 0;
+                    node.subtree =
+                        Some(self.virtual_tree(&child, grand, pnode.and_then(|n| n.subtree))?);
+                    nodes.push(node);
+                }
+            }
+        }
+        self.store_tree(&Tree { nodes })
+    }
+
+    /// A real directory: every entry, in parallel.
+    fn dir_tree(&self, path: &Path, parent: Option<Id>, root_dev: Option<u64>) -> Result<Id> {
+        let mut names: Vec<Vec<u8>> = match std::fs::read_dir(path) {
+            Ok(rd) => {
+                let mut v = Vec::new();
+                for e in rd {
+                    match e {
+                        Ok(e) => v.push(e.file_name().as_bytes().to_vec()),
+                        Err(err) => {
+                            self.warn(format!("{}: reading directory: {err}", path.display()))
+                        }
+                    }
+                }
+                v
+            }
+            Err(e) => {
+                self.warn(format!(
+                    "{}: cannot list directory: {e} (stored as empty)",
+                    path.display()
+                ));
+                Vec::new()
+            }
+        };
+        names.sort();
+        let parent_tree = self.load_parent_tree(parent);
+        let parent_nodes: HashMap<&[u8], &Node> = parent_tree
+            .iter()
+            .flat_map(|t| t.nodes.iter())
+            .map(|n| (n.name.as_slice(), n))
+            .collect();
+        let nodes: Vec<Option<Node>> = names
+            .par_iter()
+            .map(|name| {
+                let child = path.join(OsStr::from_bytes(name));
+                if !self.opts.excludes.is_empty() && self.opts.excludes.matches(path_bytes(&child))
+                {
+                    return Ok(None);
+                }
+                self.entry(
+                    &child,
+                    name,
+                    parent_nodes.get(name.as_slice()).copied(),
+                    root_dev.unwrap_or(0),
+                )
+            })
+            .collect::<Result<_>>()?;
+        let tree = Tree {
+            nodes: nodes.into_iter().flatten().collect(),
+        };
+        self.store_tree(&tree)
+    }
+
+    /// One entry: metadata, and content or subtree.
+    fn entry(
+        &self,
+        path: &Path,
+        name: &[u8],
+        pnode: Option<&Node>,
+        root_dev: u64,
+    ) -> Result<Option<Node>> {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.warn(format!(
+                    "{}: {e} (vanished or unreadable; skipped)",
+                    path.display()
+                ));
+                return Ok(None);
+            }
+        };
+        let mut node = match fsmeta::capture(path, name, &meta, &self.users) {
+            Ok(n) => n,
+            Err(e) => {
+                self.warn(format!("{e} (skipped)"));
+                return Ok(None);
+            }
+        };
+        match node.kind {
+            NodeKind::File => {
+                if !self.file(path, &mut node, pnode)? {
+                    return Ok(None);
+                }
+            }
+            NodeKind::Dir => {
+                let cross = self.opts.one_file_system && root_dev != 0 && meta.dev() != root_dev;
+                let sub = if cross {
+                    self.store_tree(&Tree::default())?
+                } else {
+                    let dev = if root_dev == 0 { meta.dev() } else { root_dev };
+                    self.dir_tree(path, pnode.and_then(|p| p.subtree), Some(dev))?
+                };
+                let prev = pnode
+                    .filter(|p| p.kind == NodeKind::Dir)
+                    .and_then(|p| p.subtree);
+                bump(match prev {
+                    None => &self.counters.dirs_new,
+                    Some(p) if p == sub => &self.counters.dirs_unchanged,
+                    Some(_) => &self.counters.dirs_changed,
+                });
+                node.subtree = Some(sub);
+            }
+            _ => {}
+        }
+        self.progress.entries.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(node))
+    }
+
+    /// Fills a file node's content. Returns false if the file is to be left out.
+    fn file(&self, path: &Path, node: &mut Node, pnode: Option<&Node>) -> Result<bool> {
+        if let Some(p) = pnode {
+            let same = p.kind == NodeKind::File
+                && p.size == node.size
+                && p.mtime_ns == node.mtime_ns
+                && p.ctime_ns == node.ctime_ns
+                && p.inode == node.inode
+                && p.content.iter().all(|c| match c {
+                    ContentRef::Blob(id) => self.store.has(id),
+                    ContentRef::Zeros(_) => true,
+                });
+            if same && !self.opts.force {
+                node.content = p.content.clone();
+                bump(&self.counters.files_unchanged);
+                self.counters
+                    .bytes_total
+                    .fetch_add(node.size, Ordering::Relaxed);
+                self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
+                return Ok(true);
+            }
+        }
+        let key = (node.device, node.inode);
+        if node.links > 1 {
+            if let Some((content, size)) = self.hardlinks.lock().expect("lock").get(&key) {
+                node.content = content.clone();
+                node.size = *size;
+                self.count_file(pnode, node.size);
+                return Ok(true);
+            }
+        }
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_noatime() | nix::libc::O_NOFOLLOW)
+            .open(path)
+        {
+            Ok(f) => Ok(f),
+            Err(e) if e.raw_os_error() == Some(nix::libc::EPERM) => OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(path),
+            Err(e) => Err(e),
+        };
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => {
+                self.warn(format!("{}: cannot open: {e} (skipped)", path.display()));
+                return Ok(false);
+            }
+        };
+        match self.read_content(&file, node) {
+            Ok((content, len)) => {
+                node.content = content;
+                node.size = len;
+            }
+            Err(ReadError::Repo(e)) => return Err(e.into()),
+            Err(ReadError::Io(e)) => {
+                self.warn(format!("{}: read failed: {e} (skipped)", path.display()));
+                return Ok(false);
+            }
+        }
+        // Compare with the state after reading: a file written meanwhile may be torn.
+        if let Ok(after) = file.metadata() {
+            let after_mtime = after
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(after.mtime_nsec());
+            if after.len() != node.size || after_mtime != node.mtime_ns {
+                self.warn(format!(
+                    "{}: changed while it was read (the stored copy may mix old and new data)",
+                    path.display()
+                ));
+            }
+        }
+        if node.links > 1 {
+            self.hardlinks
+                .lock()
+                .expect("lock")
+                .insert(key, (node.content.clone(), node.size));
+        }
+        self.count_file(pnode, node.size);
+        Ok(true)
+    }
+
+    fn count_file(&self, pnode: Option<&Node>, size: u64) {
+        bump(if pnode.is_some() {
+            &self.counters.files_changed
+        } else {
+            &self.counters.files_new
+        });
+        self.counters.bytes_total.fetch_add(size, Ordering::Relaxed);
+    }
+
+    /// Reads a file's data ranges, chunks them, stores new chunks; holes and all-zero
+    /// chunks become zero runs. Returns the content and the number of bytes covered.
+    fn read_content(&self, file: &File, node: &Node) -> Result<(Vec<ContentRef>, u64), ReadError> {
+        let mut content: Vec<ContentRef> = Vec::new();
+        let push_zeros = |content: &mut Vec<ContentRef>, n: u64| {
+            if n == 0 {
+                return;
+            }
+            if let Some(ContentRef::Zeros(z)) = content.last_mut() {
+                *z += n;
+            } else {
+                content.push(ContentRef::Zeros(n));
+            }
+        };
+        let ranges = fsmeta::data_ranges(file, node.size)
+            .map_err(|e| ReadError::Io(std::io::Error::other(e.to_string())))?;
+        let mut pos = 0u64;
+        let mut f = file;
+        for (off, len) in ranges {
+            push_zeros(&mut content, off - pos);
+            f.seek(SeekFrom::Start(off)).map_err(ReadError::Io)?;
+            let mut stream = self.chunker.stream(f.take(len));
+            while let Some(chunk) = stream.next_chunk().map_err(ReadError::Io)? {
+                let n = chunk.len() as u64;
+                self.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
+                self.progress.bytes.fetch_add(n, Ordering::Relaxed);
+                if is_zero(&chunk) {
+                    push_zeros(&mut content, n);
+                } else {
+                    let id = self.store.id_of(&chunk);
+                    self.store
+                        .add(BlobType::Data, id, &chunk)
+                        .map_err(ReadError::Repo)?;
+                    content.push(ContentRef::Blob(id));
+                }
+            }
+            let got = stream.bytes_read();
+            pos = off + got;
+            if got < len {
+                // The file shrank while being read: keep what was there.
+                break;
+            }
+        }
+        // Trailing hole (only if the file still has that size).
+        if pos < node.size {
+            let now = file.metadata().map(|m| m.len()).unwrap_or(pos);
+            let end = now.min(node.size);
+            if end > pos {
+                push_zeros(&mut content, end - pos);
+                pos = end;
+            }
+        }
+        Ok((content, pos))
+    }
+}
+
+enum ReadError {
+    Repo(holdfast_repo::Error),
+    Io(std::io::Error),
+}
+
+fn libc_noatime() -> i32 {
+    nix::libc::O_NOATIME
+}
+
+/// Whether a buffer is all zero bytes, compared eight bytes at a time.
+pub fn is_zero(b: &[u8]) -> bool {
+    let words = b.chunks_exact(8);
+    let rest = words.remainder();
+    rest.iter().all(|&x| x == 0)
+        && words
+            .into_iter()
+            .all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0)
+}

@@ -1,0 +1,430 @@
+//! Restore: recreates a snapshot (or part of it) under a target directory.
+//!
+//! Safety: every name in a tree was checked by the decoder (no `/`, `.`, `..`, NUL), and
+//! every path written is the target joined with such names. Nothing is ever written
+//! through a symlink: an existing symlink where a file or directory is to be restored is
+//! removed first, files are opened with `O_NOFOLLOW`, and metadata is applied with
+//! no-follow calls. So a hostile tree cannot make restore write outside the target.
+//!
+//! Order: directories are created first (top-down), then file contents are written in
+//! parallel with positioned writes (holes stay holes), then metadata is applied bottom-up
+//! so a read-only directory is made read-only only after its children are in place.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use holdfast_repo::blob::BlobType;
+use holdfast_repo::index::MasterIndex;
+use holdfast_repo::repository::Repository;
+use holdfast_repo::tree::{ContentRef, Node, NodeKind, Tree};
+use holdfast_repo::Id;
+use rayon::prelude::*;
+
+use crate::error::{EngineError, Result};
+use crate::filter::PathFilter;
+use crate::fsmeta::{self, ApplyOptions, FsError};
+
+/// What to restore and where.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Directory under which the snapshot's absolute paths are recreated.
+    pub target: PathBuf,
+    /// Restore only this path inside the snapshot (absolute, as stored); its last
+    /// component is recreated directly under the target.
+    pub subpath: Option<Vec<u8>>,
+    /// Restore only entries matching these (and the directories leading to them).
+    pub includes: PathFilter,
+    /// Leave out entries matching these.
+    pub excludes: PathFilter,
+    /// Restore owners (needs root).
+    pub owners: bool,
+}
+
+/// Live counters a UI can poll while a restore runs.
+#[derive(Debug, Default)]
+pub struct RestoreProgress {
+    /// Entries finished.
+    pub entries: AtomicU64,
+    /// File bytes written.
+    pub bytes: AtomicU64,
+    /// Total file bytes to write (known after planning).
+    pub bytes_total: AtomicU64,
+}
+
+/// What a restore did.
+#[derive(Debug, Default)]
+pub struct RestoreSummary {
+    /// Regular files restored.
+    pub files: u64,
+    /// Directories restored.
+    pub dirs: u64,
+    /// Other entries (links, devices, fifos).
+    pub others: u64,
+    /// File bytes restored.
+    pub bytes: u64,
+    /// Problems that did not stop the restore (metadata that could not be set).
+    pub warnings: Vec<String>,
+}
+
+struct Planned {
+    path: PathBuf,
+    node: Node,
+    /// Path of the first restored entry of this hardlink group, if this is a later one.
+    link_to: Option<PathBuf>,
+}
+
+/// Finds the node at an absolute path inside a snapshot's root tree. `None` means the
+/// root itself.
+pub fn lookup(
+    repo: &Repository,
+    index: &MasterIndex,
+    root: &Id,
+    path: &[u8],
+) -> Result<Option<Node>> {
+    let mut tree = repo.load_tree(index, root)?;
+    let comps: Vec<&[u8]> = path
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    let mut found: Option<Node> = None;
+    for (i, c) in comps.iter().enumerate() {
+        let node = tree
+            .nodes
+            .iter()
+            .find(|n| n.name == *c)
+            .cloned()
+            .ok_or_else(|| {
+                EngineError::Usage(format!(
+                    "{} is not in the snapshot",
+                    String::from_utf8_lossy(path)
+                ))
+            })?;
+        if i + 1 < comps.len() {
+            let sub = node.subtree.ok_or_else(|| {
+                EngineError::Usage(format!(
+                    "{} is not a directory in the snapshot",
+                    String::from_utf8_lossy(&comps[..=i].join(&b'/'))
+                ))
+            })?;
+            tree = repo.load_tree(index, &sub)?;
+        }
+        found = Some(node);
+    }
+    Ok(found)
+}
+
+/// Restores a snapshot tree under `opts.target`.
+pub fn restore(
+    repo: &Repository,
+    index: &MasterIndex,
+    root: &Id,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<RestoreSummary> {
+    fs::create_dir_all(&opts.target).map_err(|e| FsError::Io {
+        op: "create target directory",
+        path: opts.target.clone(),
+        source: e,
+    })?;
+    let mut plan = Vec::new();
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    match &opts.subpath {
+        Some(sp) if sp.split(|&b| b == b'/').any(|c| !c.is_empty()) => {
+            let node = lookup(repo, index, root, sp)?.expect("non-empty path has a node");
+            let parent_abs: Vec<u8> = match sp.iter().rposition(|&b| b == b'/') {
+                Some(i) => sp[..i].to_vec(),
+                None => Vec::new(),
+            };
+            plan_node(
+                repo,
+                index,
+                opts,
+                &opts.target,
+                &parent_abs,
+                node,
+                &mut plan,
+                &mut links,
+                true,
+            )?;
+        }
+        _ => {
+            let tree = repo.load_tree(index, root)?;
+            plan_tree(
+                repo,
+                index,
+                opts,
+                &opts.target,
+                b"",
+                &tree,
+                &mut plan,
+                &mut links,
+            )?;
+        }
+    }
+    let total: u64 = plan
+        .iter()
+        .filter(|p| p.node.kind == NodeKind::File && p.link_to.is_none())
+        .map(|p| p.node.size)
+        .sum();
+    progress.bytes_total.store(total, Ordering::Relaxed);
+
+    let apply_opts = ApplyOptions {
+        owners: opts.owners,
+        xattrs: true,
+    };
+    let warnings = Mutex::new(Vec::new());
+    let mut summary = RestoreSummary::default();
+
+    // 1. Directories, top-down (the plan is in pre-order).
+    for p in plan.iter().filter(|p| p.node.kind == NodeKind::Dir) {
+        make_dir(&p.path)?;
+        summary.dirs += 1;
+    }
+    // 2. Files and other entries, in parallel; hardlinks after their first path exists.
+    plan.par_iter()
+        .filter(|p| p.node.kind != NodeKind::Dir && p.link_to.is_none())
+        .try_for_each(|p| -> Result<()> {
+            if restore_leaf(repo, index, p, progress)? {
+                let w = fsmeta::apply(&p.path, &p.node, &apply_opts)?;
+                warnings.lock().expect("lock").extend(w);
+            }
+            progress.entries.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })?;
+    for p in plan.iter().filter(|p| p.link_to.is_some()) {
+        remove_if_not_dir(&p.path)?;
+        let first = p.link_to.as_ref().expect("filtered");
+        fs::hard_link(first, &p.path).map_err(|e| FsError::Io {
+            op: "hard link",
+            path: p.path.clone(),
+            source: e,
+        })?;
+    }
+    for p in &plan {
+        match p.node.kind {
+            NodeKind::File => {
+                summary.files += 1;
+                if p.link_to.is_none() {
+                    summary.bytes += p.node.size;
+                }
+            }
+            NodeKind::Dir => {}
+            _ => summary.others += 1,
+        }
+    }
+    // 3. Directory metadata, bottom-up.
+    for p in plan.iter().rev().filter(|p| p.node.kind == NodeKind::Dir) {
+        let w = fsmeta::apply(&p.path, &p.node, &apply_opts)?;
+        warnings.lock().expect("lock").extend(w);
+    }
+    summary.warnings = warnings.into_inner().unwrap_or_default();
+    Ok(summary)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_tree(
+    repo: &Repository,
+    index: &MasterIndex,
+    opts: &RestoreOptions,
+    dir: &Path,
+    abs: &[u8],
+    tree: &Tree,
+    plan: &mut Vec<Planned>,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<bool> {
+    let mut any = false;
+    for node in &tree.nodes {
+        any |= plan_node(
+            repo,
+            index,
+            opts,
+            dir,
+            abs,
+            node.clone(),
+            plan,
+            links,
+            false,
+        )?;
+    }
+    Ok(any)
+}
+
+/// Adds a node (and, for directories, what is selected below it) to the plan. Returns
+/// whether anything was planned.
+#[allow(clippy::too_many_arguments)]
+fn plan_node(
+    repo: &Repository,
+    index: &MasterIndex,
+    opts: &RestoreOptions,
+    dir: &Path,
+    parent_abs: &[u8],
+    node: Node,
+    plan: &mut Vec<Planned>,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+    forced: bool,
+) -> Result<bool> {
+    if !holdfast_repo::tree::is_safe_name(&node.name) {
+        return Err(holdfast_repo::Error::corrupt(
+            "tree",
+            "entry",
+            format!("unsafe name {:?}", String::from_utf8_lossy(&node.name)),
+        )
+        .into());
+    }
+    let mut abs = parent_abs.to_vec();
+    abs.push(b'/');
+    abs.extend_from_slice(&node.name);
+    if !opts.excludes.is_empty() && opts.excludes.matches(&abs) {
+        return Ok(false);
+    }
+    let selected = forced || opts.includes.is_empty() || opts.includes.matches(&abs);
+    let path = dir.join(OsStr::from_bytes(&node.name));
+    if node.kind == NodeKind::Dir {
+        let sub = node.subtree.expect("decoder guarantees dirs have subtrees");
+        let tree = repo.load_tree(index, &sub)?;
+        let at = plan.len();
+        plan.push(Planned {
+            path: path.clone(),
+            node,
+            link_to: None,
+        });
+        // Below a selected directory everything is selected.
+        let sub_opts;
+        let o = if selected && !opts.includes.is_empty() {
+            sub_opts = RestoreOptions {
+                includes: PathFilter::default(),
+                ..opts.clone()
+            };
+            &sub_opts
+        } else {
+            opts
+        };
+        let any = plan_tree(repo, index, o, &path, &abs, &tree, plan, links)?;
+        if !selected && !any {
+            plan.truncate(at);
+            return Ok(false);
+        }
+        return Ok(true);
+    }
+    if !selected {
+        return Ok(false);
+    }
+    let mut link_to = None;
+    if node.kind == NodeKind::File && node.links > 1 {
+        match links.get(&(node.device, node.inode)) {
+            Some(first) => link_to = Some(first.clone()),
+            None => {
+                links.insert((node.device, node.inode), path.clone());
+            }
+        }
+    }
+    plan.push(Planned {
+        path,
+        node,
+        link_to,
+    });
+    Ok(true)
+}
+
+fn fs_err(op: &'static str, path: &Path, e: std::io::Error) -> EngineError {
+    FsError::Io {
+        op,
+        path: path.to_path_buf(),
+        source: e,
+    }
+    .into()
+}
+
+/// Creates a directory, replacing a non-directory (a symlink above all) in its way.
+fn make_dir(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => fs::remove_file(path).map_err(|e| fs_err("remove", path, e))?,
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(fs_err("stat", path, e)),
+    }
+    fs::create_dir(path).map_err(|e| fs_err("create directory", path, e))
+}
+
+/// Removes whatever non-directory is at `path`, so a new entry can be created without
+/// following a symlink.
+fn remove_if_not_dir(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(|e| fs_err("remove", path, e)),
+        Ok(_) => fs::remove_file(path).map_err(|e| fs_err("remove", path, e)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(fs_err("stat", path, e)),
+    }
+}
+
+/// Creates one non-directory entry; returns whether it exists now (sockets, and devices
+/// when not root, are skipped).
+fn restore_leaf(
+    repo: &Repository,
+    index: &MasterIndex,
+    p: &Planned,
+    progress: &RestoreProgress,
+) -> Result<bool> {
+    remove_if_not_dir(&p.path)?;
+    match p.node.kind {
+        NodeKind::File => {
+            let f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&p.path)
+                .map_err(|e| fs_err("create", &p.path, e))?;
+            let mut off = 0u64;
+            for c in &p.node.content {
+                match c {
+                    ContentRef::Zeros(n) => off += n,
+                    ContentRef::Blob(id) => {
+                        let data = repo.read_blob(index, BlobType::Data, id)?;
+                        f.write_all_at(&data, off)
+                            .map_err(|e| fs_err("write", &p.path, e))?;
+                        off += data.len() as u64;
+                        progress
+                            .bytes
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+            if off != p.node.size {
+                return Err(holdfast_repo::Error::corrupt(
+                    "tree",
+                    String::from_utf8_lossy(&p.node.name),
+                    format!(
+                        "content adds up to {off} bytes but the file size is {}",
+                        p.node.size
+                    ),
+                )
+                .into());
+            }
+            // Extends over a trailing hole without writing it.
+            f.set_len(off)
+                .map_err(|e| fs_err("set length", &p.path, e))?;
+        }
+        NodeKind::Symlink => {
+            std::os::unix::fs::symlink(OsStr::from_bytes(&p.node.link_target), &p.path)
+                .map_err(|e| fs_err("create symlink", &p.path, e))?;
+        }
+        NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket => {
+            if (p.node.kind == NodeKind::CharDevice || p.node.kind == NodeKind::BlockDevice)
+                && !fsmeta::is_root()
+            {
+                return Ok(false);
+            }
+            return Ok(fsmeta::create_special(&p.path, &p.node)?);
+        }
+        NodeKind::Dir => {}
+    }
+    Ok(true)
+}
