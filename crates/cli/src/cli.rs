@@ -1,0 +1,167 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+
+/// holdfast: encrypted, deduplicating backups.
+#[derive(Debug, Parser)]
+#[command(name = "holdfast", version, about, long_about = None, propagate_version = true)]
+pub struct Args {
+    /// Repository location (a directory path).
+    #[arg(short = 'r', long = "repo", env = "HOLDFAST_REPOSITORY", global = true)]
+    pub repo: Option<String>,
+    /// Read the password from this file.
+    #[arg(long, env = "HOLDFAST_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Run this shell command and use its output as the password.
+    #[arg(long, env = "HOLDFAST_PASSWORD_COMMAND", global = true)]
+    pub password_command: Option<String>,
+    /// Machine-readable output: one JSON document, or JSON lines for streams.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors and warnings.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Snapshot filters shared by several commands.
+#[derive(Debug, Clone, ClapArgs, Default)]
+pub struct Filter {
+    /// Only snapshots from this host (repeatable).
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with these tags (comma-separated: all of them; repeatable: any).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Only snapshots that include this path (repeatable).
+    #[arg(long = "path")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new repository.
+    Init {
+        /// Target pack size in MiB.
+        #[arg(long, default_value_t = 16)]
+        pack_size_mib: u32,
+        /// Argon2id memory cost in KiB (default 64 MiB).
+        #[arg(long, default_value_t = 65536)]
+        kdf_memory_kib: u32,
+        /// Argon2id iterations.
+        #[arg(long, default_value_t = 3)]
+        kdf_iterations: u32,
+    },
+    /// Back up files and directories.
+    Backup {
+        /// Paths to back up.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Tag the snapshot (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Host name to record (default: this machine's).
+        #[arg(long)]
+        host: Option<String>,
+        /// Leave out entries matching this pattern (repeatable).
+        #[arg(long = "exclude", short = 'e')]
+        excludes: Vec<String>,
+        /// Read exclude patterns from this file (repeatable).
+        #[arg(long = "exclude-file")]
+        exclude_files: Vec<PathBuf>,
+        /// Stay on the filesystem of each source path.
+        #[arg(long, short = 'x')]
+        one_file_system: bool,
+        /// Compare with this snapshot instead of the latest one for the same host and paths.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Read every file, even unchanged ones.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List snapshots.
+    Snapshots {
+        #[command(flatten)]
+        filter: Filter,
+    },
+    /// List the entries of a snapshot.
+    Ls {
+        /// Snapshot ID, unique prefix or "latest".
+        snapshot: String,
+        /// Only below this path.
+        path: Option<PathBuf>,
+        /// Long listing: mode, owner, size, time.
+        #[arg(short, long)]
+        long: bool,
+        #[command(flatten)]
+        filter: Filter,
+    },
+    /// Restore a snapshot into a directory.
+    Restore {
+        /// SNAPSHOT or SNAPSHOT:/path/inside.
+        snapshot: String,
+        /// Directory to restore into (the snapshot's absolute paths are recreated in it).
+        #[arg(long, short = 't')]
+        target: PathBuf,
+        /// Restore only entries matching this pattern (repeatable).
+        #[arg(long = "include", short = 'i')]
+        includes: Vec<String>,
+        /// Leave out entries matching this pattern (repeatable).
+        #[arg(long = "exclude", short = 'e')]
+        excludes: Vec<String>,
+        #[command(flatten)]
+        filter: Filter,
+    },
+    /// Write one file of a snapshot to standard output.
+    Dump {
+        /// Snapshot ID, unique prefix or "latest".
+        snapshot: String,
+        /// Absolute path of the file inside the snapshot.
+        path: PathBuf,
+        #[command(flatten)]
+        filter: Filter,
+    },
+    /// Show a repository object, decrypted, as JSON (for debugging).
+    Cat {
+        /// config, key, index, snapshot, tree or pack.
+        kind: String,
+        /// Object ID (not needed for config).
+        id: Option<String>,
+    },
+    /// Manage the passwords (key files) of the repository.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Repository statistics.
+    Stats,
+}
+
+/// `key` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// List key files.
+    List,
+    /// Add a password.
+    Add {
+        /// Read the new password from this file.
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+    },
+    /// Remove a key file by ID or unique prefix.
+    Remove {
+        /// Key ID.
+        id: String,
+    },
+    /// Change the password of the key in use.
+    Passwd {
+        /// Read the new password from this file.
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,58 @@
+//! `holdfast init`.
+
+use anyhow::{bail, Context, Result};
+use holdfast_chunker::ChunkerParams;
+use holdfast_repo::keyfile::KdfParams;
+use holdfast_repo::repository::{InitOptions, Repository};
+
+use super::{backend, host_name, now_ns, print_json, user_name};
+use crate::cli::Args;
+use crate::exit;
+use crate::password;
+
+pub fn run(
+    args: &Args,
+    pack_size_mib: u32,
+    kdf_memory_kib: u32,
+    kdf_iterations: u32,
+) -> Result<i32> {
+    if !(1..=1024).contains(&pack_size_mib) {
+        bail!("--pack-size-mib must be between 1 and 1024");
+    }
+    let backend = backend(args)?;
+    let pw = password::get(
+        args.password_file.as_deref(),
+        args.password_command.as_deref(),
+        true,
+    )?;
+    let c = ChunkerParams::DEFAULT;
+    let opts = InitOptions {
+        chunk: (c.min, c.avg, c.max),
+        pack_size: pack_size_mib * 1024 * 1024,
+        kdf: KdfParams {
+            m_cost_kib: kdf_memory_kib,
+            t_cost: kdf_iterations,
+            p_cost: 1,
+        },
+        host: host_name(),
+        user: user_name(),
+        now_ns: now_ns(),
+    };
+    let repo = Repository::init(backend.clone(), &pw, &opts)
+        .with_context(|| format!("cannot create a repository at {}", backend.location()))?;
+    if args.json {
+        print_json(
+            &serde_json::json!({"repository": backend.location(), "id": repo.config().repo_id, "key": repo.key_id()}),
+        );
+    } else if !args.quiet {
+        println!(
+            "created holdfast repository {} at {}",
+            repo.config().repo_id.short(),
+            backend.location()
+        );
+        println!(
+            "Keep the password safe: without it the data cannot be read by anyone, including you."
+        );
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,124 @@
+//! One module per command; this one holds what they share (opening the repository,
+//! resolving snapshots) and the dispatch.
+
+mod backup;
+mod cat;
+mod init;
+mod key;
+mod ls;
+mod restore;
+mod snapshots;
+mod stats;
+
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use holdfast_repo::backend::local::LocalBackend;
+use holdfast_repo::backend::Backend;
+use holdfast_repo::repository::{Repository, SnapshotFilter};
+
+use crate::cli::{Args, Command, Filter};
+use crate::password;
+
+/// Runs the command; returns the exit code on success paths (0, or 3 for partial backups).
+pub fn run(args: &Args) -> Result<i32> {
+    match &args.command {
+        Command::Init {
+            pack_size_mib,
+            kdf_memory_kib,
+            kdf_iterations,
+        } => init::run(args, *pack_size_mib, *kdf_memory_kib, *kdf_iterations),
+        Command::Backup { .. } => backup::run(args),
+        Command::Snapshots { filter } => snapshots::run(args, filter),
+        Command::Ls {
+            snapshot,
+            path,
+            long,
+            filter,
+        } => ls::run(args, snapshot, path.as_deref(), *long, filter),
+        Command::Restore { .. } => restore::run(args),
+        Command::Dump {
+            snapshot,
+            path,
+            filter,
+        } => restore::dump(args, snapshot, path, filter),
+        Command::Cat { kind, id } => cat::run(args, kind, id.as_deref()),
+        Command::Key { action } => key::run(args, action),
+        Command::Stats => stats::run(args),
+    }
+}
+
+/// The backend for the `-r` location.
+pub fn backend(args: &Args) -> Result<Arc<dyn Backend>> {
+    let Some(loc) = args.repo.as_deref() else {
+        bail!("no repository given: use -r/--repo or set HOLDFAST_REPOSITORY");
+    };
+    if let Some(rest) = loc.strip_prefix("local:") {
+        return Ok(Arc::new(LocalBackend::new(rest)));
+    }
+    if loc.contains("://") || loc.starts_with("s3:") {
+        bail!("repository location {loc:?}: only local directories are supported by this build");
+    }
+    Ok(Arc::new(LocalBackend::new(loc)))
+}
+
+/// Opens the repository with the password from the usual sources.
+pub fn open(args: &Args) -> Result<Repository> {
+    let backend = backend(args)?;
+    let pw = password::get(
+        args.password_file.as_deref(),
+        args.password_command.as_deref(),
+        false,
+    )?;
+    let repo = Repository::open(backend, &pw).with_context(|| {
+        format!(
+            "cannot open repository {}",
+            args.repo.as_deref().unwrap_or("")
+        )
+    })?;
+    Ok(repo)
+}
+
+/// Converts command-line filters.
+pub fn filter(f: &Filter) -> Result<SnapshotFilter> {
+    let mut paths = Vec::new();
+    for p in &f.paths {
+        let abs = holdfast_engine::archiver::normalize_path(p)?;
+        paths.push(abs.as_os_str().as_bytes().to_vec());
+    }
+    Ok(SnapshotFilter {
+        hosts: f.hosts.clone(),
+        tags: f.tags.clone(),
+        paths,
+    })
+}
+
+/// Now, ns since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// This machine's host name.
+pub fn host_name() -> String {
+    hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The current user's name.
+pub fn user_name() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| nix::unistd::getuid().to_string())
+}
+
+/// Prints a JSON value on stdout.
+pub fn print_json(v: &serde_json::Value) {
+    println!("{v}");
+}

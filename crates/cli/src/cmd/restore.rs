@@ -1,0 +1,124 @@
+//! `holdfast restore` and `holdfast dump`.
+
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use holdfast_engine::filter::PathFilter;
+use holdfast_engine::restorer::{self, lookup, RestoreOptions, RestoreProgress};
+use holdfast_repo::blob::BlobType;
+use holdfast_repo::tree::{ContentRef, NodeKind};
+
+use super::{filter, open, print_json};
+use crate::cli::{Args, Command, Filter};
+use crate::{exit, ui};
+
+pub fn run(args: &Args) -> Result<i32> {
+    let Command::Restore {
+        snapshot,
+        target,
+        includes,
+        excludes,
+        filter: f,
+    } = &args.command
+    else {
+        unreachable!("dispatched on Restore")
+    };
+    let (spec, subpath) = match snapshot.split_once(':') {
+        Some((s, p)) => (s, Some(p.as_bytes().to_vec())),
+        None => (snapshot.as_str(), None),
+    };
+    if let Some(p) = &subpath {
+        if !p.starts_with(b"/") {
+            bail!("the path after ':' must be absolute, as stored in the snapshot (see `holdfast ls`)");
+        }
+    }
+    let opts = RestoreOptions {
+        target: target.clone(),
+        subpath,
+        includes: PathFilter::new(includes)?,
+        excludes: PathFilter::new(excludes)?,
+        owners: holdfast_engine::fsmeta::is_root(),
+    };
+    let repo = open(args)?;
+    let (id, snap) = repo.find_snapshot(spec, &filter(f)?)?;
+    let index = repo.load_index()?;
+    let progress = Arc::new(RestoreProgress::default());
+    let p2 = progress.clone();
+    let bar = ui::Progress::start(
+        !args.quiet && !args.json,
+        "restore",
+        Arc::new(move || {
+            (
+                p2.entries.load(Ordering::Relaxed),
+                p2.bytes.load(Ordering::Relaxed),
+                p2.bytes_total.load(Ordering::Relaxed),
+            )
+        }),
+    );
+    let started = std::time::Instant::now();
+    let summary = restorer::restore(&repo, &index, &snap.tree, &opts, &progress);
+    bar.finish();
+    let summary = summary?;
+    for w in &summary.warnings {
+        eprintln!("holdfast: warning: {w}");
+    }
+    if args.json {
+        print_json(&serde_json::json!({
+            "snapshot_id": id,
+            "target": target,
+            "files": summary.files,
+            "dirs": summary.dirs,
+            "others": summary.others,
+            "bytes": summary.bytes,
+            "duration_ns": started.elapsed().as_nanos() as u64,
+            "warnings": summary.warnings,
+        }));
+    } else if !args.quiet {
+        println!(
+            "restored snapshot {} to {}: {} files, {} directories, {} other entries, {} in {:.1}s",
+            id.short(),
+            target.display(),
+            summary.files,
+            summary.dirs,
+            summary.others,
+            ui::size(summary.bytes),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(exit::OK)
+}
+
+pub fn dump(args: &Args, spec: &str, path: &Path, f: &Filter) -> Result<i32> {
+    let repo = open(args)?;
+    let (_, snap) = repo.find_snapshot(spec, &filter(f)?)?;
+    let index = repo.load_index()?;
+    let p = path.as_os_str().as_bytes();
+    let Some(node) = lookup(&repo, &index, &snap.tree, p)? else {
+        bail!("give the path of a file inside the snapshot (see `holdfast ls`)");
+    };
+    if node.kind != NodeKind::File {
+        bail!("{} is not a regular file in the snapshot (it is a {:?}); use `holdfast restore` for directories", path.display(), node.kind);
+    }
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    let zeros = vec![0u8; 1 << 16];
+    for c in &node.content {
+        match c {
+            ContentRef::Blob(id) => {
+                out.write_all(&repo.read_blob(&index, BlobType::Data, id)?)?
+            }
+            ContentRef::Zeros(mut n) => {
+                while n > 0 {
+                    let k = n.min(zeros.len() as u64) as usize;
+                    out.write_all(&zeros[..k])?;
+                    n -= k as u64;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(exit::OK)
+}

@@ -1,0 +1,34 @@
+//! Exit codes, as scripts and the agent rely on them.
+
+use holdfast_engine::EngineError;
+use holdfast_repo::Error;
+
+/// Success.
+pub const OK: i32 = 0;
+/// Any failure not listed below.
+pub const FAILURE: i32 = 1;
+/// The snapshot was written, but some source entries could not be read.
+pub const PARTIAL: i32 = 3;
+/// There is no repository at the given location.
+pub const NO_REPOSITORY: i32 = 10;
+/// The password opens no key file.
+pub const WRONG_PASSWORD: i32 = 12;
+
+/// Maps an error chain to its exit code.
+pub fn code_for(e: &anyhow::Error) -> i32 {
+    for cause in e.chain() {
+        let repo =
+            cause
+                .downcast_ref::<Error>()
+                .or_else(|| match cause.downcast_ref::<EngineError>() {
+                    Some(EngineError::Repo(r)) => Some(r),
+                    _ => None,
+                });
+        match repo {
+            Some(Error::RepositoryNotFound { .. }) => return NO_REPOSITORY,
+            Some(Error::WrongPassword { .. }) => return WRONG_PASSWORD,
+            _ => {}
+        }
+    }
+    FAILURE
+}
