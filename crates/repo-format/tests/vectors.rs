@@ -155,9 +155,10 @@ fn check_envelope_writer_matches(
     key: &MasterKey,
     kind: ObjectKind,
     plaintext: &[u8],
+    compress: bool,
     vector: &[u8],
 ) {
-    let real = envelope::seal(key, kind, plaintext, true);
+    let real = envelope::seal(key, kind, plaintext, compress);
     assert_eq!(
         real[..envelope::HEADER_LEN],
         vector[..envelope::HEADER_LEN],
@@ -512,39 +513,75 @@ const CHUNK_INPUT_LEN: usize = 8 * 1024 * 1024;
 // Pinned values (SPEC.md §15).
 // ---------------------------------------------------------------------------------------
 
-const MASTER_KEY_HEX: &str = "TODO";
-const BLOB1_ID: &str = "TODO";
-const BLOB1_AD: &str = "TODO";
-const BLOB1_SEALED: &str = "TODO";
-const BLOB2_ID: &str = "TODO";
-const BLOB2_ZSTD: &str = "TODO";
-const BLOB2_SEALED: &str = "TODO";
-const PACK_HEADER_PLAIN: &str = "TODO";
-const PACK_TRAILER: &str = "TODO";
-const PACK_LEN: usize = 0;
-const PACK_ID: &str = "TODO";
-const PACK_HEAD: &str = "TODO";
-const INDEX_PLAIN: &str = "TODO";
-const INDEX_ENVELOPE: &str = "TODO";
-const TREE_LEN: usize = 0;
-const TREE_BLAKE3: &str = "TODO";
-const TREE_HEAD: &str = "TODO";
-const TREE_ID: &str = "TODO";
-const SNAPSHOT_LEN: usize = 0;
-const SNAPSHOT_BLAKE3: &str = "TODO";
-const SNAPSHOT_HEAD: &str = "TODO";
-const SNAPSHOT_ENVELOPE: &str = "TODO";
-const CONFIG_PLAIN: &str = "TODO";
-const CONFIG_ENVELOPE: &str = "TODO";
-const KEY_WRAP: &str = "TODO";
-const KEY_FILE_LEN: usize = 0;
-const KEY_FILE_ID: &str = "TODO";
-const KEY_FILE_HEAD: &str = "TODO";
-const GEAR_HEAD: [u64; 4] = [0; 4];
-const GEAR_BLAKE3: &str = "TODO";
-const CHUNK_INPUT_BLAKE3: &str = "TODO";
-const CHUNKS_DEFAULT: &[usize] = &[];
-const CHUNKS_SMALL: (usize, &str) = (0, "TODO");
+const MASTER_KEY_HEX: &str = "111111111111111111111111111111111111111111111111111111111111111122222222222222222222222222222222222222222222222222222222222222223333333333333333333333333333333333333333333333333333333333333333";
+
+const BLOB1_ID: &str = "2a03df3a9f47fa0759916458820af7cbe89430b45a7ffbb1185fd95a96a721dc";
+const BLOB1_AD: &str = "686f6c646661737420626c6f622076310000002a03df3a9f47fa0759916458820af7cbe89430b45a7ffbb1185fd95a96a721dc";
+const BLOB1_SEALED: &str = "444444444444444444444444444444444444444444444444b77ded7c7e43b31d97e0efbfa85d64d826c1b3ed291b2325ffec75d9422ff963cb49fcca689f1a10620ecfdeeaa0bec8";
+
+const BLOB2_ID: &str = "22b3620e79699de12cc726a8f70740f6d122512ecb26be525c76a468c5abd0a5";
+const BLOB2_ZSTD: &str = "28b52ffd60200085000048686f6c64666173742001001454cb11";
+const BLOB2_SEALED: &str = "454545454545454545454545454545454545454545454545c50c443173454a034d78085e4bfe01675e7daad3726cedaf36e5fa3eda339b1d61fea3b3441b0ff34980";
+
+const PACK_HEADER_PLAIN: &str = "000200000000002a03df3a9f47fa0759916458820af7cbe89430b45a7ffbb1185fd95a96a721dc4800000020000000000122b3620e79699de12cc726a8f70740f6d122512ecb26be525c76a468c5abd0a54200000020010000";
+const PACK_TRAILER: &str = "81000000016866706b";
+const PACK_LEN: usize = 276;
+/// The pack's name: BLAKE3 of its bytes.
+const PACK_ID: &str = "fbc58c01e90da012a75754bec5ae01eac58bb4a7f30e72310c4e5ad265e716e6";
+const PACK_HEAD: &str = "444444444444444444444444444444444444444444444444b77ded7c7e43b31d";
+
+const INDEX_PLAIN_LEN: usize = 169;
+const INDEX_PLAIN_BLAKE3: &str = "dee41c8e34dd49adee9dda5c47f9473ce68739d693440d76b6ce67401c0f53a8";
+const INDEX_PLAIN_HEAD: &str = "0101000000888888888888888888888888888888888888888888888888888888";
+const INDEX_ENVELOPE_LEN: usize = 216;
+/// The index file's name: BLAKE3 of the envelope.
+const INDEX_ENVELOPE_ID: &str = "5e4fb808c0426ae12a39a902b1045500c73c709253daa3960736976ca460c805";
+const INDEX_ENVELOPE_HEAD: &str =
+    "68666f62010200474747474747474747474747474747474747474747474747fc";
+
+const TREE_LEN: usize = 269;
+const TREE_BLAKE3: &str = "51ea1659a922e4bef06ea3991bc47266abc59251194337dd4a0400e4c5608ada";
+const TREE_HEAD: &str = "0102000000090068656c6c6f2e74787401a4010000e8030000e8030000050061";
+/// The tree's blob ID (keyed BLAKE3 of the encoding).
+const TREE_ID: &str = "647ea84bb7b21a945ef37dcbcf5cadb3f730cd9b99358843fc5a57e1d0e85b64";
+const EMPTY_TREE: &str = "0100000000";
+
+const SNAPSHOT_LEN: usize = 264;
+const SNAPSHOT_BLAKE3: &str = "3ed7d63f799ebee51f025031a19f0e3de272829f81510c8f65514aac2197cd8b";
+const SNAPSHOT_HEAD: &str = "0100002a36fe9c9717b0b9ffff0500686f7374310500616c696365e8030000e8";
+const SNAPSHOT_ENVELOPE_LEN: usize = 240;
+/// The snapshot's ID: BLAKE3 of the (zstd-compressed) envelope.
+const SNAPSHOT_ENVELOPE_ID: &str =
+    "9c9474510699e27a3fbb7910f31af027794601cf2e23184f95d4d7c1cba853f4";
+const SNAPSHOT_ENVELOPE_HEAD: &str =
+    "68666f620103014a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a8b";
+
+const CONFIG_PLAIN: &str = "0177777777777777777777777777777777777777777777777777777777777777770000080000001000000080000000000100002a36fe9c9717";
+const CONFIG_ENVELOPE: &str = "68666f620101004848484848484848484848484848484848484848484848483bfee44d41dc56bc24525f5be2ae32e997fa41c2999c5f09d2f98ac430df975e1988881082edebca6116a29e38872b789978f26feaa2e25cf35c83bfa936cd0bb887a003cbdf988775";
+const CONFIG_ENVELOPE_ID: &str = "061f221fd14be6f0e6c1b9eef95432f9ca7e40fb0f23351b9f6974111467823f";
+
+/// Argon2id(password, salt, m=8 KiB, t=1, p=1) output.
+const KEY_WRAP: &str = "14b7f212789f7eca74267907b3fe736c0ef718f080dc8cbf8584ffa12dead16c";
+const KEY_FILE_LEN: usize = 208;
+const KEY_FILE_ID: &str = "4342d2f185a217c0b6bb18674f2022ceeef9561d9b7fa746502fffbe48d53c17";
+const KEY_FILE_HEAD: &str = "68666b7901010800000001000000010000005555555555555555555555555555";
+
+const GEAR_HEAD: [u64; 4] = [
+    0x2c93e6bb2671c697,
+    0xb737eb10e6733dbf,
+    0x0bace03482616785,
+    0x644037c6e11d7a6e,
+];
+/// BLAKE3 of the 256 gear values as little-endian u64 (2048 bytes).
+const GEAR_BLAKE3: &str = "76a261f51b588cee18c9c445f008e78bb286e17ecb17abb8f3142348bceac8dc";
+const CHUNK_INPUT_BLAKE3: &str = "ec5f6992cfd1fe53cf6418398843c989270d12cebf4b826dc8e3e472c9dc4cdc";
+const CHUNKS_DEFAULT: [usize; 6] = [1709898, 2634368, 1108910, 1959775, 891114, 84543];
+/// min 64 / avg 256 / max 1024: count, BLAKE3 of the lengths as little-endian u64, first 8.
+const CHUNKS_SMALL: (usize, &str, [usize; 8]) = (
+    27030,
+    "fb5022eeeecb2e85a0550ee78a8d36ad098f2e668697f1d5f4736d6bd5eafed8",
+    [280, 64, 778, 536, 525, 322, 321, 331],
+);
 
 #[test]
 #[ignore = "prints the vectors; run with --ignored --nocapture"]
@@ -570,7 +607,12 @@ fn print_vectors() {
     println!("PACK_HEAD {}", hx(&p[..32]));
     println!("PACK_FULL {}", hx(&p));
     let idx = index_vector().encode();
-    println!("INDEX_PLAIN {} ({} bytes)", hx(&idx), idx.len());
+    println!(
+        "INDEX_PLAIN {} ({} bytes) blake3 {}",
+        hx(&idx),
+        idx.len(),
+        b3(&idx)
+    );
     let env = envelope_fixed(&key, ObjectKind::Index, &idx, false, &NONCE_INDEX);
     println!(
         "INDEX_ENVELOPE {} ({} bytes) name {}",
@@ -639,4 +681,370 @@ fn print_vectors() {
         lengths_digest(&small),
         &small[..8]
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn master_key_and_blob_id() {
+    let key = master_key();
+    assert_eq!(hx(&key.to_bytes()), MASTER_KEY_HEX);
+    let back = MasterKey::from_bytes(&unhex(MASTER_KEY_HEX).try_into().unwrap());
+    assert_eq!(back.to_bytes(), key.to_bytes());
+    // Blob ID: BLAKE3 keyed with the blob-ID key, over the plaintext.
+    assert_eq!(key.blob_id(PLAIN1).to_hex(), BLOB1_ID);
+    assert_eq!(
+        blake3::keyed_hash(&[0x22; 32], PLAIN1).to_hex().as_str(),
+        BLOB1_ID
+    );
+    assert_eq!(key.blob_id(&plain2()).to_hex(), BLOB2_ID);
+}
+
+#[test]
+fn sealed_blob_uncompressed() {
+    let key = master_key();
+    let b = blob1();
+    assert!(PLAIN1.len() < 64);
+    assert_eq!(
+        hx(&blob_ad(BlobType::Data, Compression::None, &b.id)),
+        BLOB1_AD
+    );
+    assert_eq!(hx(&b.bytes), BLOB1_SEALED);
+    let stored = unhex(BLOB1_SEALED);
+    let id = Id::from_hex(BLOB1_ID).unwrap();
+    assert_eq!(
+        open_blob(
+            &key,
+            BlobType::Data,
+            Compression::None,
+            &id,
+            PLAIN1.len() as u32,
+            &stored
+        )
+        .unwrap(),
+        PLAIN1
+    );
+    // The AD binds type, compression and ID.
+    assert!(open_blob(
+        &key,
+        BlobType::Tree,
+        Compression::None,
+        &id,
+        PLAIN1.len() as u32,
+        &stored
+    )
+    .is_err());
+    assert!(open_blob(
+        &key,
+        BlobType::Data,
+        Compression::Zstd,
+        &id,
+        PLAIN1.len() as u32,
+        &stored
+    )
+    .is_err());
+    // The library's writer makes the same decision and the same body.
+    let real = seal_blob(
+        &key,
+        BlobType::Data,
+        id,
+        PLAIN1,
+        CompressionLevel::default(),
+    )
+    .unwrap();
+    assert_eq!(real.compression, Compression::None);
+    assert_eq!(real.bytes.len(), stored.len());
+    assert_eq!(key.open(&unhex(BLOB1_AD), &real.bytes).unwrap(), PLAIN1);
+}
+
+#[test]
+fn sealed_blob_compressed() {
+    let key = master_key();
+    let plain = plain2();
+    let b = blob2();
+    assert_eq!(b.id.to_hex(), BLOB2_ID);
+    assert_eq!(hx(&b.bytes), BLOB2_SEALED);
+    let id = Id::from_hex(BLOB2_ID).unwrap();
+    let ad = blob_ad(BlobType::Data, Compression::Zstd, &id);
+    let stored = unhex(BLOB2_SEALED);
+    // Decrypts to the zstd frame, which decompresses to the plaintext.
+    let body = key.open(&ad, &stored).unwrap();
+    assert_eq!(hx(&body), BLOB2_ZSTD);
+    assert_eq!(zstd::stream::decode_all(&body[..]).unwrap(), plain);
+    assert_eq!(
+        open_blob(
+            &key,
+            BlobType::Data,
+            Compression::Zstd,
+            &id,
+            plain.len() as u32,
+            &stored
+        )
+        .unwrap(),
+        plain
+    );
+    assert!(open_blob(
+        &key,
+        BlobType::Data,
+        Compression::Zstd,
+        &id,
+        plain.len() as u32 + 1,
+        &stored
+    )
+    .is_err());
+    // The library's writer compresses it the same way.
+    let real = seal_blob(
+        &key,
+        BlobType::Data,
+        id,
+        &plain,
+        CompressionLevel::default(),
+    )
+    .unwrap();
+    assert_eq!(real.compression, Compression::Zstd);
+    assert_eq!(key.open(&ad, &real.bytes).unwrap(), body);
+}
+
+#[test]
+fn pack_with_two_data_blobs() {
+    let key = master_key();
+    let (bytes, header) = pack_vector();
+    assert_long("pack", &bytes, PACK_LEN, PACK_ID, PACK_HEAD);
+    assert_eq!(hx(&header.encode()), PACK_HEADER_PLAIN);
+    assert_eq!(hx(&bytes[bytes.len() - TRAILER_LEN..]), PACK_TRAILER);
+    // Layout: blob 1 | blob 2 | sealed header | trailer.
+    let (b1, b2) = (unhex(BLOB1_SEALED), unhex(BLOB2_SEALED));
+    assert_eq!(bytes[..b1.len()], b1[..]);
+    assert_eq!(bytes[b1.len()..b1.len() + b2.len()], b2[..]);
+    let data_len = b1.len() + b2.len();
+    let sealed_header = &bytes[data_len..bytes.len() - TRAILER_LEN];
+    assert_eq!(sealed_header[..NONCE_LEN], NONCE_PACK_HEADER);
+    assert_eq!(
+        key.open(HEADER_AD, sealed_header).unwrap(),
+        unhex(PACK_HEADER_PLAIN)
+    );
+    // Read back with the library.
+    let id = Id::from_hex(PACK_ID).unwrap();
+    let read = pack::read_header(&key, &id, &bytes).unwrap();
+    assert_eq!(read, header);
+    assert_eq!(
+        (read.entries[0].offset, read.entries[0].stored_len),
+        (0, 72)
+    );
+    assert_eq!(
+        (read.entries[1].offset, read.entries[1].stored_len),
+        (72, 66)
+    );
+    let plains = [PLAIN1.to_vec(), plain2()];
+    for (e, p) in read.entries.iter().zip(&plains) {
+        let s = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+        assert_eq!(
+            &open_blob(&key, e.ty, e.compression, &e.id, e.raw_len, s).unwrap(),
+            p
+        );
+    }
+    // PackBuilder::finish_in_order writes the same pack, apart from the header's nonce.
+    let mut builder = PackBuilder::new(BlobType::Data);
+    builder.add(blob1()).unwrap();
+    builder.add(blob2()).unwrap();
+    let real = builder.finish_in_order(&key).unwrap();
+    assert_eq!(real.bytes.len(), bytes.len());
+    assert_eq!(real.bytes[..data_len], bytes[..data_len]);
+    assert_eq!(
+        real.bytes[real.bytes.len() - TRAILER_LEN..],
+        bytes[bytes.len() - TRAILER_LEN..]
+    );
+    assert_eq!(
+        key.open(
+            HEADER_AD,
+            &real.bytes[data_len..real.bytes.len() - TRAILER_LEN]
+        )
+        .unwrap(),
+        unhex(PACK_HEADER_PLAIN)
+    );
+    assert_eq!(real.header, header);
+}
+
+#[test]
+fn index_file() {
+    let key = master_key();
+    let f = index_vector();
+    let plain = f.encode();
+    assert_long(
+        "index plaintext",
+        &plain,
+        INDEX_PLAIN_LEN,
+        INDEX_PLAIN_BLAKE3,
+        INDEX_PLAIN_HEAD,
+    );
+    // Field by field: version, supersedes, packs, entries with explicit offsets.
+    let mut w = Writer::new();
+    w.u8(1);
+    w.u32(1);
+    w.raw(&[0x88; 32]);
+    w.u32(1);
+    w.raw(&unhex(PACK_ID));
+    w.u32(2);
+    for (id, comp, off, stored, raw) in [
+        (BLOB1_ID, 0u8, 0u32, 72u32, PLAIN1.len() as u32),
+        (BLOB2_ID, 1, 72, 66, 288),
+    ] {
+        w.u8(0);
+        w.u8(comp);
+        w.raw(&unhex(id));
+        w.u32(off);
+        w.u32(stored);
+        w.u32(raw);
+    }
+    assert_eq!(w.finish(), plain);
+    assert_eq!(IndexFile::decode(&plain).unwrap(), f);
+    // Envelope (kind 2, uncompressed).
+    let env = envelope_fixed(&key, ObjectKind::Index, &plain, false, &NONCE_INDEX);
+    assert_long(
+        "index envelope",
+        &env,
+        INDEX_ENVELOPE_LEN,
+        INDEX_ENVELOPE_ID,
+        INDEX_ENVELOPE_HEAD,
+    );
+    let name = Id::from_hex(INDEX_ENVELOPE_ID).unwrap();
+    assert_eq!(
+        envelope::open(&key, ObjectKind::Index, &name, &env).unwrap(),
+        plain
+    );
+    assert!(envelope::open(&key, ObjectKind::Snapshot, &name, &env).is_err());
+    check_envelope_writer_matches(&key, ObjectKind::Index, &plain, false, &env);
+    // The merged index finds both blobs in the pack.
+    let m = MasterIndex::from_files([(name, &f)]);
+    let loc = m.get(&Id::from_hex(BLOB2_ID).unwrap()).unwrap();
+    assert_eq!(loc.pack.to_hex(), PACK_ID);
+    assert_eq!(
+        (loc.entry.offset, loc.entry.stored_len, loc.entry.raw_len),
+        (72, 66, 288)
+    );
+}
+
+#[test]
+fn tree_with_file_and_symlink() {
+    let key = master_key();
+    let t = tree_vector();
+    let enc = t.encode().unwrap();
+    assert_eq!(enc, tree_vector_by_hand());
+    assert_long("tree", &enc, TREE_LEN, TREE_BLAKE3, TREE_HEAD);
+    assert_eq!(key.blob_id(&enc).to_hex(), TREE_ID);
+    assert_eq!(Tree::decode(&enc).unwrap(), t);
+    assert_eq!(hx(&Tree::default().encode().unwrap()), EMPTY_TREE);
+    assert_eq!(Tree::decode(&unhex(EMPTY_TREE)).unwrap(), Tree::default());
+}
+
+#[test]
+fn snapshot() {
+    let key = master_key();
+    let s = snapshot_vector();
+    let enc = s.encode();
+    assert_long(
+        "snapshot",
+        &enc,
+        SNAPSHOT_LEN,
+        SNAPSHOT_BLAKE3,
+        SNAPSHOT_HEAD,
+    );
+    assert_eq!(s.tree.to_hex(), TREE_ID);
+    // utc_offset_s = -18000 is the i32 two's complement b0b9ffff at offset 9.
+    assert_eq!(hx(&enc[9..13]), "b0b9ffff");
+    assert_eq!(Snapshot::decode(&enc).unwrap(), s);
+    // Envelope (kind 3, zstd-compressed, as the library writes snapshots).
+    let env = envelope_fixed(&key, ObjectKind::Snapshot, &enc, true, &NONCE_SNAPSHOT);
+    assert_long(
+        "snapshot envelope",
+        &env,
+        SNAPSHOT_ENVELOPE_LEN,
+        SNAPSHOT_ENVELOPE_ID,
+        SNAPSHOT_ENVELOPE_HEAD,
+    );
+    let name = Id::from_hex(SNAPSHOT_ENVELOPE_ID).unwrap();
+    assert_eq!(
+        envelope::open(&key, ObjectKind::Snapshot, &name, &env).unwrap(),
+        enc
+    );
+    check_envelope_writer_matches(&key, ObjectKind::Snapshot, &enc, true, &env);
+}
+
+#[test]
+fn config() {
+    let key = master_key();
+    let c = config_vector();
+    let plain = c.encode();
+    assert_eq!(hx(&plain), CONFIG_PLAIN);
+    assert_eq!(Config::decode(&plain).unwrap(), c);
+    // Envelope (kind 1, uncompressed, as `init` writes it).
+    let env = envelope_fixed(&key, ObjectKind::Config, &plain, false, &NONCE_CONFIG);
+    assert_eq!(hx(&env), CONFIG_ENVELOPE);
+    assert_eq!(b3(&env), CONFIG_ENVELOPE_ID);
+    let name = Id::from_hex(CONFIG_ENVELOPE_ID).unwrap();
+    assert_eq!(
+        envelope::open(&key, ObjectKind::Config, &name, &env).unwrap(),
+        plain
+    );
+    check_envelope_writer_matches(&key, ObjectKind::Config, &plain, false, &env);
+    // A newer version byte is refused as such, not as corruption.
+    let mut newer = env.clone();
+    newer[4] = 2;
+    assert!(matches!(
+        envelope::open(&key, ObjectKind::Config, &name, &newer),
+        Err(holdfast_repo::Error::UnsupportedVersion { found: 2, .. })
+    ));
+}
+
+#[test]
+fn key_file() {
+    let (bytes, wrap) = key_file_vector();
+    assert_eq!(hx(&wrap), KEY_WRAP);
+    assert_long("key file", &bytes, KEY_FILE_LEN, KEY_FILE_ID, KEY_FILE_HEAD);
+    let kf = KeyFile::decode(&bytes).unwrap();
+    assert_eq!(kf.kdf, FAST_KDF);
+    assert_eq!(kf.salt, KEY_SALT);
+    assert_eq!(
+        (kf.created_ns, kf.host.as_str(), kf.user.as_str()),
+        (T0, "host1", "alice")
+    );
+    assert_eq!(
+        kf.unlock(PASSWORD).unwrap().unwrap().to_bytes(),
+        master_key().to_bytes()
+    );
+    assert!(kf.unlock(b"wrong").unwrap().is_none());
+    // The sealed part starts at offset 72 (AD = bytes 0..72) and holds nonce, 96, tag.
+    assert_eq!(bytes.len() - 72, 24 + 96 + 16);
+    assert_eq!(bytes[72..96], NONCE_KEY);
+    // Changing a KDF parameter in the AD makes the key file fail to open.
+    let mut weaker = bytes.clone();
+    weaker[6..10].copy_from_slice(&16u32.to_le_bytes());
+    let k = KeyFile::decode(&weaker).unwrap();
+    assert!(k.unlock(PASSWORD).unwrap().is_none());
+    // KeyFile::create writes the same layout (with a random salt and nonce).
+    let real = KeyFile::create(&master_key(), PASSWORD, FAST_KDF, T0, "host1", "alice").unwrap();
+    assert_eq!(real.encoded().len(), bytes.len());
+    assert_eq!(real.encoded()[..18], bytes[..18]);
+    assert_eq!(real.encoded()[50..72], bytes[50..72]);
+}
+
+#[test]
+fn chunker_gear_table_and_boundaries() {
+    let g = gear_table(&master_key().chunker);
+    assert_eq!(g[..4], GEAR_HEAD);
+    let gb: Vec<u8> = g.iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert_eq!(b3(&gb), GEAR_BLAKE3);
+    let input = xof_input(CHUNK_INPUT_SEED, CHUNK_INPUT_LEN);
+    assert_eq!(b3(&input), CHUNK_INPUT_BLAKE3);
+    let lens = chunk_lengths(&input, 512 * 1024, 1024 * 1024, 8 * 1024 * 1024, &g);
+    assert_eq!(lens, CHUNKS_DEFAULT);
+    let small = chunk_lengths(&input, 64, 256, 1024, &g);
+    assert_eq!(small.len(), CHUNKS_SMALL.0);
+    assert_eq!(lengths_digest(&small), CHUNKS_SMALL.1);
+    assert_eq!(small[..8], CHUNKS_SMALL.2);
+    assert!(small[..small.len() - 1]
+        .iter()
+        .all(|&l| (64..=1024).contains(&l)));
 }
