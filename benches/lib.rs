@@ -11,7 +11,18 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 
 /// `len` bytes of text-like data that zstd compresses about 3:1.
 pub fn texty_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let words: Vec<&[u8]> = [&b"holdfast "[..], b"backup ", b"chunk ", b"pack ", b"index ", b"snapshot ", b"tree\n", b"blob ", b"zstd "].to_vec();
+    let words: Vec<&[u8]> = [
+        &b"holdfast "[..],
+        b"backup ",
+        b"chunk ",
+        b"pack ",
+        b"index ",
+        b"snapshot ",
+        b"tree\n",
+        b"blob ",
+        b"zstd ",
+    ]
+    .to_vec();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut v = Vec::with_capacity(len + 16);
     while v.len() < len {

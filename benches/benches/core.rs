@@ -35,9 +35,14 @@ fn chunker(c: &mut Criterion) {
 fn hashing_and_sealing(c: &mut Criterion) {
     let key = MasterKey::from_bytes(&[9; 96]);
     let mut g = c.benchmark_group("blob");
-    for (name, data) in [("random", random_bytes(MIB, 2)), ("text", texty_bytes(MIB, 3))] {
+    for (name, data) in [
+        ("random", random_bytes(MIB, 2)),
+        ("text", texty_bytes(MIB, 3)),
+    ] {
         g.throughput(Throughput::Bytes(data.len() as u64));
-        g.bench_with_input(BenchmarkId::new("blob_id", name), &data, |b, d| b.iter(|| key.blob_id(d)));
+        g.bench_with_input(BenchmarkId::new("blob_id", name), &data, |b, d| {
+            b.iter(|| key.blob_id(d))
+        });
         let id = key.blob_id(&data);
         g.bench_with_input(BenchmarkId::new("seal_zstd3", name), &data, |b, d| {
             b.iter(|| seal_blob(&key, BlobType::Data, id, d, CompressionLevel(3)).unwrap())
@@ -51,7 +56,14 @@ fn pack_building(c: &mut Criterion) {
     let blobs: Vec<_> = (0..16)
         .map(|i| {
             let d = random_bytes(MIB, 100 + i);
-            seal_blob(&key, BlobType::Data, key.blob_id(&d), &d, CompressionLevel(3)).unwrap()
+            seal_blob(
+                &key,
+                BlobType::Data,
+                key.blob_id(&d),
+                &d,
+                CompressionLevel(3),
+            )
+            .unwrap()
         })
         .collect();
     let mut g = c.benchmark_group("pack");
@@ -78,7 +90,14 @@ fn index_lookup(c: &mut Criterion) {
             .map(|i| {
                 let id = Id(*blake3::hash(&(p * 1000 + i).to_le_bytes()).as_bytes());
                 ids.push(id);
-                PackEntry { id, ty: BlobType::Data, compression: Compression::None, offset: i * 100, stored_len: 100, raw_len: 60 }
+                PackEntry {
+                    id,
+                    ty: BlobType::Data,
+                    compression: Compression::None,
+                    offset: i * 100,
+                    stored_len: 100,
+                    raw_len: 60,
+                }
             })
             .collect();
         idx.add_pack(&Id(*blake3::hash(&p.to_be_bytes()).as_bytes()), &entries);
@@ -108,9 +127,18 @@ fn tree_encoding(c: &mut Criterion) {
     let mut g = c.benchmark_group("tree");
     g.throughput(Throughput::Elements(1000));
     g.bench_function("encode_1000_entries", |b| b.iter(|| t.encode().unwrap()));
-    g.bench_function("decode_1000_entries", |b| b.iter(|| Tree::decode(&enc).unwrap()));
+    g.bench_function("decode_1000_entries", |b| {
+        b.iter(|| Tree::decode(&enc).unwrap())
+    });
     g.finish();
 }
 
-criterion_group!(benches, chunker, hashing_and_sealing, pack_building, index_lookup, tree_encoding);
+criterion_group!(
+    benches,
+    chunker,
+    hashing_and_sealing,
+    pack_building,
+    index_lookup,
+    tree_encoding
+);
 criterion_main!(benches);
