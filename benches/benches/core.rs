@@ -108,7 +108,7 @@ fn index_lookup(c: &mut Criterion) {
     g.bench_function("lookup_1M", |b| {
         b.iter(|| {
             i = (i + 7919) % ids.len();
-            idx.get(&ids[i])
+            idx.get(BlobType::Data, &ids[i])
         })
     });
     g.finish();

@@ -16,8 +16,16 @@ fuzz_target!(|data: &[u8]| {
     if data.len() < 5 {
         return;
     }
-    let ty = if data[0] & 1 != 0 { BlobType::Tree } else { BlobType::Data };
-    let compression = if data[0] & 2 != 0 { Compression::Zstd } else { Compression::None };
+    let ty = if data[0] & 1 != 0 {
+        BlobType::Tree
+    } else {
+        BlobType::Data
+    };
+    let compression = if data[0] & 2 != 0 {
+        Compression::Zstd
+    } else {
+        Compression::None
+    };
     let raw_len = u32::from_le_bytes(data[1..5].try_into().unwrap());
     let stored = &data[5..];
     let key = MasterKey::from_bytes(&[7u8; 96]);
@@ -32,17 +40,29 @@ fuzz_target!(|data: &[u8]| {
     // malloc limit does not flag a 4 GiB reservation that is never touched.
     let raw_len = raw_len.min(16 << 20);
     let body = stored;
-    let sealed_as = |id: &Id| seal_with_nonce(&key.encryption, &[5u8; 24], &blob_ad(ty, compression, id), body);
+    let sealed_as = |id: &Id| {
+        seal_with_nonce(
+            &key.encryption,
+            &[5u8; 24],
+            &blob_ad(ty, compression, id),
+            body,
+        )
+    };
     match compression {
         Compression::None => {
             // The body is the plaintext: with its true ID and length it must open.
             let id = key.blob_id(body);
             let s = sealed_as(&id);
-            let plain = open_blob(&key, ty, compression, &id, body.len() as u32, &s).expect("an authentic blob must open");
+            let plain = open_blob(&key, ty, compression, &id, body.len() as u32, &s)
+                .expect("an authentic blob must open");
             assert_eq!(plain, body);
             // A wrong length or another type must be refused.
             assert!(open_blob(&key, ty, compression, &id, body.len() as u32 + 1, &s).is_err());
-            let other = if ty == BlobType::Data { BlobType::Tree } else { BlobType::Data };
+            let other = if ty == BlobType::Data {
+                BlobType::Tree
+            } else {
+                BlobType::Data
+            };
             assert!(open_blob(&key, other, compression, &id, body.len() as u32, &s).is_err());
         }
         Compression::Zstd => {

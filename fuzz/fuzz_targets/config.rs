@@ -6,8 +6,13 @@ use holdfast_repo::config::Config;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(cfg) = Config::decode(data) else { return };
+    let Ok(cfg) = Config::decode(data) else {
+        return;
+    };
     let enc = cfg.encode();
     assert_eq!(enc, data, "accepted config bytes are not in canonical form");
-    assert_eq!(Config::decode(&enc).expect("a re-encoded config must decode"), cfg);
+    assert_eq!(
+        Config::decode(&enc).expect("a re-encoded config must decode"),
+        cfg
+    );
 });

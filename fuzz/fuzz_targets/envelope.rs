@@ -16,7 +16,13 @@ use holdfast_repo::snapshot::Snapshot;
 use holdfast_repo::Id;
 use libfuzzer_sys::fuzz_target;
 
-const KINDS: [ObjectKind; 5] = [ObjectKind::Config, ObjectKind::Index, ObjectKind::Snapshot, ObjectKind::GcMarker, ObjectKind::Session];
+const KINDS: [ObjectKind; 5] = [
+    ObjectKind::Config,
+    ObjectKind::Index,
+    ObjectKind::Snapshot,
+    ObjectKind::GcMarker,
+    ObjectKind::Session,
+];
 
 fuzz_target!(|data: &[u8]| {
     let key = MasterKey::from_bytes(&[7u8; 96]);
@@ -25,20 +31,33 @@ fuzz_target!(|data: &[u8]| {
         let _ = envelope::open(&key, kind, &name, data);
     }
 
-    let Some((&sel, body)) = data.split_first() else { return };
+    let Some((&sel, body)) = data.split_first() else {
+        return;
+    };
     let kind = KINDS[(sel & 0x7) as usize % KINDS.len()];
-    let compression = if sel & 0x8 != 0 { Compression::Zstd } else { Compression::None };
+    let compression = if sel & 0x8 != 0 {
+        Compression::Zstd
+    } else {
+        Compression::None
+    };
     let header = envelope::header(kind, compression);
     let mut stored = header.to_vec();
     stored.extend_from_slice(&seal_with_nonce(&key.encryption, &[3u8; 24], &header, body));
     let opened = envelope::open(&key, kind, &name, &stored);
     if compression == Compression::None {
-        assert_eq!(opened.as_deref().ok(), Some(body), "an uncompressed envelope must open to its body");
+        assert_eq!(
+            opened.as_deref().ok(),
+            Some(body),
+            "an uncompressed envelope must open to its body"
+        );
     }
     // Any other kind must be refused.
     for other in KINDS {
         if other != kind {
-            assert!(envelope::open(&key, other, &name, &stored).is_err(), "envelope opened as the wrong kind");
+            assert!(
+                envelope::open(&key, other, &name, &stored).is_err(),
+                "envelope opened as the wrong kind"
+            );
         }
     }
     if let Ok(plain) = opened {

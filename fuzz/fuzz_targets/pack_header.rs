@@ -24,12 +24,18 @@ fuzz_target!(|data: &[u8]| {
     let decoded = PackHeader::decode(rest, data_len);
     if let Ok(h) = &decoded {
         let enc = h.encode();
-        assert_eq!(enc, rest, "accepted pack header bytes are not in canonical form");
+        assert_eq!(
+            enc, rest,
+            "accepted pack header bytes are not in canonical form"
+        );
         let back = PackHeader::decode(&enc, data_len).expect("a re-encoded header must decode");
         assert_eq!(&back, h, "pack header changed across encode/decode");
         let mut expect = 0u64;
         for e in &h.entries {
-            assert_eq!(e.offset as u64, expect, "entries are not laid out back to back");
+            assert_eq!(
+                e.offset as u64, expect,
+                "entries are not laid out back to back"
+            );
             expect += e.stored_len as u64;
         }
         assert_eq!(expect, data_len);
@@ -48,7 +54,11 @@ fuzz_target!(|data: &[u8]| {
         p.push(PACK_VERSION);
         p.extend_from_slice(PACK_MAGIC);
         let r = pack::read_header(&key, &Id::default(), &p);
-        assert_eq!(r.is_ok(), decoded.is_ok(), "read_header disagrees with PackHeader::decode");
+        assert_eq!(
+            r.is_ok(),
+            decoded.is_ok(),
+            "read_header disagrees with PackHeader::decode"
+        );
         if let (Ok(a), Ok(b)) = (r, decoded) {
             assert_eq!(a, b);
         }

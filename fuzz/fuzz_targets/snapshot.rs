@@ -7,9 +7,14 @@ use holdfast_repo::snapshot::Snapshot;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(snap) = Snapshot::decode(data) else { return };
+    let Ok(snap) = Snapshot::decode(data) else {
+        return;
+    };
     let enc = snap.encode();
     let back = Snapshot::decode(&enc).expect("a re-encoded snapshot must decode");
     assert_eq!(back, snap, "snapshot changed across encode/decode");
-    assert_eq!(enc, data, "accepted snapshot bytes are not in canonical form");
+    assert_eq!(
+        enc, data,
+        "accepted snapshot bytes are not in canonical form"
+    );
 });

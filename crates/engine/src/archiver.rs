@@ -493,7 +493,7 @@ impl Ctx<'_> {
                 && p.ctime_ns == node.ctime_ns
                 && p.inode == node.inode
                 && p.content.iter().all(|c| match c {
-                    ContentRef::Blob(id) => self.store.has(id),
+                    ContentRef::Blob(id) => self.store.has(BlobType::Data, id),
                     ContentRef::Zeros(_) => true,
                 });
             if same && !self.opts.force {

@@ -40,7 +40,7 @@ pub struct StoreStats {
 pub struct BlobStore<'a> {
     repo: &'a Repository,
     index: &'a MasterIndex,
-    seen: Mutex<HashSet<Id>>,
+    seen: Mutex<HashSet<(BlobType, Id)>>,
     open: [Mutex<PackBuilder>; 2],
     unindexed: Mutex<Vec<IndexPack>>,
     level: CompressionLevel,
@@ -71,19 +71,19 @@ impl<'a> BlobStore<'a> {
     }
 
     /// Whether a blob is already stored or being stored by this writer.
-    pub fn has(&self, id: &Id) -> bool {
-        self.index.contains(id) || self.seen.lock().expect("lock").contains(id)
+    pub fn has(&self, ty: BlobType, id: &Id) -> bool {
+        self.index.contains(ty, id) || self.seen.lock().expect("lock").contains(&(ty, *id))
     }
 
     /// Stores a blob unless it is already present; returns whether it was new.
     pub fn add(&self, ty: BlobType, id: Id, plaintext: &[u8]) -> Result<bool> {
-        if self.index.contains(&id) || !self.seen.lock().expect("lock").insert(id) {
+        if self.index.contains(ty, &id) || !self.seen.lock().expect("lock").insert((ty, id)) {
             return Ok(false);
         }
         let sealed = match seal_blob(self.repo.key(), ty, id, plaintext, self.level) {
             Ok(s) => s,
             Err(e) => {
-                self.seen.lock().expect("lock").remove(&id);
+                self.seen.lock().expect("lock").remove(&(ty, id));
                 return Err(e);
             }
         };

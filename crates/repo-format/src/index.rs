@@ -4,6 +4,8 @@
 //! Index files are immutable. A writer adds a new one for the packs it wrote; compaction
 //! writes a merged one that names the files it supersedes. Two index files may both claim
 //! a blob (the same blob in two packs after a race or a repack): either location is valid.
+//! Blobs are identified by (type, ID): a data chunk whose bytes happen to equal an encoded
+//! tree has the same ID as that tree but is a different blob.
 
 use std::collections::{HashMap, HashSet};
 
@@ -128,7 +130,7 @@ struct Slot {
 pub struct MasterIndex {
     packs: Vec<Id>,
     pack_slots: HashMap<Id, u32>,
-    blobs: HashMap<Id, Slot>,
+    blobs: HashMap<(BlobType, Id), Slot>,
 }
 
 impl MasterIndex {
@@ -150,7 +152,7 @@ impl MasterIndex {
         };
         for b in blobs {
             // First claim wins; a later duplicate is an equally valid copy.
-            self.blobs.entry(b.id).or_insert(Slot {
+            self.blobs.entry((b.ty, b.id)).or_insert(Slot {
                 pack: p,
                 ty: b.ty,
                 compression: b.compression,
@@ -181,8 +183,8 @@ impl MasterIndex {
     }
 
     /// Location of a blob.
-    pub fn get(&self, id: &Id) -> Option<BlobLocation> {
-        self.blobs.get(id).map(|s| BlobLocation {
+    pub fn get(&self, ty: BlobType, id: &Id) -> Option<BlobLocation> {
+        self.blobs.get(&(ty, *id)).map(|s| BlobLocation {
             pack: self.packs[s.pack as usize],
             entry: PackEntry {
                 id: *id,
@@ -196,8 +198,8 @@ impl MasterIndex {
     }
 
     /// Whether a blob is indexed.
-    pub fn contains(&self, id: &Id) -> bool {
-        self.blobs.contains_key(id)
+    pub fn contains(&self, ty: BlobType, id: &Id) -> bool {
+        self.blobs.contains_key(&(ty, *id))
     }
 
     /// Number of blobs.
@@ -217,7 +219,7 @@ impl MasterIndex {
 
     /// Every blob with its location.
     pub fn iter(&self) -> impl Iterator<Item = BlobLocation> + '_ {
-        self.blobs.keys().filter_map(|id| self.get(id))
+        self.blobs.keys().filter_map(|(ty, id)| self.get(*ty, id))
     }
 }
 
@@ -263,7 +265,7 @@ mod tests {
             let m = MasterIndex::from_files([(Id::default(), &f)]);
             for p in &f.packs {
                 for b in &p.blobs {
-                    prop_assert!(m.get(&b.id).is_some());
+                    prop_assert!(m.get(b.ty, &b.id).is_some());
                 }
             }
         }
@@ -291,8 +293,12 @@ mod tests {
             packs: vec![],
         };
         let m = MasterIndex::from_files([(Id([2; 32]), &old), (Id([3; 32]), &new)]);
-        assert!(m.get(&e.id).is_none());
+        assert!(m.get(BlobType::Data, &e.id).is_none());
         let m = MasterIndex::from_files([(Id([4; 32]), &old), (Id([3; 32]), &new)]);
-        assert_eq!(m.get(&e.id).unwrap().pack, Id([9; 32]));
+        assert_eq!(m.get(BlobType::Data, &e.id).unwrap().pack, Id([9; 32]));
+        assert!(
+            m.get(BlobType::Tree, &e.id).is_none(),
+            "a data blob is not a tree blob with the same ID"
+        );
     }
 }

@@ -354,18 +354,7 @@ impl Repository {
 
     /// Reads and decrypts one blob.
     pub fn read_blob(&self, index: &MasterIndex, ty: BlobType, id: &Id) -> Result<Vec<u8>> {
-        let loc = index.get(id).ok_or(Error::BlobNotIndexed(*id))?;
-        if loc.entry.ty != ty {
-            return Err(Error::corrupt(
-                "blob",
-                id,
-                format!(
-                    "indexed as {} but wanted as {}",
-                    loc.entry.ty.name(),
-                    ty.name()
-                ),
-            ));
-        }
+        let loc = index.get(ty, id).ok_or(Error::BlobNotIndexed(*id))?;
         let e = loc.entry;
         let stored = self.backend.read_range(
             FileKind::Pack,

@@ -918,7 +918,9 @@ fn index_file() {
     check_envelope_writer_matches(&key, ObjectKind::Index, &plain, false, &env);
     // The merged index finds both blobs in the pack.
     let m = MasterIndex::from_files([(name, &f)]);
-    let loc = m.get(&Id::from_hex(BLOB2_ID).unwrap()).unwrap();
+    let loc = m
+        .get(BlobType::Data, &Id::from_hex(BLOB2_ID).unwrap())
+        .unwrap();
     assert_eq!(loc.pack.to_hex(), PACK_ID);
     assert_eq!(
         (loc.entry.offset, loc.entry.stored_len, loc.entry.raw_len),
