@@ -101,6 +101,9 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A file's content list and the number of bytes it covers.
+type StoredContent = (Vec<ContentRef>, u64);
+
 struct Ctx<'a> {
     repo: &'a Repository,
     index: &'a MasterIndex,
@@ -112,7 +115,7 @@ struct Ctx<'a> {
     counters: Counters,
     warnings: Mutex<Vec<String>>,
     /// Content of multiply-linked files already stored, by (device, inode).
-    hardlinks: Mutex<HashMap<(u64, u64), (Vec<ContentRef>, u64)>>,
+    hardlinks: Mutex<HashMap<(u64, u64), StoredContent>>,
 }
 
 /// A directory of the virtual root: either backed up whole, or only on the way to one.
@@ -454,31 +457,26 @@ impl Ctx<'_> {
                 return Ok(None);
             }
         };
-        match node.kind {
-            NodeKind::File => {
-                if !self.file(path, &mut node, pnode)? {
-                    return Ok(None);
-                }
-            }
-            NodeKind::Dir => {
-                let cross = self.opts.one_file_system && root_dev != 0 && meta.dev() != root_dev;
-                let sub = if cross {
-                    self.store_tree(&Tree::default())?
-                } else {
-                    let dev = if root_dev == 0 { meta.dev() } else { root_dev };
-                    self.dir_tree(path, pnode.and_then(|p| p.subtree), Some(dev))?
-                };
-                let prev = pnode
-                    .filter(|p| p.kind == NodeKind::Dir)
-                    .and_then(|p| p.subtree);
-                bump(match prev {
-                    None => &self.counters.dirs_new,
-                    Some(p) if p == sub => &self.counters.dirs_unchanged,
-                    Some(_) => &self.counters.dirs_changed,
-                });
-                node.subtree = Some(sub);
-            }
-            _ => {}
+        if node.kind == NodeKind::File && !self.file(path, &mut node, pnode)? {
+            return Ok(None);
+        }
+        if node.kind == NodeKind::Dir {
+            let cross = self.opts.one_file_system && root_dev != 0 && meta.dev() != root_dev;
+            let sub = if cross {
+                self.store_tree(&Tree::default())?
+            } else {
+                let dev = if root_dev == 0 { meta.dev() } else { root_dev };
+                self.dir_tree(path, pnode.and_then(|p| p.subtree), Some(dev))?
+            };
+            let prev = pnode
+                .filter(|p| p.kind == NodeKind::Dir)
+                .and_then(|p| p.subtree);
+            bump(match prev {
+                None => &self.counters.dirs_new,
+                Some(p) if p == sub => &self.counters.dirs_unchanged,
+                Some(_) => &self.counters.dirs_changed,
+            });
+            node.subtree = Some(sub);
         }
         self.progress.entries.fetch_add(1, Ordering::Relaxed);
         Ok(Some(node))

@@ -1,5 +1,5 @@
 //! The write path for blobs: deduplicate against the index, seal (compress + encrypt),
-//! collect into packs, write packs, then write an index file for them (SPEC.md §10).
+//! collect into packs, write packs, then write an index file for them (SPEC.md §11).
 //!
 //! Safe to call from many threads at once. Sealing happens outside any lock; only the
 //! short append to the open pack is serialised, and a full pack is written to the backend

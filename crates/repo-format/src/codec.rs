@@ -25,6 +25,16 @@ pub enum DecodeError {
         /// What was wrong with it.
         detail: String,
     },
+    /// The structure was written by another format version.
+    #[error("{what} version {found} (this build reads version {supported})")]
+    Version {
+        /// Which structure.
+        what: &'static str,
+        /// The version byte found.
+        found: u8,
+        /// The version this build reads.
+        supported: u8,
+    },
     /// Bytes remained after the structure ended.
     #[error("{0} trailing bytes after the end of the structure")]
     Trailing(usize),
@@ -192,6 +202,18 @@ impl<'a> Reader<'a> {
             ));
         }
         Ok(n)
+    }
+    /// Reads a version byte and fails unless it is `supported`.
+    pub fn version(&mut self, what: &'static str, supported: u8) -> Result<(), DecodeError> {
+        let found = self.u8()?;
+        if found != supported {
+            return Err(DecodeError::Version {
+                what,
+                found,
+                supported,
+            });
+        }
+        Ok(())
     }
     /// Fails unless every byte was consumed.
     pub fn finish(self) -> Result<(), DecodeError> {

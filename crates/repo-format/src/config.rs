@@ -49,6 +49,15 @@ impl Config {
             created_ns: r.i64()?,
         };
         r.finish()?;
+        let (min, avg, max) = (c.chunk_min, c.chunk_avg, c.chunk_max);
+        if !(64 <= min
+            && min <= avg
+            && avg <= max
+            && max <= 64 * 1024 * 1024
+            && avg.is_power_of_two())
+        {
+            return Err(invalid("chunk sizes", format!("min {min}, avg {avg}, max {max} are not 64 <= min <= avg <= max <= 64 MiB with avg a power of two")));
+        }
         if c.pack_size < 1024 * 1024 || c.pack_size > 1024 * 1024 * 1024 {
             return Err(invalid(
                 "pack size",
@@ -65,11 +74,47 @@ mod tests {
     use proptest::prelude::*;
     proptest! {
         #[test]
-        fn config_round_trip(id: [u8; 32], a: u32, b: u32, c: u32, p in (1u32 << 20)..(1u32 << 30), t: i64) {
-            let cfg = Config { version: 1, repo_id: Id(id), chunk_min: a, chunk_avg: b, chunk_max: c, pack_size: p, created_ns: t };
+        fn config_round_trip(id: [u8; 32], bits in 7u32..=24, a in 64u32..=1 << 24, c in 0u32..=1 << 24, p in (1u32 << 20)..(1u32 << 30), t: i64) {
+            let avg = 1u32 << bits;
+            let (min, max) = (a.min(avg), (avg + c).min(64 << 20));
+            let cfg = Config { version: 1, repo_id: Id(id), chunk_min: min, chunk_avg: avg, chunk_max: max, pack_size: p, created_ns: t };
             let enc = cfg.encode();
             prop_assert_eq!(Config::decode(&enc).unwrap(), cfg);
             prop_assert!(Config::decode(&enc[..enc.len() - 1]).is_err());
+        }
+    }
+
+    #[test]
+    fn impossible_parameters_are_rejected() {
+        let ok = Config {
+            version: 1,
+            repo_id: Id::default(),
+            chunk_min: 512 << 10,
+            chunk_avg: 1 << 20,
+            chunk_max: 8 << 20,
+            pack_size: 16 << 20,
+            created_ns: 0,
+        };
+        assert!(Config::decode(&ok.encode()).is_ok());
+        for bad in [
+            Config {
+                chunk_avg: 3 << 19,
+                ..ok.clone()
+            },
+            Config {
+                chunk_min: 2 << 20,
+                ..ok.clone()
+            },
+            Config {
+                chunk_max: 128 << 20,
+                ..ok.clone()
+            },
+            Config {
+                pack_size: 1000,
+                ..ok.clone()
+            },
+        ] {
+            assert!(Config::decode(&bad.encode()).is_err(), "{bad:?}");
         }
     }
 }

@@ -65,6 +65,9 @@ pub enum Error {
     /// A snapshot reference did not match exactly one snapshot.
     #[error("{0}")]
     SnapshotRef(String),
+    /// An operation was refused because it would lose access or data.
+    #[error("refused: {0}")]
+    Refused(String),
     /// An ID argument was not valid hex.
     #[error("invalid ID {0:?}: expected 64 hex digits")]
     InvalidId(String),
@@ -103,8 +106,19 @@ impl Error {
     }
 
     /// Builds a [`Error::Corrupt`] from a [`DecodeError`].
+    /// A newer version byte becomes [`Error::UnsupportedVersion`] ("upgrade holdfast"),
+    /// anything else [`Error::Corrupt`].
     pub fn decode(kind: &'static str, name: impl ToString, e: DecodeError) -> Error {
-        Error::corrupt(kind, name, e)
+        match e {
+            DecodeError::Version {
+                found, supported, ..
+            } if found > supported => Error::UnsupportedVersion {
+                what: format!("{kind} {}", name.to_string()),
+                found,
+                supported,
+            },
+            e => Error::corrupt(kind, name, e),
+        }
     }
 
     /// Whether the error is a missing or corrupt object (as opposed to I/O or usage).

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 
 /// A 32-byte identifier, shown as 64 lowercase hex digits.
 ///
-/// Used both for blob IDs (keyed hash of the plaintext, see SPEC.md §4) and for the
+/// Used both for blob IDs (keyed hash of the plaintext, see SPEC.md §5) and for the
 /// names of stored files (plain hash of the stored bytes, SPEC.md §3).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Id(pub [u8; 32]);

@@ -64,10 +64,7 @@ impl IndexFile {
     /// Decodes an index plaintext.
     pub fn decode(buf: &[u8]) -> Result<IndexFile, DecodeError> {
         let mut r = Reader::new(buf);
-        let v = r.u8()?;
-        if v != INDEX_VERSION {
-            return Err(invalid("index version", format!("{v}")));
-        }
+        r.version("index", INDEX_VERSION)?;
         let ns = r.count("supersedes count", 32)?;
         let mut supersedes = Vec::with_capacity(ns);
         for _ in 0..ns {

@@ -105,6 +105,12 @@ impl KeyFile {
         host: &str,
         user: &str,
     ) -> Result<KeyFile> {
+        if host.len() > u16::MAX as usize || user.len() > u16::MAX as usize {
+            return Err(Error::Encode {
+                what: "key file",
+                detail: "host or user name longer than 65535 bytes".into(),
+            });
+        }
         let salt: [u8; 32] = crypto::random_array();
         let wrap = kdf.derive(password, &salt)?;
         let mut w = Writer::new();
@@ -145,13 +151,7 @@ impl KeyFile {
         if r.take(4)? != MAGIC {
             return Err(invalid("magic", "not a holdfast key file"));
         }
-        let v = r.u8()?;
-        if v != VERSION {
-            return Err(invalid(
-                "key file version",
-                format!("{v} (this build reads {VERSION})"),
-            ));
-        }
+        r.version("key file", VERSION)?;
         let kdf_id = r.u8()?;
         if kdf_id != KDF_ARGON2ID {
             return Err(invalid("kdf", format!("unknown kdf {kdf_id}")));
@@ -232,9 +232,8 @@ mod tests {
         let kf = KeyFile::create(&mk, b"pw", FAST, 0, "h", "u").unwrap();
         let mut enc = kf.encoded().to_vec();
         enc[10] ^= 1; // t_cost byte region
-        match KeyFile::decode(&enc) {
-            Ok(k) => assert!(k.unlock(b"pw").map(|o| o.is_none()).unwrap_or(true)),
-            Err(_) => {}
+        if let Ok(k) = KeyFile::decode(&enc) {
+            assert!(k.unlock(b"pw").map(|o| o.is_none()).unwrap_or(true));
         }
         let mut enc = kf.encoded().to_vec();
         enc[6..10].copy_from_slice(&u32::MAX.to_le_bytes());

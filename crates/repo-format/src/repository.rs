@@ -19,6 +19,9 @@ use crate::keyfile::{KdfParams, KeyFile};
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
 
+/// Snapshots that loaded (oldest first), and the errors of those that did not.
+pub type SnapshotList = (Vec<(Id, Snapshot)>, Vec<Error>);
+
 /// Options for `init`.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -90,18 +93,17 @@ impl Repository {
         password: &[u8],
         opts: &InitOptions,
     ) -> Result<Repository> {
-        if !backend
-            .list(FileKind::Config)
-            .unwrap_or_default()
-            .is_empty()
-            || !backend.list(FileKind::Key).unwrap_or_default().is_empty()
-        {
+        let not_found = |e: &Error| matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
+        let configs = match backend.list(FileKind::Config) {
+            Ok(c) => c,
+            Err(e) if not_found(&e) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        if !configs.is_empty() {
             return Err(Error::RepositoryExists {
                 location: backend.location(),
             });
         }
-        backend.create()?;
-        let key = MasterKey::generate();
         let config = Config {
             version: FORMAT_VERSION,
             repo_id: Id(crate::crypto::random_array()),
@@ -111,6 +113,18 @@ impl Repository {
             pack_size: opts.pack_size,
             created_ns: opts.now_ns,
         };
+        // The decoder's checks are the rules: never create what could not be opened.
+        Config::decode(&config.encode()).map_err(|e| Error::Encode {
+            what: "config",
+            detail: e.to_string(),
+        })?;
+        backend.create()?;
+        // Key files without a config are left by an `init` that was interrupted before its
+        // last write: no repository was ever usable with them, so they are removed.
+        for (orphan, _) in backend.list(FileKind::Key)? {
+            backend.remove(FileKind::Key, &orphan)?;
+        }
+        let key = MasterKey::generate();
         let kf = KeyFile::create(
             &key,
             password,
@@ -262,6 +276,10 @@ impl Repository {
 
     /// Stores a snapshot.
     pub fn save_snapshot(&self, s: &Snapshot) -> Result<Id> {
+        s.validate().map_err(|e| Error::Encode {
+            what: "snapshot",
+            detail: e.to_string(),
+        })?;
         self.save_object(ObjectKind::Snapshot, FileKind::Snapshot, &s.encode())
     }
 
@@ -273,7 +291,7 @@ impl Repository {
 
     /// All snapshots, oldest first. Damaged snapshots are returned as errors beside the
     /// good ones so one bad file does not hide the rest.
-    pub fn snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<Error>)> {
+    pub fn snapshots(&self) -> Result<SnapshotList> {
         let ids = self.backend.list(FileKind::Snapshot)?;
         let loaded: Vec<Result<(Id, Snapshot)>> = ids
             .par_iter()
@@ -411,7 +429,7 @@ impl Repository {
     /// the user out).
     pub fn remove_key(&self, id: &Id) -> Result<()> {
         if *id == self.key_id {
-            return Err(Error::SnapshotRef("refusing to remove the key this command was opened with: open with another password to remove it, or use `key passwd`".into()));
+            return Err(Error::Refused("refusing to remove the key this command was opened with: open with another password to remove it, or use `key passwd`".into()));
         }
         let keys = self.backend.list(FileKind::Key)?;
         if !keys.iter().any(|(k, _)| k == id) {
@@ -421,7 +439,7 @@ impl Repository {
             });
         }
         if keys.len() <= 1 {
-            return Err(Error::SnapshotRef("refusing to remove the last key".into()));
+            return Err(Error::Refused("refusing to remove the last key: a repository without keys can never be opened again".into()));
         }
         self.backend.remove(FileKind::Key, id)
     }

@@ -118,7 +118,31 @@ fn ser_paths<S: serde::Serializer>(p: &[Vec<u8>], s: S) -> Result<S::Ok, S::Erro
 pub const SNAPSHOT_VERSION: u8 = 1;
 
 impl Snapshot {
-    /// Plaintext encoding.
+    /// Checks that every field fits its length prefix, so encoding never truncates.
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        let short = [
+            ("host", &self.host),
+            ("user", &self.user),
+            ("program version", &self.program_version),
+        ];
+        for (what, v) in short {
+            if v.len() > u16::MAX as usize {
+                return Err(invalid(
+                    "snapshot",
+                    format!("{what} is longer than 65535 bytes"),
+                ));
+            }
+        }
+        if self.tags.iter().any(|t| t.len() > u16::MAX as usize) {
+            return Err(invalid("snapshot", "a tag is longer than 65535 bytes"));
+        }
+        if self.paths.iter().any(|p| p.len() > u32::MAX as usize) {
+            return Err(invalid("snapshot", "a path is too long"));
+        }
+        Ok(())
+    }
+
+    /// Plaintext encoding (call [`Snapshot::validate`] first; over-long fields are cut).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.u8(SNAPSHOT_VERSION);
@@ -154,10 +178,7 @@ impl Snapshot {
     /// Decodes a snapshot plaintext.
     pub fn decode(buf: &[u8]) -> Result<Snapshot, DecodeError> {
         let mut r = Reader::new(buf);
-        let v = r.u8()?;
-        if v != SNAPSHOT_VERSION {
-            return Err(invalid("snapshot version", format!("{v}")));
-        }
+        r.version("snapshot", SNAPSHOT_VERSION)?;
         let time_ns = r.i64()?;
         let utc_offset_s = r.u32()? as i32;
         let host = r.str16("host")?;

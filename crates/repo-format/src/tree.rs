@@ -225,13 +225,7 @@ impl Tree {
     /// Decodes and validates a tree.
     pub fn decode(buf: &[u8]) -> Result<Tree, DecodeError> {
         let mut r = Reader::new(buf);
-        let v = r.u8()?;
-        if v != TREE_VERSION {
-            return Err(invalid(
-                "tree version",
-                format!("{v} (expected {TREE_VERSION})"),
-            ));
-        }
+        r.version("tree", TREE_VERSION)?;
         let count = r.count("node count", 80)?;
         let mut nodes: Vec<Node> = Vec::with_capacity(count);
         for _ in 0..count {

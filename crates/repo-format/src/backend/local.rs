@@ -2,7 +2,7 @@
 //!
 //! Crash safety: a file is written under a temporary name in `tmp/`, synced, renamed to its
 //! final name, and the directory is synced, so a file under its final name is always
-//! complete (SPEC.md §10). Leftover temporary files from a crash are harmless.
+//! complete (SPEC.md §11). Leftover temporary files from a crash are harmless.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
@@ -106,7 +106,11 @@ impl Backend for LocalBackend {
             for e in rd {
                 let e = e.map_err(|e| io("list", &d, e))?;
                 let name = e.file_name();
-                let Some(id) = name.to_str().and_then(|n| Id::from_hex(n).ok()) else {
+                // Only canonical names (64 lowercase hex digits) are repository files.
+                let Some(id) = name
+                    .to_str()
+                    .and_then(|n| Id::from_hex(n).ok().filter(|id| id.to_hex() == n))
+                else {
                     continue;
                 };
                 let size = match e.metadata() {
@@ -189,7 +193,8 @@ impl Backend for LocalBackend {
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()> {
         let p = self.path(kind, id);
         match fs::remove_file(&p) {
-            Ok(()) => Ok(()),
+            // Synced so that a deletion (a removed key above all) survives a power cut.
+            Ok(()) => sync_dir(p.parent().expect("repository paths have a parent")),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io("delete", &p, e)),
         }
