@@ -107,7 +107,7 @@ type StoredContent = (Vec<ContentRef>, u64);
 struct Ctx<'a> {
     repo: &'a Repository,
     index: &'a MasterIndex,
-    store: BlobStore<'a>,
+    store: &'a BlobStore<'a>,
     chunker: Chunker,
     users: UserCache,
     opts: &'a BackupOptions,
@@ -164,10 +164,72 @@ pub fn backup(
     };
     let chunker = Chunker::new(params, GearTable::from_key(&repo.key().chunker))
         .map_err(|e| holdfast_repo::Error::corrupt("config", "chunker parameters", e))?;
+    let sealers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let ((root_tree, kept, counters, warnings), totals) =
+        BlobStore::pipelined(repo, index, opts.compression, sealers, |store| {
+            run_walk(repo, index, store, chunker, opts, progress)
+        })?;
+    let c = &counters;
+    let summary = Summary {
+        files_new: c.files_new.load(Ordering::Relaxed),
+        files_changed: c.files_changed.load(Ordering::Relaxed),
+        files_unchanged: c.files_unchanged.load(Ordering::Relaxed),
+        dirs_new: c.dirs_new.load(Ordering::Relaxed),
+        dirs_changed: c.dirs_changed.load(Ordering::Relaxed),
+        dirs_unchanged: c.dirs_unchanged.load(Ordering::Relaxed),
+        data_blobs_added: totals.data_blobs,
+        tree_blobs_added: totals.tree_blobs,
+        bytes_read: c.bytes_read.load(Ordering::Relaxed),
+        bytes_total: c.bytes_total.load(Ordering::Relaxed),
+        bytes_added_raw: totals.raw_bytes,
+        bytes_added_stored: totals.stored_bytes,
+        errors: c.errors.load(Ordering::Relaxed),
+        duration_ns: started.elapsed().as_nanos() as u64,
+    };
+    let mut tags = opts.tags.clone();
+    tags.sort();
+    tags.dedup();
+    let snapshot = Snapshot {
+        time_ns: opts.time_ns,
+        utc_offset_s: opts.utc_offset_s,
+        host: opts.host.clone(),
+        user: opts.user.clone(),
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        paths: kept.iter().map(|p| path_bytes(p).to_vec()).collect(),
+        tags,
+        tree: root_tree,
+        parent: opts.parent,
+        program_version: opts.program_version.clone(),
+        summary,
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupOutcome {
+        id,
+        snapshot,
+        warnings,
+    })
+}
+
+/// What the walk produced: root tree, the source paths kept, counters and warnings.
+type WalkResult = (Id, Vec<PathBuf>, Counters, Vec<String>);
+
+/// Walks the sources and stores every blob and tree; the snapshot is written by the caller
+/// once the store has flushed.
+fn run_walk<'a>(
+    repo: &'a Repository,
+    index: &'a MasterIndex,
+    store: &'a BlobStore<'a>,
+    chunker: Chunker,
+    opts: &'a BackupOptions,
+    progress: &'a BackupProgress,
+) -> Result<WalkResult> {
     let ctx = Ctx {
         repo,
         index,
-        store: BlobStore::new(repo, index, opts.compression),
+        store,
         chunker,
         users: UserCache::new(),
         opts,
@@ -254,50 +316,8 @@ pub fn backup(
     } else {
         ctx.virtual_tree(Path::new("/"), &root, parent_root)?
     };
-    ctx.store.flush()?;
-
-    let c = &ctx.counters;
-    let st = &ctx.store.stats;
-    let summary = Summary {
-        files_new: c.files_new.load(Ordering::Relaxed),
-        files_changed: c.files_changed.load(Ordering::Relaxed),
-        files_unchanged: c.files_unchanged.load(Ordering::Relaxed),
-        dirs_new: c.dirs_new.load(Ordering::Relaxed),
-        dirs_changed: c.dirs_changed.load(Ordering::Relaxed),
-        dirs_unchanged: c.dirs_unchanged.load(Ordering::Relaxed),
-        data_blobs_added: st.data_blobs.load(Ordering::Relaxed),
-        tree_blobs_added: st.tree_blobs.load(Ordering::Relaxed),
-        bytes_read: c.bytes_read.load(Ordering::Relaxed),
-        bytes_total: c.bytes_total.load(Ordering::Relaxed),
-        bytes_added_raw: st.raw_bytes.load(Ordering::Relaxed),
-        bytes_added_stored: st.stored_bytes.load(Ordering::Relaxed),
-        errors: c.errors.load(Ordering::Relaxed),
-        duration_ns: started.elapsed().as_nanos() as u64,
-    };
-    let mut tags = opts.tags.clone();
-    tags.sort();
-    tags.dedup();
-    let snapshot = Snapshot {
-        time_ns: opts.time_ns,
-        utc_offset_s: opts.utc_offset_s,
-        host: opts.host.clone(),
-        user: opts.user.clone(),
-        uid: nix::unistd::getuid().as_raw(),
-        gid: nix::unistd::getgid().as_raw(),
-        paths: kept.iter().map(|p| path_bytes(p).to_vec()).collect(),
-        tags,
-        tree: root_tree,
-        parent: opts.parent,
-        program_version: opts.program_version.clone(),
-        summary,
-    };
-    let id = repo.save_snapshot(&snapshot)?;
     let warnings = ctx.warnings.into_inner().unwrap_or_default();
-    Ok(BackupOutcome {
-        id,
-        snapshot,
-        warnings,
-    })
+    Ok((root_tree, kept, ctx.counters, warnings))
 }
 
 impl Ctx<'_> {
@@ -327,7 +347,7 @@ impl Ctx<'_> {
             detail: e.to_string(),
         })?;
         let id = self.store.id_of(&bytes);
-        self.store.add(BlobType::Tree, id, &bytes)?;
+        self.store.add_owned(BlobType::Tree, id, bytes)?;
         Ok(id)
     }
 

@@ -4,17 +4,25 @@
 //! Safe to call from many threads at once. Sealing happens outside any lock; only the
 //! short append to the open pack is serialised, and a full pack is written to the backend
 //! by the thread that filled it while others go on adding.
+//!
+//! [`BlobStore::pipelined`] adds a stage of its own: callers (the readers and chunkers)
+//! only hash and deduplicate, and hand new blobs over a bounded queue to sealer threads
+//! that compress, encrypt, pack and upload. A single large file thus keeps every core
+//! busy, and the queue bound keeps memory flat whatever the input.
 
 use std::collections::HashSet;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crossbeam_channel::{Receiver, Sender};
+
 use crate::backend::FileKind;
 use crate::blob::{seal_blob, BlobType, CompressionLevel};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{IndexFile, IndexPack, MasterIndex};
-use crate::pack::PackBuilder;
+use crate::pack::{FinishedPack, PackBuilder};
 use crate::repository::Repository;
 
 /// Write an index file after this many packs, so an interrupted long backup leaves most
@@ -44,8 +52,52 @@ pub struct BlobStore<'a> {
     open: [Mutex<PackBuilder>; 2],
     unindexed: Mutex<Vec<IndexPack>>,
     level: CompressionLevel,
+    /// Hand-over queue to the sealer threads, in pipelined mode.
+    queue: Option<Sender<Job>>,
+    /// Hand-over queue to the upload threads, in pipelined mode.
+    uploads: Option<Sender<Upload>>,
+    /// The first error a sealer thread hit; later adds fail with it.
+    failure: Mutex<Option<Error>>,
+    failed: AtomicBool,
     /// What was written.
     pub stats: StoreStats,
+}
+
+enum Job {
+    Seal(BlobType, Id, Vec<u8>),
+    Stop,
+}
+
+enum Upload {
+    Pack(FinishedPack),
+    Stop,
+}
+
+/// Upload threads of a pipelined store: enough to hide a local fsync or a network round
+/// trip, few enough that the packs in flight stay within the memory budget.
+const UPLOADERS: usize = 2;
+
+fn join_all<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, T>>) {
+    for h in handles {
+        if let Err(panic) = h.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// Final counters of a [`BlobStore`], returned when a pipelined store is finished.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StoreTotals {
+    /// Data blobs written.
+    pub data_blobs: u64,
+    /// Tree blobs written.
+    pub tree_blobs: u64,
+    /// Plaintext bytes of written blobs.
+    pub raw_bytes: u64,
+    /// Stored bytes of written blobs.
+    pub stored_bytes: u64,
+    /// Packs written.
+    pub packs: u64,
 }
 
 impl<'a> BlobStore<'a> {
@@ -61,8 +113,145 @@ impl<'a> BlobStore<'a> {
             ],
             unindexed: Mutex::new(Vec::new()),
             level,
+            queue: None,
+            uploads: None,
+            failure: Mutex::new(None),
+            failed: AtomicBool::new(false),
             stats: StoreStats::default(),
         }
+    }
+
+    /// Runs `f` with a store whose sealing, packing and uploading happen on `sealers`
+    /// threads of their own, fed by a bounded queue; then drains the queue and flushes.
+    /// Returns what `f` returned and what was written. Every blob `f` added is durable
+    /// and indexed when this returns `Ok`.
+    pub fn pipelined<R, E: From<Error>>(
+        repo: &'a Repository,
+        index: &'a MasterIndex,
+        level: CompressionLevel,
+        sealers: usize,
+        f: impl FnOnce(&BlobStore<'a>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<(R, StoreTotals), E> {
+        let sealers = sealers.max(1);
+        let (tx, rx) = crossbeam_channel::bounded(sealers * 2);
+        let (utx, urx) = crossbeam_channel::bounded(1);
+        let mut store = BlobStore::new(repo, index, level);
+        store.queue = Some(tx);
+        store.uploads = Some(utx);
+        let out = std::thread::scope(|s| {
+            let st = &store;
+            let uploaders: Vec<_> = (0..UPLOADERS)
+                .map(|_| {
+                    let rx: Receiver<Upload> = urx.clone();
+                    s.spawn(move || st.upload_loop(rx))
+                })
+                .collect();
+            let workers: Vec<_> = (0..sealers)
+                .map(|_| {
+                    let rx: Receiver<Job> = rx.clone();
+                    s.spawn(move || st.seal_loop(rx))
+                })
+                .collect();
+            let out = f(st);
+            // Drain in pipeline order: sealers first (they may still fill packs), then uploads.
+            if let Some(q) = &st.queue {
+                for _ in 0..sealers {
+                    let _ = q.send(Job::Stop);
+                }
+            }
+            join_all(workers);
+            if let Some(q) = &st.uploads {
+                for _ in 0..UPLOADERS {
+                    let _ = q.send(Upload::Stop);
+                }
+            }
+            join_all(uploaders);
+            out
+        });
+        store.uploads = None;
+        let r = out?;
+        store.take_failure()?;
+        store.flush()?;
+        Ok((r, store.totals()))
+    }
+
+    fn seal_loop(&self, rx: Receiver<Job>) {
+        while let Ok(job) = rx.recv() {
+            match job {
+                Job::Stop => break,
+                Job::Seal(ty, id, data) => {
+                    if self.failed.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    if let Err(e) = self.seal_and_pack(ty, id, &data) {
+                        self.fail(e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn upload_loop(&self, rx: Receiver<Upload>) {
+        while let Ok(job) = rx.recv() {
+            match job {
+                Upload::Stop => break,
+                Upload::Pack(p) => {
+                    if self.failed.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    if let Err(e) = self.upload(p) {
+                        self.fail(e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail(&self, e: Error) {
+        self.failed.store(true, Ordering::Relaxed);
+        self.failure.lock().expect("lock").get_or_insert(e);
+    }
+
+    fn take_failure(&self) -> Result<()> {
+        if self.failed.load(Ordering::Relaxed) {
+            if let Some(e) = self.failure.lock().expect("lock").take() {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The counters so far.
+    pub fn totals(&self) -> StoreTotals {
+        let st = &self.stats;
+        StoreTotals {
+            data_blobs: st.data_blobs.load(Ordering::Relaxed),
+            tree_blobs: st.tree_blobs.load(Ordering::Relaxed),
+            raw_bytes: st.raw_bytes.load(Ordering::Relaxed),
+            stored_bytes: st.stored_bytes.load(Ordering::Relaxed),
+            packs: st.packs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Like [`BlobStore::add`], taking ownership so that a pipelined store can hand the
+    /// buffer to a sealer thread without copying it.
+    pub fn add_owned(&self, ty: BlobType, id: Id, plaintext: Vec<u8>) -> Result<bool> {
+        self.take_failure()?;
+        if self.index.contains(ty, &id) || !self.seen.lock().expect("lock").insert((ty, id)) {
+            return Ok(false);
+        }
+        match &self.queue {
+            Some(q) => {
+                if q.send(Job::Seal(ty, id, plaintext)).is_err() {
+                    return Err(Error::Encode {
+                        what: "blob",
+                        detail: "the sealer threads stopped".into(),
+                    });
+                }
+            }
+            None => self.seal_and_pack(ty, id, &plaintext)?,
+        }
+        Ok(true)
     }
 
     /// The blob ID of a plaintext.
@@ -77,16 +266,20 @@ impl<'a> BlobStore<'a> {
 
     /// Stores a blob unless it is already present; returns whether it was new.
     pub fn add(&self, ty: BlobType, id: Id, plaintext: &[u8]) -> Result<bool> {
+        if self.queue.is_some() {
+            return self.add_owned(ty, id, plaintext.to_vec());
+        }
         if self.index.contains(ty, &id) || !self.seen.lock().expect("lock").insert((ty, id)) {
             return Ok(false);
         }
-        let sealed = match seal_blob(self.repo.key(), ty, id, plaintext, self.level) {
-            Ok(s) => s,
-            Err(e) => {
-                self.seen.lock().expect("lock").remove(&(ty, id));
-                return Err(e);
-            }
-        };
+        self.seal_and_pack(ty, id, plaintext)?;
+        Ok(true)
+    }
+
+    /// Seals a new blob and appends it to the open pack of its type, writing the pack
+    /// when it is full.
+    fn seal_and_pack(&self, ty: BlobType, id: Id, plaintext: &[u8]) -> Result<()> {
+        let sealed = seal_blob(self.repo.key(), ty, id, plaintext, self.level)?;
         let stored = sealed.bytes.len() as u64;
         let full = {
             let mut p = self.open[ty as usize].lock().expect("lock");
@@ -109,7 +302,7 @@ impl<'a> BlobStore<'a> {
         if let Some(p) = full {
             self.write_pack(p)?;
         }
-        Ok(true)
+        Ok(())
     }
 
     fn write_pack(&self, p: PackBuilder) -> Result<()> {
@@ -117,6 +310,17 @@ impl<'a> BlobStore<'a> {
             return Ok(());
         }
         let finished = p.finish(self.repo.key())?;
+        if let Some(q) = &self.uploads {
+            // Storage latency (fsync, network) is paid on the upload threads.
+            return q.send(Upload::Pack(finished)).map_err(|_| Error::Encode {
+                what: "pack",
+                detail: "the upload threads stopped".into(),
+            });
+        }
+        self.upload(finished)
+    }
+
+    fn upload(&self, finished: FinishedPack) -> Result<()> {
         self.repo
             .backend()
             .write(FileKind::Pack, &finished.id, &finished.bytes)?;
