@@ -140,6 +140,9 @@ pub enum Command {
     },
     /// Repository statistics.
     Stats,
+    /// Delete data no snapshot needs. Safe beside running backups: packs are first marked,
+    /// and deleted by a later prune after the safety margin.
+    Prune(PruneArgs),
 }
 
 /// `key` subcommands.
@@ -164,4 +167,21 @@ pub enum KeyAction {
         #[arg(long)]
         new_password_file: Option<PathBuf>,
     },
+}
+
+/// Options of `prune` (also used by `forget --prune`).
+#[derive(Debug, Clone, ClapArgs)]
+pub struct PruneArgs {
+    /// Show what would be marked and deleted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Minimum time between marking a pack unused and deleting it (e.g. 2h, 30m, 0s).
+    /// Backups that run longer than this beside a prune are still safe (their session
+    /// holds the deletion back); 0s deletes on the next run without waiting.
+    #[arg(long, default_value = "2h")]
+    pub safety_margin: String,
+    /// Repack partly used packs until unused space is at most this share of the
+    /// repository (percent).
+    #[arg(long, default_value_t = 10.0)]
+    pub max_unused: f64,
 }

@@ -149,11 +149,15 @@ fn path_bytes(p: &Path) -> &[u8] {
 }
 
 /// Runs a backup and writes the snapshot.
+///
+/// `index` must be the writer's view ([`Repository::load_index_for_writing`]) loaded after
+/// `session` was started; the session is checked before the snapshot is written.
 pub fn backup(
     repo: &Repository,
     index: &MasterIndex,
     opts: &BackupOptions,
     progress: &BackupProgress,
+    session: Option<&crate::session::SessionGuard>,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
     let cfg = repo.config();
@@ -205,6 +209,12 @@ pub fn backup(
         program_version: opts.program_version.clone(),
         summary,
     };
+    if session.is_some_and(|s| s.missed_heartbeats()) {
+        // A prune may have swept packs this backup deduplicated against (SPEC.md §12.2).
+        return Err(EngineError::Usage(
+            "the backup could not refresh its session file for too long (storage unreachable?), so a concurrent prune may have deleted data it reuses; no snapshot was written: run the backup again".into(),
+        ));
+    }
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome {
         id,

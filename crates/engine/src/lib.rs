@@ -10,6 +10,8 @@ pub mod archiver;
 pub mod error;
 pub mod filter;
 pub mod fsmeta;
+pub mod prune;
 pub mod restorer;
+pub mod session;
 
 pub use error::{EngineError, Result};

@@ -52,7 +52,7 @@ fn file_equal_to_an_encoded_tree_round_trips() {
         compression: CompressionLevel::default(),
     };
     let index = r.load_index().unwrap();
-    let out = backup(&r, &index, &opts, &BackupProgress::default()).unwrap();
+    let out = backup(&r, &index, &opts, &BackupProgress::default(), None).unwrap();
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
     let index = r.load_index().unwrap();
     let target = d.path().join("t");

@@ -163,8 +163,11 @@ pub fn open_blob(
     let plain = match compression {
         Compression::None => body,
         Compression::Zstd => {
-            let mut out = Vec::with_capacity(raw_len as usize);
-            zstd::stream::copy_decode(body.as_slice(), &mut out)
+            // Never trust a length enough to allocate it blindly, nor decompress past it.
+            let mut out = Vec::with_capacity((raw_len as usize).min(16 << 20));
+            let dec = zstd::stream::read::Decoder::new(body.as_slice())
+                .map_err(|e| corrupt(&format!("zstd: {e}")))?;
+            std::io::Read::read_to_end(&mut std::io::Read::take(dec, raw_len as u64 + 1), &mut out)
                 .map_err(|e| corrupt(&format!("zstd: {e}")))?;
             out
         }

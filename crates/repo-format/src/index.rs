@@ -162,6 +162,15 @@ impl MasterIndex {
 
     /// Merges a set of index files, honouring `supersedes`.
     pub fn from_files<'a>(files: impl IntoIterator<Item = (Id, &'a IndexFile)>) -> MasterIndex {
+        Self::from_files_excluding(files, &HashSet::new())
+    }
+
+    /// [`MasterIndex::from_files`] without the entries of `excluded` packs: the view a
+    /// writer deduplicates against, where packs marked for deletion do not count (SPEC.md §12.3).
+    pub fn from_files_excluding<'a>(
+        files: impl IntoIterator<Item = (Id, &'a IndexFile)>,
+        excluded: &HashSet<Id>,
+    ) -> MasterIndex {
         let files: Vec<(Id, &IndexFile)> = files.into_iter().collect();
         let superseded: HashSet<Id> = files
             .iter()
@@ -172,7 +181,7 @@ impl MasterIndex {
             if superseded.contains(&id) {
                 continue;
             }
-            for p in &f.packs {
+            for p in f.packs.iter().filter(|p| !excluded.contains(&p.id)) {
                 idx.add_pack(&p.id, &p.blobs);
             }
         }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod crypto;
 pub mod envelope;
 pub mod error;
+pub mod gc;
 pub mod id;
 pub mod index;
 pub mod keyfile;

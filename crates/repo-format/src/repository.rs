@@ -13,11 +13,26 @@ use crate::config::Config;
 use crate::crypto::MasterKey;
 use crate::envelope::{self, ObjectKind, FORMAT_VERSION};
 use crate::error::{Error, Result};
+use crate::gc::{GcMarker, Session};
 use crate::id::Id;
 use crate::index::{IndexFile, MasterIndex};
 use crate::keyfile::{KdfParams, KeyFile};
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
+
+/// The gc markers in force.
+#[derive(Debug, Default)]
+pub struct GcState {
+    /// Markers not superseded by another.
+    pub current: Vec<(Id, GcMarker)>,
+    /// Markers named in another marker's `supersedes` (still to be deleted).
+    pub superseded: std::collections::HashSet<Id>,
+    /// Packs listed by a current marker.
+    pub marked: std::collections::HashSet<Id>,
+}
+
+/// Sessions that loaded, and the errors of those that did not.
+pub type SessionList = (Vec<(Id, Session)>, Vec<Error>);
 
 /// Snapshots that loaded (oldest first), and the errors of those that did not.
 pub type SnapshotList = (Vec<(Id, Snapshot)>, Vec<Error>);
@@ -368,6 +383,85 @@ impl Repository {
         Ok(MasterIndex::from_files(
             files.iter().map(|(id, f)| (*id, f)),
         ))
+    }
+
+    /// Loads every index file (superseded ones included), for tools that rewrite them.
+    pub fn index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        let ids = self.backend.list(FileKind::Index)?;
+        ids.par_iter()
+            .map(|(id, _)| self.load_index_file(id).map(|f| (*id, f)))
+            .collect()
+    }
+
+    /// The index a writer deduplicates against: without packs marked for deletion.
+    pub fn load_index_for_writing(&self) -> Result<MasterIndex> {
+        let marked = self.gc_markers()?.marked;
+        let files = self.index_files()?;
+        Ok(MasterIndex::from_files_excluding(
+            files.iter().map(|(id, f)| (*id, f)),
+            &marked,
+        ))
+    }
+
+    /// Stores a session file.
+    pub fn save_session(&self, s: &Session) -> Result<Id> {
+        self.save_object(ObjectKind::Session, FileKind::Session, &s.encode())
+    }
+
+    /// Every session file; damaged ones are returned as errors (a pruner must treat them
+    /// as unknown writers).
+    pub fn sessions(&self) -> Result<SessionList> {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for (id, _) in self.backend.list(FileKind::Session)? {
+            let r = self
+                .load_object(ObjectKind::Session, FileKind::Session, &id)
+                .and_then(|p| Session::decode(&p).map_err(|e| Error::decode("session", id, e)));
+            match r {
+                Ok(s) => good.push((id, s)),
+                // Gone between list and read: the session ended.
+                Err(Error::Missing { .. }) => {}
+                Err(e) => bad.push(e),
+            }
+        }
+        Ok((good, bad))
+    }
+
+    /// Stores a gc marker.
+    pub fn save_gc_marker(&self, m: &GcMarker) -> Result<Id> {
+        self.save_object(ObjectKind::GcMarker, FileKind::GcMarker, &m.encode())
+    }
+
+    /// The current gc markers (superseded ones dropped) and the set of marked packs.
+    pub fn gc_markers(&self) -> Result<GcState> {
+        let mut all = Vec::new();
+        for (id, _) in self.backend.list(FileKind::GcMarker)? {
+            match self.load_object(ObjectKind::GcMarker, FileKind::GcMarker, &id) {
+                Ok(p) => all.push((
+                    id,
+                    GcMarker::decode(&p).map_err(|e| Error::decode("gc marker", id, e))?,
+                )),
+                Err(Error::Missing { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let superseded: std::collections::HashSet<Id> = all
+            .iter()
+            .flat_map(|(_, m)| m.supersedes.iter().copied())
+            .collect();
+        let current: Vec<(Id, GcMarker)> = all
+            .into_iter()
+            .filter(|(id, _)| !superseded.contains(id))
+            .collect();
+        let marked = current
+            .iter()
+            .flat_map(|(_, m)| m.packs.iter().copied())
+            .collect();
+        Ok(GcState {
+            current,
+            superseded,
+            marked,
+        })
     }
 
     /// Reads and decrypts one blob.

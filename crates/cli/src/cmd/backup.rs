@@ -7,7 +7,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use holdfast_engine::archiver::{self, BackupOptions, BackupProgress};
 use holdfast_engine::filter::PathFilter;
+use holdfast_engine::session::SessionGuard;
 use holdfast_repo::blob::CompressionLevel;
+use holdfast_repo::gc::Role;
 
 use super::{host_name, now_ns, open, print_json, user_name};
 use crate::cli::{Args, Command};
@@ -33,8 +35,12 @@ pub fn run(args: &Args) -> Result<i32> {
     }
     let excludes = PathFilter::new(&patterns)?;
     let repo = open(args)?;
-    let index = repo.load_index().context("cannot load the index")?;
     let host = host.clone().unwrap_or_else(host_name);
+    // Announce the backup before reading the index, so a concurrent prune waits for it.
+    let session = SessionGuard::start(&repo, Role::Writer, &host)?;
+    let index = repo
+        .load_index_for_writing()
+        .context("cannot load the index")?;
 
     let mut abs_paths = Vec::new();
     for p in paths {
@@ -96,7 +102,8 @@ pub fn run(args: &Args) -> Result<i32> {
             )
         }),
     );
-    let outcome = archiver::backup(&repo, &index, &opts, &progress);
+    let outcome = archiver::backup(&repo, &index, &opts, &progress, Some(&session));
+    drop(session);
     bar.finish();
     let outcome = outcome?;
     for w in &outcome.warnings {

@@ -6,6 +6,7 @@ mod cat;
 mod init;
 mod key;
 mod ls;
+mod prune;
 mod restore;
 mod snapshots;
 mod stats;
@@ -46,6 +47,7 @@ pub fn run(args: &Args) -> Result<i32> {
         Command::Cat { kind, id } => cat::run(args, kind, id.as_deref()),
         Command::Key { action } => key::run(args, action),
         Command::Stats => stats::run(args),
+        Command::Prune(p) => prune::run(args, p),
     }
 }
 
