@@ -143,6 +143,11 @@ pub enum Command {
     /// Delete data no snapshot needs. Safe beside running backups: packs are first marked,
     /// and deleted by a later prune after the safety margin.
     Prune(PruneArgs),
+    /// Repair a damaged repository: `repair index`, then `repair snapshots`.
+    Repair {
+        #[command(subcommand)]
+        what: RepairWhat,
+    },
 }
 
 /// `key` subcommands.
@@ -184,4 +189,22 @@ pub struct PruneArgs {
     /// repository (percent).
     #[arg(long, default_value_t = 10.0)]
     pub max_unused: f64,
+}
+
+/// `repair` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RepairWhat {
+    /// Rebuild the index from the headers of all packs (after lost or damaged index files).
+    Index {
+        /// Report only; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Rewrite snapshots that reference missing data, dropping what is lost; the new
+    /// snapshots are tagged `repaired`. Run `repair index` first.
+    Snapshots {
+        /// Report only; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }

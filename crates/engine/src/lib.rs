@@ -7,11 +7,14 @@
 #![deny(missing_docs)]
 
 pub mod archiver;
+pub mod checker;
 pub mod error;
 pub mod filter;
 pub mod fsmeta;
 pub mod prune;
+pub mod repair;
 pub mod restorer;
+pub mod retention;
 pub mod session;
 
 pub use error::{EngineError, Result};

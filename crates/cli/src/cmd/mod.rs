@@ -7,6 +7,7 @@ mod init;
 mod key;
 mod ls;
 mod prune;
+mod repair;
 mod restore;
 mod snapshots;
 mod stats;
@@ -48,6 +49,7 @@ pub fn run(args: &Args) -> Result<i32> {
         Command::Key { action } => key::run(args, action),
         Command::Stats => stats::run(args),
         Command::Prune(p) => prune::run(args, p),
+        Command::Repair { what } => repair::run(args, what),
     }
 }
 
