@@ -9,7 +9,17 @@ mod ui;
 
 use clap::Parser;
 
+/// Restores the default SIGPIPE action, so `holdfast ... | head` ends quietly when the
+/// reader goes away instead of failing on every later write (Rust ignores SIGPIPE).
+fn default_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: called first thing in main, before any thread exists, and installs the
+    // default disposition (no handler code runs in signal context).
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 fn main() {
+    default_sigpipe();
     let args = cli::Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

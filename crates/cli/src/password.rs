@@ -24,8 +24,17 @@ fn read_file(f: &Path) -> Result<Secret> {
     Ok(Zeroizing::new(trim_newline(v)))
 }
 
-/// Gets the repository password; `confirm` asks twice on a terminal (for `init`).
+/// Gets the repository password; `confirm` (for `init`) asks twice on a terminal and
+/// refuses an empty password from any source.
 pub fn get(file: Option<&Path>, command: Option<&str>, confirm: bool) -> Result<Secret> {
+    let pw = get_any(file, command, confirm)?;
+    if confirm && pw.is_empty() {
+        bail!("an empty password is not allowed: it would leave the repository open to anyone who can read the storage");
+    }
+    Ok(pw)
+}
+
+fn get_any(file: Option<&Path>, command: Option<&str>, confirm: bool) -> Result<Secret> {
     if let Some(f) = file {
         return read_file(f);
     }
@@ -73,8 +82,16 @@ fn prompt(text: &str, confirm: bool) -> Result<Secret> {
     Ok(Zeroizing::new(a.as_bytes().to_vec()))
 }
 
-/// Gets a new password for `key add` / `key passwd`.
+/// Gets a new password for `key add` / `key passwd`; an empty one is refused.
 pub fn get_new(file: Option<&Path>) -> Result<Secret> {
+    let pw = get_new_any(file)?;
+    if pw.is_empty() {
+        bail!("an empty password is not allowed");
+    }
+    Ok(pw)
+}
+
+fn get_new_any(file: Option<&Path>) -> Result<Secret> {
     if let Some(f) = file {
         return read_file(f);
     }

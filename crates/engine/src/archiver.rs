@@ -265,16 +265,22 @@ fn run_walk<'a>(
         kept.push(p);
     }
     let mut present = Vec::new();
+    let mut unreadable = Vec::new();
     for p in &kept {
         match std::fs::symlink_metadata(p) {
             Ok(_) => present.push(p.clone()),
-            Err(e) => ctx.warn(format!("{}: {e} (skipped)", p.display())),
+            Err(e) => {
+                let msg = format!("{}: {e}", p.display());
+                ctx.warn(format!("{msg} (skipped)"));
+                unreadable.push(msg);
+            }
         }
     }
     if present.is_empty() {
-        return Err(EngineError::Usage(
-            "none of the paths to back up could be read".into(),
-        ));
+        return Err(EngineError::Usage(format!(
+            "none of the paths to back up could be read ({}); no snapshot was written",
+            unreadable.join("; ")
+        )));
     }
     let mut root: BTreeMap<Vec<u8>, VEntry> = BTreeMap::new();
     for p in &present {
