@@ -8,9 +8,13 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "holdfast", version, about, long_about = None, propagate_version = true)]
 pub struct Args {
-    /// Repository location (a directory path).
+    /// Repository location: a directory path, or s3:http://HOST:PORT/BUCKET/PREFIX,
+    /// s3:https://HOST/BUCKET/PREFIX, s3:BUCKET/PREFIX (AWS).
     #[arg(short = 'r', long = "repo", env = "HOLDFAST_REPOSITORY", global = true)]
     pub repo: Option<String>,
+    /// Region of an S3 repository (default: AWS_REGION or the AWS profile's, else us-east-1).
+    #[arg(long, global = true, value_name = "REGION")]
+    pub s3_region: Option<String>,
     /// Read the password from this file.
     #[arg(long, env = "HOLDFAST_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
@@ -148,6 +152,18 @@ pub enum Command {
         #[command(subcommand)]
         what: RepairWhat,
     },
+    /// Remove snapshots by a retention policy (or by ID); `prune` then frees their data.
+    Forget(Box<ForgetArgs>),
+    /// Verify the repository: its structure always, all or part of its data on request.
+    Check {
+        /// Also read every pack in full and verify every blob.
+        #[arg(long, conflicts_with = "read_data_subset")]
+        read_data: bool,
+        /// Read only part of the packs: n/m (runs 1/m … m/m together read everything) or
+        /// p% (about p percent, the same packs every time).
+        #[arg(long, value_name = "n/m|p%")]
+        read_data_subset: Option<String>,
+    },
 }
 
 /// `key` subcommands.
@@ -207,4 +223,71 @@ pub enum RepairWhat {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// Options of `forget`. Counts take a number or `unlimited`; durations look like
+/// `2y5m7d3h` and count back from the newest snapshot of each group.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct ForgetArgs {
+    /// Forget exactly these snapshots (ID, unique prefix or "latest") instead of applying
+    /// a policy.
+    pub snapshots: Vec<String>,
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub keep_last: Option<String>,
+    /// Keep the newest snapshot of each of the N most recent hours that have one.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub keep_hourly: Option<String>,
+    /// Keep the newest snapshot of each of the N most recent days (local time of the
+    /// backup host) that have one.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub keep_daily: Option<String>,
+    /// Keep the newest snapshot of each of the N most recent ISO weeks that have one.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub keep_weekly: Option<String>,
+    /// Keep the newest snapshot of each of the N most recent months that have one.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub keep_monthly: Option<String>,
+    /// Keep the newest snapshot of each of the N most recent years that have one.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub keep_yearly: Option<String>,
+    /// Keep every snapshot made within this duration of the newest one (e.g. 7d, 1y6m).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub keep_within: Option<String>,
+    /// Keep one snapshot per hour within this duration of the newest.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub keep_within_hourly: Option<String>,
+    /// Keep one snapshot per day within this duration of the newest.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub keep_within_daily: Option<String>,
+    /// Keep one snapshot per ISO week within this duration of the newest.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub keep_within_weekly: Option<String>,
+    /// Keep one snapshot per month within this duration of the newest.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub keep_within_monthly: Option<String>,
+    /// Keep one snapshot per year within this duration of the newest.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub keep_within_yearly: Option<String>,
+    /// Keep snapshots with these tags (comma-separated: all of them; repeatable: any).
+    #[arg(long = "keep-tag", value_name = "TAGS")]
+    pub keep_tags: Vec<String>,
+    /// Apply the policy to each group of snapshots with the same host, paths and/or tags
+    /// ("" for one group of all snapshots).
+    #[arg(long, default_value = "host,paths")]
+    pub group_by: String,
+    #[command(flatten)]
+    pub filter: Filter,
+    /// Show what would be removed; remove nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Run `prune` afterwards if snapshots were removed.
+    #[arg(long)]
+    pub prune: bool,
+    /// With --prune: see `prune --safety-margin`.
+    #[arg(long, default_value = "2h", requires = "prune")]
+    pub safety_margin: String,
+    /// With --prune: see `prune --max-unused`.
+    #[arg(long, default_value_t = 10.0, requires = "prune")]
+    pub max_unused: f64,
 }

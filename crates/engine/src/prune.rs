@@ -63,8 +63,24 @@ pub struct PruneReport {
 }
 
 /// Every (type, ID) referenced by any snapshot. Fails if any snapshot or tree cannot be
-/// read: what a damaged snapshot references is unknown, so nothing may be deleted.
+/// read, or if a referenced blob is not in the index: what a damaged repository needs is
+/// unknown (a lost index file leaves needed packs looking unindexed), so nothing may be
+/// marked or deleted until `check` and `repair index` have run.
 pub fn live_set(repo: &Repository, index: &MasterIndex) -> Result<HashSet<(BlobType, Id)>> {
+    let live = referenced_blobs(repo, index)?;
+    let missing = live
+        .iter()
+        .filter(|(ty, id)| !index.contains(*ty, id))
+        .count();
+    if missing > 0 {
+        return Err(EngineError::Usage(format!(
+            "refusing to prune: {missing} blobs that snapshots need are not in the index (a lost or damaged index file?); run `holdfast check`, then `holdfast repair index`"
+        )));
+    }
+    Ok(live)
+}
+
+fn referenced_blobs(repo: &Repository, index: &MasterIndex) -> Result<HashSet<(BlobType, Id)>> {
     let (snaps, bad) = repo.snapshots()?;
     if let Some(e) = bad.into_iter().next() {
         return Err(EngineError::Usage(format!(

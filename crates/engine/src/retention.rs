@@ -832,8 +832,9 @@ mod tests {
             }
         };
         let snaps = timeline("2024-03-28", 7, &["00:30", "23:30"], off);
-        assert_eq!(snaps[6].1.utc_offset_s, CEST); // 2024-03-31 23:30
-        assert_eq!(snaps[5].1.utc_offset_s, CET); // 2024-03-31 00:30
+        assert_eq!(label(&snaps[7].0), "2024-03-31 23:30");
+        assert_eq!(snaps[7].1.utc_offset_s, CEST);
+        assert_eq!(snaps[6].1.utc_offset_s, CET); // 2024-03-31 00:30
         assert_eq!(
             kept(&daily(7), &snaps),
             strs(&[
@@ -989,6 +990,7 @@ mod tests {
         assert!(kept_why(&p, &snaps)
             .iter()
             .all(|(_, w)| w == &strs(&["within 2d"])));
+        // 1d12h before 05-05 20:00 is 05-04 08:00.
         let p = Policy {
             within: "1d12h".parse().unwrap(),
             ..Policy::default()
@@ -1000,6 +1002,7 @@ mod tests {
                 "2024-05-05 12:00",
                 "2024-05-05 08:00",
                 "2024-05-04 20:00",
+                "2024-05-04 12:00",
             ])
         );
     }

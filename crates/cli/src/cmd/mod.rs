@@ -3,6 +3,8 @@
 
 mod backup;
 mod cat;
+mod check;
+mod forget;
 mod init;
 mod key;
 mod ls;
@@ -16,6 +18,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use holdfast_backend_s3::{S3Backend, S3Options};
 use holdfast_repo::backend::local::LocalBackend;
 use holdfast_repo::backend::Backend;
 use holdfast_repo::repository::{Repository, SnapshotFilter};
@@ -50,6 +53,11 @@ pub fn run(args: &Args) -> Result<i32> {
         Command::Stats => stats::run(args),
         Command::Prune(p) => prune::run(args, p),
         Command::Repair { what } => repair::run(args, what),
+        Command::Forget(f) => forget::run(args, f),
+        Command::Check {
+            read_data,
+            read_data_subset,
+        } => check::run(args, *read_data, read_data_subset.as_deref()),
     }
 }
 
@@ -61,8 +69,17 @@ pub fn backend(args: &Args) -> Result<Arc<dyn Backend>> {
     if let Some(rest) = loc.strip_prefix("local:") {
         return Ok(Arc::new(LocalBackend::new(rest)));
     }
-    if loc.contains("://") || loc.starts_with("s3:") {
-        bail!("repository location {loc:?}: only local directories are supported by this build");
+    if loc.starts_with("s3:") {
+        let mut options = S3Options::from_env().map_err(anyhow::Error::msg)?;
+        options.region = args.s3_region.clone();
+        let b = S3Backend::new(loc, options).map_err(anyhow::Error::msg)?;
+        return Ok(Arc::new(b));
+    }
+    if loc.contains("://") {
+        bail!(
+            "repository location {loc:?}: unknown scheme; use a directory path, local:PATH or \
+             s3:http://HOST:PORT/BUCKET/PREFIX, s3:https://HOST/BUCKET/PREFIX, s3:BUCKET/PREFIX"
+        );
     }
     Ok(Arc::new(LocalBackend::new(loc)))
 }
