@@ -226,17 +226,7 @@ fn rewrite(
     let new_id = if removed_rel.is_empty() {
         *tree_id
     } else {
-        let bytes = Tree { nodes }
-            .encode()
-            .map_err(|e| holdfast_repo::Error::Encode {
-                what: "tree",
-                detail: e.to_string(),
-            })?;
-        let id = store.id_of(&bytes);
-        if !dry_run {
-            store.add_owned(BlobType::Tree, id, bytes)?;
-        }
-        id
+        store_tree(store, &Tree { nodes }, dry_run)?
     };
     memo.insert(*tree_id, (new_id, removed_rel.clone()));
     Ok((new_id, removed_rel))
@@ -244,7 +234,12 @@ fn rewrite(
 
 /// Stores (unless dry run) and returns the empty tree, standing in for an unreadable one.
 fn empty_tree(store: &BlobStore<'_>, dry_run: bool) -> Result<Id> {
-    let bytes = Tree::default()
+    store_tree(store, &Tree::default(), dry_run)
+}
+
+/// Stores a tree (unless dry run) and returns its ID.
+fn store_tree(store: &BlobStore<'_>, tree: &Tree, dry_run: bool) -> Result<Id> {
+    let bytes = tree
         .encode()
         .map_err(|e| holdfast_repo::Error::Encode {
             what: "tree",
