@@ -12,6 +12,7 @@ use holdfast_repo::gc::{GcMarker, Role};
 use holdfast_repo::index::{IndexFile, IndexPack, MasterIndex};
 use holdfast_repo::pack::{PackBuilder, PackEntry};
 use holdfast_repo::repository::Repository;
+use holdfast_repo::snapshot::Snapshot;
 use holdfast_repo::tree::ContentRef;
 use holdfast_repo::{Error, Id};
 
@@ -50,6 +51,9 @@ pub struct PruneReport {
     pub bytes_marked: u64,
     /// Packs that were not in any index (leftovers of interrupted backups) among the marked.
     pub orphans_marked: usize,
+    /// Packs not in any index left alone because a backup is running (they may be its
+    /// packs, not indexed yet); a later prune deals with them.
+    pub orphans_deferred: usize,
     /// Partly used packs whose live blobs were copied into new packs.
     pub packs_repacked: usize,
     /// Blobs copied by repacking.
@@ -66,8 +70,15 @@ pub struct PruneReport {
 /// read, or if a referenced blob is not in the index: what a damaged repository needs is
 /// unknown (a lost index file leaves needed packs looking unindexed), so nothing may be
 /// marked or deleted until `check` and `repair index` have run.
-pub fn live_set(repo: &Repository, index: &MasterIndex) -> Result<HashSet<(BlobType, Id)>> {
-    let live = referenced_blobs(repo, index)?;
+///
+/// `snaps` must have been listed before `index` was loaded: a writer writes its index files
+/// before its snapshot, so every listed snapshot's blobs are then in `index`.
+pub fn live_set(
+    repo: &Repository,
+    snaps: &[Snapshot],
+    index: &MasterIndex,
+) -> Result<HashSet<(BlobType, Id)>> {
+    let live = referenced_blobs(repo, snaps, index)?;
     let missing = live
         .iter()
         .filter(|(ty, id)| !index.contains(*ty, id))
@@ -80,15 +91,24 @@ pub fn live_set(repo: &Repository, index: &MasterIndex) -> Result<HashSet<(BlobT
     Ok(live)
 }
 
-fn referenced_blobs(repo: &Repository, index: &MasterIndex) -> Result<HashSet<(BlobType, Id)>> {
+/// Every snapshot, or an error if any cannot be read (what it needs would be unknown).
+pub fn load_snapshots(repo: &Repository) -> Result<Vec<Snapshot>> {
     let (snaps, bad) = repo.snapshots()?;
     if let Some(e) = bad.into_iter().next() {
         return Err(EngineError::Usage(format!(
             "refusing to prune: {e}; run `holdfast check` and repair or forget the damaged snapshot first"
         )));
     }
+    Ok(snaps.into_iter().map(|(_, s)| s).collect())
+}
+
+fn referenced_blobs(
+    repo: &Repository,
+    snaps: &[Snapshot],
+    index: &MasterIndex,
+) -> Result<HashSet<(BlobType, Id)>> {
     let mut live = HashSet::new();
-    let mut todo: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).collect();
+    let mut todo: Vec<Id> = snaps.iter().map(|s| s.tree).collect();
     while let Some(t) = todo.pop() {
         if !live.insert((BlobType::Tree, t)) {
             continue;
@@ -166,7 +186,6 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
 
     // --- Sweep: markers old enough. ---
-    let mut view = index_view(repo)?;
     let gc = repo.gc_markers()?;
     let due: Vec<&(Id, GcMarker)> = gc
         .current
@@ -174,7 +193,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .filter(|(_, m)| now.saturating_sub(m.mark_ns) >= opts.margin_ns)
         .collect();
     report.markers_due = due.len();
-    let mut live: Option<HashSet<(BlobType, Id)>> = None;
+    // Snapshots, the index read after them, and their live set, when the sweep computed them.
+    let mut known: Option<(IndexView, HashSet<(BlobType, Id)>)> = None;
     let mut swept_any = false;
     if !due.is_empty() {
         // Sessions first, snapshots after (SPEC.md §12.4): a writer that was running at the
@@ -203,7 +223,11 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             }
         }
         if !sweepable.is_empty() {
-            let referenced = live_set(repo, &view.full)?;
+            // Snapshots after sessions, the index after snapshots: a backup that finished
+            // meanwhile is seen with every pack its snapshot needs (SPEC.md §12.3).
+            let snaps = load_snapshots(repo)?;
+            let view = index_view(repo)?;
+            let referenced = live_set(repo, &snaps, &view.full)?;
             let candidates: HashSet<Id> = sweepable
                 .iter()
                 .flat_map(|(_, m)| m.packs.iter().copied())
@@ -244,9 +268,15 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                         .map(|(_, m)| m.mark_ns)
                         .min()
                         .unwrap_or(now);
+                    // Also every marker already superseded: should a crash leave one behind,
+                    // deleting this marker must not bring it back.
+                    let mut supersedes = old_markers.clone();
+                    supersedes.extend(gc.superseded.iter().copied());
+                    supersedes.sort();
+                    supersedes.dedup();
                     new_marker = Some(repo.save_gc_marker(&GcMarker {
                         mark_ns,
-                        supersedes: old_markers.clone(),
+                        supersedes,
                         packs: delete.clone(),
                     })?);
                 }
@@ -269,8 +299,13 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                                 .cloned()
                         })
                         .collect();
-                    let supersedes: Vec<Id> = naming.iter().map(|(id, _)| *id).collect();
+                    let mut supersedes: Vec<Id> = naming.iter().map(|(id, _)| *id).collect();
                     report.index_files_superseded = supersedes.len();
+                    // Also every file already superseded (by a file deleted below, perhaps):
+                    // a leftover of a crash must stay superseded once its superseder is gone.
+                    supersedes.extend(view.superseded.iter().copied());
+                    supersedes.sort();
+                    supersedes.dedup();
                     repo.save_index(&IndexFile { supersedes, packs })?;
                 }
                 // 3. Packs, then superseded index files, then markers.
@@ -285,18 +320,22 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 }
                 swept_any = true;
             }
-            live = Some(referenced);
+            if !swept_any {
+                known = Some((view, referenced));
+            }
         }
     }
 
     // --- Mark: what is unused now. ---
-    if swept_any {
-        view = index_view(repo)?;
-    }
     let gc = if swept_any { repo.gc_markers()? } else { gc };
-    let live = match live {
-        Some(l) if !swept_any => l,
-        _ => live_set(repo, &view.full)?,
+    let (view, live) = match known {
+        Some(k) => k,
+        None => {
+            let snaps = load_snapshots(repo)?;
+            let view = index_view(repo)?;
+            let live = live_set(repo, &snaps, &view.full)?;
+            (view, live)
+        }
     };
     report.live_blobs = live.len();
     let sizes: HashMap<Id, u64> = repo.backend().list(FileKind::Pack)?.into_iter().collect();
@@ -329,10 +368,26 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             partial.push((*p, unused, size));
         }
     }
-    for p in sizes.keys() {
-        if !view.packs.contains_key(p) && !gc.marked.contains(p) {
-            to_mark.push(*p);
-            report.orphans_marked += 1;
+    // Packs no index names. A running backup's packs look like that until it writes their
+    // index file; marking them would make every later backup upload their blobs again. The
+    // sessions are listed after the packs, so a backup that wrote one of them is seen.
+    let orphans: Vec<Id> = sizes
+        .keys()
+        .filter(|p| !view.packs.contains_key(p) && !gc.marked.contains(p))
+        .copied()
+        .collect();
+    if !orphans.is_empty() {
+        let (sessions, bad) = repo.sessions()?;
+        let now = now_ns();
+        let writing = !bad.is_empty()
+            || sessions
+                .iter()
+                .any(|(_, s)| s.role == Role::Writer && is_live(s, now));
+        if writing {
+            report.orphans_deferred = orphans.len();
+        } else {
+            report.orphans_marked = orphans.len();
+            to_mark.extend(orphans);
         }
     }
     // Repack the emptiest packs until the unused share is within the limit.
@@ -364,8 +419,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         })?;
     }
 
-    // --- Housekeeping: stale sessions. ---
+    // --- Housekeeping: stale sessions, superseded index files and markers. ---
     if !opts.dry_run {
+        remove_superseded(repo)?;
         let now = now_ns();
         for (id, _) in sessions.iter().filter(|(_, s)| !is_live(s, now)) {
             repo.backend().remove(FileKind::Session, id)?;
@@ -374,6 +430,33 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
     drop(session);
     Ok(report)
+}
+
+/// Deletes index files and gc markers that another existing file supersedes: leftovers of
+/// a run that crashed between writing the superseding file and deleting the others. Safe at
+/// any time: what they say is in their superseder (less what a sweep dropped on purpose).
+fn remove_superseded(repo: &Repository) -> Result<()> {
+    let files = repo.index_files()?;
+    let present: HashSet<Id> = files.iter().map(|(id, _)| *id).collect();
+    let superseded: HashSet<Id> = files
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .filter(|id| present.contains(id))
+        .collect();
+    for id in &superseded {
+        repo.backend().remove(FileKind::Index, id)?;
+    }
+    let gc = repo.gc_markers()?;
+    let markers: HashSet<Id> = repo
+        .backend()
+        .list(FileKind::GcMarker)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    for id in gc.superseded.iter().filter(|id| markers.contains(id)) {
+        repo.backend().remove(FileKind::GcMarker, id)?;
+    }
+    Ok(())
 }
 
 /// Copies the live blobs of `packs` into new packs (verifying each on the way), then

@@ -64,6 +64,7 @@ impl SessionGuard {
             pid: std::process::id(),
             start_ns: now,
             heartbeat_ns: now,
+            process: own_process_identity(),
         };
         let backend = repo.backend().clone();
         let key = repo.key().clone();
@@ -124,7 +125,131 @@ impl Drop for SessionGuard {
     }
 }
 
-/// Whether a session is still alive as seen at `now`.
+/// Whether a session is still alive as seen at `now`: its heartbeat is recent, and it was
+/// not written by a process on this very machine that has since died.
 pub fn is_live(s: &Session, now: i64) -> bool {
-    now.saturating_sub(s.heartbeat_ns) < STALE_NS + SKEW_NS
+    now.saturating_sub(s.heartbeat_ns) < STALE_NS + SKEW_NS && !process_is_gone(s)
+}
+
+/// The machine part of a process identity: boot ID and PID namespace. Two processes with
+/// the same machine part see the same PIDs; `None` where either cannot be read.
+fn machine_identity() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let (boot, ns) = (boot.trim(), ns.to_string_lossy().into_owned());
+    (!boot.is_empty() && !ns.is_empty()).then(|| format!("{boot} {ns}"))
+}
+
+/// Start time (clock ticks since boot) of process `pid`, and whether it is a zombie; `Ok(None)`
+/// when no such process exists.
+fn process_start(pid: u32) -> std::io::Result<Option<(u64, bool)>> {
+    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // The command name (field 2) may hold spaces and parentheses: fields resume after the
+    // last ')'; there, field 3 (state) comes first and field 22 (starttime) is the 20th.
+    let rest = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .ok_or_else(|| std::io::Error::other("unparsable /proc stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let start = fields
+        .get(19)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| std::io::Error::other("unparsable /proc stat"))?;
+    Ok(Some((start, fields.first() == Some(&"Z"))))
+}
+
+/// This process's identity for its session files: machine identity and start time.
+pub fn own_process_identity() -> String {
+    match (
+        machine_identity(),
+        process_start(std::process::id()).ok().flatten(),
+    ) {
+        (Some(m), Some((start, _))) => format!("{m} {start}"),
+        _ => String::new(),
+    }
+}
+
+/// Whether the session's process is known to have ended: it ran on this machine (same boot,
+/// same PID namespace) and its PID is gone, a zombie, or now another process. Anything
+/// uncertain counts as alive, so a session on another machine only goes stale by time.
+pub fn process_is_gone(s: &Session) -> bool {
+    let Some(mine) = machine_identity() else {
+        return false;
+    };
+    let Some((machine, start)) = s.process.rsplit_once(' ') else {
+        return false;
+    };
+    if machine != mine {
+        return false;
+    }
+    let Ok(start) = start.parse::<u64>() else {
+        return false;
+    };
+    match process_start(s.pid) {
+        Ok(None) => true,
+        Ok(Some((now_start, zombie))) => zombie || now_start != start,
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(pid: u32, process: String) -> Session {
+        Session {
+            session_id: [7; 16],
+            role: Role::Writer,
+            host: "h".into(),
+            pid,
+            start_ns: now_ns(),
+            heartbeat_ns: now_ns(),
+            process,
+        }
+    }
+
+    #[test]
+    fn own_process_is_alive() {
+        let me = own_process_identity();
+        assert!(!me.is_empty(), "no process identity on Linux");
+        let s = session(std::process::id(), me);
+        assert!(!process_is_gone(&s));
+        assert!(is_live(&s, now_ns()));
+    }
+
+    #[test]
+    fn ended_process_on_this_machine_is_gone() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        let start = process_start(pid).expect("stat").map(|(s, _)| s);
+        child.wait().expect("wait");
+        let m = machine_identity().expect("machine identity");
+        // Start time from while it ran (or any number if it was already reaped).
+        let s = session(pid, format!("{m} {}", start.unwrap_or(1)));
+        assert!(process_is_gone(&s));
+        assert!(!is_live(&s, now_ns()));
+    }
+
+    #[test]
+    fn reused_pid_is_gone_and_other_machines_are_not_judged() {
+        let m = machine_identity().expect("machine identity");
+        let me = std::process::id();
+        let (start, _) = process_start(me).unwrap().unwrap();
+        // Same PID, other start time: the PID was reused.
+        assert!(process_is_gone(&session(me, format!("{m} {}", start + 1))));
+        // Another machine (or PID namespace), or no identity: only time decides.
+        let other = session(u32::MAX - 1, format!("other-boot pid:[1] {start}"));
+        assert!(!process_is_gone(&other));
+        assert!(is_live(&other, now_ns()));
+        assert!(!process_is_gone(&session(u32::MAX - 1, String::new())));
+        let mut old = session(me, String::new());
+        old.heartbeat_ns = now_ns() - STALE_NS - SKEW_NS - 1;
+        assert!(!is_live(&old, now_ns()));
+    }
 }

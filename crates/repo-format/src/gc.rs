@@ -4,8 +4,8 @@
 use crate::codec::{invalid, DecodeError, Reader, Writer};
 use crate::id::Id;
 
-/// Session encoding version.
-pub const SESSION_VERSION: u8 = 1;
+/// Session encoding version written. Version 1 (no process identity) is still read.
+pub const SESSION_VERSION: u8 = 2;
 /// Marker encoding version.
 pub const MARKER_VERSION: u8 = 1;
 
@@ -34,6 +34,10 @@ pub struct Session {
     pub start_ns: i64,
     /// When this file was written (writer's clock), ns since the epoch.
     pub heartbeat_ns: i64,
+    /// Which process on which running machine wrote it (boot ID, PID namespace, process
+    /// start time), so a process on the same machine can tell that the writer has died
+    /// without waiting for the session to go stale; empty when unknown (SPEC.md §12.2).
+    pub process: String,
 }
 
 impl Session {
@@ -47,13 +51,21 @@ impl Session {
         w.u32(self.pid);
         w.i64(self.start_ns);
         w.i64(self.heartbeat_ns);
+        w.bytes16(&self.process.as_bytes()[..self.process.len().min(u16::MAX as usize)]);
         w.finish()
     }
 
     /// Decodes a session plaintext.
     pub fn decode(buf: &[u8]) -> Result<Session, DecodeError> {
         let mut r = Reader::new(buf);
-        r.version("session", SESSION_VERSION)?;
+        let version = r.u8()?;
+        if !(1..=SESSION_VERSION).contains(&version) {
+            return Err(DecodeError::Version {
+                what: "session",
+                found: version,
+                supported: SESSION_VERSION,
+            });
+        }
         let mut session_id = [0u8; 16];
         session_id.copy_from_slice(r.take(16)?);
         let role = match r.u8()? {
@@ -62,13 +74,20 @@ impl Session {
             v => return Err(invalid("session role", format!("{v}"))),
         };
         let host = r.str16("host")?;
+        let (pid, start_ns, heartbeat_ns) = (r.u32()?, r.i64()?, r.i64()?);
+        let process = if version >= 2 {
+            r.str16("process")?
+        } else {
+            String::new()
+        };
         let s = Session {
             session_id,
             role,
             host,
-            pid: r.u32()?,
-            start_ns: r.i64()?,
-            heartbeat_ns: r.i64()?,
+            pid,
+            start_ns,
+            heartbeat_ns,
+            process,
         };
         r.finish()?;
         Ok(s)
@@ -128,13 +147,28 @@ mod tests {
 
     proptest! {
         #[test]
-        fn session_round_trip(id: [u8; 16], prune: bool, host in "[a-z0-9.-]{0,30}", pid: u32, s: i64, h: i64) {
-            let x = Session { session_id: id, role: if prune { Role::Prune } else { Role::Writer }, host, pid, start_ns: s, heartbeat_ns: h };
+        fn session_round_trip(id: [u8; 16], prune: bool, host in "[a-z0-9.-]{0,30}", pid: u32, s: i64, h: i64, process in "[a-z0-9: -]{0,60}") {
+            let x = Session { session_id: id, role: if prune { Role::Prune } else { Role::Writer }, host, pid, start_ns: s, heartbeat_ns: h, process };
             let enc = x.encode();
             prop_assert_eq!(Session::decode(&enc).unwrap(), x);
             for cut in 0..enc.len() {
                 prop_assert!(Session::decode(&enc[..cut]).is_err());
             }
+        }
+
+        /// Version 1 sessions (without the process identity) still decode.
+        #[test]
+        fn session_v1_decodes(id: [u8; 16], pid: u32, s: i64, h: i64) {
+            let mut w = Writer::new();
+            w.u8(1);
+            w.raw(&id);
+            w.u8(1);
+            w.bytes16(b"host");
+            w.u32(pid);
+            w.i64(s);
+            w.i64(h);
+            let x = Session::decode(&w.finish()).unwrap();
+            prop_assert_eq!(x, Session { session_id: id, role: Role::Writer, host: "host".into(), pid, start_ns: s, heartbeat_ns: h, process: String::new() });
         }
 
         #[test]

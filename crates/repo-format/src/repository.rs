@@ -386,11 +386,23 @@ impl Repository {
     }
 
     /// Loads every index file (superseded ones included), for tools that rewrite them.
+    ///
+    /// A file that vanishes between listing and reading was superseded and deleted by a
+    /// prune meanwhile (its superseder exists by then, SPEC.md §7.2): the listing is taken
+    /// again, a few times, before that counts as an error.
     pub fn index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
-        let ids = self.backend.list(FileKind::Index)?;
-        ids.par_iter()
-            .map(|(id, _)| self.load_index_file(id).map(|f| (*id, f)))
-            .collect()
+        let mut relisted = 0;
+        loop {
+            let ids = self.backend.list(FileKind::Index)?;
+            let loaded: Result<Vec<(Id, IndexFile)>> = ids
+                .par_iter()
+                .map(|(id, _)| self.load_index_file(id).map(|f| (*id, f)))
+                .collect();
+            match loaded {
+                Err(Error::Missing { .. }) if relisted < 5 => relisted += 1,
+                other => return other,
+            }
+        }
     }
 
     /// The index a writer deduplicates against: without packs marked for deletion.
