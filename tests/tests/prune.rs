@@ -1722,3 +1722,29 @@ fn superseded_leftovers_are_removed() {
     assert_restores(repo, &t.b, &t.b_src, &t.b_src);
     check(repo);
 }
+
+/// Packs whose every blob is needed are never repacked, whatever `--max-unused` says: a
+/// pack's header is not unused space (counting it made `--max-unused 0` repack every pack
+/// on every run, doubling the repository each time).
+#[test]
+fn fully_used_packs_are_not_repacked() {
+    let t = two_snapshots();
+    let repo = &t.repo;
+    let all = packs(repo);
+    for _ in 0..2 {
+        let r = prune(repo, &["--safety-margin", "0s", "--max-unused", "0"]);
+        assert_eq!(num(&r, "packs_repacked"), 0, "{r}");
+        assert_eq!(num(&r, "packs_marked"), 0, "{r}");
+    }
+    assert_eq!(packs(repo), all);
+    // After forgetting one snapshot, one cycle repacks what is partly used; the next
+    // finds nothing left to do.
+    forget(repo, &t.a);
+    prune(repo, &["--safety-margin", "0s", "--max-unused", "0"]);
+    prune(repo, &["--safety-margin", "0s", "--max-unused", "0"]);
+    let r = prune(repo, &["--safety-margin", "0s", "--max-unused", "0"]);
+    assert_eq!(num(&r, "packs_repacked"), 0, "{r}");
+    assert_eq!(num(&r, "packs_marked"), 0, "{r}");
+    assert_restores(repo, &t.b, &t.b_src, &t.b_src);
+    check(repo);
+}

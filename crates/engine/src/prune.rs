@@ -360,10 +360,16 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             .filter(|e| is_keeper(p, e))
             .map(|e| e.stored_len as u64)
             .sum();
+        // Unused: blobs no snapshot needs (or duplicates). The pack's header and trailer are
+        // not: a repacked pack has them too, so counting them would repack forever.
+        let unused: u64 = blobs
+            .iter()
+            .filter(|e| !is_keeper(p, e))
+            .map(|e| e.stored_len as u64)
+            .sum();
         if used == 0 {
             to_mark.push(*p);
-        } else {
-            let unused = size.saturating_sub(used);
+        } else if unused > 0 {
             unused_total += unused;
             partial.push((*p, unused, size));
         }
