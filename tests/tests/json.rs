@@ -291,3 +291,81 @@ fn quiet_prints_nothing_on_success() {
     assert!(run.stdout.is_empty(), "{run}");
     assert_eq!(fs::read(restored(t.path(), &src).join("a")).unwrap(), b"a");
 }
+
+/// Status lines of one `--json` run's stderr.
+fn status_lines(run: &Run) -> Vec<Value> {
+    run.stderr_str()
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v| v["message_type"] == "status")
+        .collect()
+}
+
+/// With `--json`, backup, restore and check report progress as JSON status lines on
+/// stderr (one a second, and a last one at the end with the final counts), while stdout
+/// stays the one result document.
+#[test]
+fn json_progress_lines_on_stderr() {
+    let repo = Repo::new();
+    let work = tempdir();
+    let src = work.path().join("src");
+    write_file(&src.join("a.bin"), &random_bytes(3_000_000, 5));
+    write_file(&src.join("d/b.txt"), lorem(50_000).as_bytes());
+    write_file(&src.join("d/skip.tmp"), &random_bytes(100_000, 6));
+
+    let run = repo.cmd(&[
+        OsStr::new("--json"),
+        OsStr::new("backup"),
+        OsStr::new("--exclude"),
+        OsStr::new("*.tmp"),
+        src.as_os_str(),
+    ]);
+    run.assert_ok();
+    let doc = run.json();
+    let summary = &doc["summary"];
+    let lines = status_lines(&run);
+    let last = lines
+        .last()
+        .unwrap_or_else(|| panic!("no status line:\n{run}"));
+    assert_eq!(last["action"], "backup", "{last}");
+    assert_eq!(
+        u64_field(last, "bytes_done"),
+        u64_field(summary, "bytes_total"),
+        "{last} vs {summary}"
+    );
+    // The scanner's total honours --exclude: 100% at the end, not less.
+    assert_eq!(u64_field(last, "bytes_total"), 3_050_000, "{last}");
+    assert_eq!(last["percent"], 100.0, "{last}");
+    for l in &lines {
+        for k in ["entries_done", "bytes_done", "bytes_per_s"] {
+            u64_field(l, k);
+        }
+    }
+
+    let t = tempdir();
+    let run = repo.cmd(&[
+        OsStr::new("--json"),
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+        t.path().as_os_str(),
+    ]);
+    run.assert_ok();
+    run.json();
+    let last = status_lines(&run).pop().expect("restore status line");
+    assert_eq!(last["action"], "restore", "{last}");
+    assert_eq!(u64_field(&last, "bytes_done"), 3_050_000, "{last}");
+
+    let run = repo.cmd(&["--json", "check", "--read-data"]);
+    run.assert_ok();
+    run.json();
+    let last = status_lines(&run).pop().expect("check status line");
+    assert_eq!(last["action"], "check", "{last}");
+
+    // Without --json and without a terminal: no progress at all.
+    let run = repo.cmd(&[OsStr::new("backup"), src.as_os_str()]);
+    run.assert_ok();
+    assert!(status_lines(&run).is_empty(), "{run}");
+    assert!(!run.stderr_str().contains("bytes_done"), "{run}");
+}

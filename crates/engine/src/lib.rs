@@ -15,6 +15,7 @@ pub mod prune;
 pub mod repair;
 pub mod restorer;
 pub mod retention;
+pub mod scanner;
 pub mod session;
 
 pub use error::{EngineError, Result};

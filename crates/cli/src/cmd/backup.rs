@@ -1,12 +1,13 @@
 //! `holdfast backup`.
 
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use holdfast_engine::archiver::{self, BackupOptions, BackupProgress};
 use holdfast_engine::filter::PathFilter;
+use holdfast_engine::scanner;
 use holdfast_engine::session::SessionGuard;
 use holdfast_repo::blob::CompressionLevel;
 use holdfast_repo::gc::Role;
@@ -90,20 +91,37 @@ pub fn run(args: &Args) -> Result<i32> {
         compression: CompressionLevel::default(),
     };
     let progress = Arc::new(BackupProgress::default());
-    let p2 = progress.clone();
+    let mode = ui::ProgressMode::for_args(args.quiet, args.json);
+    // The total for the display's percentage and ETA, from a walk beside the backup.
+    let total = Arc::new(AtomicU64::new(0));
+    let stop_scan = Arc::new(AtomicBool::new(false));
+    let scanner = (mode != ui::ProgressMode::Off).then(|| {
+        let (paths, excludes, ofs) = (
+            opts.paths.clone(),
+            opts.excludes.clone(),
+            opts.one_file_system,
+        );
+        let (total, stop) = (total.clone(), stop_scan.clone());
+        std::thread::spawn(move || scanner::scan_total(&paths, &excludes, ofs, &total, &stop))
+    });
+    let (p2, t2) = (progress.clone(), total.clone());
     let bar = ui::Progress::start(
-        !args.quiet && !args.json,
+        mode,
         "backup",
         Arc::new(move || {
             (
                 p2.entries.load(Ordering::Relaxed),
                 p2.bytes.load(Ordering::Relaxed),
-                0,
+                t2.load(Ordering::Relaxed),
             )
         }),
     );
     let outcome = archiver::backup(&repo, &index, &opts, &progress, Some(&session));
     drop(session);
+    stop_scan.store(true, Ordering::Relaxed);
+    if let Some(s) = scanner {
+        let _ = s.join();
+    }
     bar.finish();
     let outcome = outcome?;
     for w in &outcome.warnings {

@@ -112,7 +112,7 @@ pub fn run(args: &Args, read_data: bool, subset: Option<&str>) -> Result<i32> {
     let progress = Arc::new(CheckProgress::default());
     let p = progress.clone();
     let bar = ui::Progress::start(
-        !args.quiet && !args.json,
+        ui::ProgressMode::for_args(args.quiet, args.json),
         "check",
         Arc::new(move || {
             (

@@ -49,7 +49,7 @@ pub fn run(args: &Args) -> Result<i32> {
     let progress = Arc::new(RestoreProgress::default());
     let p2 = progress.clone();
     let bar = ui::Progress::start(
-        !args.quiet && !args.json,
+        ui::ProgressMode::for_args(args.quiet, args.json),
         "restore",
         Arc::new(move || {
             (
