@@ -3,7 +3,9 @@
 //! Every whole stored file read here is checked against its name (BLAKE3 of its bytes)
 //! before it is decrypted, so corruption is reported as corruption of that named file.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
@@ -15,7 +17,7 @@ use crate::envelope::{self, ObjectKind, FORMAT_VERSION};
 use crate::error::{Error, Result};
 use crate::gc::{GcMarker, Session};
 use crate::id::Id;
-use crate::index::{IndexFile, MasterIndex};
+use crate::index::{IndexBuilder, IndexFile, MasterIndex};
 use crate::keyfile::{KdfParams, KeyFile};
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
@@ -372,47 +374,68 @@ impl Repository {
         IndexFile::decode(&plain).map_err(|e| Error::decode("index", id, e))
     }
 
-    /// Loads and merges every index file. A damaged index file is an error: silently
-    /// ignoring it would make blobs look missing (and get written again) or be deleted.
+    /// Loads and merges every index file into the compact in-memory index (see
+    /// [`crate::index`]). A damaged index file is an error: silently ignoring it would
+    /// make blobs look missing (and get written again) or be deleted.
     pub fn load_index(&self) -> Result<MasterIndex> {
-        let ids = self.backend.list(FileKind::Index)?;
-        let files: Vec<(Id, IndexFile)> = ids
-            .par_iter()
-            .map(|(id, _)| self.load_index_file(id).map(|f| (*id, f)))
-            .collect::<Result<_>>()?;
-        Ok(MasterIndex::from_files(
-            files.iter().map(|(id, f)| (*id, f)),
-        ))
+        self.load_compact_index(&HashSet::new())
     }
 
     /// Loads every index file (superseded ones included), for tools that rewrite them.
-    ///
-    /// A file that vanishes between listing and reading was superseded and deleted by a
-    /// prune meanwhile (its superseder exists by then, SPEC.md §7.2): the listing is taken
-    /// again, a few times, before that counts as an error.
     pub fn index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        self.relisting_index(|ids| {
+            ids.par_iter()
+                .map(|(id, _)| self.load_index_file(id).map(|f| (*id, f)))
+                .collect()
+        })
+    }
+
+    /// The index a writer deduplicates against: without packs marked for deletion.
+    pub fn load_index_for_writing(&self) -> Result<MasterIndex> {
+        let marked = self.gc_markers()?.marked;
+        self.load_compact_index(&marked)
+    }
+
+    /// Lists `index/` and runs `load` on the listing. A file that vanishes between listing
+    /// and reading was superseded and deleted by a prune meanwhile (its superseder exists
+    /// by then, SPEC.md §7.2): the listing is taken again, a few times, before that counts
+    /// as an error.
+    fn relisting_index<T>(&self, load: impl Fn(&[(Id, u64)]) -> Result<T>) -> Result<T> {
         let mut relisted = 0;
         loop {
             let ids = self.backend.list(FileKind::Index)?;
-            let loaded: Result<Vec<(Id, IndexFile)>> = ids
-                .par_iter()
-                .map(|(id, _)| self.load_index_file(id).map(|f| (*id, f)))
-                .collect();
-            match loaded {
+            match load(&ids) {
                 Err(Error::Missing { .. }) if relisted < 5 => relisted += 1,
                 other => return other,
             }
         }
     }
 
-    /// The index a writer deduplicates against: without packs marked for deletion.
-    pub fn load_index_for_writing(&self) -> Result<MasterIndex> {
-        let marked = self.gc_markers()?.marked;
-        let files = self.index_files()?;
-        Ok(MasterIndex::from_files_excluding(
-            files.iter().map(|(id, f)| (*id, f)),
-            &marked,
-        ))
+    /// Streams every index file into the compact index, leaving out `excluded` packs.
+    ///
+    /// Files are read, checked, decrypted and decoded in parallel; each is converted to
+    /// compact records as soon as it is decoded and its plaintext dropped, so the decoded
+    /// index never exists in full beside the compact one. A (type, ID prefix) claimed more
+    /// than once is resolved by reading the files involved again (normally none).
+    fn load_compact_index(&self, excluded: &HashSet<Id>) -> Result<MasterIndex> {
+        self.relisting_index(|ids| {
+            let builder = IndexBuilder::new(excluded);
+            let conv = builder.converter();
+            let builder = Mutex::new(builder);
+            ids.par_iter()
+                .enumerate()
+                .try_for_each(|(n, (id, _))| -> Result<()> {
+                    let plain = self.load_object(ObjectKind::Index, FileKind::Index, id)?;
+                    let compact = conv
+                        .decode(&plain)
+                        .map_err(|e| Error::decode("index", id, e))?;
+                    drop(plain);
+                    builder.lock().expect("lock").add(n, *id, compact);
+                    Ok(())
+                })?;
+            let builder = builder.into_inner().expect("lock");
+            builder.finish(|n| self.load_index_file(&ids[n].0).map(Cow::Owned))
+        })
     }
 
     /// Stores a session file.

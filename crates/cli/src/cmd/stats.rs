@@ -15,13 +15,13 @@ pub fn run(args: &Args) -> Result<i32> {
     let packs = repo.backend().list(FileKind::Pack)?;
     let pack_bytes: u64 = packs.iter().map(|(_, s)| s).sum();
     let (mut data, mut trees, mut raw, mut stored) = (0u64, 0u64, 0u64, 0u64);
-    for loc in index.iter() {
-        match loc.entry.ty {
+    for b in index.blobs() {
+        match b.ty {
             BlobType::Data => data += 1,
             BlobType::Tree => trees += 1,
         }
-        raw += loc.entry.raw_len as u64;
-        stored += loc.entry.stored_len as u64;
+        raw += b.raw_len as u64;
+        stored += b.stored_len as u64;
     }
     let total_files: u64 = snaps.iter().map(|(_, s)| s.summary.bytes_total).sum();
     if args.json {
