@@ -207,7 +207,9 @@ struct BaselineSlot {
     raw_len: u32,
 }
 
-fn baseline(repo: &Repository) -> Result<usize, holdfast_repo::Error> {
+/// Loads the index as holdfast 0.1 did and reports; `rss0` is the RSS before.
+fn baseline(repo: &Repository, rss0: u64, lookups: usize) -> Result<(), holdfast_repo::Error> {
+    let t = Instant::now();
     let files = repo.index_files()?;
     let mut packs: Vec<Id> = Vec::new();
     let mut pack_slots: HashMap<Id, u32> = HashMap::new();
@@ -230,16 +232,39 @@ fn baseline(repo: &Repository) -> Result<usize, holdfast_repo::Error> {
         }
     }
     drop(files);
+    let secs = t.elapsed().as_secs_f64();
     let n = blobs.len();
     let (rss, hwm) = memory();
     println!(
-        "baseline (decoded files + HashMap): {n} blobs, RSS {:.1} MiB, peak {:.1} MiB",
-        rss as f64 / MIB,
-        hwm as f64 / MIB
+        "baseline (every file decoded, then a HashMap): {n} blobs in {secs:.2} s; resident {:.1} MiB ({:.1} bytes per blob), peak {:.1} MiB above the baseline",
+        (rss - rss0) as f64 / MIB,
+        (rss - rss0) as f64 / n as f64,
+        (hwm - rss0) as f64 / MIB,
     );
-    // Keep it alive until measured.
-    std::hint::black_box(&blobs);
-    Ok(n)
+    let present = sample_ids(lookups, n as u64, 0);
+    let t = Instant::now();
+    let found = present
+        .iter()
+        .filter(|id| {
+            blobs.contains_key(&(BlobType::Data, **id))
+                || blobs.contains_key(&(BlobType::Tree, **id))
+        })
+        .count();
+    assert_eq!(found, lookups);
+    println!(
+        "baseline lookups on one thread: contains(present, data then tree) {:.2} M/s",
+        lookups as f64 / t.elapsed().as_secs_f64() / 1e6
+    );
+    std::hint::black_box(&packs);
+    Ok(())
+}
+
+/// `count` IDs of synthetic blobs numbered `from..from + n`, chosen at random (seeded).
+fn sample_ids(count: usize, n: u64, from: u64) -> Vec<Id> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7 + from);
+    (0..count)
+        .map(|_| blob_id(from + rng.gen_range(0..n)))
+        .collect()
 }
 
 fn load(dir: &Path, lookups: usize, baseline_mode: bool) -> Result<(), Box<dyn std::error::Error>> {
@@ -250,13 +275,7 @@ fn load(dir: &Path, lookups: usize, baseline_mode: bool) -> Result<(), Box<dyn s
     let cpu0 = cpu_seconds();
     let t = Instant::now();
     if baseline_mode {
-        let n = baseline(&repo)?;
-        println!(
-            "baseline load {:.2} s, {:.1} bytes per blob resident",
-            t.elapsed().as_secs_f64(),
-            (memory().0 - rss0) as f64 / n as f64
-        );
-        return Ok(());
+        return Ok(baseline(&repo, rss0, lookups)?);
     }
     let index = repo.load_index_for_writing()?;
     let secs = t.elapsed().as_secs_f64();
@@ -274,14 +293,8 @@ fn load(dir: &Path, lookups: usize, baseline_mode: bool) -> Result<(), Box<dyn s
     );
 
     // Lookups: IDs generated before timing; present ones checked against where they are.
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let total = n as u64;
-    let present: Vec<Id> = (0..lookups)
-        .map(|_| blob_id(rng.gen_range(0..total)))
-        .collect();
-    let absent: Vec<Id> = (0..lookups)
-        .map(|_| blob_id(total + rng.gen_range(0..total)))
-        .collect();
+    let present = sample_ids(lookups, n as u64, 0);
+    let absent = sample_ids(lookups, n as u64, n as u64);
     let either = |id: &Id| index.contains(BlobType::Data, id) || index.contains(BlobType::Tree, id);
     let t = Instant::now();
     let found = present.iter().filter(|id| either(id)).count();

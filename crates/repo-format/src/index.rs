@@ -482,7 +482,7 @@ const MERGE_FRACTION: usize = 32;
 /// Invariants: within a type, the keys of `sorted` are unique; no (type, prefix) of
 /// `collided` or `overlay` is in `sorted`; a (type, ID) is in at most one of the three.
 pub struct MasterIndex {
-    /// Pack IDs by slot.
+    /// Pack IDs by slot (a pack that two index files list may have two slots).
     packs: Vec<Id>,
     /// Per [`BlobType`], records sorted by key.
     sorted: [Sorted; 2],
@@ -913,19 +913,39 @@ impl<'a> IndexBuilder<'a> {
                 merge_sorted(&mut self.records[ty as usize], &resolved);
             }
         }
-        // 4. A pack table of the packs still referenced, each once.
-        let mut remap = SlotRemap::new(self.packs.len());
-        for recs in &mut self.records {
-            for r in recs.iter_mut() {
-                r.loc = r.loc.with_slot(remap.slot(r.loc.slot(), &self.packs));
+        // 4. The pack table without the slots nothing refers to any more (packs of
+        //    superseded files, excluded packs), compacted in place.
+        self.slot_file = Vec::new();
+        let mut used = vec![false; self.packs.len()];
+        for r in self.records.iter().flatten() {
+            used[r.loc.slot()] = true;
+        }
+        for loc in collided.values() {
+            used[loc.slot()] = true;
+        }
+        let mut new_slot = Vec::with_capacity(used.len());
+        let mut kept = 0usize;
+        for u in &used {
+            new_slot.push(kept as u32);
+            kept += usize::from(*u);
+        }
+        if kept < used.len() {
+            let mut slots = used.iter();
+            self.packs.retain(|_| *slots.next().unwrap_or(&false));
+            for r in self.records.iter_mut().flatten() {
+                r.loc = r.loc.with_slot(new_slot[r.loc.slot()] as usize);
             }
+            for loc in collided.values_mut() {
+                *loc = loc.with_slot(new_slot[loc.slot()] as usize);
+            }
+        }
+        drop((used, new_slot));
+        self.packs.shrink_to_fit();
+        for recs in &mut self.records {
             recs.shrink_to_fit();
         }
-        for loc in collided.values_mut() {
-            *loc = loc.with_slot(remap.slot(loc.slot(), &self.packs));
-        }
         Ok(MasterIndex {
-            packs: remap.table,
+            packs: self.packs,
             sorted: self.records.map(Sorted::new),
             collided,
             overlay: HashMap::new(),
@@ -1021,37 +1041,6 @@ fn take_repeated(recs: &mut Vec<Record>, repeated: &mut Vec<Record>) {
         i = j;
     }
     recs.truncate(w);
-}
-
-/// Renumbers builder slots into a table of distinct referenced packs.
-struct SlotRemap {
-    new_slot: Vec<u32>,
-    by_id: HashMap<Id, u32>,
-    table: Vec<Id>,
-}
-
-impl SlotRemap {
-    const UNSET: u32 = u32::MAX;
-
-    fn new(slots: usize) -> Self {
-        SlotRemap {
-            new_slot: vec![Self::UNSET; slots],
-            by_id: HashMap::new(),
-            table: Vec::new(),
-        }
-    }
-
-    fn slot(&mut self, old: usize, packs: &[Id]) -> usize {
-        if self.new_slot[old] == Self::UNSET {
-            let id = packs[old];
-            let table = &mut self.table;
-            self.new_slot[old] = *self.by_id.entry(id).or_insert_with(|| {
-                table.push(id);
-                (table.len() - 1) as u32
-            });
-        }
-        self.new_slot[old] as usize
-    }
 }
 
 #[cfg(test)]
