@@ -1,0 +1,171 @@
+//! Tunables of the S3 backend: timeouts, retries, concurrency, multipart sizes.
+
+use std::time::Duration;
+
+const MIB: u64 = 1024 * 1024;
+
+/// How the S3 backend talks to its server. [`S3Options::default`] suits a LAN server and
+/// AWS alike; [`S3Options::from_env`] lets a user override the timeouts and limits.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Options {
+    /// Region; `None` takes it from the AWS environment/profile, else `us-east-1`.
+    pub region: Option<String>,
+    /// Static credentials (access key, secret key); `None` uses the standard AWS chain
+    /// (environment variables, profiles, web identity, container and instance metadata).
+    pub credentials: Option<(String, String)>,
+    /// Time limit for establishing a connection.
+    pub connect_timeout: Duration,
+    /// Time limit for one attempt of one request, and for any pause while a response body
+    /// streams in.
+    pub attempt_timeout: Duration,
+    /// Attempts per request (the first one included) before a transient failure is final.
+    pub max_attempts: u32,
+    /// First retry delay; it doubles each attempt, with full jitter, up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Largest retry delay.
+    pub max_backoff: Duration,
+    /// Requests in flight at once, across all threads using the backend.
+    pub concurrency: usize,
+    /// Objects larger than this are uploaded in parts (multipart upload).
+    pub multipart_threshold: u64,
+    /// Size of a part of a multipart upload (at least 5 MiB, S3's minimum).
+    pub part_size: u64,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("region", &self.region)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|(ak, _)| (ak, "<secret>")),
+            )
+            .field("connect_timeout", &self.connect_timeout)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("concurrency", &self.concurrency)
+            .field("multipart_threshold", &self.multipart_threshold)
+            .field("part_size", &self.part_size)
+            .finish()
+    }
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        S3Options {
+            region: None,
+            credentials: None,
+            connect_timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(60),
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(20),
+            concurrency: 16,
+            multipart_threshold: 32 * MIB,
+            part_size: 16 * MIB,
+        }
+    }
+}
+
+/// Environment variables read by [`S3Options::from_env`], with what they set.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    (
+        "HOLDFAST_S3_CONNECT_TIMEOUT",
+        "connect timeout, seconds (default 10)",
+    ),
+    (
+        "HOLDFAST_S3_TIMEOUT",
+        "time limit of one request attempt and of a stalled download, seconds (default 60)",
+    ),
+    (
+        "HOLDFAST_S3_MAX_ATTEMPTS",
+        "attempts per request before giving up (default 8)",
+    ),
+    (
+        "HOLDFAST_S3_CONNECTIONS",
+        "requests in flight at once (default 16)",
+    ),
+    (
+        "HOLDFAST_S3_PART_SIZE_MIB",
+        "multipart part size in MiB; packs over twice this are uploaded in parts (default 16)",
+    ),
+];
+
+fn env_number(name: &str) -> Result<Option<f64>, String> {
+    match std::env::var(name) {
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => match v.trim().parse::<f64>() {
+            Ok(n) if n.is_finite() && n > 0.0 => Ok(Some(n)),
+            _ => Err(format!("{name}={v:?}: expected a positive number")),
+        },
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(e) => Err(format!("{name}: {e}")),
+    }
+}
+
+impl S3Options {
+    /// Defaults, overridden by the `HOLDFAST_S3_*` variables listed in [`ENV_VARS`].
+    pub fn from_env() -> Result<S3Options, String> {
+        let mut o = S3Options::default();
+        if let Some(s) = env_number("HOLDFAST_S3_CONNECT_TIMEOUT")? {
+            o.connect_timeout = Duration::from_secs_f64(s);
+        }
+        if let Some(s) = env_number("HOLDFAST_S3_TIMEOUT")? {
+            o.attempt_timeout = Duration::from_secs_f64(s);
+        }
+        if let Some(n) = env_number("HOLDFAST_S3_MAX_ATTEMPTS")? {
+            o.max_attempts = (n as u32).clamp(1, 100);
+        }
+        if let Some(n) = env_number("HOLDFAST_S3_CONNECTIONS")? {
+            o.concurrency = (n as usize).clamp(1, 1024);
+        }
+        if let Some(n) = env_number("HOLDFAST_S3_PART_SIZE_MIB")? {
+            o.part_size = ((n * MIB as f64) as u64).max(5 * MIB);
+            o.multipart_threshold = 2 * o.part_size;
+        }
+        Ok(o)
+    }
+
+    /// Checks the values for consistency.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_attempts == 0 {
+            return Err("max_attempts must be at least 1".into());
+        }
+        if self.concurrency == 0 {
+            return Err("concurrency must be at least 1".into());
+        }
+        if self.part_size < 5 * MIB {
+            return Err("part_size must be at least 5 MiB (the S3 minimum)".into());
+        }
+        if self.attempt_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err("timeouts must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let o = S3Options::default();
+        o.validate().unwrap();
+        assert_eq!(o.max_attempts, 8);
+        assert_eq!(o.multipart_threshold, 32 * MIB);
+        let mut bad = o.clone();
+        bad.part_size = MIB;
+        assert!(bad.validate().is_err());
+        let dbg = format!(
+            "{:?}",
+            S3Options {
+                credentials: Some(("AK".into(), "SECRET".into())),
+                ..o
+            }
+        );
+        assert!(!dbg.contains("SECRET"), "{dbg}");
+    }
+}

@@ -1,0 +1,546 @@
+//! The `Backend` contract, checked on real S3 servers: Ceph RGW and moto (see `common`).
+//!
+//! Every check runs once per server (`rgw::*`, `moto::*`), so a quirk of one server cannot
+//! hide behind the other.
+
+#[macro_use]
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::proxy::{Mode, Proxy};
+use common::{pending_uploads, unique, Server, BUCKET};
+use holdfast_backend_s3::{S3Backend, S3Options};
+use holdfast_repo::backend::{Backend, FileKind};
+use holdfast_repo::{Error, Id};
+
+const MIB: usize = 1024 * 1024;
+
+fn id_of(bytes: &[u8]) -> Id {
+    Id::of_stored_bytes(bytes)
+}
+
+/// Options with multipart uploads from 8 MiB, in parts of 5 MiB (S3's minimum).
+fn small_parts(s: &Server) -> S3Options {
+    S3Options {
+        multipart_threshold: 8 * MIB as u64,
+        part_size: 5 * MIB as u64,
+        ..s.options()
+    }
+}
+
+/// A backend with [`small_parts`] under a fresh prefix (its bucket created).
+fn small_parts_backend(s: &Server, tag: &str) -> S3Backend {
+    let b = s.backend_at(&s.location(BUCKET, &unique(tag)), small_parts(s));
+    b.create().unwrap();
+    b
+}
+
+fn put_raw(b: &S3Backend, rel: &str, body: &'static [u8]) {
+    let loc = b.s3_location().clone();
+    b.block_on(
+        b.client()
+            .put_object()
+            .bucket(&loc.bucket)
+            .key(loc.key(rel))
+            .body(ByteStream::from_static(body))
+            .send(),
+    )
+    .unwrap_or_else(|e| panic!("raw put {rel}: {e:?}"));
+}
+
+/// write / read / read_range / size / list / remove / missing, for every kind.
+fn basic(s: &Server) {
+    let b = s.fresh_backend("basic");
+    for kind in FileKind::ALL {
+        assert_eq!(b.list(kind).unwrap(), vec![], "{kind:?} starts empty");
+    }
+    let mut expected = Vec::new();
+    for (i, kind) in FileKind::ALL.iter().enumerate() {
+        let data: Vec<u8> = (0..(1000 + i * 777)).map(|x| (x * 31 + i) as u8).collect();
+        let id = id_of(&data);
+        b.write(*kind, &id, &data).unwrap();
+        // Writing the same bytes again is harmless.
+        b.write(*kind, &id, &data).unwrap();
+        assert_eq!(b.read(*kind, &id).unwrap(), data, "{kind:?} read");
+        assert_eq!(b.size(*kind, &id).unwrap(), data.len() as u64);
+        assert_eq!(b.read_range(*kind, &id, 0, 10).unwrap(), &data[..10]);
+        assert_eq!(b.read_range(*kind, &id, 17, 300).unwrap(), &data[17..317]);
+        let n = data.len() as u64;
+        assert_eq!(
+            b.read_range(*kind, &id, n - 5, 5).unwrap(),
+            &data[data.len() - 5..]
+        );
+        assert_eq!(b.read_range(*kind, &id, 3, 0).unwrap(), Vec::<u8>::new());
+        // Past the end: Corrupt "truncated", both straddling the end and entirely past it.
+        for (off, len) in [(n - 5, 10), (n, 1), (n + 100, 7)] {
+            match b.read_range(*kind, &id, off, len) {
+                Err(Error::Corrupt { detail, .. }) => {
+                    assert!(detail.contains("truncated"), "{detail}")
+                }
+                other => panic!("{kind:?} read_range({off}, {len}) of {n} bytes: {other:?}"),
+            }
+        }
+        expected.push((*kind, id, data.len() as u64));
+    }
+    for (kind, id, len) in &expected {
+        assert_eq!(b.list(*kind).unwrap(), vec![(*id, *len)], "{kind:?} list");
+    }
+    // Missing objects.
+    let ghost = id_of(b"ghost");
+    for kind in FileKind::ALL {
+        assert!(matches!(b.read(kind, &ghost), Err(Error::Missing { .. })));
+        assert!(matches!(
+            b.read_range(kind, &ghost, 0, 4),
+            Err(Error::Missing { .. })
+        ));
+        assert!(matches!(
+            b.read_range(kind, &ghost, 0, 0),
+            Err(Error::Missing { .. })
+        ));
+        assert!(matches!(b.size(kind, &ghost), Err(Error::Missing { .. })));
+        b.remove(kind, &ghost)
+            .expect("removing a missing object is fine");
+    }
+    // Remove.
+    for (kind, id, _) in &expected {
+        b.remove(*kind, id).unwrap();
+        b.remove(*kind, id).unwrap();
+        assert!(matches!(b.read(*kind, id), Err(Error::Missing { .. })));
+        assert_eq!(b.list(*kind).unwrap(), vec![]);
+    }
+    // An empty object.
+    let empty = id_of(b"");
+    b.write(FileKind::Snapshot, &empty, b"").unwrap();
+    assert_eq!(b.read(FileKind::Snapshot, &empty).unwrap(), b"");
+    assert_eq!(b.size(FileKind::Snapshot, &empty).unwrap(), 0);
+    assert!(matches!(
+        b.read_range(FileKind::Snapshot, &empty, 0, 1),
+        Err(Error::Corrupt { .. })
+    ));
+}
+
+/// Only canonical names at the right place are listed; the layout is the local one.
+fn layout_and_canonical_names(s: &Server) {
+    let b = s.fresh_backend("layout");
+    let id = id_of(b"pack");
+    let hex = id.to_hex();
+    b.write(FileKind::Pack, &id, b"pack").unwrap();
+    b.write(FileKind::Index, &id, b"index").unwrap();
+    // The object keys are PREFIX/ + FileKind::path.
+    let loc = b.s3_location().clone();
+    for (kind, len) in [(FileKind::Pack, 4), (FileKind::Index, 5)] {
+        let h = b
+            .block_on(
+                b.client()
+                    .head_object()
+                    .bucket(&loc.bucket)
+                    .key(loc.key(&kind.path(&id)))
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{kind:?} not at its local-layout key: {e:?}"));
+        assert_eq!(h.content_length(), Some(len));
+    }
+    // Junk that is not a repository file.
+    let upper = hex.to_uppercase();
+    let junk: Vec<String> = vec![
+        format!("data/{}/{}", &upper[..2], upper),
+        format!("data/{}/{}", "zz", hex),
+        format!("data/{hex}"),
+        format!("data/{}/{}.tmp", &hex[..2], hex),
+        format!("data/{}/{}/x", &hex[..2], hex),
+        format!("index/{}", &hex[..63]),
+        format!("index/{hex}/"),
+        format!("index/sub/{hex}"),
+        format!("index/{hex}0"),
+        "index/README".to_string(),
+    ];
+    for j in &junk {
+        put_raw(&b, j, b"junk");
+    }
+    assert_eq!(b.list(FileKind::Pack).unwrap(), vec![(id, 4)]);
+    assert_eq!(b.list(FileKind::Index).unwrap(), vec![(id, 5)]);
+    // A sibling prefix that merely starts with ours is another repository.
+    let sibling = s.backend_at(
+        &s.location(&loc.bucket, &format!("{}x", loc.prefix)),
+        s.options(),
+    );
+    sibling.write(FileKind::Index, &id_of(b"x"), b"x").unwrap();
+    assert_eq!(b.list(FileKind::Index).unwrap(), vec![(id, 5)]);
+}
+
+/// More objects than one ListObjectsV2 page (1000) holds.
+fn pagination(s: &Server) {
+    let b = Arc::new(s.fresh_backend("pages"));
+    let n = 1234usize;
+    let ids: Vec<Id> = (0..n).map(|i| id_of(&(i as u64).to_le_bytes())).collect();
+    let start = Instant::now();
+    std::thread::scope(|sc| {
+        for t in 0..8 {
+            let (b, ids) = (b.clone(), &ids);
+            sc.spawn(move || {
+                for i in (t..n).step_by(8) {
+                    let body = format!("object {i}");
+                    b.write(FileKind::Pack, &ids[i], body.as_bytes()).unwrap();
+                }
+            });
+        }
+    });
+    eprintln!(
+        "{}: {n} PUTs from 8 threads in {:?}",
+        s.name,
+        start.elapsed()
+    );
+    let mut want: Vec<(Id, u64)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, format!("object {i}").len() as u64))
+        .collect();
+    want.sort();
+    let got = b.list(FileKind::Pack).unwrap();
+    assert_eq!(got.len(), n, "listed {} of {n} packs", got.len());
+    assert_eq!(got, want);
+    assert_eq!(b.list(FileKind::Index).unwrap(), vec![]);
+}
+
+/// Large objects go up in verified parts; nothing is left pending.
+fn multipart(s: &Server) {
+    let b = small_parts_backend(s, "multipart");
+    let data = holdfast_e2e::random_bytes(23 * MIB + 12345, 7);
+    let id = id_of(&data);
+    b.write(FileKind::Pack, &id, &data).unwrap();
+    assert_eq!(b.size(FileKind::Pack, &id).unwrap(), data.len() as u64);
+    assert!(
+        b.read(FileKind::Pack, &id).unwrap() == data,
+        "multipart read back"
+    );
+    let off = 5 * MIB as u64 - 10;
+    assert_eq!(
+        b.read_range(FileKind::Pack, &id, off, 20).unwrap(),
+        &data[off as usize..off as usize + 20],
+        "range across a part boundary"
+    );
+    // The multipart ETag is the MD5 of the parts' MD5s (what a lost completion is checked
+    // against).
+    let loc = b.s3_location().clone();
+    let h = b
+        .block_on(
+            b.client()
+                .head_object()
+                .bucket(&loc.bucket)
+                .key(loc.key(&FileKind::Pack.path(&id)))
+                .send(),
+        )
+        .unwrap();
+    let etag = h.e_tag().unwrap_or("").trim_matches('"').to_string();
+    assert!(etag.ends_with("-5"), "multipart ETag {etag:?}");
+    assert_eq!(pending_uploads(&b), Vec::<String>::new());
+    // Small objects stay single PUTs.
+    let small = vec![1u8; MIB];
+    b.write(FileKind::Pack, &id_of(&small), &small).unwrap();
+    assert_eq!(b.list(FileKind::Pack).unwrap().len(), 2);
+}
+
+/// An upload whose bytes are damaged on the way is rejected by the server (Content-MD5),
+/// single or multipart: nothing appears under the name and no parts are left behind.
+fn corrupted_uploads_are_rejected(s: &Server) {
+    let proxy = Proxy::start(&s.endpoint, Mode::CorruptUploads);
+    let prefix = unique("corrupt");
+    s.fresh_backend("bucket-exists");
+    let opts = S3Options {
+        max_attempts: 2,
+        initial_backoff: Duration::from_millis(10),
+        ..small_parts(s)
+    };
+    let bad = s.backend_at(&s.location_via(proxy.addr, BUCKET, &prefix), opts.clone());
+    let good = s.backend_at(&s.location(BUCKET, &prefix), opts);
+    for len in [1000usize, 12 * MIB] {
+        let data = holdfast_e2e::random_bytes(len, len as u64);
+        let id = id_of(&data);
+        let err = bad
+            .write(FileKind::Pack, &id, &data)
+            .expect_err("a corrupted upload must fail");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("write") && msg.contains(&id.to_hex()),
+            "error names the operation and the object: {msg}"
+        );
+        assert!(
+            matches!(good.read(FileKind::Pack, &id), Err(Error::Missing { .. })),
+            "nothing stored under the final name after a corrupted {len}-byte upload"
+        );
+        assert_eq!(pending_uploads(&good), Vec::<String>::new());
+        // The same write without the damage works.
+        good.write(FileKind::Pack, &id, &data).unwrap();
+        assert!(good.read(FileKind::Pack, &id).unwrap() == data);
+    }
+    assert!(
+        proxy.stats.total_faults() >= 2,
+        "the proxy damaged uploads: {}",
+        proxy.stats.summary()
+    );
+}
+
+/// A multipart upload whose completion or one of whose parts keeps failing is aborted: the
+/// write fails with a clear error, nothing appears under the name, no upload is left
+/// pending (ListMultipartUploads), and the same write then works.
+fn failed_multipart_is_aborted(s: &Server) {
+    s.fresh_backend("bucket-exists");
+    let opts = S3Options {
+        max_attempts: 2,
+        initial_backoff: Duration::from_millis(10),
+        ..small_parts(s)
+    };
+    // CompleteMultipartUpload is `POST KEY?uploadId=...`; UploadPart is
+    // `PUT KEY?partNumber=N&uploadId=...` (CreateMultipartUpload is `POST KEY?uploads`).
+    for (i, (method, target)) in [("POST", "uploadId="), ("PUT", "partNumber=2")]
+        .into_iter()
+        .enumerate()
+    {
+        let proxy = Proxy::start(&s.endpoint, Mode::Reject { method, target });
+        let prefix = unique("mpu-fail");
+        let bad = s.backend_at(&s.location_via(proxy.addr, BUCKET, &prefix), opts.clone());
+        let good = s.backend_at(&s.location(BUCKET, &prefix), opts.clone());
+        let data = holdfast_e2e::random_bytes(12 * MIB + 7, 40 + i as u64);
+        let id = id_of(&data);
+        let start = Instant::now();
+        let err = bad
+            .write(FileKind::Pack, &id, &data)
+            .expect_err("the upload cannot complete");
+        let msg = err.to_string();
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{method} {target}: took {:?}",
+            start.elapsed()
+        );
+        assert!(
+            msg.contains("write") && msg.contains(&id.to_hex()) && msg.contains("503"),
+            "{method} {target}: the error names the operation, object and status: {msg}"
+        );
+        assert!(
+            proxy.stats.total_faults() >= 1,
+            "{method} {target}: the proxy rejected nothing: {}",
+            proxy.stats.summary()
+        );
+        assert!(
+            matches!(good.read(FileKind::Pack, &id), Err(Error::Missing { .. })),
+            "{method} {target}: an object appeared after a failed multipart upload"
+        );
+        assert_eq!(
+            pending_uploads(&good),
+            Vec::<String>::new(),
+            "{method} {target}: the failed upload was left pending"
+        );
+        good.write(FileKind::Pack, &id, &data).unwrap();
+        assert!(good.read(FileKind::Pack, &id).unwrap() == data);
+        assert_eq!(pending_uploads(&good), Vec::<String>::new());
+    }
+}
+
+/// An attempt to start a multipart upload whose reply is lost (the server created the
+/// upload, the client timed out and tried again) leaves no orphan behind: neither when a
+/// later attempt succeeds nor when all of them fail.
+fn lost_create_replies_leave_no_uploads(s: &Server) {
+    s.fresh_backend("bucket-exists");
+    // CreateMultipartUpload is `POST KEY?uploads`.
+    for (first, succeeds) in [(1, true), (u64::MAX, false)] {
+        let proxy = Proxy::start(
+            &s.endpoint,
+            Mode::StallMatching {
+                method: "POST",
+                target: "?uploads",
+                first,
+                stall_for: Duration::from_secs(3),
+            },
+        );
+        let prefix = unique("mpu-lost");
+        let opts = S3Options {
+            attempt_timeout: Duration::from_millis(1500),
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(10),
+            ..small_parts(s)
+        };
+        let via = s.backend_at(&s.location_via(proxy.addr, BUCKET, &prefix), opts.clone());
+        let direct = s.backend_at(&s.location(BUCKET, &prefix), opts);
+        let data = holdfast_e2e::random_bytes(10 * MIB, first);
+        let id = id_of(&data);
+        let r = via.write(FileKind::Pack, &id, &data);
+        let matched = proxy
+            .stats
+            .matched
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert!(matched >= 2, "the create was not retried: {matched}");
+        if succeeds {
+            r.unwrap();
+            assert!(direct.read(FileKind::Pack, &id).unwrap() == data);
+        } else {
+            let e = r.expect_err("every create timed out").to_string();
+            assert!(e.contains(&id.to_hex()), "{e}");
+            assert!(matches!(
+                direct.read(FileKind::Pack, &id),
+                Err(Error::Missing { .. })
+            ));
+        }
+        // The stalled replies have arrived at the proxy by now; the server acted on them.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            pending_uploads(&direct),
+            Vec::<String>::new(),
+            "first {first}: uploads whose creation reply was lost are left"
+        );
+    }
+}
+
+/// A multipart upload another writer has in progress is not taken for an abandoned one
+/// (those are aborted once a day old, measured on the server's clock; moto reports every
+/// upload as started in 2010).
+fn live_uploads_of_others_are_kept(s: &Server) {
+    let b = small_parts_backend(s, "mpu-live");
+    let loc = b.s3_location().clone();
+    let other_key = loc.key(&FileKind::Pack.path(&id_of(b"other writer")));
+    let other = b
+        .block_on(
+            b.client()
+                .create_multipart_upload()
+                .bucket(&loc.bucket)
+                .key(&other_key)
+                .send(),
+        )
+        .expect("create an upload")
+        .upload_id
+        .expect("upload id");
+    let data = holdfast_e2e::random_bytes(11 * MIB, 5);
+    b.write(FileKind::Pack, &id_of(&data), &data).unwrap();
+    assert_eq!(
+        pending_uploads(&b),
+        vec![format!("{other_key} {other}")],
+        "the other writer's upload must still be there, and only it"
+    );
+    b.block_on(
+        b.client()
+            .abort_multipart_upload()
+            .bucket(&loc.bucket)
+            .key(&other_key)
+            .upload_id(&other)
+            .send(),
+    )
+    .expect("abort");
+}
+
+/// `create` makes a missing bucket and accepts an existing one; listing a missing bucket
+/// is NotFound (which the repository reports as "no repository").
+fn buckets(s: &Server) {
+    let bucket = unique("hf-bucket").to_lowercase();
+    let b = s.backend_at(&s.location(&bucket, "repo"), s.options());
+    match b.list(FileKind::Config) {
+        Err(Error::Io { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound, "{source}")
+        }
+        other => panic!("listing in a missing bucket: {other:?}"),
+    }
+    b.create().unwrap();
+    b.create().unwrap();
+    assert_eq!(b.list(FileKind::Config).unwrap(), vec![]);
+    let id = id_of(b"cfg");
+    b.write(FileKind::Config, &id, b"cfg").unwrap();
+    assert_eq!(b.list(FileKind::Config).unwrap(), vec![(id, 3)]);
+    // A prefix-less repository at the bucket's root.
+    let root = s.backend_at(&s.location(&bucket, ""), s.options());
+    assert_eq!(root.list(FileKind::Config).unwrap(), vec![]);
+}
+
+/// Permanent failures come back quickly with a clear message.
+fn permanent_errors(s: &Server) {
+    let base = s.fresh_backend("errors");
+    let loc = base.s3_location().clone();
+    let id = id_of(b"x");
+    base.write(FileKind::Index, &id, b"x").unwrap();
+
+    // Wrong secret: 403, not retried for long. (moto does not check signatures.)
+    if s.name == "rgw" {
+        let wrong = s.backend_at(
+            &s.location(&loc.bucket, &loc.prefix),
+            S3Options {
+                credentials: Some((s.access_key.clone(), "wrong-secret".into())),
+                ..s.options()
+            },
+        );
+        let start = Instant::now();
+        let e = wrong.read(FileKind::Index, &id).unwrap_err().to_string();
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            start.elapsed()
+        );
+        assert!(e.contains("403") && e.contains("read"), "{e}");
+        assert!(e.contains(&id.to_hex()), "{e}");
+    }
+
+    // Nothing listening: connection refused, retried a bounded number of times.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = dead.local_addr().unwrap();
+    drop(dead);
+    let unreachable = s.backend_at(
+        &format!("s3:http://{addr}/{}/{}", loc.bucket, loc.prefix),
+        S3Options {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(50),
+            ..s.options()
+        },
+    );
+    let start = Instant::now();
+    let e = unreachable.write(FileKind::Index, &id, b"x").unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(matches!(e, Error::Io { op: "write", .. }), "{e:?}");
+    assert!(
+        msg.contains(&addr.to_string()) && msg.contains("attempts"),
+        "{msg}"
+    );
+    let e = unreachable.list(FileKind::Index).unwrap_err().to_string();
+    assert!(e.contains("list"), "{e}");
+}
+
+/// Many threads at once, each with its own objects, on one backend.
+fn concurrent_threads(s: &Server) {
+    let b = Arc::new(s.fresh_backend("threads"));
+    std::thread::scope(|sc| {
+        for t in 0..12u64 {
+            let b = b.clone();
+            sc.spawn(move || {
+                for i in 0..10u64 {
+                    let data =
+                        holdfast_e2e::random_bytes(50_000 + (i as usize) * 10_000, t * 100 + i);
+                    let id = id_of(&data);
+                    b.write(FileKind::Pack, &id, &data).unwrap();
+                    assert!(b.read(FileKind::Pack, &id).unwrap() == data);
+                    assert_eq!(
+                        b.read_range(FileKind::Pack, &id, 100, 50).unwrap(),
+                        &data[100..150]
+                    );
+                }
+            });
+        }
+    });
+    assert_eq!(b.list(FileKind::Pack).unwrap().len(), 120);
+}
+
+per_server!(
+    basic,
+    layout_and_canonical_names,
+    pagination,
+    multipart,
+    corrupted_uploads_are_rejected,
+    failed_multipart_is_aborted,
+    live_uploads_of_others_are_kept,
+    lost_create_replies_leave_no_uploads,
+    buckets,
+    permanent_errors,
+    concurrent_threads,
+);
