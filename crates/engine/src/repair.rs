@@ -239,12 +239,10 @@ fn empty_tree(store: &BlobStore<'_>, dry_run: bool) -> Result<Id> {
 
 /// Stores a tree (unless dry run) and returns its ID.
 fn store_tree(store: &BlobStore<'_>, tree: &Tree, dry_run: bool) -> Result<Id> {
-    let bytes = tree
-        .encode()
-        .map_err(|e| holdfast_repo::Error::Encode {
-            what: "tree",
-            detail: e.to_string(),
-        })?;
+    let bytes = tree.encode().map_err(|e| holdfast_repo::Error::Encode {
+        what: "tree",
+        detail: e.to_string(),
+    })?;
     let id = store.id_of(&bytes);
     if !dry_run {
         store.add_owned(BlobType::Tree, id, bytes)?;
