@@ -11,5 +11,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let enc = m.encode();
     assert_eq!(enc, data, "accepted marker bytes are not in canonical form");
-    assert_eq!(GcMarker::decode(&enc).expect("re-encoded marker decodes"), m);
+    assert_eq!(
+        GcMarker::decode(&enc).expect("re-encoded marker decodes"),
+        m
+    );
 });

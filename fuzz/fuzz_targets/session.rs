@@ -12,7 +12,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let enc = s.encode();
     if data.first() == Some(&SESSION_VERSION) {
-        assert_eq!(enc, data, "accepted session bytes are not in canonical form");
+        assert_eq!(
+            enc, data,
+            "accepted session bytes are not in canonical form"
+        );
     }
-    assert_eq!(Session::decode(&enc).expect("re-encoded session decodes"), s);
+    assert_eq!(
+        Session::decode(&enc).expect("re-encoded session decodes"),
+        s
+    );
 });
