@@ -38,6 +38,13 @@
 //!   and the object, with the server's status and error code. A missing bucket is an I/O
 //!   error of kind `NotFound`, which the repository reports as "no repository".
 //!
+//! # Reads
+//! Whole objects are one GET; ranges are ranged GETs. Once a pack is being read in small
+//! pieces (a restore reads blob by blob), it is read in aligned blocks of
+//! [`S3Options::read_ahead`] bytes instead, kept in at most [`S3Options::read_cache`] bytes
+//! of memory: on a restore of many small files this turns tens of thousands of GETs into a
+//! few hundred (see `readahead`).
+//!
 //! # Threads and signals
 //! A write to a connection the server has reset raises SIGPIPE; the backend blocks it in
 //! the threads that do socket I/O (see `sigpipe`), so a process that restored SIGPIPE's
@@ -52,6 +59,7 @@
 
 mod location;
 mod options;
+mod readahead;
 mod sigpipe;
 
 use std::collections::hash_map::RandomState;
@@ -103,6 +111,8 @@ pub struct S3Backend {
     options: S3Options,
     /// Bounds the requests in flight.
     limiter: Arc<Semaphore>,
+    /// Blocks of packs kept for small reads (see `readahead`).
+    read_ahead: readahead::ReadAhead,
     /// Whether abandoned multipart uploads have been looked for yet.
     stale_uploads_checked: AtomicBool,
     runtime: Option<Runtime>,
@@ -365,6 +375,7 @@ impl S3Backend {
             None => format!("s3://{}/", location.bucket),
         };
         Ok(S3Backend {
+            read_ahead: readahead::ReadAhead::new(options.read_ahead, options.read_cache),
             limiter: Arc::new(Semaphore::new(options.concurrency)),
             location,
             display_base,
@@ -1077,8 +1088,25 @@ impl Backend for S3Backend {
             self.size(kind, id)?;
             return Ok(Vec::new());
         }
-        match self.block_on(self.get(&key, Some((offset, len)))) {
-            Ok(data) if (data.len() as u64) < len => Err(truncated(data.len() as u64)),
+        let (from, want) = match kind {
+            FileKind::Pack => match self.read_ahead.plan(&key, offset, len) {
+                readahead::Plan::Hit(data) => return Ok(data),
+                readahead::Plan::Fetch { from, len } => (from, len),
+            },
+            _ => (offset, len),
+        };
+        // `from <= offset`: the bytes wanted start `skip` bytes into what is fetched.
+        let skip = (offset - from) as usize;
+        match self.block_on(self.get(&key, Some((from, want)))) {
+            Ok(data) if data.len() < skip + len as usize => {
+                Err(truncated(data.len().saturating_sub(skip) as u64))
+            }
+            Ok(mut data) if from != offset || want != len => {
+                let out = data[skip..skip + len as usize].to_vec();
+                data.truncate(want as usize);
+                self.read_ahead.insert(&key, from, data);
+                Ok(out)
+            }
             Ok(mut data) => {
                 data.truncate(len as usize);
                 Ok(data)
@@ -1112,6 +1140,7 @@ impl Backend for S3Backend {
 
     fn write(&self, kind: FileKind, id: &Id, bytes: &[u8]) -> Result<()> {
         let key = self.key(kind, id);
+        self.read_ahead.forget(&key);
         let r = if bytes.len() as u64 > self.options.multipart_threshold {
             self.block_on(self.put_multipart(&key, bytes))
         } else {
@@ -1129,6 +1158,7 @@ impl Backend for S3Backend {
 
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()> {
         let key = self.key(kind, id);
+        self.read_ahead.forget(&key);
         let r = self.block_on(async {
             let _permit = self.permit().await;
             self.client

@@ -30,6 +30,12 @@ pub struct S3Options {
     pub multipart_threshold: u64,
     /// Size of a part of a multipart upload (at least 5 MiB, S3's minimum).
     pub part_size: u64,
+    /// Block size for small reads of packs (a restore's blob-by-blob reads): once a pack
+    /// is being read in small pieces, whole aligned blocks are fetched and kept; 0 turns
+    /// this off.
+    pub read_ahead: u64,
+    /// How many bytes of such blocks are kept (least recently used out first).
+    pub read_cache: u64,
 }
 
 impl std::fmt::Debug for S3Options {
@@ -48,6 +54,8 @@ impl std::fmt::Debug for S3Options {
             .field("concurrency", &self.concurrency)
             .field("multipart_threshold", &self.multipart_threshold)
             .field("part_size", &self.part_size)
+            .field("read_ahead", &self.read_ahead)
+            .field("read_cache", &self.read_cache)
             .finish()
     }
 }
@@ -65,6 +73,8 @@ impl Default for S3Options {
             concurrency: 16,
             multipart_threshold: 32 * MIB,
             part_size: 16 * MIB,
+            read_ahead: 2 * MIB,
+            read_cache: 64 * MIB,
         }
     }
 }
@@ -91,13 +101,23 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "HOLDFAST_S3_PART_SIZE_MIB",
         "multipart part size in MiB; packs over twice this are uploaded in parts (default 16)",
     ),
+    (
+        "HOLDFAST_S3_READ_AHEAD_MIB",
+        "block size in MiB for small reads of packs (a restore's), 0 for none (default 2)",
+    ),
+    (
+        "HOLDFAST_S3_READ_CACHE_MIB",
+        "memory for those blocks in MiB (default 64)",
+    ),
 ];
 
-fn env_number(name: &str) -> Result<Option<f64>, String> {
+/// The number in the variable `name`, if set: positive, or also zero with `allow_zero`.
+fn env_number(name: &str, allow_zero: bool) -> Result<Option<f64>, String> {
     match std::env::var(name) {
         Ok(v) if v.trim().is_empty() => Ok(None),
         Ok(v) => match v.trim().parse::<f64>() {
-            Ok(n) if n.is_finite() && n > 0.0 => Ok(Some(n)),
+            Ok(n) if n.is_finite() && (n > 0.0 || (allow_zero && n == 0.0)) => Ok(Some(n)),
+            _ if allow_zero => Err(format!("{name}={v:?}: expected a number, 0 or more")),
             _ => Err(format!("{name}={v:?}: expected a positive number")),
         },
         Err(std::env::VarError::NotPresent) => Ok(None),
@@ -109,21 +129,27 @@ impl S3Options {
     /// Defaults, overridden by the `HOLDFAST_S3_*` variables listed in [`ENV_VARS`].
     pub fn from_env() -> Result<S3Options, String> {
         let mut o = S3Options::default();
-        if let Some(s) = env_number("HOLDFAST_S3_CONNECT_TIMEOUT")? {
+        if let Some(s) = env_number("HOLDFAST_S3_CONNECT_TIMEOUT", false)? {
             o.connect_timeout = Duration::from_secs_f64(s);
         }
-        if let Some(s) = env_number("HOLDFAST_S3_TIMEOUT")? {
+        if let Some(s) = env_number("HOLDFAST_S3_TIMEOUT", false)? {
             o.attempt_timeout = Duration::from_secs_f64(s);
         }
-        if let Some(n) = env_number("HOLDFAST_S3_MAX_ATTEMPTS")? {
+        if let Some(n) = env_number("HOLDFAST_S3_MAX_ATTEMPTS", false)? {
             o.max_attempts = (n as u32).clamp(1, 100);
         }
-        if let Some(n) = env_number("HOLDFAST_S3_CONNECTIONS")? {
+        if let Some(n) = env_number("HOLDFAST_S3_CONNECTIONS", false)? {
             o.concurrency = (n as usize).clamp(1, 1024);
         }
-        if let Some(n) = env_number("HOLDFAST_S3_PART_SIZE_MIB")? {
+        if let Some(n) = env_number("HOLDFAST_S3_PART_SIZE_MIB", false)? {
             o.part_size = ((n * MIB as f64) as u64).max(5 * MIB);
             o.multipart_threshold = 2 * o.part_size;
+        }
+        if let Some(n) = env_number("HOLDFAST_S3_READ_AHEAD_MIB", true)? {
+            o.read_ahead = ((n * MIB as f64) as u64).min(256 * MIB);
+        }
+        if let Some(n) = env_number("HOLDFAST_S3_READ_CACHE_MIB", true)? {
+            o.read_cache = ((n * MIB as f64) as u64).min(16 * 1024 * MIB);
         }
         Ok(o)
     }

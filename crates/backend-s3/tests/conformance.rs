@@ -429,6 +429,74 @@ fn live_uploads_of_others_are_kept(s: &Server) {
     .expect("abort");
 }
 
+/// Small reads of a pack (a restore's blob-by-blob reads, in no particular order) are
+/// served from blocks: a few GETs instead of one per read, the same bytes; reads past the
+/// end still report truncation.
+fn small_reads_of_a_pack_use_blocks(s: &Server) {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let proxy = Proxy::start(&s.endpoint, Mode::Pass);
+    let prefix = unique("blocks");
+    s.fresh_backend("bucket-exists");
+    let via = s.backend_at(&s.location_via(proxy.addr, BUCKET, &prefix), s.options());
+    let data = holdfast_e2e::random_bytes(6 * MIB + 777, 31);
+    let id = id_of(&data);
+    via.write(FileKind::Pack, &id, &data).unwrap();
+    let gets = || {
+        proxy
+            .stats
+            .methods
+            .lock()
+            .unwrap()
+            .get("GET")
+            .copied()
+            .unwrap_or(0)
+    };
+    // Blob-like pieces, with an occasional gap (a blob not needed), read in random order.
+    let mut reads = Vec::new();
+    let (mut off, mut n) = (0usize, 0);
+    while off < data.len() {
+        let len = (1000 + (n * 7919) % 30_000).min(data.len() - off);
+        reads.push((off, len));
+        off += len + if n % 10 == 9 { 500 } else { 0 };
+        n += 1;
+    }
+    reads.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
+    let before = gets();
+    for (i, (off, len)) in reads.iter().copied().enumerate() {
+        assert!(
+            via.read_range(FileKind::Pack, &id, off as u64, len as u64)
+                .unwrap()
+                == data[off..off + len],
+            "read {i} at {off}"
+        );
+    }
+    let used = gets() - before;
+    // One exact read, then at most the 4 blocks and one span per block boundary.
+    assert!(
+        used <= 8,
+        "{} small reads of a 6 MiB pack took {used} GETs: {}",
+        reads.len(),
+        proxy.stats.summary()
+    );
+    // Random reads, exact.
+    for (i, (o, l)) in [(5_000_000u64, 100u64), (17, 3), (3_000_000, 70_000), (1, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            via.read_range(FileKind::Pack, &id, o, l).unwrap(),
+            &data[o as usize..(o + l) as usize],
+            "random read {i}"
+        );
+    }
+    let n = data.len() as u64;
+    match via.read_range(FileKind::Pack, &id, n - 5, 10) {
+        Err(Error::Corrupt { detail, .. }) => assert!(detail.contains("truncated"), "{detail}"),
+        other => panic!("read past the end: {other:?}"),
+    }
+}
+
 /// `create` makes a missing bucket and accepts an existing one; listing a missing bucket
 /// is NotFound (which the repository reports as "no repository").
 fn buckets(s: &Server) {
@@ -540,6 +608,7 @@ per_server!(
     failed_multipart_is_aborted,
     live_uploads_of_others_are_kept,
     lost_create_replies_leave_no_uploads,
+    small_reads_of_a_pack_use_blocks,
     buckets,
     permanent_errors,
     concurrent_threads,
