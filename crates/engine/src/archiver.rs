@@ -82,6 +82,9 @@ pub struct BackupOutcome {
     pub snapshot: Snapshot,
     /// Problems with single source entries.
     pub warnings: Vec<String>,
+    /// Things that cost this backup time but lost nothing (a parent tree that could not be
+    /// used, so the files below it were read again): not source errors.
+    pub notices: Vec<String>,
 }
 
 #[derive(Default)]
@@ -114,6 +117,7 @@ struct Ctx<'a> {
     progress: &'a BackupProgress,
     counters: Counters,
     warnings: Mutex<Vec<String>>,
+    notices: Mutex<Vec<String>>,
     /// Content of multiply-linked files already stored, by (device, inode).
     hardlinks: Mutex<HashMap<(u64, u64), StoredContent>>,
 }
@@ -171,7 +175,7 @@ pub fn backup(
     let sealers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let ((root_tree, kept, counters, warnings), totals) =
+    let ((root_tree, kept, counters, warnings, notices), totals) =
         BlobStore::pipelined(repo, index, opts.compression, sealers, |store| {
             run_walk(repo, index, store, chunker, opts, progress)
         })?;
@@ -220,11 +224,12 @@ pub fn backup(
         id,
         snapshot,
         warnings,
+        notices,
     })
 }
 
-/// What the walk produced: root tree, the source paths kept, counters and warnings.
-type WalkResult = (Id, Vec<PathBuf>, Counters, Vec<String>);
+/// What the walk produced: root tree, the source paths kept, counters, warnings and notices.
+type WalkResult = (Id, Vec<PathBuf>, Counters, Vec<String>, Vec<String>);
 
 /// Walks the sources and stores every blob and tree; the snapshot is written by the caller
 /// once the store has flushed.
@@ -246,6 +251,7 @@ fn run_walk<'a>(
         progress,
         counters: Counters::default(),
         warnings: Mutex::new(Vec::new()),
+        notices: Mutex::new(Vec::new()),
         hardlinks: Mutex::new(HashMap::new()),
     };
 
@@ -317,7 +323,7 @@ fn run_walk<'a>(
         Some(pid) => match repo.load_snapshot(&pid) {
             Ok(s) => Some(s.tree),
             Err(e) => {
-                ctx.warn(format!(
+                ctx.notice(format!(
                     "parent snapshot {}: {e}; reading every file",
                     pid.short()
                 ));
@@ -333,7 +339,8 @@ fn run_walk<'a>(
         ctx.virtual_tree(Path::new("/"), &root, parent_root)?
     };
     let warnings = ctx.warnings.into_inner().unwrap_or_default();
-    Ok((root_tree, kept, ctx.counters, warnings))
+    let notices = ctx.notices.into_inner().unwrap_or_default();
+    Ok((root_tree, kept, ctx.counters, warnings, notices))
 }
 
 impl Ctx<'_> {
@@ -343,12 +350,22 @@ impl Ctx<'_> {
         self.warnings.lock().expect("lock").push(msg);
     }
 
+    /// Something the user may want to know that costs this backup time but no data: not
+    /// a source error (exit status 3 is for unread source files only).
+    fn notice(&self, msg: String) {
+        tracing::warn!("{msg}");
+        self.notices.lock().expect("lock").push(msg);
+    }
+
     fn load_parent_tree(&self, id: Option<Id>) -> Option<Tree> {
         let id = id?;
         match self.repo.load_tree(self.index, &id) {
             Ok(t) => Some(t),
+            // Normal beside a prune: a tree in a pack marked for deletion is absent from
+            // the index a writer uses (SPEC.md §12.3), and so is damage; either way the
+            // files below are read again and nothing is lost.
             Err(e) => {
-                self.warn(format!(
+                self.notice(format!(
                     "parent tree {}: {e}; reading the files below it again",
                     id.short()
                 ));

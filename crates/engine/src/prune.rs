@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 use holdfast_repo::backend::FileKind;
 use holdfast_repo::blob::{open_blob, BlobType, SealedBlob};
 use holdfast_repo::gc::{GcMarker, Role};
-use holdfast_repo::index::{IndexFile, IndexPack, MasterIndex};
-use holdfast_repo::pack::{PackBuilder, PackEntry};
+use holdfast_repo::index::{IndexFile, IndexFileSummary, IndexPack, IndexedBlob, MasterIndex};
+use holdfast_repo::pack::{read_header, PackBuilder, PackEntry};
 use holdfast_repo::repository::Repository;
 use holdfast_repo::snapshot::Snapshot;
 use holdfast_repo::tree::ContentRef;
@@ -30,6 +30,9 @@ pub struct PruneOptions {
     pub max_unused: f64,
     /// Host name for the prune's session.
     pub host: String,
+    /// Most blob entries in one index file prune writes (the default,
+    /// [`INDEX_FILE_ENTRIES`], bounds the memory to write or read one).
+    pub index_file_entries: usize,
 }
 
 /// What a prune did (or, with `dry_run`, would do).
@@ -66,6 +69,93 @@ pub struct PruneReport {
     pub live_blobs: usize,
 }
 
+/// The blobs snapshots reference: one bit per blob of the compact index, so prune's
+/// memory does not grow beyond the index (issue 4), and by full ID the rare blobs the index
+/// gives no position (see [`MasterIndex::position`]) or does not hold. Positions belong to
+/// one index: every method takes the index the set was made for.
+#[derive(Debug)]
+pub struct LiveSet {
+    bits: Vec<u64>,
+    by_id: HashSet<(BlobType, Id)>,
+    len: usize,
+}
+
+impl LiveSet {
+    /// An empty set for blobs of `index`.
+    pub fn new(index: &MasterIndex) -> LiveSet {
+        LiveSet {
+            bits: vec![0; index.position_count().div_ceil(64)],
+            by_id: HashSet::new(),
+            len: 0,
+        }
+    }
+
+    /// Adds a blob; whether it was not in the set yet.
+    pub fn insert(&mut self, index: &MasterIndex, ty: BlobType, id: &Id) -> bool {
+        let new = match index.position(ty, id) {
+            Some(pos) => {
+                let (word, bit) = (pos / 64, 1u64 << (pos % 64));
+                let new = self.bits[word] & bit == 0;
+                self.bits[word] |= bit;
+                new
+            }
+            None => self.by_id.insert((ty, *id)),
+        };
+        self.len += usize::from(new);
+        new
+    }
+
+    /// Whether a blob is in the set.
+    pub fn contains(&self, index: &MasterIndex, ty: BlobType, id: &Id) -> bool {
+        match index.position(ty, id) {
+            Some(pos) => self.bits[pos / 64] & (1 << (pos % 64)) != 0,
+            None => self.by_id.contains(&(ty, *id)),
+        }
+    }
+
+    /// How many blobs are in the set.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many blobs of the set `index` does not hold.
+    fn missing(&self, index: &MasterIndex) -> usize {
+        self.by_id
+            .iter()
+            .filter(|(ty, id)| !index.contains(*ty, id))
+            .count()
+    }
+
+    /// Calls `f` with the location of every blob of the set that `index` holds.
+    fn for_each_location(&self, index: &MasterIndex, mut f: impl FnMut(IndexedBlob)) {
+        for (w, &word) in self.bits.iter().enumerate() {
+            let mut rest = word;
+            while rest != 0 {
+                let bit = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                f(index.at_position(w * 64 + bit));
+            }
+        }
+        for (ty, id) in &self.by_id {
+            if let Some(l) = index.get(*ty, id) {
+                f(IndexedBlob {
+                    ty: *ty,
+                    pack: l.pack,
+                    compression: l.entry.compression,
+                    offset: l.entry.offset,
+                    stored_len: l.entry.stored_len,
+                    raw_len: l.entry.raw_len,
+                });
+            }
+        }
+    }
+}
+
 /// Every (type, ID) referenced by any snapshot. Fails if any snapshot or tree cannot be
 /// read, or if a referenced blob is not in the index: what a damaged repository needs is
 /// unknown (a lost index file leaves needed packs looking unindexed), so nothing may be
@@ -73,16 +163,9 @@ pub struct PruneReport {
 ///
 /// `snaps` must have been listed before `index` was loaded: a writer writes its index files
 /// before its snapshot, so every listed snapshot's blobs are then in `index`.
-pub fn live_set(
-    repo: &Repository,
-    snaps: &[Snapshot],
-    index: &MasterIndex,
-) -> Result<HashSet<(BlobType, Id)>> {
+pub fn live_set(repo: &Repository, snaps: &[Snapshot], index: &MasterIndex) -> Result<LiveSet> {
     let live = referenced_blobs(repo, snaps, index)?;
-    let missing = live
-        .iter()
-        .filter(|(ty, id)| !index.contains(*ty, id))
-        .count();
+    let missing = live.missing(index);
     if missing > 0 {
         return Err(EngineError::Usage(format!(
             "refusing to prune: {missing} blobs that snapshots need are not in the index (a lost or damaged index file?); run `holdfast check`, then `holdfast repair index`"
@@ -102,22 +185,18 @@ pub fn load_snapshots(repo: &Repository) -> Result<Vec<Snapshot>> {
     Ok(snaps.into_iter().map(|(_, s)| s).collect())
 }
 
-fn referenced_blobs(
-    repo: &Repository,
-    snaps: &[Snapshot],
-    index: &MasterIndex,
-) -> Result<HashSet<(BlobType, Id)>> {
-    let mut live = HashSet::new();
+fn referenced_blobs(repo: &Repository, snaps: &[Snapshot], index: &MasterIndex) -> Result<LiveSet> {
+    let mut live = LiveSet::new(index);
     let mut todo: Vec<Id> = snaps.iter().map(|s| s.tree).collect();
     while let Some(t) = todo.pop() {
-        if !live.insert((BlobType::Tree, t)) {
+        if !live.insert(index, BlobType::Tree, &t) {
             continue;
         }
         let tree = repo.load_tree(index, &t)?;
         for n in tree.nodes {
             for c in n.content {
                 if let ContentRef::Blob(id) = c {
-                    live.insert((BlobType::Data, id));
+                    live.insert(index, BlobType::Data, &id);
                 }
             }
             if let Some(s) = n.subtree {
@@ -128,41 +207,58 @@ fn referenced_blobs(
     Ok(live)
 }
 
-/// The current index files and what they say, per pack.
+/// The index files as prune needs them, in the compact index plus O(packs) memory.
 struct IndexView {
-    files: Vec<(Id, IndexFile)>,
+    /// Every current file merged, each blob located outside the marked packs when it can
+    /// be (SPEC.md §12.3: that is the copy writers see and keep using).
+    index: MasterIndex,
+    /// Every index file in brief.
+    files: Vec<IndexFileSummary>,
     superseded: HashSet<Id>,
-    /// Pack -> its blobs (from non-superseded files).
-    packs: HashMap<Id, Vec<PackEntry>>,
-    full: MasterIndex,
+    /// Pack -> stored bytes of the blobs current files list in it.
+    packs: HashMap<Id, u64>,
+    /// Marked pack -> the blobs current files list in it.
+    marked: HashMap<Id, Vec<PackEntry>>,
 }
 
-fn index_view(repo: &Repository) -> Result<IndexView> {
-    let files = repo.index_files()?;
-    let superseded: HashSet<Id> = files
+fn index_view(repo: &Repository, marked: &HashSet<Id>) -> Result<IndexView> {
+    let survey = repo.survey_index(marked)?;
+    let superseded: HashSet<Id> = survey
+        .files
         .iter()
-        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .flat_map(|f| f.supersedes.iter().copied())
         .collect();
-    let mut packs: HashMap<Id, Vec<PackEntry>> = HashMap::new();
-    for (id, f) in &files {
-        if superseded.contains(id) {
-            continue;
-        }
+    let mut packs: HashMap<Id, u64> = HashMap::new();
+    for f in survey
+        .files
+        .iter()
+        .filter(|f| !superseded.contains(&f.name))
+    {
         for p in &f.packs {
-            packs
-                .entry(p.id)
-                .or_default()
-                .extend(p.blobs.iter().copied());
+            // Two files listing one pack list the same header; take the fuller if not.
+            let bytes = packs.entry(p.id).or_default();
+            *bytes = (*bytes).max(p.stored_bytes);
         }
     }
-    let full = MasterIndex::from_files(files.iter().map(|(id, f)| (*id, f)));
+    let mut marked_entries: HashMap<Id, Vec<PackEntry>> = HashMap::new();
+    for (file, p) in survey.marked {
+        if !superseded.contains(&file) {
+            marked_entries.entry(p.id).or_default().extend(p.blobs);
+        }
+    }
     Ok(IndexView {
-        files,
+        index: survey.index,
+        files: survey.files,
         superseded,
         packs,
-        full,
+        marked: marked_entries,
     })
 }
+
+/// Most blob entries prune puts in one index file by default: rewritten and repacking
+/// index files are written in pieces this size (about 9 MiB encoded), so no file prune
+/// writes needs much memory to write or, later, to read.
+pub const INDEX_FILE_ENTRIES: usize = 200_000;
 
 /// Runs one prune.
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
@@ -194,7 +290,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .collect();
     report.markers_due = due.len();
     // Snapshots, the index read after them, and their live set, when the sweep computed them.
-    let mut known: Option<(IndexView, HashSet<(BlobType, Id)>)> = None;
+    let mut known: Option<(IndexView, LiveSet)> = None;
     let mut swept_any = false;
     if !due.is_empty() {
         // Sessions first, snapshots after (SPEC.md §12.4): a writer that was running at the
@@ -226,27 +322,29 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             // Snapshots after sessions, the index after snapshots: a backup that finished
             // meanwhile is seen with every pack its snapshot needs (SPEC.md §12.3).
             let snaps = load_snapshots(repo)?;
-            let view = index_view(repo)?;
-            let referenced = live_set(repo, &snaps, &view.full)?;
+            let view = index_view(repo, &gc.marked)?;
+            let referenced = live_set(repo, &snaps, &view.index)?;
             let candidates: HashSet<Id> = sweepable
                 .iter()
                 .flat_map(|(_, m)| m.packs.iter().copied())
                 .collect();
-            // Where else each referenced blob lives, outside every marked pack.
-            let mut safe_copy: HashSet<(BlobType, Id)> = HashSet::new();
-            for (p, blobs) in &view.packs {
-                if !gc.marked.contains(p) {
-                    safe_copy.extend(blobs.iter().map(|b| (b.ty, b.id)));
-                }
-            }
+            // A marked pack is still needed if it holds a referenced blob that has no copy
+            // outside every marked pack; the index locates a blob in a marked pack only
+            // when it has no such copy.
+            let needed = |p: &Id| {
+                view.marked.get(p).is_some_and(|blobs| {
+                    blobs.iter().any(|b| {
+                        referenced.contains(&view.index, b.ty, &b.id)
+                            && view
+                                .index
+                                .get(b.ty, &b.id)
+                                .is_none_or(|l| gc.marked.contains(&l.pack))
+                    })
+                })
+            };
             let mut delete: Vec<Id> = Vec::new();
             for p in &candidates {
-                let needed = view.packs.get(p).is_some_and(|blobs| {
-                    blobs.iter().any(|b| {
-                        referenced.contains(&(b.ty, b.id)) && !safe_copy.contains(&(b.ty, b.id))
-                    })
-                });
-                if needed {
+                if needed(p) {
                     report.packs_rescued += 1;
                 } else {
                     delete.push(*p);
@@ -281,38 +379,30 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                     })?);
                 }
                 // 2. No current index file may name a pack about to go.
-                let naming: Vec<&(Id, IndexFile)> = view
+                let naming: Vec<Id> = view
                     .files
                     .iter()
-                    .filter(|(id, f)| {
-                        !view.superseded.contains(id)
+                    .filter(|f| {
+                        !view.superseded.contains(&f.name)
                             && f.packs.iter().any(|p| delete_set.contains(&p.id))
                     })
+                    .map(|f| f.name)
                     .collect();
                 if !naming.is_empty() {
-                    let packs: Vec<IndexPack> = naming
-                        .iter()
-                        .flat_map(|(_, f)| {
-                            f.packs
-                                .iter()
-                                .filter(|p| !delete_set.contains(&p.id))
-                                .cloned()
-                        })
-                        .collect();
-                    let mut supersedes: Vec<Id> = naming.iter().map(|(id, _)| *id).collect();
-                    report.index_files_superseded = supersedes.len();
-                    // Also every file already superseded (by a file deleted below, perhaps):
-                    // a leftover of a crash must stay superseded once its superseder is gone.
-                    supersedes.extend(view.superseded.iter().copied());
-                    supersedes.sort();
-                    supersedes.dedup();
-                    repo.save_index(&IndexFile { supersedes, packs })?;
+                    report.index_files_superseded = naming.len();
+                    rewrite_without(
+                        repo,
+                        &naming,
+                        &delete_set,
+                        &view.superseded,
+                        opts.index_file_entries,
+                    )?;
                 }
                 // 3. Packs, then superseded index files, then markers.
                 for p in &delete {
                     repo.backend().remove(FileKind::Pack, p)?;
                 }
-                for (id, _) in &naming {
+                for id in &naming {
                     repo.backend().remove(FileKind::Index, id)?;
                 }
                 for id in old_markers.iter().chain(new_marker.iter()) {
@@ -332,41 +422,33 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         Some(k) => k,
         None => {
             let snaps = load_snapshots(repo)?;
-            let view = index_view(repo)?;
-            let live = live_set(repo, &snaps, &view.full)?;
+            let view = index_view(repo, &gc.marked)?;
+            let live = live_set(repo, &snaps, &view.index)?;
             (view, live)
         }
     };
     report.live_blobs = live.len();
     let sizes: HashMap<Id, u64> = repo.backend().list(FileKind::Pack)?.into_iter().collect();
-    // One keeper location per live blob: the one the master index picked among unmarked packs.
-    let writer_view =
-        MasterIndex::from_files_excluding(view.files.iter().map(|(id, f)| (*id, f)), &gc.marked);
-    let is_keeper = |p: &Id, e: &PackEntry| {
-        live.contains(&(e.ty, e.id)) && writer_view.get(e.ty, &e.id).is_some_and(|l| l.pack == *p)
-    };
+    // Each live blob is kept where the index locates it, outside the marked packs when it
+    // can be: the copy writers deduplicate against. Every other copy is unused.
+    let mut used_bytes: HashMap<Id, u64> = HashMap::new();
+    live.for_each_location(&view.index, |b| {
+        *used_bytes.entry(b.pack).or_default() += u64::from(b.stored_len);
+    });
     let mut to_mark: Vec<Id> = Vec::new();
     let mut partial: Vec<(Id, u64, u64)> = Vec::new(); // pack, unused bytes, size
     let mut total_bytes = 0u64;
     let mut unused_total = 0u64;
-    for (p, blobs) in &view.packs {
+    for (p, listed) in &view.packs {
         if gc.marked.contains(p) || !sizes.contains_key(p) {
             continue;
         }
         let size = sizes[p];
         total_bytes += size;
-        let used: u64 = blobs
-            .iter()
-            .filter(|e| is_keeper(p, e))
-            .map(|e| e.stored_len as u64)
-            .sum();
+        let used = used_bytes.get(p).copied().unwrap_or(0);
         // Unused: blobs no snapshot needs (or duplicates). The pack's header and trailer are
         // not: a repacked pack has them too, so counting them would repack forever.
-        let unused: u64 = blobs
-            .iter()
-            .filter(|e| !is_keeper(p, e))
-            .map(|e| e.stored_len as u64)
-            .sum();
+        let unused = listed.saturating_sub(used);
         if used == 0 {
             to_mark.push(*p);
         } else if unused > 0 {
@@ -374,6 +456,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             partial.push((*p, unused, size));
         }
     }
+    drop(used_bytes);
     // Packs no index names. A running backup's packs look like that until it writes their
     // index file; marking them would make every later backup upload their blobs again. The
     // sessions are listed after the packs, so a backup that wrote one of them is seen.
@@ -408,7 +491,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         unused_total -= unused;
     }
     if !repack.is_empty() && !opts.dry_run {
-        let copied = copy_live_blobs(repo, &repack, &view, &is_keeper)?;
+        let copied = copy_live_blobs(repo, &repack, &view.index, &live, opts.index_file_entries)?;
         report.blobs_repacked = copied;
     }
     report.packs_repacked = repack.len();
@@ -442,11 +525,11 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 /// a run that crashed between writing the superseding file and deleting the others. Safe at
 /// any time: what they say is in their superseder (less what a sweep dropped on purpose).
 fn remove_superseded(repo: &Repository) -> Result<()> {
-    let files = repo.index_files()?;
-    let present: HashSet<Id> = files.iter().map(|(id, _)| *id).collect();
+    let files = repo.index_summaries()?;
+    let present: HashSet<Id> = files.iter().map(|f| f.name).collect();
     let superseded: HashSet<Id> = files
         .iter()
-        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .flat_map(|f| f.supersedes.iter().copied())
         .filter(|id| present.contains(id))
         .collect();
     for id in &superseded {
@@ -465,13 +548,50 @@ fn remove_superseded(repo: &Repository) -> Result<()> {
     Ok(())
 }
 
-/// Copies the live blobs of `packs` into new packs (verifying each on the way), then
-/// writes an index file for them. Only after that may the old packs be marked.
+/// Writes what the index files `naming` say, less the packs in `drop`, as new index
+/// files; the last one written supersedes `naming` and every file `already` superseded (a
+/// leftover of a crash must stay superseded once its superseder is gone). One named file
+/// is in memory at a time, and the files written hold at most [`INDEX_FILE_ENTRIES`]
+/// entries each (plus one pack's): those before the last supersede nothing, so a crash between them leaves
+/// duplicate claims, which are harmless (SPEC.md §7.2), and never a pack unindexed.
+fn rewrite_without(
+    repo: &Repository,
+    naming: &[Id],
+    drop: &HashSet<Id>,
+    already: &HashSet<Id>,
+    max_entries: usize,
+) -> Result<()> {
+    let mut out = IndexFile::default();
+    let mut entries = 0;
+    for id in naming {
+        let f = repo.load_index_file(id)?;
+        for p in f.packs.into_iter().filter(|p| !drop.contains(&p.id)) {
+            entries += p.blobs.len();
+            out.packs.push(p);
+            if entries >= max_entries {
+                repo.save_index(&std::mem::take(&mut out))?;
+                entries = 0;
+            }
+        }
+    }
+    let mut supersedes = naming.to_vec();
+    supersedes.extend(already.iter().copied());
+    supersedes.sort();
+    supersedes.dedup();
+    out.supersedes = supersedes;
+    repo.save_index(&out)?;
+    Ok(())
+}
+
+/// Copies the live blobs of `packs` (those whose kept copy `index` locates there) into new
+/// packs, verifying each on the way, then writes index files for them. Only after that may
+/// the old packs be marked. The blobs are found from each pack's own header.
 fn copy_live_blobs(
     repo: &Repository,
     packs: &[Id],
-    view: &IndexView,
-    is_keeper: &dyn Fn(&Id, &PackEntry) -> bool,
+    index: &MasterIndex,
+    live: &LiveSet,
+    max_entries: usize,
 ) -> Result<usize> {
     let key = repo.key();
     let target = repo.config().pack_size as usize;
@@ -479,29 +599,32 @@ fn copy_live_blobs(
         PackBuilder::new(BlobType::Data),
         PackBuilder::new(BlobType::Tree),
     ];
-    let mut written: Vec<IndexPack> = Vec::new();
+    let mut written = IndexFile::default();
+    let mut entries = 0;
     let mut copied = 0;
-    let flush = |b: PackBuilder, written: &mut Vec<IndexPack>| -> Result<()> {
-        if b.is_empty() {
-            return Ok(());
+    let mut flush = |b: PackBuilder, last: bool| -> Result<()> {
+        if !b.is_empty() {
+            let f = b.finish(key)?;
+            repo.backend().write(FileKind::Pack, &f.id, &f.bytes)?;
+            entries += f.header.entries.len();
+            written.packs.push(IndexPack {
+                id: f.id,
+                blobs: f.header.entries,
+            });
         }
-        let f = b.finish(key)?;
-        repo.backend().write(FileKind::Pack, &f.id, &f.bytes)?;
-        written.push(IndexPack {
-            id: f.id,
-            blobs: f.header.entries,
-        });
+        if !written.packs.is_empty() && (last || entries >= max_entries) {
+            repo.save_index(&std::mem::take(&mut written))?;
+            entries = 0;
+        }
         Ok(())
     };
     for p in packs {
         let bytes = repo.read_checked(FileKind::Pack, p)?;
-        for e in view
-            .packs
-            .get(p)
-            .into_iter()
-            .flatten()
-            .filter(|e| is_keeper(p, e))
-        {
+        let header = read_header(key, p, &bytes)?;
+        for e in header.entries.iter().filter(|e| {
+            live.contains(index, e.ty, &e.id)
+                && index.get(e.ty, &e.id).is_some_and(|l| l.pack == *p)
+        }) {
             let start = e.offset as usize;
             let end = start + e.stored_len as usize;
             let sealed = bytes.get(start..end).ok_or_else(|| {
@@ -524,18 +647,12 @@ fn copy_live_blobs(
             copied += 1;
             if b.size() >= target {
                 let full = std::mem::replace(b, PackBuilder::new(e.ty));
-                flush(full, &mut written)?;
+                flush(full, false)?;
             }
         }
     }
-    for b in builders {
-        flush(b, &mut written)?;
-    }
-    if !written.is_empty() {
-        repo.save_index(&IndexFile {
-            supersedes: vec![],
-            packs: written,
-        })?;
-    }
+    let [data, tree] = builders;
+    flush(data, false)?;
+    flush(tree, true)?;
     Ok(copied)
 }

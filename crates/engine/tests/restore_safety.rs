@@ -2,35 +2,19 @@
 //! `/`-containing or duplicate names are refused before anything is written, and existing
 //! symlinks in the target are replaced, never followed.
 
-use std::path::Path;
-use std::sync::Arc;
+mod common;
 
-use holdfast_engine::filter::PathFilter;
+use std::path::Path;
+
+use common::repo;
+
 use holdfast_engine::restorer::{restore, RestoreOptions, RestoreProgress};
-use holdfast_repo::backend::local::LocalBackend;
 use holdfast_repo::blob::{BlobType, CompressionLevel};
 use holdfast_repo::blob_store::BlobStore;
 use holdfast_repo::index::MasterIndex;
-use holdfast_repo::keyfile::KdfParams;
-use holdfast_repo::repository::{InitOptions, Repository};
+use holdfast_repo::repository::Repository;
 use holdfast_repo::tree::{ContentRef, Node, NodeKind, Tree};
 use holdfast_repo::Id;
-
-fn repo(dir: &Path) -> Repository {
-    let opts = InitOptions {
-        chunk: (512 * 1024, 1024 * 1024, 8 * 1024 * 1024),
-        pack_size: 1 << 20,
-        kdf: KdfParams {
-            m_cost_kib: 8,
-            t_cost: 1,
-            p_cost: 1,
-        },
-        host: "h".into(),
-        user: "u".into(),
-        now_ns: 0,
-    };
-    Repository::init(Arc::new(LocalBackend::new(dir)), b"pw", &opts).unwrap()
-}
 
 /// Stores raw tree bytes (bypassing the encoder's checks, as an attacker with the key could).
 fn store_raw_tree(repo: &Repository, bytes: &[u8]) -> Id {
@@ -56,13 +40,7 @@ fn file_node(name: &str, repo: &Repository, data: &[u8]) -> Node {
 }
 
 fn opts(target: &Path) -> RestoreOptions {
-    RestoreOptions {
-        target: target.to_path_buf(),
-        subpath: None,
-        includes: PathFilter::default(),
-        excludes: PathFilter::default(),
-        owners: false,
-    }
+    common::restore_options(target)
 }
 
 #[test]

@@ -74,6 +74,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::convert::Infallible;
 
@@ -437,15 +438,20 @@ impl Sorted {
 
     /// The record with this key.
     fn find(&self, key: u128) -> Option<&Record> {
+        self.position(key).map(|i| &self.records[i])
+    }
+
+    /// Where the record with this key is in `records`.
+    fn position(&self, key: u128) -> Option<usize> {
         if self.bits == 0 {
-            return search(&self.records, key, 0, u128::MAX).map(|i| &self.records[i]);
+            return search(&self.records, key, 0, u128::MAX);
         }
         let shift = 128 - self.bits;
         let b = (key >> shift) as usize;
         let (lo, hi) = (self.dir[b] as usize, self.dir[b + 1] as usize);
         let low = (b as u128) << shift;
         let high = low | (u128::MAX >> self.bits);
-        search(&self.records[lo..hi], key, low, high).map(|i| &self.records[lo + i])
+        search(&self.records[lo..hi], key, low, high).map(|i| lo + i)
     }
 }
 
@@ -655,6 +661,46 @@ impl MasterIndex {
             .collect()
     }
 
+    /// A dense number below [`MasterIndex::position_count`] for a blob held in the sorted
+    /// arrays, for sets of blobs kept as bitmaps (prune's live set: one bit per blob).
+    /// `None` for a blob not indexed and for the rare ones held by full ID (sharing their
+    /// prefix with another blob, or added since the last merge): callers keep those apart.
+    /// Positions stay valid until the index is next changed.
+    pub fn position(&self, ty: BlobType, id: &Id) -> Option<usize> {
+        // Blobs held by full ID have no record in the arrays (see the invariants).
+        let pos = self.sorted[ty as usize].position(prefix(id))?;
+        Some(match ty {
+            BlobType::Data => pos,
+            BlobType::Tree => self.sorted[0].len() + pos,
+        })
+    }
+
+    /// One more than the largest [`MasterIndex::position`].
+    pub fn position_count(&self) -> usize {
+        self.sorted[0].len() + self.sorted[1].len()
+    }
+
+    /// The blob at a [`MasterIndex::position`]: its type and location.
+    ///
+    /// # Panics
+    /// If `pos` is not below [`MasterIndex::position_count`].
+    pub fn at_position(&self, pos: usize) -> IndexedBlob {
+        let data = self.sorted[0].len();
+        let (ty, r) = if pos < data {
+            (BlobType::Data, &self.sorted[0].records[pos])
+        } else {
+            (BlobType::Tree, &self.sorted[1].records[pos - data])
+        };
+        IndexedBlob {
+            ty,
+            pack: self.packs[r.loc.slot()],
+            compression: r.loc.compression(),
+            offset: r.loc.offset,
+            stored_len: r.loc.stored_len,
+            raw_len: r.loc.raw_len,
+        }
+    }
+
     /// Every blob with its location (without its full ID, which the index does not keep),
     /// in no particular order.
     pub fn blobs(&self) -> impl Iterator<Item = IndexedBlob> + '_ {
@@ -691,6 +737,101 @@ pub struct CompactIndexFile {
     packs: Vec<Id>,
     /// Per type; `loc` slots are positions in `packs`.
     records: [Vec<Record>; 2],
+}
+
+impl CompactIndexFile {
+    /// The file in brief: what it supersedes and, per pack, the blobs it lists (those of
+    /// excluded packs not counted).
+    pub fn summary(&self, name: Id) -> IndexFileSummary {
+        let mut packs: Vec<PackSummary> = self
+            .packs
+            .iter()
+            .map(|id| PackSummary {
+                id: *id,
+                blobs: 0,
+                stored_bytes: 0,
+            })
+            .collect();
+        for r in self.records.iter().flatten() {
+            let p = &mut packs[r.loc.slot()];
+            p.blobs += 1;
+            p.stored_bytes += u64::from(r.loc.stored_len);
+        }
+        IndexFileSummary {
+            name,
+            supersedes: self.supersedes.clone(),
+            packs,
+        }
+    }
+}
+
+/// Every index file as prune needs it (see `Repository::survey_index`): the compact index
+/// with marked packs as last resort, every file in brief, and the full entries of the
+/// marked packs only. Memory: the compact index plus O(packs).
+#[derive(Debug)]
+pub struct IndexSurvey {
+    /// All index files merged, a blob located outside the marked packs whenever it can be.
+    pub index: MasterIndex,
+    /// Every index file, superseded ones included.
+    pub files: Vec<IndexFileSummary>,
+    /// The entries of the marked packs, with the file that lists them (superseded files
+    /// included).
+    pub marked: Vec<(Id, IndexPack)>,
+}
+
+/// One index file in brief, without its entries: what prune needs to know of every file
+/// (which packs it lists, how full they are, what it supersedes) in O(packs) memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexFileSummary {
+    /// The file's name.
+    pub name: Id,
+    /// Index files it supersedes.
+    pub supersedes: Vec<Id>,
+    /// The packs it lists, in file order.
+    pub packs: Vec<PackSummary>,
+}
+
+/// One pack as an index file lists it, in brief.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackSummary {
+    /// Pack ID.
+    pub id: Id,
+    /// Blobs listed.
+    pub blobs: u32,
+    /// Sum of their stored lengths.
+    pub stored_bytes: u64,
+}
+
+/// Forwards to `inner` and keeps the full entries of the packs in `keep`.
+struct Keeping<'k, V> {
+    inner: V,
+    keep: &'k HashSet<Id>,
+    kept: Vec<IndexPack>,
+    on: bool,
+}
+
+impl<V: IndexVisitor> IndexVisitor for Keeping<'_, V> {
+    fn superseded(&mut self, id: Id) {
+        self.inner.superseded(id);
+    }
+    fn pack(&mut self, id: Id, blobs: usize) {
+        self.inner.pack(id, blobs);
+        self.on = self.keep.contains(&id);
+        if self.on {
+            self.kept.push(IndexPack {
+                id,
+                blobs: Vec::with_capacity(blobs),
+            });
+        }
+    }
+    fn blob(&mut self, entry: PackEntry) {
+        self.inner.blob(entry);
+        if self.on {
+            if let Some(p) = self.kept.last_mut() {
+                p.blobs.push(entry);
+            }
+        }
+    }
 }
 
 /// Turns index files into [`CompactIndexFile`]s for one [`IndexBuilder`], leaving out the
@@ -742,6 +883,23 @@ impl<'a> IndexConverter<'a> {
         Ok(c.out)
     }
 
+    /// [`IndexConverter::decode`], also returning the full entries of the packs in
+    /// `keep` (prune keeps those of the packs marked for deletion).
+    pub fn decode_keeping(
+        &self,
+        plaintext: &[u8],
+        keep: &HashSet<Id>,
+    ) -> Result<(CompactIndexFile, Vec<IndexPack>), DecodeError> {
+        let mut k = Keeping {
+            inner: self.start(),
+            keep,
+            kept: Vec::new(),
+            on: false,
+        };
+        decode_with(plaintext, &mut k)?;
+        Ok((k.inner.out, k.kept))
+    }
+
     /// Converts a decoded index file.
     pub fn convert(&self, file: &IndexFile) -> CompactIndexFile {
         let mut c = self.start();
@@ -758,6 +916,8 @@ impl<'a> IndexConverter<'a> {
 /// re-reading only the files involved (normally none).
 pub struct IndexBuilder<'a> {
     excluded: &'a HashSet<Id>,
+    /// Packs whose copy of a blob is taken only when no other pack has one.
+    last_resort: Option<&'a HashSet<Id>>,
     /// Per file number: its name and first pack slot, once added.
     files: Vec<Option<(Id, usize)>>,
     superseded: HashSet<Id>,
@@ -796,12 +956,20 @@ impl<'a> IndexBuilder<'a> {
     pub fn new(excluded: &'a HashSet<Id>) -> Self {
         IndexBuilder {
             excluded,
+            last_resort: None,
             files: Vec::new(),
             superseded: HashSet::new(),
             packs: Vec::new(),
             slot_file: Vec::new(),
             records: [Vec::new(), Vec::new()],
         }
+    }
+
+    /// Makes the index locate a blob in one of `packs` only when no other pack holds it:
+    /// prune's view, where a blob's copy outside the packs marked for deletion is the one
+    /// that counts (SPEC.md §12.3), and the marked copies still resolve.
+    pub fn last_resort(&mut self, packs: &'a HashSet<Id>) {
+        self.last_resort = Some(packs);
     }
 
     /// The converter for files added to this builder.
@@ -869,7 +1037,8 @@ impl<'a> IndexBuilder<'a> {
                     files.insert(self.slot_file[r.loc.slot()] as usize);
                 }
             }
-            let mut found: HashMap<(BlobType, Id), Loc> = HashMap::new();
+            // Per blob: its location and whether that is in a last-resort pack.
+            let mut found: HashMap<(BlobType, Id), (Loc, bool)> = HashMap::new();
             for file_no in files {
                 let (_, first) = self.files[file_no].expect("slots belong to added files");
                 let f = reread(file_no)?;
@@ -878,17 +1047,27 @@ impl<'a> IndexBuilder<'a> {
                         continue;
                     }
                     debug_assert_eq!(self.packs[first + i], p.id, "file {file_no} changed");
+                    let fallback = self.last_resort.is_some_and(|l| l.contains(&p.id));
                     for b in &p.blobs {
-                        if keys.contains(&(b.ty, prefix(&b.id))) {
-                            found
-                                .entry((b.ty, b.id))
-                                .or_insert_with(|| Loc::new(first + i, b));
+                        if !keys.contains(&(b.ty, prefix(&b.id))) {
+                            continue;
+                        }
+                        let loc = Loc::new(first + i, b);
+                        match found.entry((b.ty, b.id)) {
+                            Entry::Vacant(v) => {
+                                v.insert((loc, fallback));
+                            }
+                            // A first claim in a last-resort pack gives way to this one.
+                            Entry::Occupied(mut o) if o.get().1 && !fallback => {
+                                o.insert((loc, false));
+                            }
+                            Entry::Occupied(_) => {}
                         }
                     }
                 }
             }
             let mut groups: HashMap<(BlobType, u128), Vec<(Id, Loc)>> = HashMap::new();
-            for ((ty, id), loc) in found {
+            for ((ty, id), (loc, _)) in found {
                 groups.entry((ty, prefix(&id))).or_default().push((id, loc));
             }
             for ty in [BlobType::Data, BlobType::Tree] {

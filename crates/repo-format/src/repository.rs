@@ -17,7 +17,7 @@ use crate::envelope::{self, ObjectKind, FORMAT_VERSION};
 use crate::error::{Error, Result};
 use crate::gc::{GcMarker, Session};
 use crate::id::Id;
-use crate::index::{IndexBuilder, IndexFile, MasterIndex};
+use crate::index::{IndexBuilder, IndexFile, IndexFileSummary, IndexSurvey, MasterIndex};
 use crate::keyfile::{KdfParams, KeyFile};
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
@@ -390,6 +390,25 @@ impl Repository {
         })
     }
 
+    /// Every index file in brief (what it supersedes, the packs it lists), streamed: for
+    /// housekeeping that must not hold the whole index.
+    pub fn index_summaries(&self) -> Result<Vec<IndexFileSummary>> {
+        self.relisting_index(|ids| {
+            let none = HashSet::new();
+            let builder = IndexBuilder::new(&none);
+            let conv = builder.converter();
+            ids.par_iter()
+                .map(|(id, _)| {
+                    let plain = self.load_object(ObjectKind::Index, FileKind::Index, id)?;
+                    let compact = conv
+                        .decode(&plain)
+                        .map_err(|e| Error::decode("index", id, e))?;
+                    Ok(compact.summary(*id))
+                })
+                .collect()
+        })
+    }
+
     /// The index a writer deduplicates against: without packs marked for deletion.
     pub fn load_index_for_writing(&self) -> Result<MasterIndex> {
         let marked = self.gc_markers()?.marked;
@@ -409,6 +428,41 @@ impl Repository {
                 other => return other,
             }
         }
+    }
+
+    /// Every index file as prune needs it: the compact index locating each blob outside
+    /// the `marked` packs whenever it can, a summary of every file, and the full entries of
+    /// the marked packs (see [`IndexSurvey`]). Memory: the compact index plus O(packs).
+    pub fn survey_index(&self, marked: &HashSet<Id>) -> Result<IndexSurvey> {
+        self.relisting_index(|ids| {
+            let none = HashSet::new();
+            let mut builder = IndexBuilder::new(&none);
+            builder.last_resort(marked);
+            let conv = builder.converter();
+            let state = Mutex::new((builder, Vec::new(), Vec::new()));
+            ids.par_iter()
+                .enumerate()
+                .try_for_each(|(n, (id, _))| -> Result<()> {
+                    let plain = self.load_object(ObjectKind::Index, FileKind::Index, id)?;
+                    let (compact, kept) = conv
+                        .decode_keeping(&plain, marked)
+                        .map_err(|e| Error::decode("index", id, e))?;
+                    drop(plain);
+                    let summary = compact.summary(*id);
+                    let mut st = state.lock().expect("lock");
+                    st.0.add(n, *id, compact);
+                    st.1.push(summary);
+                    st.2.extend(kept.into_iter().map(|p| (*id, p)));
+                    Ok(())
+                })?;
+            let (builder, files, marked) = state.into_inner().expect("lock");
+            let index = builder.finish(|n| self.load_index_file(&ids[n].0).map(Cow::Owned))?;
+            Ok(IndexSurvey {
+                index,
+                files,
+                marked,
+            })
+        })
     }
 
     /// Streams every index file into the compact index, leaving out `excluded` packs.

@@ -124,6 +124,9 @@ pub fn run(args: &Args) -> Result<i32> {
     }
     bar.finish();
     let outcome = outcome?;
+    for n in &outcome.notices {
+        eprintln!("holdfast: note: {n}");
+    }
     for w in &outcome.warnings {
         eprintln!("holdfast: warning: {w}");
     }
@@ -134,6 +137,7 @@ pub fn run(args: &Args) -> Result<i32> {
             "parent": outcome.snapshot.parent,
             "summary": s,
             "warnings": outcome.warnings,
+            "notices": outcome.notices,
         }));
     } else if !args.quiet {
         println!(

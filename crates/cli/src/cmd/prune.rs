@@ -1,7 +1,7 @@
 //! `holdfast prune`.
 
 use anyhow::{bail, Result};
-use holdfast_engine::prune::{prune, PruneOptions, PruneReport};
+use holdfast_engine::prune::{prune, PruneOptions, PruneReport, INDEX_FILE_ENTRIES};
 
 use super::{host_name, open, print_json};
 use crate::cli::{Args, PruneArgs};
@@ -58,6 +58,7 @@ pub fn run_on(
         margin_ns: parse_duration_ns(&p.safety_margin)?,
         max_unused: p.max_unused / 100.0,
         host: host_name(),
+        index_file_entries: INDEX_FILE_ENTRIES,
     };
     let r = prune(repo, &opts)?;
     if args.json {

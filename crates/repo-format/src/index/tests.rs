@@ -672,3 +672,72 @@ fn sort_records_sorts_any_distribution() {
         assert!(recs.iter().all(|r| r.key == keys[r.loc.offset as usize]));
     }
 }
+
+/// SPEC.md §7.2 with last-resort packs: the first claim outside them, else the first claim.
+fn model_last_resort(files: &[(Id, IndexFile)], last: &HashSet<Id>) -> Model {
+    let preferred = model(files, last);
+    let mut m = model(files, &HashSet::new());
+    for (k, loc) in preferred {
+        m.insert(k, loc);
+    }
+    m
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    /// Prune's view: a blob is located outside the last-resort packs whenever it has a
+    /// copy there; positions are dense, distinct and lead back to the same location;
+    /// summaries and kept entries say what the files say.
+    #[test]
+    fn survey_view_matches_model(
+        mut files in arb_files(),
+        last in proptest::collection::hash_set((0u8..6).prop_map(pack_id), 0..4),
+        with_filler in any::<bool>(),
+    ) {
+        if with_filler {
+            files.push((file_name(200), file(vec![], vec![(pack_id(7), filler(1, 300))])));
+        }
+        let none = HashSet::new();
+        let mut b = IndexBuilder::new(&none);
+        b.last_resort(&last);
+        let conv = b.converter();
+        for (n, (name, f)) in files.iter().enumerate() {
+            let (compact, kept) = conv.decode_keeping(&f.encode(), &last).unwrap();
+            // The summary counts what the file lists.
+            let s = compact.summary(*name);
+            prop_assert_eq!(&s.supersedes, &f.supersedes);
+            let want: Vec<PackSummary> = f.packs.iter().map(|p| PackSummary {
+                id: p.id,
+                blobs: p.blobs.len() as u32,
+                stored_bytes: p.blobs.iter().map(|e| u64::from(e.stored_len)).sum(),
+            }).collect();
+            prop_assert_eq!(s.packs, want);
+            // Kept: exactly the last-resort packs, with every entry.
+            let want: Vec<IndexPack> =
+                f.packs.iter().filter(|p| last.contains(&p.id)).cloned().collect();
+            prop_assert_eq!(kept, want);
+            b.add(n, *name, compact);
+        }
+        let idx = b
+            .finish(|n| Ok::<_, Infallible>(Cow::Borrowed(&files[n].1)))
+            .unwrap();
+        let m = model_last_resort(&files, &last);
+        prop_assert_eq!(idx.len(), m.len());
+        let mut seen = HashSet::new();
+        for ((ty, id), loc) in &m {
+            prop_assert_eq!(idx.get(*ty, id), Some(*loc), "{:?} {}", ty, id.short());
+            if let Some(pos) = idx.position(*ty, id) {
+                prop_assert!(pos < idx.position_count());
+                prop_assert!(seen.insert(pos), "position {} given twice", pos);
+                let at = idx.at_position(pos);
+                prop_assert_eq!(
+                    (at.ty, at.pack, at.offset, at.stored_len, at.raw_len, at.compression),
+                    (*ty, loc.pack, loc.entry.offset, loc.entry.stored_len,
+                     loc.entry.raw_len, loc.entry.compression)
+                );
+            }
+        }
+        // Every position belongs to some blob (dense).
+        prop_assert_eq!(seen.len(), idx.position_count());
+    }
+}
