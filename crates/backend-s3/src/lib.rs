@@ -1088,33 +1088,34 @@ impl Backend for S3Backend {
             self.size(kind, id)?;
             return Ok(Vec::new());
         }
-        let (from, want) = match kind {
-            FileKind::Pack => match self.read_ahead.plan(&key, offset, len) {
-                readahead::Plan::Hit(data) => return Ok(data),
-                readahead::Plan::Fetch { from, len } => (from, len),
-            },
-            _ => (offset, len),
+        let plan = match kind {
+            FileKind::Pack => self.read_ahead.plan(&key, offset, len),
+            _ => readahead::Plan::Exact,
         };
-        // `from <= offset`: the bytes wanted start `skip` bytes into what is fetched.
-        let skip = (offset - from) as usize;
-        match self.block_on(self.get(&key, Some((from, want)))) {
-            Ok(data) if data.len() < skip + len as usize => {
-                Err(truncated(data.len().saturating_sub(skip) as u64))
-            }
-            Ok(mut data) if from != offset || want != len => {
-                let out = data[skip..skip + len as usize].to_vec();
-                data.truncate(want as usize);
-                self.read_ahead.insert(&key, from, data);
-                Ok(out)
-            }
-            Ok(mut data) => {
-                data.truncate(len as usize);
-                Ok(data)
-            }
+        let blocks = match plan {
+            readahead::Plan::Hit(data) => return Ok(data),
+            readahead::Plan::Exact => None,
+            readahead::Plan::Blocks(b) => Some(b),
+        };
+        let range = blocks.as_ref().map_or((offset, len), |b| (b.from, b.len));
+        match self.block_on(self.get(&key, Some(range))) {
+            Ok(data) => match blocks {
+                Some(b) => self
+                    .read_ahead
+                    .complete(&key, offset, len, b, data)
+                    .map_err(truncated),
+                None if (data.len() as u64) < len => Err(truncated(data.len() as u64)),
+                None => {
+                    let mut data = data;
+                    data.truncate(len as usize);
+                    Ok(data)
+                }
+            },
+            // Nothing at `range`: the object ends at its start (or before).
             Err(Failure {
                 kind: FailKind::InvalidRange,
                 ..
-            }) => Err(truncated(0)),
+            }) => Err(truncated(range.0.saturating_sub(offset))),
             Err(f) => Err(self.to_error("read", &key, kind, id, f)),
         }
     }
