@@ -21,6 +21,14 @@ pub struct Args {
     /// Run this shell command and use its output as the password.
     #[arg(long, env = "HOLDFAST_PASSWORD_COMMAND", global = true)]
     pub password_command: Option<String>,
+    /// Where S3 repositories keep local copies of index files, snapshots and tree packs
+    /// (default $XDG_CACHE_HOME/holdfast or ~/.cache/holdfast). A repository on a local
+    /// path uses no cache.
+    #[arg(long, env = "HOLDFAST_CACHE_DIR", global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Use no local cache: read everything from the repository.
+    #[arg(long, global = true)]
+    pub no_cache: bool,
     /// Machine-readable output: one JSON document, or JSON lines for streams.
     #[arg(long, global = true)]
     pub json: bool,

@@ -255,10 +255,9 @@ fn index_view(repo: &Repository, marked: &HashSet<Id>) -> Result<IndexView> {
     })
 }
 
-/// Most blob entries prune puts in one index file by default: rewritten and repacking
-/// index files are written in pieces this size (about 9 MiB encoded), so no file prune
-/// writes needs much memory to write or, later, to read.
-pub const INDEX_FILE_ENTRIES: usize = 200_000;
+/// Most blob entries prune puts in one index file by default (see
+/// [`holdfast_repo::index::INDEX_FILE_ENTRIES`]).
+pub use holdfast_repo::index::INDEX_FILE_ENTRIES;
 
 /// Runs one prune.
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {

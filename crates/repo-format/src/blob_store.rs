@@ -21,12 +21,14 @@ use crate::backend::FileKind;
 use crate::blob::{seal_blob, BlobType, CompressionLevel};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::{IndexFile, IndexPack, MasterIndex};
+use crate::index::{IndexFile, IndexPack, MasterIndex, INDEX_FILE_ENTRIES};
 use crate::pack::{FinishedPack, PackBuilder};
 use crate::repository::Repository;
 
 /// Write an index file after this many packs, so an interrupted long backup leaves most
-/// of its uploaded data indexed and reusable by the next run.
+/// of its uploaded data indexed and reusable by the next run; and at the latest after
+/// [`INDEX_FILE_ENTRIES`] blobs (packs of tiny blobs hold 100,000 each), so neither this
+/// store nor a later reader holds a huge index file in memory.
 const PACKS_PER_INDEX: usize = 64;
 
 /// Counters of what a [`BlobStore`] wrote.
@@ -324,6 +326,10 @@ impl<'a> BlobStore<'a> {
         self.repo
             .backend()
             .write(FileKind::Pack, &finished.id, &finished.bytes)?;
+        if let (Some(cache), BlobType::Tree) = (self.repo.cache(), finished.header.pack_type) {
+            // The next backup walks these trees: keep them rather than download them.
+            cache.put(FileKind::Pack, &finished.id, &finished.bytes);
+        }
         self.stats.packs.fetch_add(1, Ordering::Relaxed);
         let batch = {
             let mut u = self.unindexed.lock().expect("lock");
@@ -331,7 +337,8 @@ impl<'a> BlobStore<'a> {
                 id: finished.id,
                 blobs: finished.header.entries,
             });
-            if u.len() >= PACKS_PER_INDEX {
+            let entries: usize = u.iter().map(|p| p.blobs.len()).sum();
+            if u.len() >= PACKS_PER_INDEX || entries >= INDEX_FILE_ENTRIES {
                 Some(std::mem::take(&mut *u))
             } else {
                 None

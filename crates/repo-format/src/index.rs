@@ -87,6 +87,11 @@ use crate::pack::PackEntry;
 
 /// Index encoding version.
 pub const INDEX_VERSION: u8 = 1;
+
+/// Most blob entries holdfast puts in one index file (plus one pack's): about 9 MiB
+/// encoded, so writing or reading one takes little memory whatever the repository size.
+/// Not a format limit: readers accept any size.
+pub const INDEX_FILE_ENTRIES: usize = 200_000;
 const ENTRY_LEN: usize = 46;
 
 /// The blobs of one pack, as listed in an index file.

@@ -14,6 +14,7 @@
 pub mod backend;
 pub mod blob;
 pub mod blob_store;
+pub mod cache;
 pub mod codec;
 pub mod config;
 pub mod crypto;

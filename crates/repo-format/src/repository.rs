@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use crate::backend::{Backend, FileKind};
 use crate::blob::{open_blob, BlobType};
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::crypto::MasterKey;
 use crate::envelope::{self, ObjectKind, FORMAT_VERSION};
@@ -66,6 +67,11 @@ pub struct Repository {
     key: MasterKey,
     config: Config,
     key_id: Id,
+    /// Local copies of index files, snapshots and tree packs, if enabled.
+    cache: Option<Cache>,
+    /// Serialises the first read of a tree pack into the cache, per stripe of pack IDs, so
+    /// threads that need the same pack download it once.
+    cache_fill: [Mutex<()>; 16],
 }
 
 impl std::fmt::Debug for Repository {
@@ -164,6 +170,8 @@ impl Repository {
             key,
             config,
             key_id,
+            cache: None,
+            cache_fill: Default::default(),
         })
     }
 
@@ -247,6 +255,8 @@ impl Repository {
             key,
             config,
             key_id,
+            cache: None,
+            cache_fill: Default::default(),
         })
     }
 
@@ -267,6 +277,32 @@ impl Repository {
         self.key_id
     }
 
+    /// Uses `cache` for index files, snapshots and tree packs from now on (see
+    /// [`crate::cache`]); `None` reads everything from the backend. Tools that verify the
+    /// repository (check, repair) must not use a cache.
+    pub fn set_cache(&mut self, cache: Option<Cache>) {
+        self.cache = cache;
+    }
+
+    /// The cache in use, if any.
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_ref()
+    }
+
+    /// A whole index file or snapshot, from the cache when it has an intact copy.
+    fn fetch(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
+        let cache = match &self.cache {
+            Some(c) if matches!(kind, FileKind::Index | FileKind::Snapshot) => c,
+            _ => return self.read_checked(kind, id),
+        };
+        if let Some(bytes) = cache.get(kind, id) {
+            return Ok(bytes);
+        }
+        let bytes = self.read_checked(kind, id)?;
+        cache.put(kind, id, &bytes);
+        Ok(bytes)
+    }
+
     /// Reads a whole file and checks its bytes hash to its name.
     pub fn read_checked(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
         read_checked(&*self.backend, kind, id)
@@ -282,12 +318,18 @@ impl Repository {
         let bytes = envelope::seal(&self.key, kind, plaintext, true);
         let id = Id::of_stored_bytes(&bytes);
         self.backend.write(file_kind, &id, &bytes)?;
+        if let Some(cache) = &self.cache {
+            if matches!(file_kind, FileKind::Index | FileKind::Snapshot) {
+                // This process wrote it: the next one need not download it.
+                cache.put(file_kind, &id, &bytes);
+            }
+        }
         Ok(id)
     }
 
     /// Reads, checks and opens an object.
     pub fn load_object(&self, kind: ObjectKind, file_kind: FileKind, id: &Id) -> Result<Vec<u8>> {
-        let bytes = self.read_checked(file_kind, id)?;
+        let bytes = self.fetch(file_kind, id)?;
         envelope::open(&self.key, kind, id, &bytes)
     }
 
@@ -310,6 +352,9 @@ impl Repository {
     /// good ones so one bad file does not hide the rest.
     pub fn snapshots(&self) -> Result<SnapshotList> {
         let ids = self.backend.list(FileKind::Snapshot)?;
+        if let Some(cache) = &self.cache {
+            cache.retain(FileKind::Snapshot, &ids.iter().map(|(id, _)| *id).collect());
+        }
         let loaded: Vec<Result<(Id, Snapshot)>> = ids
             .par_iter()
             .map(|(id, _)| self.load_snapshot(id).map(|s| (*id, s)))
@@ -488,7 +533,13 @@ impl Repository {
                     Ok(())
                 })?;
             let builder = builder.into_inner().expect("lock");
-            builder.finish(|n| self.load_index_file(&ids[n].0).map(Cow::Owned))
+            let index = builder.finish(|n| self.load_index_file(&ids[n].0).map(Cow::Owned))?;
+            if let Some(cache) = &self.cache {
+                // What a prune deleted goes from the cache too.
+                cache.retain(FileKind::Index, &ids.iter().map(|(id, _)| *id).collect());
+                cache.retain(FileKind::Pack, &index.packs().into_iter().collect());
+            }
+            Ok(index)
         })
     }
 
@@ -557,20 +608,57 @@ impl Repository {
     pub fn read_blob(&self, index: &MasterIndex, ty: BlobType, id: &Id) -> Result<Vec<u8>> {
         let loc = index.get(ty, id).ok_or(Error::BlobNotIndexed(*id))?;
         let e = loc.entry;
-        let stored = self.backend.read_range(
-            FileKind::Pack,
-            &loc.pack,
-            e.offset as u64,
-            e.stored_len as u64,
-        )?;
-        open_blob(&self.key, e.ty, e.compression, id, e.raw_len, &stored).map_err(|err| match err {
-            Error::Corrupt { detail, .. } => Error::Corrupt {
-                kind: "blob",
-                name: id.to_string(),
-                detail: format!("{detail} (in pack {})", loc.pack),
-            },
-            other => other,
-        })
+        let open = |stored: &[u8]| {
+            open_blob(&self.key, e.ty, e.compression, id, e.raw_len, stored).map_err(
+                |err| match err {
+                    Error::Corrupt { detail, .. } => Error::Corrupt {
+                        kind: "blob",
+                        name: id.to_string(),
+                        detail: format!("{detail} (in pack {})", loc.pack),
+                    },
+                    other => other,
+                },
+            )
+        };
+        let (offset, len) = (e.offset as u64, e.stored_len as u64);
+        if let (Some(cache), BlobType::Tree) = (&self.cache, ty) {
+            if let Some(stored) = cache.read_range(FileKind::Pack, &loc.pack, offset, len) {
+                match open(&stored) {
+                    Ok(plain) => return Ok(plain),
+                    // A damaged copy: drop it and read the pack again.
+                    Err(_) => cache.remove(FileKind::Pack, &loc.pack),
+                }
+            }
+            // A tree pack is read whole once and kept: the next backup walks the same trees.
+            let _fill = self.cache_fill[loc.pack.0[0] as usize % 16]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if !cache.contains(FileKind::Pack, &loc.pack) {
+                let pack = self.read_checked(FileKind::Pack, &loc.pack)?;
+                cache.put(FileKind::Pack, &loc.pack, &pack);
+                let stored = usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| pack.get(o..o + len as usize))
+                    .ok_or_else(|| {
+                        Error::corrupt(
+                            "pack",
+                            loc.pack,
+                            format!("blob {} lies beyond the end", id.short()),
+                        )
+                    })?;
+                return open(stored);
+            }
+            if let Some(stored) = cache.read_range(FileKind::Pack, &loc.pack, offset, len) {
+                if let Ok(plain) = open(&stored) {
+                    return Ok(plain);
+                }
+                cache.remove(FileKind::Pack, &loc.pack);
+            }
+        }
+        let stored = self
+            .backend
+            .read_range(FileKind::Pack, &loc.pack, offset, len)?;
+        open(&stored)
     }
 
     /// Loads and decodes a tree.

@@ -135,6 +135,8 @@ pub struct Stats {
     pub faults: Mutex<BTreeMap<&'static str, u64>>,
     /// Requests by method.
     pub methods: Mutex<BTreeMap<String, u64>>,
+    /// Every request as "METHOD TARGET", in arrival order.
+    pub log: Mutex<Vec<String>>,
     /// Requests that matched [`Mode::StallMatching`].
     pub matched: AtomicU64,
 }
@@ -402,6 +404,7 @@ fn handle(
         .unwrap()
         .entry(method.clone())
         .or_default() += 1;
+    stats.log.lock().unwrap().push(format!("{method} {target}"));
     let mut rng = StdRng::seed_from_u64(seed);
     let action = choose(mode, stats, &mut rng, &method, &target, body_len);
     let stall_for = match mode {

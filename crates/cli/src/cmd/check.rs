@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Result};
 use holdfast_engine::checker::{self, CheckOptions, CheckProgress, CheckReport, Problem, ReadData};
 
-use super::{open, print_json};
+use super::{open_uncached, print_json};
 use crate::cli::Args;
 use crate::{exit, ui};
 
@@ -108,7 +108,7 @@ pub fn run(args: &Args, read_data: bool, subset: Option<&str>) -> Result<i32> {
         None if read_data => ReadData::All,
         None => ReadData::None,
     };
-    let repo = open(args)?;
+    let repo = open_uncached(args)?;
     let progress = Arc::new(CheckProgress::default());
     let p = progress.clone();
     let bar = ui::Progress::start(

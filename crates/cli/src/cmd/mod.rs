@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use holdfast_backend_s3::{S3Backend, S3Options};
 use holdfast_repo::backend::local::LocalBackend;
 use holdfast_repo::backend::Backend;
+use holdfast_repo::cache::Cache;
 use holdfast_repo::repository::{Repository, SnapshotFilter};
 
 use crate::cli::{Args, Command, Filter};
@@ -84,8 +85,32 @@ pub fn backend(args: &Args) -> Result<Arc<dyn Backend>> {
     Ok(Arc::new(LocalBackend::new(loc)))
 }
 
-/// Opens the repository with the password from the usual sources.
+/// Opens the repository with the password from the usual sources, with the local cache
+/// (see [`cache_for`]).
 pub fn open(args: &Args) -> Result<Repository> {
+    let mut repo = open_uncached(args)?;
+    let cache = cache_for(args, &repo);
+    repo.set_cache(cache);
+    Ok(repo)
+}
+
+/// The local cache for this repository: for S3 repositories unless `--no-cache` (a
+/// repository on a local path would only be copied to another local path).
+pub fn cache_for(args: &Args, repo: &Repository) -> Option<Cache> {
+    let remote = args.repo.as_deref().is_some_and(|l| l.starts_with("s3:"));
+    if args.no_cache || !remote {
+        return None;
+    }
+    let base = match &args.cache_dir {
+        Some(d) if !d.as_os_str().is_empty() => d.clone(),
+        _ => holdfast_repo::cache::default_dir()?,
+    };
+    Some(Cache::new(&base, &repo.config().repo_id))
+}
+
+/// Opens the repository without a cache: for commands that verify what the repository
+/// itself holds (check, repair).
+pub fn open_uncached(args: &Args) -> Result<Repository> {
     let backend = backend(args)?;
     let pw = password::get(
         args.password_file.as_deref(),

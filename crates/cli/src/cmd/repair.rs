@@ -3,12 +3,12 @@
 use anyhow::Result;
 use holdfast_engine::repair::{repair_index, repair_snapshots};
 
-use super::{open, print_json};
+use super::{open_uncached, print_json};
 use crate::cli::{Args, RepairWhat};
 use crate::exit;
 
 pub fn run(args: &Args, what: &RepairWhat) -> Result<i32> {
-    let repo = open(args)?;
+    let repo = open_uncached(args)?;
     match what {
         RepairWhat::Index { dry_run } => {
             let r = repair_index(&repo, *dry_run)?;
