@@ -78,7 +78,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
-    ServerSideEncryption,
+    Delete, ObjectIdentifier, ServerSideEncryption,
 };
 use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
@@ -1178,5 +1178,67 @@ impl Backend for S3Backend {
             }) => Ok(()),
             Err(f) => Err(self.io_error("delete", self.shown(&key), f)),
         }
+    }
+
+    /// DeleteObjects, 1000 keys a request (S3's limit). A server that refuses the batch
+    /// request as a whole gets the keys one by one; a key it reports as not deleted (other
+    /// than already missing) is an error naming it.
+    fn remove_many(&self, kind: FileKind, ids: &[Id]) -> Result<()> {
+        for chunk in ids.chunks(1000) {
+            let keys: Vec<String> = chunk.iter().map(|id| self.key(kind, id)).collect();
+            for k in &keys {
+                self.read_ahead.forget(k);
+            }
+            let objects = keys
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<std::result::Result<Vec<_>, _>>();
+            let delete =
+                objects.and_then(|o| Delete::builder().set_objects(Some(o)).quiet(true).build());
+            let Ok(delete) = delete else {
+                // Cannot happen (every key is set); deleting one by one is always right.
+                chunk.iter().try_for_each(|id| self.remove(kind, id))?;
+                continue;
+            };
+            let r = self.block_on(async {
+                let _permit = self.permit().await;
+                self.client
+                    .delete_objects()
+                    .bucket(&self.location.bucket)
+                    .delete(delete)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_failure(e, self.options.max_attempts))
+            });
+            match r {
+                Ok(out) => {
+                    if let Some(e) = out.errors().iter().find(|e| e.code() != Some("NoSuchKey")) {
+                        let key = e.key().unwrap_or("?");
+                        return Err(Error::Io {
+                            op: "delete",
+                            path: self.shown(key),
+                            source: std::io::Error::other(format!(
+                                "delete refused: {} {}",
+                                e.code().unwrap_or("?"),
+                                e.message().unwrap_or("")
+                            )),
+                        });
+                    }
+                }
+                Err(Failure {
+                    kind: FailKind::NoBucket,
+                    ..
+                }) => return Ok(()),
+                Err(f) => {
+                    tracing::warn!(
+                        "batch delete of {} objects failed ({}); deleting them one by one",
+                        keys.len(),
+                        f.msg
+                    );
+                    chunk.iter().try_for_each(|id| self.remove(kind, id))?;
+                }
+            }
+        }
+        Ok(())
     }
 }

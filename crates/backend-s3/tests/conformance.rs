@@ -575,6 +575,52 @@ fn permanent_errors(s: &Server) {
     assert!(e.contains("list"), "{e}");
 }
 
+/// `remove_many` deletes in batches of 1000 (one request each), ignores missing objects
+/// and leaves other objects alone.
+fn batch_deletes(s: &Server) {
+    let proxy = Proxy::start(&s.endpoint, Mode::Pass);
+    let prefix = unique("batch");
+    s.fresh_backend("bucket-exists");
+    let b = Arc::new(s.backend_at(&s.location_via(proxy.addr, BUCKET, &prefix), s.options()));
+    let ids: Vec<Id> = (0..1003u32).map(|i| id_of(&i.to_le_bytes())).collect();
+    std::thread::scope(|sc| {
+        for part in ids.chunks(ids.len().div_ceil(8)) {
+            let b = b.clone();
+            sc.spawn(move || {
+                for id in part {
+                    b.write(FileKind::Index, id, &[1, 2, 3]).expect("write");
+                }
+            });
+        }
+    });
+    let keep = id_of(b"keep");
+    b.write(FileKind::Index, &keep, b"keep").unwrap();
+    let mut gone = ids.clone();
+    gone.push(id_of(b"never written"));
+    let count = |m: &str| {
+        let methods = proxy.stats.methods.lock().unwrap();
+        methods.get(m).copied().unwrap_or(0)
+    };
+    let (posts, deletes) = (count("POST"), count("DELETE"));
+    b.remove_many(FileKind::Index, &gone).expect("remove_many");
+    // Two batch requests, and no fallback to single deletes.
+    assert_eq!(
+        (count("POST") - posts, count("DELETE") - deletes),
+        (2, 0),
+        "1004 keys in batches of 1000: {}",
+        proxy.stats.summary()
+    );
+    let left: Vec<Id> = b
+        .list(FileKind::Index)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(left, vec![keep]);
+    b.remove_many(FileKind::Index, &[])
+        .expect("nothing to delete");
+}
+
 /// Many threads at once, each with its own objects, on one backend.
 fn concurrent_threads(s: &Server) {
     let b = Arc::new(s.fresh_backend("threads"));
@@ -612,4 +658,5 @@ per_server!(
     buckets,
     permanent_errors,
     concurrent_threads,
+    batch_deletes,
 );

@@ -398,15 +398,10 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                     )?;
                 }
                 // 3. Packs, then superseded index files, then markers.
-                for p in &delete {
-                    repo.backend().remove(FileKind::Pack, p)?;
-                }
-                for id in &naming {
-                    repo.backend().remove(FileKind::Index, id)?;
-                }
-                for id in old_markers.iter().chain(new_marker.iter()) {
-                    repo.backend().remove(FileKind::GcMarker, id)?;
-                }
+                repo.backend().remove_many(FileKind::Pack, &delete)?;
+                repo.backend().remove_many(FileKind::Index, &naming)?;
+                let markers: Vec<Id> = old_markers.iter().chain(&new_marker).copied().collect();
+                repo.backend().remove_many(FileKind::GcMarker, &markers)?;
                 swept_any = true;
             }
             if !swept_any {
@@ -526,14 +521,14 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 fn remove_superseded(repo: &Repository) -> Result<()> {
     let files = repo.index_summaries()?;
     let present: HashSet<Id> = files.iter().map(|f| f.name).collect();
-    let superseded: HashSet<Id> = files
+    let mut superseded: Vec<Id> = files
         .iter()
         .flat_map(|f| f.supersedes.iter().copied())
         .filter(|id| present.contains(id))
         .collect();
-    for id in &superseded {
-        repo.backend().remove(FileKind::Index, id)?;
-    }
+    superseded.sort();
+    superseded.dedup();
+    repo.backend().remove_many(FileKind::Index, &superseded)?;
     let gc = repo.gc_markers()?;
     let markers: HashSet<Id> = repo
         .backend()
@@ -541,9 +536,13 @@ fn remove_superseded(repo: &Repository) -> Result<()> {
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    for id in gc.superseded.iter().filter(|id| markers.contains(id)) {
-        repo.backend().remove(FileKind::GcMarker, id)?;
-    }
+    let stale: Vec<Id> = gc
+        .superseded
+        .iter()
+        .filter(|id| markers.contains(id))
+        .copied()
+        .collect();
+    repo.backend().remove_many(FileKind::GcMarker, &stale)?;
     Ok(())
 }
 

@@ -95,4 +95,9 @@ pub trait Backend: Send + Sync + Debug {
     fn write(&self, kind: FileKind, id: &Id, bytes: &[u8]) -> Result<()>;
     /// Deletes a file; deleting a missing file is not an error.
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()>;
+    /// Deletes several files of one kind, as [`Backend::remove`] does each; backends that
+    /// can delete in batches (S3: up to 1000 objects a request) do so.
+    fn remove_many(&self, kind: FileKind, ids: &[Id]) -> Result<()> {
+        ids.iter().try_for_each(|id| self.remove(kind, id))
+    }
 }
