@@ -43,6 +43,9 @@ RGW_LOG="$CEPH/log/client.rgw.x.log"
 export HOLDFAST_PASSWORD=bench AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=testtest \
     AWS_REGION=us-east-1 AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
     AWS_EC2_METADATA_DISABLED=true
+# The local cache of S3 repositories lives in WORKDIR and starts empty, so runs compare.
+export HOLDFAST_CACHE_DIR="$WORK/cache"
+rm -rf "$HOLDFAST_CACHE_DIR"
 BYTES=$(du -sb "$CORPUS" | cut -f1)
 FILES=$(find "$CORPUS" -type f | wc -l)
 echo "corpus: $CORPUS, $BYTES bytes in $FILES files; holdfast: $HOLDFAST; $RUNS runs"
