@@ -94,7 +94,21 @@ impl Cache {
     fn try_put(&self, kind: FileKind, id: &Id, bytes: &[u8]) -> std::io::Result<()> {
         let path = self.path(kind, id);
         let dir = path.parent().expect("cache paths have a parent");
-        fs::create_dir_all(dir)?;
+        if !dir.is_dir() {
+            fs::create_dir_all(dir)?;
+            // Marks the directory as a cache for backup tools that honour the convention
+            // (https://bford.info/cachedir/), so backups of a home directory skip it.
+            if let Some(base) = self.dir.parent() {
+                let tag = base.join("CACHEDIR.TAG");
+                if !tag.exists() {
+                    fs::write(
+                        tag,
+                        "Signature: 8a477f597d28d172789f06886806bc55\n\
+                         # This file is a cache directory tag created by holdfast.\n",
+                    )?;
+                }
+            }
+        }
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         tmp.write_all(bytes)?;
         tmp.persist(&path).map_err(|e| e.error)?;
@@ -138,6 +152,8 @@ mod tests {
         assert_eq!(c.get(FileKind::Index, &id), None);
         c.put(FileKind::Index, &id, &bytes);
         assert_eq!(c.get(FileKind::Index, &id), Some(bytes.clone()));
+        let tag = fs::read_to_string(d.path().join("CACHEDIR.TAG")).unwrap();
+        assert!(tag.starts_with("Signature: 8a477f597d28d172789f06886806bc55\n"));
         assert_eq!(
             c.read_range(FileKind::Index, &id, 7, 5),
             Some(b"bytes".to_vec())

@@ -74,7 +74,6 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::convert::Infallible;
 
@@ -1031,19 +1030,18 @@ impl<'a> IndexBuilder<'a> {
             sort_records(recs);
             take_repeated(recs, rep);
         }
-        // 3. Resolve them with full IDs: first claim per ID, shared prefixes by full ID.
+        // 3. Resolve them with full IDs: first claim per ID (outside last-resort packs if
+        //    any), shared prefixes by full ID. Sorted vectors rather than maps: after a
+        //    repack, every repacked blob is here twice, so this must stay lean.
         let mut collided = HashMap::new();
         if repeated.iter().any(|r| !r.is_empty()) {
-            let mut keys: HashSet<(BlobType, u128)> = HashSet::new();
-            let mut files = BTreeSet::new();
-            for ty in [BlobType::Data, BlobType::Tree] {
-                for r in &repeated[ty as usize] {
-                    keys.insert((ty, r.key));
-                    files.insert(self.slot_file[r.loc.slot()] as usize);
-                }
-            }
-            // Per blob: its location and whether that is in a last-resort pack.
-            let mut found: HashMap<(BlobType, Id), (Loc, bool)> = HashMap::new();
+            let files: BTreeSet<usize> = repeated
+                .iter()
+                .flatten()
+                .map(|r| self.slot_file[r.loc.slot()] as usize)
+                .collect();
+            // Every claim of a repeated (type, prefix), in claim order (file, pack, blob).
+            let mut claims: Vec<Claim> = Vec::new();
             for file_no in files {
                 let (_, first) = self.files[file_no].expect("slots belong to added files");
                 let f = reread(file_no)?;
@@ -1054,44 +1052,47 @@ impl<'a> IndexBuilder<'a> {
                     debug_assert_eq!(self.packs[first + i], p.id, "file {file_no} changed");
                     let fallback = self.last_resort.is_some_and(|l| l.contains(&p.id));
                     for b in &p.blobs {
-                        if !keys.contains(&(b.ty, prefix(&b.id))) {
-                            continue;
-                        }
-                        let loc = Loc::new(first + i, b);
-                        match found.entry((b.ty, b.id)) {
-                            Entry::Vacant(v) => {
-                                v.insert((loc, fallback));
-                            }
-                            // A first claim in a last-resort pack gives way to this one.
-                            Entry::Occupied(mut o) if o.get().1 && !fallback => {
-                                o.insert((loc, false));
-                            }
-                            Entry::Occupied(_) => {}
+                        let key = prefix(&b.id);
+                        if repeated[b.ty as usize]
+                            .binary_search_by_key(&key, |r| r.key)
+                            .is_ok()
+                        {
+                            claims.push(Claim {
+                                ty: b.ty,
+                                fallback,
+                                id: b.id,
+                                loc: Loc::new(first + i, b),
+                            });
                         }
                     }
                 }
             }
-            let mut groups: HashMap<(BlobType, u128), Vec<(Id, Loc)>> = HashMap::new();
-            for ((ty, id), (loc, _)) in found {
-                groups.entry((ty, prefix(&id))).or_default().push((id, loc));
-            }
+            // By (type, ID), claims outside last-resort packs first; the sort is stable, so
+            // claim order holds within each. The first of each ID is the one kept.
+            claims.sort_by(|x, y| {
+                (x.ty as u8, &x.id.0, x.fallback).cmp(&(y.ty as u8, &y.id.0, y.fallback))
+            });
+            claims.dedup_by(|later, kept| later.ty == kept.ty && later.id == kept.id);
             for ty in [BlobType::Data, BlobType::Tree] {
-                let rep = &repeated[ty as usize];
+                // This type's claims: contiguous, and in prefix order (IDs sort bytewise).
+                let lo = claims.partition_point(|c| (c.ty as u8) < ty as u8);
+                let hi = claims.partition_point(|c| c.ty as u8 <= ty as u8);
+                let mine = &claims[lo..hi];
                 let mut resolved = Vec::new();
-                for run in rep.chunk_by(|a, b| a.key == b.key) {
-                    match groups.get(&(ty, run[0].key)).map(Vec::as_slice) {
-                        Some([(_, loc)]) => resolved.push(Record {
-                            key: run[0].key,
-                            loc: *loc,
-                        }),
-                        Some(members) => {
-                            for (id, loc) in members {
-                                collided.insert((ty, *id), *loc);
-                            }
-                        }
+                for run in repeated[ty as usize].chunk_by(|a, b| a.key == b.key) {
+                    let key = run[0].key;
+                    let from = mine.partition_point(|c| prefix(&c.id) < key);
+                    let to = mine.partition_point(|c| prefix(&c.id) <= key);
+                    match &mine[from..to] {
+                        [one] => resolved.push(Record { key, loc: one.loc }),
                         // Only if `reread` broke its contract: keep one of the claims
                         // rather than lose the blob.
-                        None => resolved.push(run[0]),
+                        [] => resolved.push(run[0]),
+                        members => {
+                            for c in members {
+                                collided.insert((ty, c.id), c.loc);
+                            }
+                        }
                     }
                 }
                 merge_sorted(&mut self.records[ty as usize], &resolved);
@@ -1136,6 +1137,16 @@ impl<'a> IndexBuilder<'a> {
             merge_min: MERGE_MIN,
         })
     }
+}
+
+/// One claim of a blob whose (type, prefix) is repeated, with its full ID, while
+/// [`IndexBuilder::finish`] resolves them.
+struct Claim {
+    ty: BlobType,
+    /// In a last-resort pack.
+    fallback: bool,
+    id: Id,
+    loc: Loc,
 }
 
 /// Below this many records, a comparison sort beats another radix pass.
