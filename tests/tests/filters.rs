@@ -459,3 +459,45 @@ fn snapshot_selection_by_filters_prefixes_and_latest() {
         "a failed restore wrote files"
     );
 }
+
+/// `--exclude-caches` leaves out the contents of directories tagged with a standard
+/// CACHEDIR.TAG (keeping the directory and the tag), and only those: a tag without the
+/// signature marks nothing; without the flag everything is kept.
+#[test]
+fn exclude_caches_honours_only_signed_cache_tags() {
+    let repo = Repo::new();
+    let work = tempdir();
+    let src = work.path().join("src");
+    write_file(
+        &src.join("cache/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n# a cache\n",
+    );
+    write_file(&src.join("cache/big.bin"), &random_bytes(50_000, 3));
+    write_file(&src.join("cache/sub/more"), b"more cache\n");
+    write_file(&src.join("fake/CACHEDIR.TAG"), b"not a signature\n");
+    write_file(&src.join("fake/keep.txt"), b"keep\n");
+    write_file(&src.join("top.txt"), b"top\n");
+
+    let restored_files = |extra: &[&str]| {
+        repo.backup(&[&src], extra);
+        let target = tempdir();
+        repo.restore("latest", target.path(), &[] as &[&str]);
+        files_below(&restored(target.path(), &src))
+    };
+    let with_flag = restored_files(&["--exclude-caches"]);
+    let want: BTreeSet<String> = [
+        "cache/CACHEDIR.TAG",
+        "fake/CACHEDIR.TAG",
+        "fake/keep.txt",
+        "top.txt",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(with_flag, want);
+    let without = restored_files(&[]);
+    assert!(
+        without.contains("cache/big.bin") && without.contains("cache/sub/more"),
+        "{without:?}"
+    );
+}

@@ -89,6 +89,10 @@ pub enum Command {
         /// Stay on the filesystem of each source path.
         #[arg(long, short = 'x')]
         one_file_system: bool,
+        /// Leave out the contents of cache directories (marked by a CACHEDIR.TAG file, as
+        /// holdfast's own cache is); the directory and the tag are kept.
+        #[arg(long)]
+        exclude_caches: bool,
         /// Compare with this snapshot instead of the latest one for the same host and paths.
         #[arg(long)]
         parent: Option<String>,

@@ -44,6 +44,9 @@ pub struct BackupOptions {
     pub excludes: PathFilter,
     /// Do not descend into other filesystems.
     pub one_file_system: bool,
+    /// Leave out the contents of directories marked as caches (a `CACHEDIR.TAG` with the
+    /// standard signature); the directory and the tag are kept.
+    pub exclude_caches: bool,
     /// Snapshot to compare with for unchanged files.
     pub parent: Option<Id>,
     /// Read every file even if unchanged.
@@ -343,6 +346,25 @@ fn run_walk<'a>(
     Ok((root_tree, kept, ctx.counters, warnings, notices))
 }
 
+/// The file that marks a cache directory (https://bford.info/cachedir/).
+const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
+
+/// Whether the directory at `path`, whose entries are `names`, holds a cache directory tag
+/// that starts with the standard signature.
+fn is_cache_dir(path: &Path, names: &[Vec<u8>]) -> bool {
+    const SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+    if !names
+        .iter()
+        .any(|n| n.as_slice() == CACHEDIR_TAG.as_bytes())
+    {
+        return false;
+    }
+    let mut head = [0u8; SIGNATURE.len()];
+    std::fs::File::open(path.join(CACHEDIR_TAG))
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|()| head == SIGNATURE)
+}
+
 impl Ctx<'_> {
     fn warn(&self, msg: String) {
         tracing::warn!("{msg}");
@@ -457,6 +479,9 @@ impl Ctx<'_> {
             }
         };
         names.sort();
+        if self.opts.exclude_caches && is_cache_dir(path, &names) {
+            names.retain(|n| n.as_slice() == CACHEDIR_TAG.as_bytes());
+        }
         let parent_tree = self.load_parent_tree(parent);
         let parent_nodes: HashMap<&[u8], &Node> = parent_tree
             .iter()

@@ -24,6 +24,7 @@ pub fn run(args: &Args) -> Result<i32> {
         excludes,
         exclude_files,
         one_file_system,
+        exclude_caches,
         parent,
         force,
     } = &args.command
@@ -75,6 +76,7 @@ pub fn run(args: &Args) -> Result<i32> {
         paths: abs_paths,
         excludes,
         one_file_system: *one_file_system,
+        exclude_caches: *exclude_caches,
         parent,
         force: *force,
         host,

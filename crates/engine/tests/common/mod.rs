@@ -37,6 +37,7 @@ pub fn backup_options(src: &Path, parent: Option<Id>, time_ns: i64) -> BackupOpt
         paths: vec![src.to_path_buf()],
         excludes: PathFilter::default(),
         one_file_system: false,
+        exclude_caches: false,
         parent,
         force: false,
         host: "h".into(),
