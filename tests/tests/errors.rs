@@ -376,3 +376,22 @@ fn closed_stdout_pipe_is_not_a_panic() {
         panicked.join("\n\n")
     );
 }
+
+/// `--help` documents the environment variables that tune S3 repositories (they are not
+/// options, so only this list tells a user they exist).
+#[test]
+fn help_lists_the_s3_environment_variables() {
+    let mut cmd = std::process::Command::new(holdfast_bin());
+    cmd.arg("--help");
+    let run = run_command(cmd, COMMAND_TIMEOUT);
+    run.assert_ok();
+    let out = run.stdout_str();
+    for var in [
+        "HOLDFAST_S3_CONNECTIONS",
+        "HOLDFAST_S3_TIMEOUT",
+        "HOLDFAST_S3_READ_AHEAD_MIB",
+        "HOLDFAST_CACHE_DIR",
+    ] {
+        assert!(out.contains(var), "--help does not mention {var}:\n{out}");
+    }
+}

@@ -7,7 +7,7 @@ mod exit;
 mod password;
 mod ui;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 /// Restores the default SIGPIPE action, so `holdfast ... | head` ends quietly when the
 /// reader goes away instead of failing on every later write (Rust ignores SIGPIPE).
@@ -18,9 +18,20 @@ fn default_sigpipe() {
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
+/// The arguments, with `--help` ending in the environment variables that tune S3
+/// repositories (they are not options, so clap would not list them).
+fn parse_args() -> cli::Args {
+    let mut env_help = String::from("Environment for S3 repositories (besides the AWS ones):\n");
+    for (name, what) in holdfast_backend_s3::ENV_VARS {
+        env_help.push_str(&format!("  {name}\n          {what}\n"));
+    }
+    let matches = cli::Args::command().after_long_help(env_help).get_matches();
+    cli::Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() {
     default_sigpipe();
-    let args = cli::Args::parse();
+    let args = parse_args();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
