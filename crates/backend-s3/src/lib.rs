@@ -1180,6 +1180,10 @@ impl Backend for S3Backend {
         }
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     /// DeleteObjects, 1000 keys a request (S3's limit). A server that refuses the batch
     /// request as a whole gets the keys one by one; a key it reports as not deleted (other
     /// than already missing) is an error naming it.

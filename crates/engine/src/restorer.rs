@@ -20,8 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use holdfast_repo::blob::BlobType;
+use holdfast_repo::backend::FileKind;
+use holdfast_repo::blob::{open_blob, BlobType};
 use holdfast_repo::index::MasterIndex;
+use holdfast_repo::pack::PackEntry;
 use holdfast_repo::repository::Repository;
 use holdfast_repo::tree::{ContentRef, Node, NodeKind, Tree};
 use holdfast_repo::Id;
@@ -187,11 +189,28 @@ pub fn restore(
         make_dir(&p.path)?;
         summary.dirs += 1;
     }
-    // 2. Files and other entries, in parallel; hardlinks after their first path exists.
-    plan.par_iter()
+    // 2. Files and other entries: created in parallel (files empty, at their full size,
+    //    so holes stay holes), file contents filled pack by pack, then their metadata;
+    //    hardlinks after their first path exists.
+    let leaves: Vec<&Planned> = plan
+        .iter()
         .filter(|p| p.node.kind != NodeKind::Dir && p.link_to.is_none())
-        .try_for_each(|p| -> Result<()> {
-            if restore_leaf(repo, index, p, progress)? {
+        .collect();
+    let made: Vec<bool> = leaves
+        .par_iter()
+        .map(|p| create_leaf(index, p))
+        .collect::<Result<_>>()?;
+    let files: Vec<&Planned> = leaves
+        .iter()
+        .filter(|p| p.node.kind == NodeKind::File)
+        .copied()
+        .collect();
+    fill_files(repo, index, &files, progress)?;
+    leaves
+        .par_iter()
+        .zip(made)
+        .try_for_each(|(p, made)| -> Result<()> {
+            if made {
                 let w = fsmeta::apply(&p.path, &p.node, &apply_opts)?;
                 warnings.lock().expect("lock").extend(w);
             }
@@ -366,15 +385,37 @@ fn remove_if_not_dir(path: &Path) -> Result<()> {
 
 /// Creates one non-directory entry; returns whether it exists now (sockets, and devices
 /// when not root, are skipped).
-fn restore_leaf(
-    repo: &Repository,
-    index: &MasterIndex,
-    p: &Planned,
-    progress: &RestoreProgress,
-) -> Result<bool> {
+/// Creates a leaf entry: a regular file empty at its full size (its content is written by
+/// [`fill_files`]), a symlink, or a special file. Whether metadata is to be applied.
+fn create_leaf(index: &MasterIndex, p: &Planned) -> Result<bool> {
     remove_if_not_dir(&p.path)?;
     match p.node.kind {
         NodeKind::File => {
+            // The content must add up to the size before anything is written.
+            let mut len = 0u64;
+            for c in &p.node.content {
+                len += match c {
+                    ContentRef::Zeros(n) => *n,
+                    ContentRef::Blob(id) => {
+                        index
+                            .get(BlobType::Data, id)
+                            .ok_or(holdfast_repo::Error::BlobNotIndexed(*id))?
+                            .entry
+                            .raw_len as u64
+                    }
+                };
+            }
+            if len != p.node.size {
+                return Err(holdfast_repo::Error::corrupt(
+                    "tree",
+                    String::from_utf8_lossy(&p.node.name),
+                    format!(
+                        "content adds up to {len} bytes but the file size is {}",
+                        p.node.size
+                    ),
+                )
+                .into());
+            }
             let f = OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -382,34 +423,8 @@ fn restore_leaf(
                 .custom_flags(nix::libc::O_NOFOLLOW)
                 .open(&p.path)
                 .map_err(|e| fs_err("create", &p.path, e))?;
-            let mut off = 0u64;
-            for c in &p.node.content {
-                match c {
-                    ContentRef::Zeros(n) => off += n,
-                    ContentRef::Blob(id) => {
-                        let data = repo.read_blob(index, BlobType::Data, id)?;
-                        f.write_all_at(&data, off)
-                            .map_err(|e| fs_err("write", &p.path, e))?;
-                        off += data.len() as u64;
-                        progress
-                            .bytes
-                            .fetch_add(data.len() as u64, Ordering::Relaxed);
-                    }
-                }
-            }
-            if off != p.node.size {
-                return Err(holdfast_repo::Error::corrupt(
-                    "tree",
-                    String::from_utf8_lossy(&p.node.name),
-                    format!(
-                        "content adds up to {off} bytes but the file size is {}",
-                        p.node.size
-                    ),
-                )
-                .into());
-            }
-            // Extends over a trailing hole without writing it.
-            f.set_len(off)
+            // Extends over holes without writing them.
+            f.set_len(len)
                 .map_err(|e| fs_err("set length", &p.path, e))?;
         }
         NodeKind::Symlink => {
@@ -427,4 +442,129 @@ fn restore_leaf(
         NodeKind::Dir => {}
     }
     Ok(true)
+}
+
+/// Bytes of a pack read at once by a restore: blobs lying within this span are fetched in
+/// one read. Bounds memory (one span per reading thread) while keeping reads few.
+const RESTORE_SPAN: u64 = 4 * 1024 * 1024;
+
+/// One place a blob goes: file (index into the files) and offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Target {
+    file: u32,
+    at: u64,
+}
+
+/// Writes the content of `files` (created by [`create_leaf`]) pack by pack: each pack is
+/// read in a few spans in order, each blob decrypted once and written at every place
+/// that needs it (deduplicated data, repeated chunks), with positioned writes.
+fn fill_files(
+    repo: &Repository,
+    index: &MasterIndex,
+    files: &[&Planned],
+    progress: &RestoreProgress,
+) -> Result<()> {
+    // Every (pack, blob) with the places it goes.
+    let mut wanted: Vec<(Id, PackEntry, Target)> = Vec::new();
+    for (i, p) in files.iter().enumerate() {
+        let mut at = 0u64;
+        for c in &p.node.content {
+            match c {
+                ContentRef::Zeros(n) => at += n,
+                ContentRef::Blob(id) => {
+                    let loc = index
+                        .get(BlobType::Data, id)
+                        .ok_or(holdfast_repo::Error::BlobNotIndexed(*id))?;
+                    let file = u32::try_from(i).expect("fewer than 2^32 files");
+                    wanted.push((loc.pack, loc.entry, Target { file, at }));
+                    at += loc.entry.raw_len as u64;
+                }
+            }
+        }
+    }
+    wanted.sort_unstable_by_key(|w| (w.0, w.1.offset, w.2));
+    // Spans: runs of one pack's blobs that fit in RESTORE_SPAN (or one larger blob).
+    let mut spans: Vec<&[(Id, PackEntry, Target)]> = Vec::new();
+    let mut rest = wanted.as_slice();
+    while let Some(first) = rest.first() {
+        let start = first.1.offset as u64;
+        let n = rest
+            .iter()
+            .position(|w| {
+                w.0 != first.0
+                    || (w.1.offset as u64 + w.1.stored_len as u64 - start > RESTORE_SPAN
+                        && w.1.offset != first.1.offset)
+            })
+            .unwrap_or(rest.len());
+        let (span, tail) = rest.split_at(n);
+        spans.push(span);
+        rest = tail;
+    }
+    // One reader per core; over a network more, since most of a read is waiting. Memory:
+    // one span and its decrypted blobs per reader.
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let threads = if repo.backend().is_remote() {
+        cores.max(8)
+    } else {
+        cores
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| EngineError::Usage(format!("cannot start restore threads: {e}")))?;
+    pool.install(|| {
+        spans
+            .par_iter()
+            .try_for_each(|span| fill_span(repo, files, span, progress))
+    })
+}
+
+/// Reads one span of a pack and writes its blobs where they go.
+fn fill_span(
+    repo: &Repository,
+    files: &[&Planned],
+    span: &[(Id, PackEntry, Target)],
+    progress: &RestoreProgress,
+) -> Result<()> {
+    let pack = span[0].0;
+    let start = span[0].1.offset as u64;
+    let end = span
+        .iter()
+        .map(|w| w.1.offset as u64 + w.1.stored_len as u64)
+        .max()
+        .unwrap_or(start);
+    let bytes = repo
+        .backend()
+        .read_range(FileKind::Pack, &pack, start, end - start)?;
+    for same in span.chunk_by(|a, b| a.1.offset == b.1.offset) {
+        let e = &same[0].1;
+        let from = (e.offset as u64 - start) as usize;
+        let sealed = &bytes[from..from + e.stored_len as usize];
+        let data = open_blob(repo.key(), e.ty, e.compression, &e.id, e.raw_len, sealed).map_err(
+            |err| match err {
+                holdfast_repo::Error::Corrupt { detail, .. } => holdfast_repo::Error::Corrupt {
+                    kind: "blob",
+                    name: e.id.to_string(),
+                    detail: format!("{detail} (in pack {pack})"),
+                },
+                other => other,
+            },
+        )?;
+        for (_, _, t) in same {
+            let p = files[t.file as usize];
+            let f = OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&p.path)
+                .map_err(|err| fs_err("open", &p.path, err))?;
+            f.write_all_at(&data, t.at)
+                .map_err(|err| fs_err("write", &p.path, err))?;
+            progress
+                .bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+    }
+    Ok(())
 }

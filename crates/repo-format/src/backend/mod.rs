@@ -95,6 +95,11 @@ pub trait Backend: Send + Sync + Debug {
     fn write(&self, kind: FileKind, id: &Id, bytes: &[u8]) -> Result<()>;
     /// Deletes a file; deleting a missing file is not an error.
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()>;
+    /// Whether requests go over a network (latency worth hiding with more reads in
+    /// flight than there are cores).
+    fn is_remote(&self) -> bool {
+        false
+    }
     /// Deletes several files of one kind, as [`Backend::remove`] does each; backends that
     /// can delete in batches (S3: up to 1000 objects a request) do so.
     fn remove_many(&self, kind: FileKind, ids: &[Id]) -> Result<()> {
