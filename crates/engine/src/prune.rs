@@ -63,6 +63,8 @@ pub struct PruneReport {
     pub blobs_repacked: usize,
     /// Index files rewritten by the sweep.
     pub index_files_superseded: usize,
+    /// Small index files merged into few (compaction).
+    pub index_files_compacted: usize,
     /// Stale session files removed.
     pub stale_sessions_removed: usize,
     /// Live blobs (referenced by some snapshot).
@@ -255,6 +257,10 @@ fn index_view(repo: &Repository, marked: &HashSet<Id>) -> Result<IndexView> {
     })
 }
 
+/// Compaction merges the small index files (under half of [`INDEX_FILE_ENTRIES`] entries)
+/// once there are at least this many.
+pub const COMPACT_MIN_FILES: usize = 8;
+
 /// Most blob entries prune puts in one index file by default (see
 /// [`holdfast_repo::index::INDEX_FILE_ENTRIES`]).
 pub use holdfast_repo::index::INDEX_FILE_ENTRIES;
@@ -389,7 +395,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                     .collect();
                 if !naming.is_empty() {
                     report.index_files_superseded = naming.len();
-                    rewrite_without(
+                    rewrite_index_files(
                         repo,
                         &naming,
                         &delete_set,
@@ -502,6 +508,31 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         })?;
     }
 
+    // --- Compact: many small index files (one or more per backup) into a few large ones,
+    // so loading the index stays a few reads (SPEC.md §12.3 mark step 4). ---
+    let small: Vec<Id> = view
+        .files
+        .iter()
+        .filter(|f| {
+            !view.superseded.contains(&f.name)
+                && f.packs.iter().map(|p| p.blobs as usize).sum::<usize>()
+                    < opts.index_file_entries / 2
+        })
+        .map(|f| f.name)
+        .collect();
+    if small.len() >= COMPACT_MIN_FILES {
+        report.index_files_compacted = small.len();
+        if !opts.dry_run {
+            rewrite_index_files(
+                repo,
+                &small,
+                &HashSet::new(),
+                &view.superseded,
+                opts.index_file_entries,
+            )?;
+        }
+    }
+
     // --- Housekeeping: stale sessions, superseded index files and markers. ---
     if !opts.dry_run {
         remove_superseded(repo)?;
@@ -552,7 +583,7 @@ fn remove_superseded(repo: &Repository) -> Result<()> {
 /// is in memory at a time, and the files written hold at most [`INDEX_FILE_ENTRIES`]
 /// entries each (plus one pack's): those before the last supersede nothing, so a crash between them leaves
 /// duplicate claims, which are harmless (SPEC.md §7.2), and never a pack unindexed.
-fn rewrite_without(
+fn rewrite_index_files(
     repo: &Repository,
     naming: &[Id],
     drop: &HashSet<Id>,

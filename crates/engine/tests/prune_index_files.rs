@@ -19,6 +19,16 @@ use common::{repo, restore_options, restored, run_backup};
 /// Index entries per file prune may write in this test (the real default is 200,000).
 const MAX_ENTRIES: usize = 10;
 
+/// `check --read-data` finds nothing wrong.
+fn check_reads_everything_cleanly(r: &Repository) {
+    let options = CheckOptions {
+        read_data: ReadData::All,
+        read_threads: 0,
+    };
+    let report = check(r, &options, &CheckProgress::default()).unwrap();
+    assert!(report.is_ok(), "{:?}", report.errors);
+}
+
 fn index_names(r: &Repository) -> HashSet<Id> {
     r.backend()
         .list(FileKind::Index)
@@ -94,16 +104,7 @@ fn prune_writes_small_index_files_and_keeps_the_repository_whole() {
         );
     }
 
-    let report = check(
-        &r,
-        &CheckOptions {
-            read_data: ReadData::All,
-            read_threads: 0,
-        },
-        &CheckProgress::default(),
-    )
-    .unwrap();
-    assert!(report.is_ok(), "{:?}", report.errors);
+    check_reads_everything_cleanly(&r);
     let index = r.load_index().unwrap();
     let target = d.path().join("t");
     restore(
@@ -127,4 +128,52 @@ fn prune_writes_small_index_files_and_keeps_the_repository_whole() {
         n += 1;
     }
     assert_eq!(n, 200);
+}
+
+/// Many small index files (one per backup) are merged by prune into one; every snapshot
+/// still restores and check passes.
+#[test]
+fn prune_compacts_many_small_index_files() {
+    let d = tempfile::tempdir().unwrap();
+    let r = repo(&d.path().join("repo"));
+    let src = d.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut snaps = Vec::new();
+    for i in 0..10 {
+        std::fs::write(src.join(format!("day{i}")), format!("day {i}\n").repeat(50)).unwrap();
+        snaps.push(run_backup(&r, &src, None, i + 1).snapshot);
+    }
+    let before = index_names(&r);
+    assert!(before.len() >= 10, "{} index files", before.len());
+    let report = prune(
+        &r,
+        &PruneOptions {
+            dry_run: false,
+            margin_ns: 0,
+            max_unused: 0.1,
+            host: "h".into(),
+            index_file_entries: holdfast_engine::prune::INDEX_FILE_ENTRIES,
+        },
+    )
+    .unwrap();
+    assert_eq!(report.index_files_compacted, before.len(), "{report:?}");
+    let after = index_names(&r);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(after.is_disjoint(&before));
+
+    check_reads_everything_cleanly(&r);
+    let index = r.load_index().unwrap();
+    for (i, s) in snaps.iter().enumerate() {
+        let target = d.path().join(format!("t{i}"));
+        restore(
+            &r,
+            &index,
+            &s.tree,
+            &restore_options(&target),
+            &RestoreProgress::default(),
+        )
+        .unwrap();
+        let got = std::fs::read(restored(&target, &src).join(format!("day{i}"))).unwrap();
+        assert_eq!(got, format!("day {i}\n").repeat(50).into_bytes());
+    }
 }

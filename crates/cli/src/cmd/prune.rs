@@ -91,6 +91,12 @@ fn print_report(r: &PruneReport, dry: bool) {
         r.packs_repacked,
         r.blobs_repacked
     );
+    if r.index_files_compacted > 0 {
+        println!(
+            "index: {} small index files {would}merged",
+            r.index_files_compacted
+        );
+    }
     if r.packs_marked > 0 && !dry {
         println!("marked packs are deleted by a prune run after the safety margin has passed");
     }
