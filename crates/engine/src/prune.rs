@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use holdfast_repo::backend::FileKind;
-use holdfast_repo::blob::{open_blob, BlobType, SealedBlob};
+use holdfast_repo::blob::{BlobType, SealedBlob};
 use holdfast_repo::gc::{GcMarker, Role};
 use holdfast_repo::index::{IndexFile, IndexFileSummary, IndexPack, IndexedBlob, MasterIndex};
 use holdfast_repo::pack::{read_header, PackBuilder, PackEntry};
@@ -664,7 +664,7 @@ fn copy_live_blobs(
                 )
             })?;
             // Never copy damage: the blob must decrypt and hash to its ID.
-            open_blob(key, e.ty, e.compression, &e.id, e.raw_len, sealed)?;
+            repo.open_stored_blob(p, e, sealed)?;
             let b = &mut builders[e.ty as usize];
             b.add(SealedBlob {
                 id: e.id,

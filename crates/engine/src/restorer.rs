@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use holdfast_repo::backend::FileKind;
-use holdfast_repo::blob::{open_blob, BlobType};
+use holdfast_repo::blob::BlobType;
 use holdfast_repo::index::MasterIndex;
 use holdfast_repo::pack::PackEntry;
 use holdfast_repo::repository::Repository;
@@ -196,16 +196,19 @@ pub fn restore(
         .iter()
         .filter(|p| p.node.kind != NodeKind::Dir && p.link_to.is_none())
         .collect();
-    let made: Vec<bool> = leaves
-        .par_iter()
-        .map(|p| create_leaf(index, p))
-        .collect::<Result<_>>()?;
     let files: Vec<&Planned> = leaves
         .iter()
         .filter(|p| p.node.kind == NodeKind::File)
         .copied()
         .collect();
-    fill_files(repo, index, &files, progress)?;
+    // Where every blob goes, and that each file's content adds up, before anything is
+    // written.
+    let pieces = place_blobs(index, &files)?;
+    let made: Vec<bool> = leaves
+        .par_iter()
+        .map(|p| create_leaf(p))
+        .collect::<Result<_>>()?;
+    fill_files(repo, &files, &pieces, progress)?;
     leaves
         .par_iter()
         .zip(made)
@@ -383,39 +386,13 @@ fn remove_if_not_dir(path: &Path) -> Result<()> {
     }
 }
 
-/// Creates one non-directory entry; returns whether it exists now (sockets, and devices
-/// when not root, are skipped).
 /// Creates a leaf entry: a regular file empty at its full size (its content is written by
-/// [`fill_files`]), a symlink, or a special file. Whether metadata is to be applied.
-fn create_leaf(index: &MasterIndex, p: &Planned) -> Result<bool> {
+/// [`fill_files`]), a symlink, or a special file. Returns whether it exists now and takes
+/// metadata (sockets, and devices when not root, are skipped).
+fn create_leaf(p: &Planned) -> Result<bool> {
     remove_if_not_dir(&p.path)?;
     match p.node.kind {
         NodeKind::File => {
-            // The content must add up to the size before anything is written.
-            let mut len = 0u64;
-            for c in &p.node.content {
-                len += match c {
-                    ContentRef::Zeros(n) => *n,
-                    ContentRef::Blob(id) => {
-                        index
-                            .get(BlobType::Data, id)
-                            .ok_or(holdfast_repo::Error::BlobNotIndexed(*id))?
-                            .entry
-                            .raw_len as u64
-                    }
-                };
-            }
-            if len != p.node.size {
-                return Err(holdfast_repo::Error::corrupt(
-                    "tree",
-                    String::from_utf8_lossy(&p.node.name),
-                    format!(
-                        "content adds up to {len} bytes but the file size is {}",
-                        p.node.size
-                    ),
-                )
-                .into());
-            }
             let f = OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -424,7 +401,7 @@ fn create_leaf(index: &MasterIndex, p: &Planned) -> Result<bool> {
                 .open(&p.path)
                 .map_err(|e| fs_err("create", &p.path, e))?;
             // Extends over holes without writing them.
-            f.set_len(len)
+            f.set_len(p.node.size)
                 .map_err(|e| fs_err("set length", &p.path, e))?;
         }
         NodeKind::Symlink => {
@@ -455,18 +432,15 @@ struct Target {
     at: u64,
 }
 
-/// Writes the content of `files` (created by [`create_leaf`]) pack by pack: each pack is
-/// read in a few spans in order, each blob decrypted once and written at every place
-/// that needs it (deduplicated data, repeated chunks), with positioned writes.
-fn fill_files(
-    repo: &Repository,
-    index: &MasterIndex,
-    files: &[&Planned],
-    progress: &RestoreProgress,
-) -> Result<()> {
-    // Every (pack, blob) with the places it goes.
-    let mut wanted: Vec<(Id, PackEntry, Target)> = Vec::new();
+/// A blob's place: its pack and entry, and where it goes.
+type Piece = (Id, PackEntry, Target);
+
+/// Every blob of `files` with the place it goes, sorted by pack and offset in the pack.
+/// Fails if a blob is not indexed or a file's content does not add up to its size.
+fn place_blobs(index: &MasterIndex, files: &[&Planned]) -> Result<Vec<Piece>> {
+    let mut pieces: Vec<Piece> = Vec::new();
     for (i, p) in files.iter().enumerate() {
+        let file = u32::try_from(i).expect("fewer than 2^32 files");
         let mut at = 0u64;
         for c in &p.node.content {
             match c {
@@ -475,17 +449,39 @@ fn fill_files(
                     let loc = index
                         .get(BlobType::Data, id)
                         .ok_or(holdfast_repo::Error::BlobNotIndexed(*id))?;
-                    let file = u32::try_from(i).expect("fewer than 2^32 files");
-                    wanted.push((loc.pack, loc.entry, Target { file, at }));
+                    pieces.push((loc.pack, loc.entry, Target { file, at }));
                     at += loc.entry.raw_len as u64;
                 }
             }
         }
+        if at != p.node.size {
+            return Err(holdfast_repo::Error::corrupt(
+                "tree",
+                String::from_utf8_lossy(&p.node.name),
+                format!(
+                    "content adds up to {at} bytes but the file size is {}",
+                    p.node.size
+                ),
+            )
+            .into());
+        }
     }
-    wanted.sort_unstable_by_key(|w| (w.0, w.1.offset, w.2));
+    pieces.sort_unstable_by_key(|w| (w.0, w.1.offset, w.2));
+    Ok(pieces)
+}
+
+/// Writes the content of `files` (created by [`create_leaf`]) pack by pack: each pack is
+/// read in a few spans in order, each blob decrypted once and written at every place
+/// that needs it (deduplicated data, repeated chunks), with positioned writes.
+fn fill_files(
+    repo: &Repository,
+    files: &[&Planned],
+    wanted: &[Piece],
+    progress: &RestoreProgress,
+) -> Result<()> {
     // Spans: runs of one pack's blobs that fit in RESTORE_SPAN (or one larger blob).
-    let mut spans: Vec<&[(Id, PackEntry, Target)]> = Vec::new();
-    let mut rest = wanted.as_slice();
+    let mut spans: Vec<&[Piece]> = Vec::new();
+    let mut rest = wanted;
     while let Some(first) = rest.first() {
         let start = first.1.offset as u64;
         let n = rest
@@ -525,7 +521,7 @@ fn fill_files(
 fn fill_span(
     repo: &Repository,
     files: &[&Planned],
-    span: &[(Id, PackEntry, Target)],
+    span: &[Piece],
     progress: &RestoreProgress,
 ) -> Result<()> {
     let pack = span[0].0;
@@ -538,27 +534,25 @@ fn fill_span(
     let bytes = repo
         .backend()
         .read_range(FileKind::Pack, &pack, start, end - start)?;
+    // Consecutive blobs of a span mostly go to one file: keep it open.
+    let mut open: Option<(u32, std::fs::File)> = None;
     for same in span.chunk_by(|a, b| a.1.offset == b.1.offset) {
         let e = &same[0].1;
         let from = (e.offset as u64 - start) as usize;
-        let sealed = &bytes[from..from + e.stored_len as usize];
-        let data = open_blob(repo.key(), e.ty, e.compression, &e.id, e.raw_len, sealed).map_err(
-            |err| match err {
-                holdfast_repo::Error::Corrupt { detail, .. } => holdfast_repo::Error::Corrupt {
-                    kind: "blob",
-                    name: e.id.to_string(),
-                    detail: format!("{detail} (in pack {pack})"),
-                },
-                other => other,
-            },
-        )?;
+        let data = repo.open_stored_blob(&pack, e, &bytes[from..from + e.stored_len as usize])?;
         for (_, _, t) in same {
             let p = files[t.file as usize];
-            let f = OpenOptions::new()
-                .write(true)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(&p.path)
-                .map_err(|err| fs_err("open", &p.path, err))?;
+            let f = match &mut open {
+                Some((n, f)) if *n == t.file => &*f,
+                slot => {
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .custom_flags(nix::libc::O_NOFOLLOW)
+                        .open(&p.path)
+                        .map_err(|err| fs_err("open", &p.path, err))?;
+                    &slot.insert((t.file, f)).1
+                }
+            };
             f.write_all_at(&data, t.at)
                 .map_err(|err| fs_err("write", &p.path, err))?;
             progress

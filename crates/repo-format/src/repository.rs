@@ -20,6 +20,7 @@ use crate::gc::{GcMarker, Session};
 use crate::id::Id;
 use crate::index::{IndexBuilder, IndexFile, IndexFileSummary, IndexSurvey, MasterIndex};
 use crate::keyfile::{KdfParams, KeyFile};
+use crate::pack::PackEntry;
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
 
@@ -607,58 +608,61 @@ impl Repository {
     /// Reads and decrypts one blob.
     pub fn read_blob(&self, index: &MasterIndex, ty: BlobType, id: &Id) -> Result<Vec<u8>> {
         let loc = index.get(ty, id).ok_or(Error::BlobNotIndexed(*id))?;
-        let e = loc.entry;
-        let open = |stored: &[u8]| {
-            open_blob(&self.key, e.ty, e.compression, id, e.raw_len, stored).map_err(
-                |err| match err {
-                    Error::Corrupt { detail, .. } => Error::Corrupt {
-                        kind: "blob",
-                        name: id.to_string(),
-                        detail: format!("{detail} (in pack {})", loc.pack),
-                    },
-                    other => other,
-                },
-            )
-        };
+        let (pack, e) = (&loc.pack, &loc.entry);
         let (offset, len) = (e.offset as u64, e.stored_len as u64);
         if let (Some(cache), BlobType::Tree) = (&self.cache, ty) {
-            if let Some(stored) = cache.read_range(FileKind::Pack, &loc.pack, offset, len) {
-                match open(&stored) {
-                    Ok(plain) => return Ok(plain),
-                    // A damaged copy: drop it and read the pack again.
-                    Err(_) => cache.remove(FileKind::Pack, &loc.pack),
+            // A blob from the cached pack; a damaged copy is dropped (and read again).
+            let cached = || {
+                let stored = cache.read_range(FileKind::Pack, pack, offset, len)?;
+                let plain = self.open_stored_blob(pack, e, &stored).ok();
+                if plain.is_none() {
+                    cache.remove(FileKind::Pack, pack);
                 }
+                plain
+            };
+            if let Some(plain) = cached() {
+                return Ok(plain);
             }
             // A tree pack is read whole once and kept: the next backup walks the same trees.
-            let _fill = self.cache_fill[loc.pack.0[0] as usize % 16]
+            let _fill = self.cache_fill[pack.0[0] as usize % 16]
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if !cache.contains(FileKind::Pack, &loc.pack) {
-                let pack = self.read_checked(FileKind::Pack, &loc.pack)?;
-                cache.put(FileKind::Pack, &loc.pack, &pack);
+            if !cache.contains(FileKind::Pack, pack) {
+                let bytes = self.read_checked(FileKind::Pack, pack)?;
+                cache.put(FileKind::Pack, pack, &bytes);
                 let stored = usize::try_from(offset)
                     .ok()
-                    .and_then(|o| pack.get(o..o + len as usize))
+                    .and_then(|o| bytes.get(o..o + len as usize))
                     .ok_or_else(|| {
                         Error::corrupt(
                             "pack",
-                            loc.pack,
+                            pack,
                             format!("blob {} lies beyond the end", id.short()),
                         )
                     })?;
-                return open(stored);
+                return self.open_stored_blob(pack, e, stored);
             }
-            if let Some(stored) = cache.read_range(FileKind::Pack, &loc.pack, offset, len) {
-                if let Ok(plain) = open(&stored) {
-                    return Ok(plain);
-                }
-                cache.remove(FileKind::Pack, &loc.pack);
+            // Another thread cached it meanwhile.
+            if let Some(plain) = cached() {
+                return Ok(plain);
             }
         }
-        let stored = self
-            .backend
-            .read_range(FileKind::Pack, &loc.pack, offset, len)?;
-        open(&stored)
+        let stored = self.backend.read_range(FileKind::Pack, pack, offset, len)?;
+        self.open_stored_blob(pack, e, &stored)
+    }
+
+    /// Decrypts a blob's sealed bytes read from `pack` at its entry; damage is reported
+    /// on the blob, naming the pack.
+    pub fn open_stored_blob(&self, pack: &Id, e: &PackEntry, stored: &[u8]) -> Result<Vec<u8>> {
+        open_blob(&self.key, e.ty, e.compression, &e.id, e.raw_len, stored).map_err(|err| match err
+        {
+            Error::Corrupt { detail, .. } => Error::Corrupt {
+                kind: "blob",
+                name: e.id.to_string(),
+                detail: format!("{detail} (in pack {pack})"),
+            },
+            other => other,
+        })
     }
 
     /// Loads and decodes a tree.
