@@ -65,6 +65,7 @@ mod sigpipe;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -84,7 +85,7 @@ use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use aws_smithy_runtime::client::retries::classifiers::HttpStatusCodeClassifier;
 use bytes::Bytes;
-use holdfast_repo::backend::{Backend, FileKind};
+use holdfast_repo::backend::{Backend, FileKind, StagedFile};
 use holdfast_repo::{Error, Id, Result};
 use md5::{Digest, Md5};
 use tokio::runtime::Runtime;
@@ -560,9 +561,8 @@ impl S3Backend {
     /// One `PutObject` with `Content-MD5`, its ETag checked; retried. If the last attempt
     /// stored damaged bytes (a server that ignores `Content-MD5`), the object is deleted
     /// again so that nothing corrupt stays under the final name.
-    async fn put(&self, key: &str, data: &[u8]) -> Result<(), Failure> {
-        let body = Bytes::copy_from_slice(data);
-        let raw_md5 = md5_of(data);
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), Failure> {
+        let raw_md5 = md5_of(&body);
         let md5 = aws_smithy_types::base64::encode(raw_md5);
         let r = self
             .retrying(key, || async {
@@ -1043,6 +1043,76 @@ impl S3Backend {
     }
 }
 
+impl S3Backend {
+    /// [`Backend::write`] of bytes this backend may keep (no copy for the request body).
+    fn write_bytes(&self, kind: FileKind, id: &Id, bytes: Bytes) -> Result<()> {
+        let key = self.key(kind, id);
+        self.read_ahead.forget(&key);
+        let r = if bytes.len() as u64 > self.options.multipart_threshold {
+            self.block_on(self.put_multipart(&key, &bytes))
+        } else {
+            self.block_on(self.put(&key, bytes))
+        };
+        r.map_err(|f| {
+            // A missing bucket on write is not a missing object.
+            let f = match f.kind {
+                FailKind::Missing => Failure::permanent(f.msg),
+                _ => f,
+            };
+            self.to_error("write", &key, kind, id, f)
+        })
+    }
+}
+
+/// Where staged uploads go, for messages.
+const STAGING_PLACE: &str = "a temporary file for an S3 upload (in $TMPDIR, default /tmp)";
+
+fn staging_error(op: &'static str, source: std::io::Error) -> Error {
+    Error::Io {
+        op,
+        path: STAGING_PLACE.into(),
+        source,
+    }
+}
+
+/// A file staged in an unnamed temporary file (gone with the process, whatever happens),
+/// uploaded on commit.
+struct S3Staged<'a> {
+    backend: &'a S3Backend,
+    kind: FileKind,
+    file: std::fs::File,
+    len: usize,
+}
+
+impl StagedFile for S3Staged<'_> {
+    fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .map_err(|e| staging_error("write", e))?;
+        self.len += bytes.len();
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>, id: &Id) -> Result<()> {
+        let mut bytes = Vec::with_capacity(self.len);
+        self.file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| self.file.read_to_end(&mut bytes))
+            .map_err(|e| staging_error("read", e))?;
+        if bytes.len() != self.len {
+            return Err(staging_error(
+                "read",
+                std::io::Error::other(format!(
+                    "{} bytes were written but {} read back",
+                    self.len,
+                    bytes.len()
+                )),
+            ));
+        }
+        self.backend.write_bytes(self.kind, id, Bytes::from(bytes))
+    }
+}
+
 impl Backend for S3Backend {
     fn location(&self) -> String {
         self.location.to_string()
@@ -1140,21 +1210,18 @@ impl Backend for S3Backend {
     }
 
     fn write(&self, kind: FileKind, id: &Id, bytes: &[u8]) -> Result<()> {
-        let key = self.key(kind, id);
-        self.read_ahead.forget(&key);
-        let r = if bytes.len() as u64 > self.options.multipart_threshold {
-            self.block_on(self.put_multipart(&key, bytes))
-        } else {
-            self.block_on(self.put(&key, bytes))
-        };
-        r.map_err(|f| {
-            // A missing bucket on write is not a missing object.
-            let f = match f.kind {
-                FailKind::Missing => Failure::permanent(f.msg),
-                _ => f,
-            };
-            self.to_error("write", &key, kind, id, f)
-        })
+        self.write_bytes(kind, id, Bytes::copy_from_slice(bytes))
+    }
+
+    fn stage(&self, kind: FileKind) -> Result<Box<dyn StagedFile + '_>> {
+        // Packs are staged on local disk, not in memory: a backup holds no open pack in RAM.
+        let file = tempfile::tempfile().map_err(|e| staging_error("create", e))?;
+        Ok(Box::new(S3Staged {
+            backend: self,
+            kind,
+            file,
+            len: 0,
+        }))
     }
 
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()> {

@@ -205,6 +205,27 @@ fn pagination(s: &Server) {
     assert_eq!(b.list(FileKind::Index).unwrap(), vec![]);
 }
 
+/// Staged files (how packs are written): appended in pieces, uploaded on commit, single
+/// or multipart; one dropped without a commit leaves nothing in the bucket.
+fn staged_files(s: &Server) {
+    let b = small_parts_backend(s, "staged");
+    for len in [3000, 11 * MIB + 77] {
+        let data = holdfast_e2e::random_bytes(len, len as u64);
+        let id = id_of(&data);
+        let mut f = b.stage(FileKind::Pack).unwrap();
+        for piece in data.chunks(100_000) {
+            f.write_all(piece).unwrap();
+        }
+        f.commit(&id).unwrap();
+        assert!(b.read(FileKind::Pack, &id).unwrap() == data, "{len} bytes read back");
+    }
+    let mut dropped = b.stage(FileKind::Pack).unwrap();
+    dropped.write_all(b"never committed").unwrap();
+    drop(dropped);
+    assert_eq!(b.list(FileKind::Pack).unwrap().len(), 2);
+    assert_eq!(pending_uploads(&b), Vec::<String>::new());
+}
+
 /// Large objects go up in verified parts; nothing is left pending.
 fn multipart(s: &Server) {
     let b = small_parts_backend(s, "multipart");
@@ -647,6 +668,7 @@ fn concurrent_threads(s: &Server) {
 
 per_server!(
     basic,
+    staged_files,
     layout_and_canonical_names,
     pagination,
     multipart,

@@ -62,12 +62,6 @@ const NORMALIZATION: Normalization = Normalization::Level1;
 /// lower still, see [`v2020::MAXIMUM_MAX`]).
 const HOLDFAST_MAX_MAX: u32 = 64 * 1024 * 1024;
 
-/// Smallest buffer a [`ChunkStream`] grows to before it reuses space.
-const STREAM_MIN_CAPACITY: usize = 1024 * 1024;
-
-/// First allocation size of a [`ChunkStream`] buffer; small files never touch more.
-const STREAM_INITIAL_LEN: usize = 64 * 1024;
-
 /// Errors from constructing a chunker.
 #[derive(Debug, thiserror::Error)]
 pub enum ChunkerError {
@@ -259,122 +253,247 @@ impl Chunker {
         }
     }
 
-    /// Streams `reader` into chunks, reusing one internal buffer of about
-    /// `max(2 * max, 1 MiB)` bytes (grown on demand, so small inputs stay cheap).
+    /// Streams `reader` into chunks. Each chunk is read straight into a `Vec` of its
+    /// own (no window buffer, no copy but the few bytes read past a cut), so memory is
+    /// the chunk being assembled: about `avg`, at most `max`.
     pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<'_, R> {
-        let max = self.params.max as usize;
         ChunkStream {
             chunker: self,
             reader,
-            buf: Vec::new(),
-            capacity: (2 * max).max(STREAM_MIN_CAPACITY),
-            start: 0,
-            end: 0,
+            new_buf: Vec::new,
+            cur: Vec::new(),
+            filled: 0,
+            scan: Scan::start(self.params.min as usize),
+            remaining_hint: None,
             eof: false,
             bytes_read: 0,
         }
     }
+
+    /// Continues the FastCDC 2020 scan of `data` (a prefix of the chunk being cut) where
+    /// `scan` stopped; same result as [`Chunker::find_cut`] on `data`, but every byte
+    /// is examined once however the data arrives. Mirrors `fastcdc::v2020::cut_gear`,
+    /// which stays the reference (`find_cut`); the stream tests hold the two equal.
+    fn resume_cut(&self, scan: &mut Scan, data: &[u8], eof: bool) -> Option<usize> {
+        let (min, avg, max) = (
+            self.params.min as usize,
+            self.params.avg as usize,
+            self.params.max as usize,
+        );
+        let n = data.len();
+        if n <= min {
+            return (eof || n >= max).then_some(n);
+        }
+        let window = n.min(max);
+        let src = &data[..window];
+        // Below `avg` (or below the end of a window shorter than `avg`) the stricter mask.
+        let limit1 = avg.min(window) / 2;
+        let limit2 = window / 2;
+        let (gear, gear_ls) = (&*self.gear.gear, &*self.gear.gear_ls);
+        let (mask_s, mask_l) = (self.mask_s, self.mask_l);
+        let (mask_s_ls, mask_l_ls) = (mask_s << 1, mask_l << 1);
+        let mut index = scan.pair;
+        let mut hash = scan.hash;
+        while index < limit1 {
+            let a = index * 2;
+            hash = (hash << 2).wrapping_add(gear_ls[src[a] as usize]);
+            if hash & mask_s_ls == 0 {
+                return Some(a);
+            }
+            hash = hash.wrapping_add(gear[src[a + 1] as usize]);
+            if hash & mask_s == 0 {
+                return Some(a + 1);
+            }
+            index += 1;
+        }
+        while index < limit2 {
+            let a = index * 2;
+            hash = (hash << 2).wrapping_add(gear_ls[src[a] as usize]);
+            if hash & mask_l_ls == 0 {
+                return Some(a);
+            }
+            hash = hash.wrapping_add(gear[src[a + 1] as usize]);
+            if hash & mask_l == 0 {
+                return Some(a + 1);
+            }
+            index += 1;
+        }
+        scan.pair = index;
+        scan.hash = hash;
+        (n >= max || eof).then_some(window)
+    }
 }
+
+/// Where the scan for the next cut stopped: FastCDC's position (in byte pairs from the
+/// chunk start) and its rolling hash there.
+#[derive(Debug, Clone, Copy)]
+struct Scan {
+    pair: usize,
+    hash: u64,
+}
+
+impl Scan {
+    /// FastCDC skips the first `min` bytes of a chunk and starts hashing from zero there.
+    fn start(min: usize) -> Scan {
+        Scan {
+            pair: min / 2,
+            hash: 0,
+        }
+    }
+}
+
+/// Bytes asked of the reader at a time beyond the minimum chunk size: small enough that
+/// what is read past a cut (moved into the next chunk's buffer) is a few percent of the
+/// data, large enough that system calls cost nothing.
+const STREAM_READ: usize = 128 * 1024;
 
 /// Iterates over the chunks of a [`Read`], produced by [`Chunker::stream`].
 ///
 /// Boundaries are identical to running [`Chunker::find_cut`] over the whole
 /// input at once, however the reader splits its reads.
-pub struct ChunkStream<'a, R> {
+pub struct ChunkStream<'a, R, F = fn() -> Vec<u8>> {
     chunker: &'a Chunker,
     reader: R,
-    /// Initialized buffer; `buf.len()` grows up to `capacity`, never beyond.
-    buf: Vec<u8>,
-    capacity: usize,
-    /// Unconsumed data is `buf[start..end]`, always beginning at a chunk boundary.
-    start: usize,
-    end: usize,
+    /// Supplies the buffer of the next chunk (a pool's recycled `Vec`, any contents).
+    new_buf: F,
+    /// The chunk being assembled: `cur[..filled]` is data from a chunk boundary on;
+    /// `cur[filled..]` is initialized scratch, reused without zeroing it again.
+    cur: Vec<u8>,
+    filled: usize,
+    scan: Scan,
+    /// Bytes the reader is expected to hold still, to size reads of small inputs.
+    remaining_hint: Option<u64>,
     eof: bool,
     bytes_read: u64,
 }
 
-impl<R> fmt::Debug for ChunkStream<'_, R> {
+impl<R, F> fmt::Debug for ChunkStream<'_, R, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChunkStream")
             .field("chunker", self.chunker)
-            .field("buffered", &(self.end - self.start))
+            .field("buffered", &self.filled)
             .field("eof", &self.eof)
             .field("bytes_read", &self.bytes_read)
             .finish_non_exhaustive()
     }
 }
 
-impl<'a, R: Read> ChunkStream<'a, R> {
+impl<'a, R: Read, F: FnMut() -> Vec<u8>> ChunkStream<'a, R, F> {
+    /// Takes each chunk's buffer from `new_buf` (e.g. a pool of recycled buffers; their
+    /// contents do not matter) instead of allocating a fresh one.
+    pub fn with_buffers<G: FnMut() -> Vec<u8>>(self, new_buf: G) -> ChunkStream<'a, R, G> {
+        ChunkStream {
+            chunker: self.chunker,
+            reader: self.reader,
+            new_buf,
+            cur: self.cur,
+            filled: self.filled,
+            scan: self.scan,
+            remaining_hint: self.remaining_hint,
+            eof: self.eof,
+            bytes_read: self.bytes_read,
+        }
+    }
+
+    /// Tells the stream how many bytes the reader holds (a file's size), so a small
+    /// input is read with one right-sized read. Only a hint: more or fewer bytes are
+    /// still chunked correctly.
+    pub fn with_size_hint(mut self, len: u64) -> Self {
+        self.remaining_hint = Some(len);
+        self
+    }
+
     /// The next chunk as an owned `Vec` (it goes to other threads for
     /// hashing/compression), or `None` at end of input.
     ///
     /// Retries on `io::ErrorKind::Interrupted`; other read errors are
     /// returned, and buffered data is kept so a later call may continue.
     pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
-        let max = self.chunker.params.max as usize;
-        // Read until a cut is certain: `max` bytes buffered, or end of input.
-        // Deciding only then means `find_cut` runs exactly once per chunk, so
-        // tiny reads cannot make the scan quadratic.
-        while !self.eof && self.end - self.start < max {
-            self.make_room(max);
-            match self.reader.read(&mut self.buf[self.end..]) {
-                Ok(0) => self.eof = true,
+        loop {
+            let data = &self.cur[..self.filled];
+            if let Some(cut) = self.chunker.resume_cut(&mut self.scan, data, self.eof) {
+                if cut == 0 {
+                    return Ok(None);
+                }
+                return Ok(Some(self.split_at(cut)));
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Hands out `cur[..cut]` and starts the next chunk with the bytes after it.
+    fn split_at(&mut self, cut: usize) -> Vec<u8> {
+        let tail = self.filled - cut;
+        let mut next = (self.new_buf)();
+        if next.len() < tail {
+            next.resize(tail, 0);
+        }
+        next[..tail].copy_from_slice(&self.cur[cut..self.filled]);
+        let mut chunk = std::mem::replace(&mut self.cur, next);
+        chunk.truncate(cut);
+        self.filled = tail;
+        self.scan = Scan::start(self.chunker.params.min as usize);
+        chunk
+    }
+
+    /// One read into the chunk buffer: up to the minimum chunk size plus a little
+    /// first, then small steps, never past `max` (so a cut never leaves more than one
+    /// step's bytes to move), and no more than the size hint promises (plus one byte to
+    /// see the end).
+    fn fill(&mut self) -> io::Result<()> {
+        let (min, max) = (
+            self.chunker.params.min as usize,
+            self.chunker.params.max as usize,
+        );
+        let have = self.filled;
+        let mut want = if have < min {
+            min - have + STREAM_READ
+        } else {
+            STREAM_READ
+        };
+        want = want.min(max - have);
+        if let Some(left) = self.remaining_hint {
+            want = want.min(
+                usize::try_from(left)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(1),
+            );
+        }
+        let end = have + want;
+        if self.cur.len() < end {
+            if self.cur.capacity() < end {
+                // Double as a Vec would, but never beyond `max`.
+                let target = (2 * self.cur.capacity()).clamp(end, max.max(end));
+                self.cur.reserve_exact(target - self.cur.len());
+            }
+            self.cur.resize(end, 0);
+        }
+        loop {
+            match self.reader.read(&mut self.cur[have..end]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
                 Ok(n) => {
-                    // A misbehaving reader claiming more than the slice is a
-                    // bug in that reader; clamp instead of reading garbage.
-                    let n = n.min(self.buf.len() - self.end);
-                    self.end += n;
+                    // A misbehaving reader claiming more than the slice is a bug in that
+                    // reader; clamp instead of reading garbage.
+                    let n = n.min(want);
+                    self.filled += n;
                     self.bytes_read += n as u64;
+                    if let Some(left) = &mut self.remaining_hint {
+                        *left = left.saturating_sub(n as u64);
+                    }
+                    return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        let data = &self.buf[self.start..self.end];
-        if data.is_empty() {
-            return Ok(None);
-        }
-        let len = self
-            .chunker
-            .find_cut(data, self.eof)
-            .expect("find_cut decides when max bytes are buffered or at eof");
-        let chunk = data[..len].to_vec();
-        self.start += len;
-        Ok(Some(chunk))
     }
 
     /// Total bytes read from the reader so far.
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read
-    }
-
-    /// Ensures there is free space after `end` for a large read: resets an
-    /// empty buffer, grows it (small inputs only ever touch a small prefix), or
-    /// moves the unconsumed tail (< `max` bytes) to the front.
-    fn make_room(&mut self, max: usize) {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        if self.buf.len() < self.capacity {
-            if self.buf.is_empty() {
-                // Reserve once so later growth never reallocates or copies.
-                self.buf.reserve_exact(self.capacity);
-            }
-            if self.end == self.buf.len() {
-                let new_len = (2 * self.buf.len())
-                    .max(STREAM_INITIAL_LEN)
-                    .min(self.capacity);
-                self.buf.resize(new_len, 0);
-            }
-        } else if self.start + max > self.buf.len() {
-            // Fewer than `max` bytes fit after `start`: compact. The moved
-            // data is < max bytes and at least capacity - max >= max bytes of
-            // space follow it.
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
     }
 }
 

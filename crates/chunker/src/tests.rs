@@ -223,6 +223,54 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Recycled buffers (stale contents, any length and capacity) and wrong size hints
+    /// change nothing about the chunks.
+    #[test]
+    fn prop_recycled_buffers_and_hints_do_not_change_chunks(
+        params in small_params(),
+        seed in any::<u64>(),
+        len in 0usize..600 * KIB,
+        kind in any::<u8>(),
+        read_seed in any::<u64>(),
+        max_read in read_size(),
+        hint_delta in -5000i64..5000,
+        stale_len in 0usize..300 * KIB,
+    ) {
+        let c = chunker(params, [6; 32]);
+        let data = gen_data(seed, len, kind);
+        let reader = SplitReader {
+            data: &data,
+            pos: 0,
+            rng: StdRng::seed_from_u64(read_seed),
+            max_read,
+            interrupt: false,
+        };
+        let hint = (len as i64 + hint_delta).max(0) as u64;
+        let mut handed_out = 0usize;
+        let mut s = c
+            .stream(reader)
+            .with_size_hint(hint)
+            .with_buffers(|| {
+                handed_out += 1;
+                vec![0xA5; stale_len]
+            });
+        let mut chunks = Vec::new();
+        while let Some(chunk) = s.next_chunk().unwrap() {
+            chunks.push(chunk);
+        }
+        prop_assert_eq!(s.bytes_read(), data.len() as u64);
+        drop(s);
+        prop_assert_eq!(chunks.concat(), data.clone());
+        let lens: Vec<usize> = chunks.iter().map(Vec::len).collect();
+        prop_assert_eq!(lens, oneshot_lengths(&c, &data));
+        // Every chunk but the first came in a buffer from the pool.
+        prop_assert_eq!(handed_out, chunks.len());
+    }
+}
+
 #[test]
 fn stream_single_byte_reads_default_params() {
     // Exercises buffer growth and compaction with the worst read pattern.

@@ -110,10 +110,10 @@ fn bump(c: &AtomicU64) {
 /// A file's content list and the number of bytes it covers.
 type StoredContent = (Vec<ContentRef>, u64);
 
-struct Ctx<'a> {
+struct Ctx<'a, 's> {
     repo: &'a Repository,
     index: &'a MasterIndex,
-    store: &'a BlobStore<'a>,
+    store: &'s BlobStore<'a>,
     chunker: Chunker,
     users: UserCache,
     opts: &'a BackupOptions,
@@ -239,7 +239,7 @@ type WalkResult = (Id, Vec<PathBuf>, Counters, Vec<String>, Vec<String>);
 fn run_walk<'a>(
     repo: &'a Repository,
     index: &'a MasterIndex,
-    store: &'a BlobStore<'a>,
+    store: &BlobStore<'a>,
     chunker: Chunker,
     opts: &'a BackupOptions,
     progress: &'a BackupProgress,
@@ -365,7 +365,7 @@ fn is_cache_dir(path: &Path, names: &[Vec<u8>]) -> bool {
         .is_ok_and(|()| head == SIGNATURE)
 }
 
-impl Ctx<'_> {
+impl Ctx<'_, '_> {
     fn warn(&self, msg: String) {
         tracing::warn!("{msg}");
         bump(&self.counters.errors);
@@ -674,17 +674,23 @@ impl Ctx<'_> {
         for (off, len) in ranges {
             push_zeros(&mut content, off - pos);
             f.seek(SeekFrom::Start(off)).map_err(ReadError::Io)?;
-            let mut stream = self.chunker.stream(f.take(len));
+            // Chunks are read straight into recycled buffers that travel to the sealers.
+            let mut stream = self
+                .chunker
+                .stream(f.take(len))
+                .with_size_hint(len)
+                .with_buffers(|| self.store.buffer());
             while let Some(chunk) = stream.next_chunk().map_err(ReadError::Io)? {
                 let n = chunk.len() as u64;
                 self.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
                 self.progress.bytes.fetch_add(n, Ordering::Relaxed);
                 if is_zero(&chunk) {
                     push_zeros(&mut content, n);
+                    self.store.recycle(chunk);
                 } else {
                     let id = self.store.id_of(&chunk);
                     self.store
-                        .add(BlobType::Data, id, &chunk)
+                        .add_owned(BlobType::Data, id, chunk)
                         .map_err(ReadError::Repo)?;
                     content.push(ContentRef::Blob(id));
                 }

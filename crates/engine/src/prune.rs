@@ -6,11 +6,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use holdfast_repo::backend::FileKind;
-use holdfast_repo::blob::{BlobType, SealedBlob};
+use holdfast_repo::backend::{FileKind, StagedFile};
+use holdfast_repo::blob::BlobType;
 use holdfast_repo::gc::{GcMarker, Role};
 use holdfast_repo::index::{IndexFile, IndexFileSummary, IndexPack, IndexedBlob, MasterIndex};
-use holdfast_repo::pack::{read_header, PackBuilder, PackEntry};
+use holdfast_repo::pack::{read_header, PackEntry, PackWriter};
 use holdfast_repo::repository::Repository;
 use holdfast_repo::snapshot::Snapshot;
 use holdfast_repo::tree::ContentRef;
@@ -623,18 +623,15 @@ fn copy_live_blobs(
     max_entries: usize,
 ) -> Result<usize> {
     let key = repo.key();
-    let target = repo.config().pack_size as usize;
-    let mut builders = [
-        PackBuilder::new(BlobType::Data),
-        PackBuilder::new(BlobType::Tree),
-    ];
+    let target = repo.config().pack_size as u64;
+    let mut writers: [Option<PackWriter<Box<dyn StagedFile + '_>>>; 2] = [None, None];
     let mut written = IndexFile::default();
     let mut entries = 0;
     let mut copied = 0;
-    let mut flush = |b: PackBuilder, last: bool| -> Result<()> {
-        if !b.is_empty() {
-            let f = b.finish(key)?;
-            repo.backend().write(FileKind::Pack, &f.id, &f.bytes)?;
+    let mut flush = |w: Option<PackWriter<Box<dyn StagedFile + '_>>>, last: bool| -> Result<()> {
+        if let Some(w) = w.filter(|w| !w.is_empty()) {
+            let f = w.finish(key)?;
+            f.sink.commit(&f.id)?;
             entries += f.header.entries.len();
             written.packs.push(IndexPack {
                 id: f.id,
@@ -665,22 +662,19 @@ fn copy_live_blobs(
             })?;
             // Never copy damage: the blob must decrypt and hash to its ID.
             repo.open_stored_blob(p, e, sealed)?;
-            let b = &mut builders[e.ty as usize];
-            b.add(SealedBlob {
-                id: e.id,
-                ty: e.ty,
-                compression: e.compression,
-                raw_len: e.raw_len,
-                bytes: sealed.to_vec(),
-            })?;
+            let slot = &mut writers[e.ty as usize];
+            let w = match slot {
+                Some(w) => w,
+                None => slot.insert(PackWriter::new(e.ty, repo.backend().stage(FileKind::Pack)?)),
+            };
+            w.add(e.id, e.ty, e.compression, e.raw_len, &[sealed])?;
             copied += 1;
-            if b.size() >= target {
-                let full = std::mem::replace(b, PackBuilder::new(e.ty));
-                flush(full, false)?;
+            if w.size() >= target {
+                flush(slot.take(), false)?;
             }
         }
     }
-    let [data, tree] = builders;
+    let [data, tree] = writers;
     flush(data, false)?;
     flush(tree, true)?;
     Ok(copied)

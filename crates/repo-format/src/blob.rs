@@ -2,7 +2,7 @@
 //! when that helps and then sealed, bound to its ID and type (SPEC.md §5).
 
 use crate::codec::{invalid, DecodeError};
-use crate::crypto::{MasterKey, SEAL_OVERHEAD};
+use crate::crypto::{MasterKey, NONCE_LEN, SEAL_OVERHEAD, TAG_LEN};
 use crate::error::{Error, Result};
 use crate::id::Id;
 
@@ -95,21 +95,117 @@ fn worth_keeping(raw: usize, compressed: usize) -> bool {
     compressed + raw / 32 < raw
 }
 
-/// Cheap incompressibility probe: compress a 16 KiB sample at the fastest level.
-fn looks_incompressible(data: &[u8]) -> bool {
-    const SAMPLE: usize = 16 * 1024;
-    if data.len() < 2 * SAMPLE {
-        return false;
-    }
-    let mid = data.len() / 2;
-    let sample = &data[mid..mid + SAMPLE];
-    match zstd::bulk::compress(sample, 1) {
-        Ok(c) => !worth_keeping(sample.len(), c.len()),
-        Err(_) => false,
+/// Sample size of the incompressibility probe.
+const PROBE_SAMPLE: usize = 16 * 1024;
+
+/// Compresses and encrypts blobs one after another, reusing its zstd contexts and
+/// output buffer: one per sealing thread, so sealing allocates nothing per blob.
+pub struct Sealer {
+    compressor: zstd::bulk::Compressor<'static>,
+    probe: zstd::bulk::Compressor<'static>,
+    compressed: Vec<u8>,
+    probe_out: Vec<u8>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer").finish_non_exhaustive()
     }
 }
 
-/// Compresses (when useful) and seals a plaintext whose ID is already known.
+/// A sealed blob as three pieces, `nonce || body || tag`, borrowed from the buffers the
+/// [`Sealer`] encrypted in place; written out as they are.
+#[derive(Debug)]
+pub struct SealedParts<'b> {
+    /// How the plaintext was compressed.
+    pub compression: Compression,
+    /// Plaintext length.
+    pub raw_len: u32,
+    /// The random nonce.
+    pub nonce: [u8; NONCE_LEN],
+    /// The ciphertext.
+    pub body: &'b [u8],
+    /// The authentication tag.
+    pub tag: [u8; TAG_LEN],
+}
+
+impl SealedParts<'_> {
+    /// Bytes the blob takes in a pack.
+    pub fn stored_len(&self) -> usize {
+        self.body.len() + SEAL_OVERHEAD
+    }
+}
+
+impl Sealer {
+    /// A sealer compressing at `level`.
+    pub fn new(level: CompressionLevel) -> Result<Sealer> {
+        let zstd_err = |e: std::io::Error| Error::Encode {
+            what: "zstd context",
+            detail: e.to_string(),
+        };
+        Ok(Sealer {
+            compressor: zstd::bulk::Compressor::new(level.0).map_err(zstd_err)?,
+            probe: zstd::bulk::Compressor::new(1).map_err(zstd_err)?,
+            compressed: Vec::new(),
+            probe_out: Vec::new(),
+        })
+    }
+
+    /// Cheap incompressibility probe: compress a 16 KiB sample at the fastest level.
+    fn looks_incompressible(&mut self, data: &[u8]) -> bool {
+        if data.len() < 2 * PROBE_SAMPLE {
+            return false;
+        }
+        let mid = data.len() / 2;
+        let sample = &data[mid..mid + PROBE_SAMPLE];
+        self.probe_out.clear();
+        self.probe_out
+            .reserve(zstd::zstd_safe::compress_bound(PROBE_SAMPLE));
+        match self.probe.compress_to_buffer(sample, &mut self.probe_out) {
+            Ok(n) => !worth_keeping(sample.len(), n),
+            Err(_) => false,
+        }
+    }
+
+    /// Compresses `plaintext` when that is worth it, then encrypts in place: the
+    /// compressed copy, or else `plaintext` itself (which is overwritten).
+    pub fn seal<'b>(
+        &'b mut self,
+        key: &MasterKey,
+        ty: BlobType,
+        id: Id,
+        plaintext: &'b mut [u8],
+    ) -> Result<SealedParts<'b>> {
+        let raw_len = u32::try_from(plaintext.len()).map_err(|_| Error::Encode {
+            what: "blob",
+            detail: format!("{} bytes exceeds the 4 GiB blob limit", plaintext.len()),
+        })?;
+        let compressed = plaintext.len() >= 64 && !self.looks_incompressible(plaintext) && {
+            self.compressed.clear();
+            self.compressed
+                .reserve(zstd::zstd_safe::compress_bound(plaintext.len()));
+            self.compressor
+                .compress_to_buffer(&*plaintext, &mut self.compressed)
+                .is_ok_and(|n| worth_keeping(plaintext.len(), n))
+        };
+        let (compression, body) = if compressed {
+            (Compression::Zstd, self.compressed.as_mut_slice())
+        } else {
+            (Compression::None, plaintext)
+        };
+        let (nonce, tag) = key.seal_in_place(&blob_ad(ty, compression, &id), body);
+        Ok(SealedParts {
+            compression,
+            raw_len,
+            nonce,
+            body,
+            tag,
+        })
+    }
+}
+
+/// Compresses (when useful) and seals a plaintext whose ID is already known. For one-off
+/// blobs; the backup pipeline keeps a [`Sealer`] per thread.
 pub fn seal_blob(
     key: &MasterKey,
     ty: BlobType,
@@ -117,28 +213,15 @@ pub fn seal_blob(
     plaintext: &[u8],
     level: CompressionLevel,
 ) -> Result<SealedBlob> {
-    let raw_len = u32::try_from(plaintext.len()).map_err(|_| Error::Encode {
-        what: "blob",
-        detail: format!("{} bytes exceeds the 4 GiB blob limit", plaintext.len()),
-    })?;
-    let compressed = if plaintext.len() >= 64 && !looks_incompressible(plaintext) {
-        zstd::bulk::compress(plaintext, level.0)
-            .ok()
-            .filter(|c| worth_keeping(plaintext.len(), c.len()))
-    } else {
-        None
-    };
-    let (compression, body) = match &compressed {
-        Some(c) => (Compression::Zstd, c.as_slice()),
-        None => (Compression::None, plaintext),
-    };
-    let bytes = key.seal(&blob_ad(ty, compression, &id), body);
+    let mut sealer = Sealer::new(level)?;
+    let mut buf = plaintext.to_vec();
+    let parts = sealer.seal(key, ty, id, &mut buf)?;
     Ok(SealedBlob {
         id,
         ty,
-        compression,
-        raw_len,
-        bytes,
+        compression: parts.compression,
+        raw_len: parts.raw_len,
+        bytes: [&parts.nonce[..], parts.body, &parts.tag].concat(),
     })
 }
 

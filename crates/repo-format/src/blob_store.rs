@@ -9,6 +9,11 @@
 //! only hash and deduplicate, and hand new blobs over a bounded queue to sealer threads
 //! that compress, encrypt, pack and upload. A single large file thus keeps every core
 //! busy, and the queue bound keeps memory flat whatever the input.
+//!
+//! Memory: packs are written to the backend's staging area as blobs arrive (never held
+//! whole), each sealer reuses its zstd contexts and output buffer, and chunk buffers go
+//! back to a small pool ([`BlobStore::buffer`]) once sealed, so a backup's resident
+//! memory is the chunks in flight, not the packs.
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
@@ -17,13 +22,25 @@ use std::sync::Mutex;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::backend::FileKind;
-use crate::blob::{seal_blob, BlobType, CompressionLevel};
+use crate::backend::{FileKind, StagedFile};
+use crate::blob::{BlobType, CompressionLevel, Sealer};
+use crate::cache::CachedStaged;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{IndexFile, IndexPack, MasterIndex, INDEX_FILE_ENTRIES};
-use crate::pack::{FinishedPack, PackBuilder};
+use crate::pack::{FinishedPack, PackWriter};
 use crate::repository::Repository;
+
+/// A pack being written to the backend's staging area.
+type OpenPack<'a> = PackWriter<Box<dyn StagedFile + 'a>>;
+
+/// Chunk buffers kept for reuse: enough for every chunk in flight (readers, queue,
+/// sealers), so that steady state allocates nothing.
+const POOL_BUFFERS: usize = 16;
+
+/// Buffers above this capacity (chunks far above the 1 MiB average) are freed rather
+/// than kept, so the pool's resident size stays near `POOL_BUFFERS` average chunks.
+const POOL_MAX_CAPACITY: usize = 2 * 1024 * 1024 + 256 * 1024;
 
 /// Write an index file after this many packs, so an interrupted long backup leaves most
 /// of its uploaded data indexed and reusable by the next run; and at the latest after
@@ -51,13 +68,18 @@ pub struct BlobStore<'a> {
     repo: &'a Repository,
     index: &'a MasterIndex,
     seen: Mutex<HashSet<(BlobType, Id)>>,
-    open: [Mutex<PackBuilder>; 2],
+    /// The open pack of each type, created at its first blob.
+    open: [Mutex<Option<OpenPack<'a>>>; 2],
+    /// Recycled chunk buffers.
+    buffers: Mutex<Vec<Vec<u8>>>,
+    /// Sealers for blobs added without the pipeline, reused.
+    sealers: Mutex<Vec<Sealer>>,
     unindexed: Mutex<Vec<IndexPack>>,
     level: CompressionLevel,
     /// Hand-over queue to the sealer threads, in pipelined mode.
     queue: Option<Sender<Job>>,
     /// Hand-over queue to the upload threads, in pipelined mode.
-    uploads: Option<Sender<Upload>>,
+    uploads: Option<Sender<Upload<'a>>>,
     /// The first error a sealer thread hit; later adds fail with it.
     failure: Mutex<Option<Error>>,
     failed: AtomicBool,
@@ -70,8 +92,8 @@ enum Job {
     Stop,
 }
 
-enum Upload {
-    Pack(FinishedPack),
+enum Upload<'a> {
+    Pack(FinishedPack<Box<dyn StagedFile + 'a>>),
     Stop,
 }
 
@@ -109,10 +131,9 @@ impl<'a> BlobStore<'a> {
             repo,
             index,
             seen: Mutex::new(HashSet::new()),
-            open: [
-                Mutex::new(PackBuilder::new(BlobType::Data)),
-                Mutex::new(PackBuilder::new(BlobType::Tree)),
-            ],
+            open: [Mutex::new(None), Mutex::new(None)],
+            buffers: Mutex::new(Vec::new()),
+            sealers: Mutex::new(Vec::new()),
             unindexed: Mutex::new(Vec::new()),
             level,
             queue: None,
@@ -144,7 +165,7 @@ impl<'a> BlobStore<'a> {
             let st = &store;
             let uploaders: Vec<_> = (0..UPLOADERS)
                 .map(|_| {
-                    let rx: Receiver<Upload> = urx.clone();
+                    let rx: Receiver<Upload<'a>> = urx.clone();
                     s.spawn(move || st.upload_loop(rx))
                 })
                 .collect();
@@ -178,22 +199,27 @@ impl<'a> BlobStore<'a> {
     }
 
     fn seal_loop(&self, rx: Receiver<Job>) {
+        let mut sealer = match Sealer::new(self.level) {
+            Ok(s) => s,
+            Err(e) => return self.fail(e),
+        };
         while let Ok(job) = rx.recv() {
             match job {
                 Job::Stop => break,
-                Job::Seal(ty, id, data) => {
+                Job::Seal(ty, id, mut data) => {
                     if self.failed.load(Ordering::Relaxed) {
                         continue;
                     }
-                    if let Err(e) = self.seal_and_pack(ty, id, &data) {
+                    if let Err(e) = self.seal_and_pack(&mut sealer, ty, id, &mut data) {
                         self.fail(e);
                     }
+                    self.recycle(data);
                 }
             }
         }
     }
 
-    fn upload_loop(&self, rx: Receiver<Upload>) {
+    fn upload_loop(&self, rx: Receiver<Upload<'a>>) {
         while let Ok(job) = rx.recv() {
             match job {
                 Upload::Stop => break,
@@ -235,11 +261,31 @@ impl<'a> BlobStore<'a> {
         }
     }
 
+    /// A buffer for a chunk: recycled from a sealed one when the pool has one. Its
+    /// length and contents are left over from earlier use ([`holdfast_chunker`]'s stream
+    /// treats them as scratch).
+    pub fn buffer(&self) -> Vec<u8> {
+        self.buffers.lock().expect("lock").pop().unwrap_or_default()
+    }
+
+    /// Returns a buffer to the pool (or frees it when the pool is full or it is large).
+    pub fn recycle(&self, buf: Vec<u8>) {
+        if buf.capacity() == 0 || buf.capacity() > POOL_MAX_CAPACITY {
+            return;
+        }
+        let mut pool = self.buffers.lock().expect("lock");
+        if pool.len() < POOL_BUFFERS {
+            pool.push(buf);
+        }
+    }
+
     /// Like [`BlobStore::add`], taking ownership so that a pipelined store can hand the
-    /// buffer to a sealer thread without copying it.
-    pub fn add_owned(&self, ty: BlobType, id: Id, plaintext: Vec<u8>) -> Result<bool> {
+    /// buffer to a sealer thread without copying it; the buffer goes back to the pool
+    /// once sealed (or at once when the blob is a duplicate).
+    pub fn add_owned(&self, ty: BlobType, id: Id, mut plaintext: Vec<u8>) -> Result<bool> {
         self.take_failure()?;
         if self.index.contains(ty, &id) || !self.seen.lock().expect("lock").insert((ty, id)) {
+            self.recycle(plaintext);
             return Ok(false);
         }
         match &self.queue {
@@ -251,7 +297,20 @@ impl<'a> BlobStore<'a> {
                     });
                 }
             }
-            None => self.seal_and_pack(ty, id, &plaintext)?,
+            None => {
+                let pooled = self.sealers.lock().expect("lock").pop();
+                let mut sealer = match pooled {
+                    Some(s) => s,
+                    None => Sealer::new(self.level)?,
+                };
+                let r = self.seal_and_pack(&mut sealer, ty, id, &mut plaintext);
+                self.sealers.lock().expect("lock").push(sealer);
+                self.recycle(plaintext);
+                if r.is_err() {
+                    self.failed.store(true, Ordering::Relaxed);
+                }
+                r?;
+            }
         }
         Ok(true)
     }
@@ -268,26 +327,50 @@ impl<'a> BlobStore<'a> {
 
     /// Stores a blob unless it is already present; returns whether it was new.
     pub fn add(&self, ty: BlobType, id: Id, plaintext: &[u8]) -> Result<bool> {
-        if self.queue.is_some() {
-            return self.add_owned(ty, id, plaintext.to_vec());
-        }
-        if self.index.contains(ty, &id) || !self.seen.lock().expect("lock").insert((ty, id)) {
+        if self.has(ty, &id) {
             return Ok(false);
         }
-        self.seal_and_pack(ty, id, plaintext)?;
-        Ok(true)
+        let mut buf = self.buffer();
+        buf.clear();
+        buf.extend_from_slice(plaintext);
+        self.add_owned(ty, id, buf)
     }
 
-    /// Seals a new blob and appends it to the open pack of its type, writing the pack
-    /// when it is full.
-    fn seal_and_pack(&self, ty: BlobType, id: Id, plaintext: &[u8]) -> Result<()> {
-        let sealed = seal_blob(self.repo.key(), ty, id, plaintext, self.level)?;
-        let stored = sealed.bytes.len() as u64;
+    /// A new pack of `ty` in the backend's staging area (teed into the cache for trees).
+    fn new_pack(&self, ty: BlobType) -> Result<OpenPack<'a>> {
+        let mut file = self.repo.backend().stage(FileKind::Pack)?;
+        if let (Some(cache), BlobType::Tree) = (self.repo.cache(), ty) {
+            // The next backup walks these trees: keep them rather than download them.
+            file = Box::new(CachedStaged::new(file, cache, FileKind::Pack));
+        }
+        Ok(PackWriter::new(ty, file))
+    }
+
+    /// Seals a new blob (overwriting `plaintext`) and appends it to the open pack of its
+    /// type, writing the pack when it is full.
+    fn seal_and_pack(
+        &self,
+        sealer: &mut Sealer,
+        ty: BlobType,
+        id: Id,
+        plaintext: &mut [u8],
+    ) -> Result<()> {
+        let raw = plaintext.len() as u64;
+        let parts = sealer.seal(self.repo.key(), ty, id, plaintext)?;
+        let stored = parts.stored_len() as u64;
         let full = {
-            let mut p = self.open[ty as usize].lock().expect("lock");
-            p.add(sealed)?;
-            if p.size() >= self.repo.config().pack_size as usize {
-                Some(std::mem::replace(&mut *p, PackBuilder::new(ty)))
+            let mut slot = self.open[ty as usize].lock().expect("lock");
+            let pack = match &mut *slot {
+                Some(p) => p,
+                None => slot.insert(self.new_pack(ty)?),
+            };
+            if let Err(e) = pack.add_sealed(id, ty, &parts) {
+                // The staged file may hold part of the blob: it is dropped, never committed.
+                *slot = None;
+                return Err(e);
+            }
+            if pack.size() >= self.repo.config().pack_size as u64 {
+                slot.take()
             } else {
                 None
             }
@@ -297,9 +380,7 @@ impl<'a> BlobStore<'a> {
             BlobType::Tree => &self.stats.tree_blobs,
         }
         .fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .raw_bytes
-            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        self.stats.raw_bytes.fetch_add(raw, Ordering::Relaxed);
         self.stats.stored_bytes.fetch_add(stored, Ordering::Relaxed);
         if let Some(p) = full {
             self.write_pack(p)?;
@@ -307,7 +388,7 @@ impl<'a> BlobStore<'a> {
         Ok(())
     }
 
-    fn write_pack(&self, p: PackBuilder) -> Result<()> {
+    fn write_pack(&self, p: OpenPack<'a>) -> Result<()> {
         if p.is_empty() {
             return Ok(());
         }
@@ -322,14 +403,8 @@ impl<'a> BlobStore<'a> {
         self.upload(finished)
     }
 
-    fn upload(&self, finished: FinishedPack) -> Result<()> {
-        self.repo
-            .backend()
-            .write(FileKind::Pack, &finished.id, &finished.bytes)?;
-        if let (Some(cache), BlobType::Tree) = (self.repo.cache(), finished.header.pack_type) {
-            // The next backup walks these trees: keep them rather than download them.
-            cache.put(FileKind::Pack, &finished.id, &finished.bytes);
-        }
+    fn upload(&self, finished: FinishedPack<Box<dyn StagedFile + 'a>>) -> Result<()> {
+        finished.sink.commit(&finished.id)?;
         self.stats.packs.fetch_add(1, Ordering::Relaxed);
         let batch = {
             let mut u = self.unindexed.lock().expect("lock");
@@ -356,12 +431,18 @@ impl<'a> BlobStore<'a> {
     /// Writes the open packs and an index file for every pack not yet indexed. After this
     /// returns, every blob added is durable and indexed: a snapshot may refer to it.
     pub fn flush(&self) -> Result<()> {
+        self.take_failure()?;
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(Error::Encode {
+                what: "blob store",
+                detail: "an earlier blob could not be stored".into(),
+            });
+        }
         for ty in [BlobType::Data, BlobType::Tree] {
-            let p = std::mem::replace(
-                &mut *self.open[ty as usize].lock().expect("lock"),
-                PackBuilder::new(ty),
-            );
-            self.write_pack(p)?;
+            let p = self.open[ty as usize].lock().expect("lock").take();
+            if let Some(p) = p {
+                self.write_pack(p)?;
+            }
         }
         let packs = std::mem::take(&mut *self.unindexed.lock().expect("lock"));
         if !packs.is_empty() {

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::backend::FileKind;
+use crate::backend::{FileKind, StagedFile};
 use crate::id::Id;
 
 /// The cache of one repository.
@@ -136,6 +136,39 @@ impl Cache {
                 let _ = fs::remove_file(e.path());
             }
         }
+    }
+}
+
+/// A staged repository file whose bytes also go into the cache once committed: tree
+/// packs a backup writes are what the next backup reads.
+pub struct CachedStaged<'a> {
+    inner: Box<dyn StagedFile + 'a>,
+    cache: &'a Cache,
+    kind: FileKind,
+    bytes: Vec<u8>,
+}
+
+impl<'a> CachedStaged<'a> {
+    /// Stages through `inner`, keeping a copy for `cache`.
+    pub fn new(inner: Box<dyn StagedFile + 'a>, cache: &'a Cache, kind: FileKind) -> Self {
+        CachedStaged {
+            inner,
+            cache,
+            kind,
+            bytes: Vec::new(),
+        }
+    }
+}
+
+impl StagedFile for CachedStaged<'_> {
+    fn write_all(&mut self, bytes: &[u8]) -> crate::error::Result<()> {
+        self.bytes.extend_from_slice(bytes);
+        self.inner.write_all(bytes)
+    }
+    fn commit(self: Box<Self>, id: &Id) -> crate::error::Result<()> {
+        self.inner.commit(id)?;
+        self.cache.put(self.kind, id, &self.bytes);
+        Ok(())
     }
 }
 

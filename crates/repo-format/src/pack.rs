@@ -6,9 +6,10 @@
 //! ```
 //! Blob offsets are implicit: blob 0 starts at 0 and each follows the previous one.
 
-use rand::seq::SliceRandom;
-
-use crate::blob::{BlobType, Compression, SealedBlob};
+use crate::backend::StagedFile;
+#[cfg(doc)]
+use crate::blob::Sealer;
+use crate::blob::{BlobType, Compression, SealedParts};
 use crate::codec::{invalid, DecodeError, Reader, Writer};
 use crate::crypto::{MasterKey, SEAL_OVERHEAD};
 use crate::error::{Error, Result};
@@ -114,31 +115,61 @@ impl PackHeader {
     }
 }
 
-/// Collects sealed blobs of one type into a pack held in memory, then finishes it.
-#[derive(Debug)]
-pub struct PackBuilder {
-    pack_type: BlobType,
-    blobs: Vec<SealedBlob>,
-    size: usize,
+/// Where a [`PackWriter`] puts the bytes of a pack as they are produced: a file staged in
+/// the repository ([`crate::backend::StagedFile`]) or, for tests and small one-off packs,
+/// memory.
+pub trait PackSink {
+    /// Appends bytes.
+    fn put(&mut self, bytes: &[u8]) -> Result<()>;
 }
 
-/// A finished pack: its name and bytes, and where each blob landed.
+impl PackSink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+impl PackSink for Box<dyn StagedFile + '_> {
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.write_all(bytes)
+    }
+}
+
+/// Writes a pack of one blob type straight to its sink, blob by blob, hashing it on the
+/// way: a pack is never held in memory, whatever its size. Blobs land in the order they
+/// are added (SPEC.md §6.2).
 #[derive(Debug)]
-pub struct FinishedPack {
-    /// Pack ID: BLAKE3 of `bytes`.
+pub struct PackWriter<W> {
+    pack_type: BlobType,
+    sink: W,
+    hasher: blake3::Hasher,
+    entries: Vec<PackEntry>,
+    size: u64,
+}
+
+/// A pack whose last byte is written: its name, where each blob landed, and the sink
+/// holding the bytes (a staged file to commit under `id`, or the bytes themselves).
+#[derive(Debug)]
+pub struct FinishedPack<W> {
+    /// Pack ID: BLAKE3 of the pack's bytes.
     pub id: Id,
-    /// The complete stored file.
-    pub bytes: Vec<u8>,
     /// The header (blob locations).
     pub header: PackHeader,
+    /// Length of the pack in bytes.
+    pub len: u64,
+    /// Where the bytes went.
+    pub sink: W,
 }
 
-impl PackBuilder {
-    /// An empty pack for blobs of `pack_type`.
-    pub fn new(pack_type: BlobType) -> Self {
-        PackBuilder {
+impl<W: PackSink> PackWriter<W> {
+    /// An empty pack for blobs of `pack_type`, written to `sink`.
+    pub fn new(pack_type: BlobType, sink: W) -> Self {
+        PackWriter {
             pack_type,
-            blobs: Vec::new(),
+            sink,
+            hasher: blake3::Hasher::new(),
+            entries: Vec::new(),
             size: 0,
         }
     }
@@ -147,77 +178,95 @@ impl PackBuilder {
         self.pack_type
     }
     /// Stored bytes so far (without header).
-    pub fn size(&self) -> usize {
+    pub fn size(&self) -> u64 {
         self.size
     }
     /// Number of blobs so far.
     pub fn len(&self) -> usize {
-        self.blobs.len()
+        self.entries.len()
     }
     /// Whether no blob was added.
     pub fn is_empty(&self) -> bool {
-        self.blobs.is_empty()
+        self.entries.is_empty()
     }
-    /// Adds a sealed blob. Panics never; a blob of the wrong type is a caller bug reported as an error.
-    pub fn add(&mut self, blob: SealedBlob) -> Result<()> {
-        if blob.ty != self.pack_type {
+
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.hasher.update(bytes);
+        self.sink.put(bytes)
+    }
+
+    /// Appends one stored blob given as consecutive pieces (`nonce || body || tag` from
+    /// a [`Sealer`], or a sealed blob copied whole from another pack). A blob of the wrong
+    /// type, or one that would take the pack past 4 GiB, is an error, never a panic.
+    pub fn add(
+        &mut self,
+        id: Id,
+        ty: BlobType,
+        compression: Compression,
+        raw_len: u32,
+        pieces: &[&[u8]],
+    ) -> Result<()> {
+        if ty != self.pack_type {
             return Err(Error::Encode {
                 what: "pack",
                 detail: format!(
                     "{} blob added to a {} pack",
-                    blob.ty.name(),
+                    ty.name(),
                     self.pack_type.name()
                 ),
             });
         }
-        self.size += blob.bytes.len();
-        self.blobs.push(blob);
-        Ok(())
-    }
-
-    /// Shuffles the blob order (so chunk sizes in a pack do not reveal file order), lays the
-    /// blobs out, and appends the sealed header and trailer.
-    pub fn finish(mut self, key: &MasterKey) -> Result<FinishedPack> {
-        self.blobs.shuffle(&mut rand::thread_rng());
-        self.finish_in_order(key)
-    }
-
-    /// [`PackBuilder::finish`] without shuffling (test vectors).
-    pub fn finish_in_order(self, key: &MasterKey) -> Result<FinishedPack> {
-        let header_len = HEADER_ENTRY_LEN * self.blobs.len() + 5 + SEAL_OVERHEAD;
-        if self.size as u64 + header_len as u64 > u32::MAX as u64 {
+        let stored: usize = pieces.iter().map(|p| p.len()).sum();
+        let header_len = HEADER_ENTRY_LEN * (self.entries.len() + 1) + 5 + SEAL_OVERHEAD;
+        let end = self.size + stored as u64;
+        if end + (header_len + TRAILER_LEN) as u64 > u32::MAX as u64 {
             return Err(Error::Encode {
                 what: "pack",
                 detail: "pack larger than 4 GiB".into(),
             });
         }
-        // Capacity is reserved, not touched: resident memory grows as blobs move in and drop.
-        let mut bytes = Vec::with_capacity(self.size + header_len + TRAILER_LEN);
-        let mut entries = Vec::with_capacity(self.blobs.len());
-        for b in self.blobs {
-            entries.push(PackEntry {
-                id: b.id,
-                ty: b.ty,
-                compression: b.compression,
-                offset: bytes.len() as u32,
-                stored_len: b.bytes.len() as u32,
-                raw_len: b.raw_len,
-            });
-            bytes.extend_from_slice(&b.bytes);
+        for piece in pieces {
+            self.put(piece)?;
         }
+        self.entries.push(PackEntry {
+            id,
+            ty,
+            compression,
+            offset: self.size as u32,
+            stored_len: stored as u32,
+            raw_len,
+        });
+        self.size = end;
+        Ok(())
+    }
+
+    /// Appends a blob sealed by a [`Sealer`].
+    pub fn add_sealed(&mut self, id: Id, ty: BlobType, parts: &SealedParts<'_>) -> Result<()> {
+        self.add(
+            id,
+            ty,
+            parts.compression,
+            parts.raw_len,
+            &[&parts.nonce, parts.body, &parts.tag],
+        )
+    }
+
+    /// Appends the sealed header and trailer; the pack is complete.
+    pub fn finish(mut self, key: &MasterKey) -> Result<FinishedPack<W>> {
         let header = PackHeader {
             pack_type: self.pack_type,
-            entries,
+            entries: std::mem::take(&mut self.entries),
         };
         let sealed = key.seal(HEADER_AD, &header.encode());
-        bytes.extend_from_slice(&sealed);
-        bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        bytes.push(PACK_VERSION);
-        bytes.extend_from_slice(PACK_MAGIC);
+        self.put(&sealed)?;
+        self.put(&(sealed.len() as u32).to_le_bytes())?;
+        self.put(&[PACK_VERSION])?;
+        self.put(PACK_MAGIC)?;
         Ok(FinishedPack {
-            id: Id::of_stored_bytes(&bytes),
-            bytes,
+            id: Id(*self.hasher.finalize().as_bytes()),
             header,
+            len: self.size + (sealed.len() + TRAILER_LEN) as u64,
+            sink: self.sink,
         })
     }
 }
@@ -284,7 +333,7 @@ pub fn read_header(key: &MasterKey, pack: &Id, bytes: &[u8]) -> Result<PackHeade
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blob::{open_blob, seal_blob, CompressionLevel};
+    use crate::blob::{open_blob, seal_blob, CompressionLevel, Sealer};
     use proptest::prelude::*;
 
     fn arb_entries() -> impl Strategy<Value = Vec<(u8, [u8; 32], u32, u32)>> {
@@ -317,48 +366,45 @@ mod tests {
     #[test]
     fn pack_round_trip_and_damage_detection() {
         let key = MasterKey::generate();
-        let mut b = PackBuilder::new(BlobType::Data);
+        let mut b = PackWriter::new(BlobType::Data, Vec::new());
+        let mut sealer = Sealer::new(CompressionLevel::default()).unwrap();
         let datas: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 1000 + i as usize * 77]).collect();
         for d in &datas {
-            b.add(
-                seal_blob(
-                    &key,
-                    BlobType::Data,
-                    key.blob_id(d),
-                    d,
-                    CompressionLevel::default(),
-                )
-                .unwrap(),
-            )
-            .unwrap();
+            let mut buf = d.clone();
+            let id = key.blob_id(d);
+            let parts = sealer.seal(&key, BlobType::Data, id, &mut buf).unwrap();
+            b.add_sealed(id, BlobType::Data, &parts).unwrap();
         }
+        let s = seal_blob(
+            &key,
+            BlobType::Tree,
+            key.blob_id(b"t"),
+            b"t",
+            CompressionLevel::default(),
+        )
+        .unwrap();
         assert!(b
-            .add(
-                seal_blob(
-                    &key,
-                    BlobType::Tree,
-                    key.blob_id(b"t"),
-                    b"t",
-                    CompressionLevel::default()
-                )
-                .unwrap()
-            )
+            .add(s.id, s.ty, s.compression, s.raw_len, &[&s.bytes])
             .is_err());
+        assert_eq!(b.len(), datas.len());
         let p = b.finish(&key).unwrap();
-        assert_eq!(p.id, Id::of_stored_bytes(&p.bytes));
-        let h = read_header(&key, &p.id, &p.bytes).unwrap();
+        let bytes = p.sink;
+        assert_eq!(p.len, bytes.len() as u64);
+        assert_eq!(p.id, Id::of_stored_bytes(&bytes));
+        let h = read_header(&key, &p.id, &bytes).unwrap();
         assert_eq!(h, p.header);
-        for e in &h.entries {
-            let s = &p.bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+        // Blobs are where the header says, in the order they were added.
+        for (e, d) in h.entries.iter().zip(&datas) {
+            let s = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
             let plain = open_blob(&key, e.ty, e.compression, &e.id, e.raw_len, s).unwrap();
-            assert!(datas.contains(&plain));
+            assert_eq!(&plain, d);
         }
         // Truncation and bit flips in the header region are reported, never panic.
-        for cut in [0, 1, 8, 9, p.bytes.len() / 2, p.bytes.len() - 1] {
-            assert!(read_header(&key, &p.id, &p.bytes[..cut]).is_err());
+        for cut in [0, 1, 8, 9, bytes.len() / 2, bytes.len() - 1] {
+            assert!(read_header(&key, &p.id, &bytes[..cut]).is_err());
         }
-        for i in (p.bytes.len() - 200)..p.bytes.len() {
-            let mut d = p.bytes.clone();
+        for i in (bytes.len() - 200)..bytes.len() {
+            let mut d = bytes.clone();
             d[i] ^= 0x10;
             assert!(read_header(&key, &p.id, &d).is_err(), "flip at {i}");
         }

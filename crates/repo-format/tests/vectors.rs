@@ -26,7 +26,7 @@ use holdfast_repo::crypto::{self, MasterKey, NONCE_LEN};
 use holdfast_repo::envelope::{self, ObjectKind};
 use holdfast_repo::index::{IndexFile, IndexPack, MasterIndex};
 use holdfast_repo::keyfile::{KdfParams, KeyFile};
-use holdfast_repo::pack::{self, PackBuilder, PackEntry, PackHeader, HEADER_AD, TRAILER_LEN};
+use holdfast_repo::pack::{self, PackEntry, PackHeader, PackWriter, HEADER_AD, TRAILER_LEN};
 use holdfast_repo::snapshot::{Snapshot, Summary};
 use holdfast_repo::tree::{ContentRef, Node, NodeKind, Tree, Xattr};
 use holdfast_repo::Id;
@@ -845,21 +845,27 @@ fn pack_with_two_data_blobs() {
             p
         );
     }
-    // PackBuilder::finish_in_order writes the same pack, apart from the header's nonce.
-    let mut builder = PackBuilder::new(BlobType::Data);
-    builder.add(blob1()).unwrap();
-    builder.add(blob2()).unwrap();
-    let real = builder.finish_in_order(&key).unwrap();
-    assert_eq!(real.bytes.len(), bytes.len());
-    assert_eq!(real.bytes[..data_len], bytes[..data_len]);
+    // PackWriter writes the same pack, apart from the header's nonce.
+    let mut writer = PackWriter::new(BlobType::Data, Vec::new());
+    for b in [blob1(), blob2()] {
+        writer
+            .add(b.id, b.ty, b.compression, b.raw_len, &[&b.bytes])
+            .unwrap();
+    }
+    let real = writer.finish(&key).unwrap();
+    let real_bytes = &real.sink;
+    assert_eq!(real.len, bytes.len() as u64);
+    assert_eq!(real.id, Id::of_stored_bytes(real_bytes));
+    assert_eq!(real_bytes.len(), bytes.len());
+    assert_eq!(real_bytes[..data_len], bytes[..data_len]);
     assert_eq!(
-        real.bytes[real.bytes.len() - TRAILER_LEN..],
+        real_bytes[real_bytes.len() - TRAILER_LEN..],
         bytes[bytes.len() - TRAILER_LEN..]
     );
     assert_eq!(
         key.open(
             HEADER_AD,
-            &real.bytes[data_len..real.bytes.len() - TRAILER_LEN]
+            &real_bytes[data_len..real_bytes.len() - TRAILER_LEN]
         )
         .unwrap(),
         unhex(PACK_HEADER_PLAIN)

@@ -8,7 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Backend, FileKind};
+use super::{Backend, FileKind, StagedFile};
 use crate::crypto::random_array;
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -53,6 +53,43 @@ impl LocalBackend {
                 io("open", &p, e)
             }
         })
+    }
+}
+
+/// A file written under a temporary name in `tmp/`, renamed into place on commit.
+struct LocalStaged<'a> {
+    backend: &'a LocalBackend,
+    kind: FileKind,
+    /// `None` once committed.
+    file: Option<File>,
+    tmp: PathBuf,
+}
+
+impl StagedFile for LocalStaged<'_> {
+    fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        let f = self
+            .file
+            .as_mut()
+            .expect("a staged file is written before its commit");
+        f.write_all(bytes).map_err(|e| io("write", &self.tmp, e))
+    }
+
+    fn commit(mut self: Box<Self>, id: &Id) -> Result<()> {
+        let f = self.file.take().expect("a staged file is committed once");
+        f.sync_all().map_err(|e| io("sync", &self.tmp, e))?;
+        drop(f);
+        let dest = self.backend.path(self.kind, id);
+        fs::rename(&self.tmp, &dest).map_err(|e| io("rename", &dest, e))?;
+        sync_dir(dest.parent().expect("repository paths have a parent"))
+    }
+}
+
+impl Drop for LocalStaged<'_> {
+    fn drop(&mut self) {
+        // Not committed, or the commit failed before the rename: leave nothing behind.
+        if self.file.take().is_some() || self.tmp.exists() {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -165,29 +202,27 @@ impl Backend for LocalBackend {
     }
 
     fn write(&self, kind: FileKind, id: &Id, bytes: &[u8]) -> Result<()> {
-        let dest = self.path(kind, id);
-        let dir = dest
-            .parent()
-            .expect("repository paths have a parent")
-            .to_path_buf();
-        let tmp_dir = self.root.join("tmp");
-        let tmp = tmp_dir.join(format!("{}.tmp", hex::encode(random_array::<12>())));
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(|e| io("create", &tmp, e))?;
-            f.write_all(bytes).map_err(|e| io("write", &tmp, e))?;
-            f.sync_all().map_err(|e| io("sync", &tmp, e))?;
-            drop(f);
-            fs::rename(&tmp, &dest).map_err(|e| io("rename", &dest, e))?;
-            sync_dir(&dir)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        let mut f = self.stage(kind)?;
+        f.write_all(bytes)?;
+        f.commit(id)
+    }
+
+    fn stage(&self, kind: FileKind) -> Result<Box<dyn StagedFile + '_>> {
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{}.tmp", hex::encode(random_array::<12>())));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| io("create", &tmp, e))?;
+        Ok(Box::new(LocalStaged {
+            backend: self,
+            kind,
+            file: Some(file),
+            tmp,
+        }))
     }
 
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()> {
@@ -204,6 +239,30 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staged_files_appear_only_when_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        b.create().unwrap();
+        let tmp_entries = || fs::read_dir(dir.path().join("tmp")).unwrap().count();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let id = Id::of_stored_bytes(&data);
+        let mut f = b.stage(FileKind::Pack).unwrap();
+        for piece in data.chunks(7_000) {
+            f.write_all(piece).unwrap();
+        }
+        assert_eq!(b.list(FileKind::Pack).unwrap(), vec![], "visible before the commit");
+        assert_eq!(tmp_entries(), 1);
+        f.commit(&id).unwrap();
+        assert_eq!(b.read(FileKind::Pack, &id).unwrap(), data);
+        assert_eq!(tmp_entries(), 0);
+        let mut dropped = b.stage(FileKind::Pack).unwrap();
+        dropped.write_all(b"never committed").unwrap();
+        drop(dropped);
+        assert_eq!(tmp_entries(), 0, "an uncommitted file is removed");
+        assert_eq!(b.list(FileKind::Pack).unwrap().len(), 1);
+    }
 
     #[test]
     fn write_read_list_remove() {

@@ -76,6 +76,31 @@ impl FileKind {
     }
 }
 
+/// A repository file being written: see [`Backend::stage`].
+pub trait StagedFile: Send {
+    /// Appends bytes.
+    fn write_all(&mut self, bytes: &[u8]) -> Result<()>;
+    /// Stores the complete file as `id`, durably, like [`Backend::write`].
+    fn commit(self: Box<Self>, id: &Id) -> Result<()>;
+}
+
+/// [`Backend::stage`] for backends without a staging area of their own.
+struct StagedInMemory<'a, B: ?Sized> {
+    backend: &'a B,
+    kind: FileKind,
+    bytes: Vec<u8>,
+}
+
+impl<B: Backend + ?Sized> StagedFile for StagedInMemory<'_, B> {
+    fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        self.bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+    fn commit(self: Box<Self>, id: &Id) -> Result<()> {
+        self.backend.write(self.kind, id, &self.bytes)
+    }
+}
+
 /// Storage for a repository. Implementations are shared by many threads.
 pub trait Backend: Send + Sync + Debug {
     /// A human-readable location for messages.
@@ -95,6 +120,18 @@ pub trait Backend: Send + Sync + Debug {
     fn write(&self, kind: FileKind, id: &Id, bytes: &[u8]) -> Result<()>;
     /// Deletes a file; deleting a missing file is not an error.
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()>;
+    /// Starts a file of `kind` whose name is known only once it is complete (a pack is
+    /// named by its hash): bytes are appended as they are produced, and
+    /// [`StagedFile::commit`] makes it visible as [`Backend::write`] would. Dropped
+    /// without a commit, it leaves nothing behind. Backends stage in a temporary file;
+    /// this default collects the bytes in memory.
+    fn stage(&self, kind: FileKind) -> Result<Box<dyn StagedFile + '_>> {
+        Ok(Box::new(StagedInMemory {
+            backend: self,
+            kind,
+            bytes: Vec::new(),
+        }))
+    }
     /// Whether requests go over a network (latency worth hiding with more reads in
     /// flight than there are cores).
     fn is_remote(&self) -> bool {
