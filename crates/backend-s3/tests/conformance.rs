@@ -217,7 +217,10 @@ fn staged_files(s: &Server) {
             f.write_all(piece).unwrap();
         }
         f.commit(&id).unwrap();
-        assert!(b.read(FileKind::Pack, &id).unwrap() == data, "{len} bytes read back");
+        assert!(
+            b.read(FileKind::Pack, &id).unwrap() == data,
+            "{len} bytes read back"
+        );
     }
     let mut dropped = b.stage(FileKind::Pack).unwrap();
     dropped.write_all(b"never committed").unwrap();

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use holdfast_repo::keyfile::KdfParams;
 
 /// holdfast: encrypted, deduplicating backups.
 #[derive(Debug, Parser)]
@@ -62,11 +63,11 @@ pub enum Command {
         /// Target pack size in MiB.
         #[arg(long, default_value_t = 16)]
         pack_size_mib: u32,
-        /// Argon2id memory cost in KiB (default 64 MiB).
-        #[arg(long, default_value_t = 65536)]
+        /// Argon2id memory cost in KiB (default 32 MiB).
+        #[arg(long, default_value_t = KdfParams::DEFAULT.m_cost_kib)]
         kdf_memory_kib: u32,
         /// Argon2id iterations.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = KdfParams::DEFAULT.t_cost)]
         kdf_iterations: u32,
     },
     /// Back up files and directories.

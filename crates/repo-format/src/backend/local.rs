@@ -252,7 +252,11 @@ mod tests {
         for piece in data.chunks(7_000) {
             f.write_all(piece).unwrap();
         }
-        assert_eq!(b.list(FileKind::Pack).unwrap(), vec![], "visible before the commit");
+        assert_eq!(
+            b.list(FileKind::Pack).unwrap(),
+            vec![],
+            "visible before the commit"
+        );
         assert_eq!(tmp_entries(), 1);
         f.commit(&id).unwrap();
         assert_eq!(b.read(FileKind::Pack, &id).unwrap(), data);
