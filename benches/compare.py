@@ -126,6 +126,11 @@ class Rustic(Restic):
     name = "rustic"
     binary = "rustic"
 
+    def __init__(self, work):
+        super().__init__(work)
+        # rustic reads its own variables (RESTIC_* are ignored since rustic 0.6).
+        self.env.update(RUSTIC_REPOSITORY=str(self.repo), RUSTIC_PASSWORD=PW, RUSTIC_NO_PROGRESS="true")
+
     def init_cmd(self):
         return ["rustic", "init"]
 

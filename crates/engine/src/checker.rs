@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use holdfast_repo::backend::FileKind;
-use holdfast_repo::blob::{open_blob, BlobType};
+use holdfast_repo::blob::{open_blob_in_place, BlobType};
 use holdfast_repo::envelope::ObjectKind;
 use holdfast_repo::gc::GcMarker;
 use holdfast_repo::index::{IndexFile, MasterIndex};
@@ -573,6 +573,7 @@ fn read_pack(
     let mut hasher = blake3::Hasher::new();
     let mut sorted: Vec<&PackEntry> = entries.iter().collect();
     sorted.sort_by_key(|e| e.offset);
+    let mut scratch = Vec::new();
     let mut pos = 0u64;
     let mut i = 0usize;
     while pos < size {
@@ -583,7 +584,7 @@ fn read_pack(
             end = end.max(e_end.min(size));
             j += 1;
         }
-        let buf = match repo
+        let mut buf = match repo
             .backend()
             .read_range(FileKind::Pack, pack, pos, end - pos)
         {
@@ -608,9 +609,18 @@ fn read_pack(
                 ));
                 continue;
             }
-            let s = &buf[(start - pos) as usize..(start - pos + len) as usize];
+            // Decrypted where it lies (the pack's hash was taken above).
+            let s = &mut buf[(start - pos) as usize..(start - pos + len) as usize];
             r.blobs += 1;
-            if let Err(err) = open_blob(repo.key(), e.ty, e.compression, &e.id, e.raw_len, s) {
+            if let Err(err) = open_blob_in_place(
+                repo.key(),
+                e.ty,
+                e.compression,
+                &e.id,
+                e.raw_len,
+                s,
+                &mut scratch,
+            ) {
                 r.bad_blobs.push((
                     **e,
                     format!("{} (in pack {pack})", strip_prefix(&err, &e.id)),

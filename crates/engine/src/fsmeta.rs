@@ -354,6 +354,40 @@ pub fn apply(path: &Path, node: &Node, opts: &ApplyOptions) -> Result<Vec<String
     Ok(warnings)
 }
 
+/// [`apply`] for a regular file through an open descriptor of it (`fchown`, `fsetxattr`,
+/// `fchmod`, `futimens`): no path is looked up again, so nothing can be swapped in
+/// between the steps. Same order and warnings as [`apply`].
+pub fn apply_file(
+    file: &File,
+    path: &Path,
+    node: &Node,
+    opts: &ApplyOptions,
+) -> Result<Vec<String>, FsError> {
+    use xattr::FileExt as _;
+    let mut warnings = Vec::new();
+    if opts.owners {
+        std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid))
+            .map_err(|e| fs_err("fchown", path, e))?;
+    }
+    if opts.xattrs {
+        for x in &node.xattrs {
+            if let Err(e) = file.set_xattr(OsStr::from_bytes(&x.name), &x.value) {
+                warnings.push(format!(
+                    "{}: cannot set extended attribute {}: {e}",
+                    path.display(),
+                    String::from_utf8_lossy(&x.name)
+                ));
+            }
+        }
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777))
+        .map_err(|e| fs_err("fchmod", path, e))?;
+    let t = to_timespec(node.mtime_ns);
+    nix::sys::stat::futimens(file.as_raw_fd(), &t, &t)
+        .map_err(|e| fs_err("futimens", path, io::Error::from(e)))?;
+    Ok(warnings)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -204,17 +204,45 @@ pub fn restore(
     // Where every blob goes, and that each file's content adds up, before anything is
     // written.
     let pieces = place_blobs(index, &files)?;
+    // A file that is exactly one blob (most files) is created, written and given its
+    // metadata in one go when its blob is read; the others are created first (at full
+    // size, so holes stay holes) and finished after the fill.
+    let whole: Vec<bool> = files
+        .iter()
+        .map(|p| matches!(p.node.content.as_slice(), [ContentRef::Blob(_)]))
+        .collect();
+    let is_whole = |p: &Planned| {
+        p.node.kind == NodeKind::File && matches!(p.node.content.as_slice(), [ContentRef::Blob(_)])
+    };
     let made: Vec<bool> = leaves
         .par_iter()
-        .map(|p| create_leaf(p))
+        .map(|p| {
+            if is_whole(p) {
+                Ok(true)
+            } else {
+                create_leaf(p)
+            }
+        })
         .collect::<Result<_>>()?;
-    fill_files(repo, &files, &pieces, progress)?;
+    let fill = Fill {
+        repo,
+        files: &files,
+        whole: &whole,
+        apply: &apply_opts,
+        warnings: &warnings,
+        progress,
+    };
+    fill_files(&fill, &pieces)?;
     leaves
         .par_iter()
         .zip(made)
         .try_for_each(|(p, made)| -> Result<()> {
-            if made {
-                let w = fsmeta::apply(&p.path, &p.node, &apply_opts)?;
+            if made && !is_whole(p) {
+                let w = if p.node.kind == NodeKind::File {
+                    apply_to_file(&p.path, &p.node, &apply_opts)?
+                } else {
+                    fsmeta::apply(&p.path, &p.node, &apply_opts)?
+                };
                 warnings.lock().expect("lock").extend(w);
             }
             progress.entries.fetch_add(1, Ordering::Relaxed);
@@ -390,25 +418,20 @@ fn remove_if_not_dir(path: &Path) -> Result<()> {
 /// [`fill_files`]), a symlink, or a special file. Returns whether it exists now and takes
 /// metadata (sockets, and devices when not root, are skipped).
 fn create_leaf(p: &Planned) -> Result<bool> {
-    remove_if_not_dir(&p.path)?;
     match p.node.kind {
         NodeKind::File => {
-            let f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(&p.path)
-                .map_err(|e| fs_err("create", &p.path, e))?;
+            let f = create_file(&p.path)?;
             // Extends over holes without writing them.
             f.set_len(p.node.size)
                 .map_err(|e| fs_err("set length", &p.path, e))?;
         }
         NodeKind::Symlink => {
+            remove_if_not_dir(&p.path)?;
             std::os::unix::fs::symlink(OsStr::from_bytes(&p.node.link_target), &p.path)
                 .map_err(|e| fs_err("create symlink", &p.path, e))?;
         }
         NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket => {
+            remove_if_not_dir(&p.path)?;
             if (p.node.kind == NodeKind::CharDevice || p.node.kind == NodeKind::BlockDevice)
                 && !fsmeta::is_root()
             {
@@ -419,6 +442,50 @@ fn create_leaf(p: &Planned) -> Result<bool> {
         NodeKind::Dir => {}
     }
     Ok(true)
+}
+
+/// Creates an empty regular file (mode 0600 until its metadata is applied), replacing
+/// whatever non-directory is in the way; never follows a symlink.
+fn create_file(path: &Path) -> Result<File> {
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)
+    };
+    match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            remove_if_not_dir(path)?;
+            create()
+        }
+        r => r,
+    }
+    .map_err(|e| fs_err("create", path, e))
+}
+
+/// Applies a regular file's metadata through a descriptor (one path lookup instead of
+/// one per step). Something else found under its name (swapped in since it was
+/// created) is left alone with a warning.
+fn apply_to_file(path: &Path, node: &Node, opts: &ApplyOptions) -> Result<Vec<String>> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path);
+    let f = match f {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
+        Err(e) if std::fs::symlink_metadata(path).is_err() => {
+            return Err(fs_err("open", path, e));
+        }
+        _ => {
+            return Ok(vec![format!(
+                "{}: expected a file but found something else; metadata not set",
+                path.display()
+            )]);
+        }
+    };
+    Ok(fsmeta::apply_file(&f, path, node, opts)?)
 }
 
 /// Bytes of a pack read at once by a restore: blobs lying within this span are fetched in
@@ -470,15 +537,21 @@ fn place_blobs(index: &MasterIndex, files: &[&Planned]) -> Result<Vec<Piece>> {
     Ok(pieces)
 }
 
-/// Writes the content of `files` (created by [`create_leaf`]) pack by pack: each pack is
-/// read in a few spans in order, each blob decrypted once and written at every place
-/// that needs it (deduplicated data, repeated chunks), with positioned writes.
-fn fill_files(
-    repo: &Repository,
-    files: &[&Planned],
-    wanted: &[Piece],
-    progress: &RestoreProgress,
-) -> Result<()> {
+/// What the fill needs besides the blobs: the files, which are whole (one blob, created
+/// and finished by the fill), metadata options, and where warnings and progress go.
+struct Fill<'a> {
+    repo: &'a Repository,
+    files: &'a [&'a Planned],
+    whole: &'a [bool],
+    apply: &'a ApplyOptions,
+    warnings: &'a Mutex<Vec<String>>,
+    progress: &'a RestoreProgress,
+}
+
+/// Writes the content of the files pack by pack: each pack is read in a few spans in
+/// order, each blob decrypted once and written at every place that needs it
+/// (deduplicated data, repeated chunks), with positioned writes.
+fn fill_files(fill: &Fill<'_>, wanted: &[Piece]) -> Result<()> {
     // Spans: runs of one pack's blobs that fit in RESTORE_SPAN (or one larger blob).
     let mut spans: Vec<&[Piece]> = Vec::new();
     let mut rest = wanted;
@@ -501,7 +574,7 @@ fn fill_files(
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let threads = if repo.backend().is_remote() {
+    let threads = if fill.repo.backend().is_remote() {
         cores.max(8)
     } else {
         cores
@@ -510,20 +583,12 @@ fn fill_files(
         .num_threads(threads)
         .build()
         .map_err(|e| EngineError::Usage(format!("cannot start restore threads: {e}")))?;
-    pool.install(|| {
-        spans
-            .par_iter()
-            .try_for_each(|span| fill_span(repo, files, span, progress))
-    })
+    pool.install(|| spans.par_iter().try_for_each(|span| fill_span(fill, span)))
 }
 
 /// Reads one span of a pack and writes its blobs where they go.
-fn fill_span(
-    repo: &Repository,
-    files: &[&Planned],
-    span: &[Piece],
-    progress: &RestoreProgress,
-) -> Result<()> {
+fn fill_span(fill: &Fill<'_>, span: &[Piece]) -> Result<()> {
+    let repo = fill.repo;
     let pack = span[0].0;
     let start = span[0].1.offset as u64;
     let end = span
@@ -531,31 +596,44 @@ fn fill_span(
         .map(|w| w.1.offset as u64 + w.1.stored_len as u64)
         .max()
         .unwrap_or(start);
-    let bytes = repo
+    let mut bytes = repo
         .backend()
         .read_range(FileKind::Pack, &pack, start, end - start)?;
+    // Blobs are decrypted where they lie in the span and decompressed into one buffer.
+    let mut scratch = Vec::new();
     // Consecutive blobs of a span mostly go to one file: keep it open.
-    let mut open: Option<(u32, std::fs::File)> = None;
+    let mut open: Option<(u32, File)> = None;
     for same in span.chunk_by(|a, b| a.1.offset == b.1.offset) {
         let e = &same[0].1;
         let from = (e.offset as u64 - start) as usize;
-        let data = repo.open_stored_blob(&pack, e, &bytes[from..from + e.stored_len as usize])?;
+        let stored = &mut bytes[from..from + e.stored_len as usize];
+        let data = repo.open_stored_blob_in_place(&pack, e, stored, &mut scratch)?;
         for (_, _, t) in same {
-            let p = files[t.file as usize];
-            let f = match &mut open {
-                Some((n, f)) if *n == t.file => &*f,
-                slot => {
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .custom_flags(nix::libc::O_NOFOLLOW)
-                        .open(&p.path)
-                        .map_err(|err| fs_err("open", &p.path, err))?;
-                    &slot.insert((t.file, f)).1
+            let p = fill.files[t.file as usize];
+            if fill.whole[t.file as usize] {
+                let f = create_file(&p.path)?;
+                f.write_all_at(data, 0)
+                    .map_err(|err| fs_err("write", &p.path, err))?;
+                let w = fsmeta::apply_file(&f, &p.path, &p.node, fill.apply)?;
+                if !w.is_empty() {
+                    fill.warnings.lock().expect("lock").extend(w);
                 }
-            };
-            f.write_all_at(&data, t.at)
-                .map_err(|err| fs_err("write", &p.path, err))?;
-            progress
+            } else {
+                let f = match &mut open {
+                    Some((n, f)) if *n == t.file => &*f,
+                    slot => {
+                        let f = OpenOptions::new()
+                            .write(true)
+                            .custom_flags(nix::libc::O_NOFOLLOW)
+                            .open(&p.path)
+                            .map_err(|err| fs_err("open", &p.path, err))?;
+                        &slot.insert((t.file, f)).1
+                    }
+                };
+                f.write_all_at(data, t.at)
+                    .map_err(|err| fs_err("write", &p.path, err))?;
+            }
+            fill.progress
                 .bytes
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
         }

@@ -91,6 +91,25 @@ impl MasterKey {
         (nonce, tag.into())
     }
 
+    /// Decrypts `nonce || ciphertext || tag` where it lies: on success the ciphertext
+    /// part holds the plaintext; `false` (and the buffer unspecified) if it is too short
+    /// or not authentic.
+    pub fn open_in_place(&self, ad: &[u8], sealed: &mut [u8]) -> bool {
+        if sealed.len() < SEAL_OVERHEAD {
+            return false;
+        }
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let (ct, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        XChaCha20Poly1305::new((&self.encryption).into())
+            .decrypt_in_place_detached(
+                XNonce::from_slice(nonce),
+                ad,
+                ct,
+                chacha20poly1305::Tag::from_slice(tag),
+            )
+            .is_ok()
+    }
+
     /// Decrypts `nonce || ciphertext || tag`; `None` if authentication fails.
     pub fn open(&self, ad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         open(&self.encryption, ad, sealed)
@@ -167,8 +186,12 @@ mod tests {
             let mut buf = msg.clone();
             let (nonce, tag) = k.seal_in_place(&ad, &mut buf);
             prop_assert!(msg.len() < 16 || buf != msg, "not encrypted");
-            let sealed = [&nonce[..], &buf, &tag].concat();
-            prop_assert_eq!(k.open(&ad, &sealed).unwrap(), msg);
+            let mut sealed = [&nonce[..], &buf, &tag].concat();
+            prop_assert_eq!(k.open(&ad, &sealed).unwrap(), msg.clone());
+            prop_assert!(k.open_in_place(&ad, &mut sealed));
+            prop_assert_eq!(&sealed[NONCE_LEN..sealed.len() - TAG_LEN], &msg[..]);
+            sealed[0] ^= 1;
+            prop_assert!(!k.open_in_place(&ad, &mut sealed), "a damaged nonce is detected");
         }
     }
 

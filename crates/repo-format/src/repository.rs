@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use rayon::prelude::*;
 
 use crate::backend::{Backend, FileKind};
-use crate::blob::{open_blob, BlobType};
+use crate::blob::{open_blob, open_blob_in_place, BlobType};
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::crypto::MasterKey;
@@ -58,9 +58,21 @@ pub struct InitOptions {
     pub now_ns: i64,
 }
 
-/// Default target pack size: 16 MiB, large enough for few S3 requests per GB and small
-/// enough that a writer keeps two packs in memory within its budget.
+/// Default target pack size: 16 MiB, large enough for few S3 requests per GB (writers
+/// stream packs to storage, so the size costs no memory).
 pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+
+/// Adds the pack to a damaged blob's message.
+fn in_pack(err: Error, pack: &Id) -> Error {
+    match err {
+        Error::Corrupt { name, detail, .. } => Error::Corrupt {
+            kind: "blob",
+            name,
+            detail: format!("{detail} (in pack {pack})"),
+        },
+        other => other,
+    }
+}
 
 /// An open repository: the backend plus the unlocked master key and config.
 pub struct Repository {
@@ -654,15 +666,29 @@ impl Repository {
     /// Decrypts a blob's sealed bytes read from `pack` at its entry; damage is reported
     /// on the blob, naming the pack.
     pub fn open_stored_blob(&self, pack: &Id, e: &PackEntry, stored: &[u8]) -> Result<Vec<u8>> {
-        open_blob(&self.key, e.ty, e.compression, &e.id, e.raw_len, stored).map_err(|err| match err
-        {
-            Error::Corrupt { detail, .. } => Error::Corrupt {
-                kind: "blob",
-                name: e.id.to_string(),
-                detail: format!("{detail} (in pack {pack})"),
-            },
-            other => other,
-        })
+        open_blob(&self.key, e.ty, e.compression, &e.id, e.raw_len, stored)
+            .map_err(|err| in_pack(err, pack))
+    }
+
+    /// [`Repository::open_stored_blob`] decrypting `stored` where it lies and
+    /// decompressing into `scratch` (see [`crate::blob::open_blob_in_place`]).
+    pub fn open_stored_blob_in_place<'b>(
+        &self,
+        pack: &Id,
+        e: &PackEntry,
+        stored: &'b mut [u8],
+        scratch: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8]> {
+        open_blob_in_place(
+            &self.key,
+            e.ty,
+            e.compression,
+            &e.id,
+            e.raw_len,
+            stored,
+            scratch,
+        )
+        .map_err(|err| in_pack(err, pack))
     }
 
     /// Loads and decodes a tree.
