@@ -321,15 +321,9 @@ pub fn apply(path: &Path, node: &Node, opts: &ApplyOptions) -> Result<Vec<String
             .map_err(|e| fs_err("lchown", path, e))?;
     }
     if opts.xattrs {
-        for x in &node.xattrs {
-            if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name), &x.value) {
-                warnings.push(format!(
-                    "{}: cannot set extended attribute {}: {e}",
-                    path.display(),
-                    String::from_utf8_lossy(&x.name)
-                ));
-            }
-        }
+        set_xattrs(path, node, &mut warnings, |name, value| {
+            xattr::set(path, name, value)
+        });
     }
     if node.kind != NodeKind::Symlink {
         // chmod follows symlinks: make sure what is there now isn't one.
@@ -354,6 +348,24 @@ pub fn apply(path: &Path, node: &Node, opts: &ApplyOptions) -> Result<Vec<String
     Ok(warnings)
 }
 
+/// Sets `node`'s extended attributes with `set`; each failure becomes a warning.
+fn set_xattrs(
+    path: &Path,
+    node: &Node,
+    warnings: &mut Vec<String>,
+    set: impl Fn(&OsStr, &[u8]) -> io::Result<()>,
+) {
+    for x in &node.xattrs {
+        if let Err(e) = set(OsStr::from_bytes(&x.name), &x.value) {
+            warnings.push(format!(
+                "{}: cannot set extended attribute {}: {e}",
+                path.display(),
+                String::from_utf8_lossy(&x.name)
+            ));
+        }
+    }
+}
+
 /// [`apply`] for a regular file through an open descriptor of it (`fchown`, `fsetxattr`,
 /// `fchmod`, `futimens`): no path is looked up again, so nothing can be swapped in
 /// between the steps. Same order and warnings as [`apply`].
@@ -370,15 +382,9 @@ pub fn apply_file(
             .map_err(|e| fs_err("fchown", path, e))?;
     }
     if opts.xattrs {
-        for x in &node.xattrs {
-            if let Err(e) = file.set_xattr(OsStr::from_bytes(&x.name), &x.value) {
-                warnings.push(format!(
-                    "{}: cannot set extended attribute {}: {e}",
-                    path.display(),
-                    String::from_utf8_lossy(&x.name)
-                ));
-            }
-        }
+        set_xattrs(path, node, &mut warnings, |name, value| {
+            file.set_xattr(name, value)
+        });
     }
     file.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777))
         .map_err(|e| fs_err("fchmod", path, e))?;
