@@ -22,6 +22,9 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// Writing a dumped file to its output failed.
+    #[error("writing the output failed: {0}")]
+    Output(#[source] std::io::Error),
     /// A pattern or argument was not valid.
     #[error("{0}")]
     Usage(String),

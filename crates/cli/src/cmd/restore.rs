@@ -9,8 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use holdfast_engine::filter::PathFilter;
 use holdfast_engine::restorer::{self, lookup, RestoreOptions, RestoreProgress};
-use holdfast_repo::blob::BlobType;
-use holdfast_repo::tree::{ContentRef, NodeKind};
+use holdfast_repo::tree::NodeKind;
 
 use super::{filter, open, print_json};
 use crate::cli::{Args, Command, Filter};
@@ -104,21 +103,7 @@ pub fn dump(args: &Args, spec: &str, path: &Path, f: &Filter) -> Result<i32> {
         bail!("{} is not a regular file in the snapshot (it is a {:?}); use `holdfast restore` for directories", path.display(), node.kind);
     }
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-    let zeros = vec![0u8; 1 << 16];
-    for c in &node.content {
-        match c {
-            ContentRef::Blob(id) => {
-                out.write_all(&repo.read_blob(&index, BlobType::Data, id)?)?
-            }
-            ContentRef::Zeros(mut n) => {
-                while n > 0 {
-                    let k = n.min(zeros.len() as u64) as usize;
-                    out.write_all(&zeros[..k])?;
-                    n -= k as u64;
-                }
-            }
-        }
-    }
+    restorer::dump(&repo, &index, &node, &mut out)?;
     out.flush()?;
     Ok(exit::OK)
 }
