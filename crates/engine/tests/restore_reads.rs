@@ -55,6 +55,23 @@ impl Backend for Counting {
     }
 }
 
+/// The repository at `dir`, opened through a [`Counting`] backend.
+fn counting_repo(dir: &std::path::Path) -> (Arc<Counting>, Repository) {
+    let counting = Arc::new(Counting {
+        inner: LocalBackend::new(dir),
+        pack_reads: Mutex::new(Vec::new()),
+    });
+    let r = Repository::open(counting.clone(), b"pw").unwrap();
+    (counting, r)
+}
+
+/// A sparse file: "head", a hole, "tail" at `tail_at`.
+fn write_sparse(path: &std::path::Path, tail_at: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"head", 0).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"tail", tail_at).unwrap();
+}
+
 #[test]
 fn restore_reads_each_pack_once() {
     let d = tempfile::tempdir().unwrap();
@@ -77,17 +94,10 @@ fn restore_reads_each_pack_once() {
         .unwrap();
     }
     // A sparse file: data, a hole, data.
-    let sparse = std::fs::File::create(src.join("sparse")).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&sparse, b"head", 0).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&sparse, b"tail", 64 << 20).unwrap();
-    drop(sparse);
+    write_sparse(&src.join("sparse"), 64 << 20);
     let snap = run_backup(&r, &src, None, 1).snapshot;
 
-    let counting = Arc::new(Counting {
-        inner: LocalBackend::new(&dir),
-        pack_reads: Mutex::new(Vec::new()),
-    });
-    let r = Repository::open(counting.clone(), b"pw").unwrap();
+    let (counting, r) = counting_repo(&dir);
     let index = r.load_index().unwrap();
     // The data packs this snapshot's files use.
     let tree = r.load_tree(&index, &snap.tree).unwrap();
@@ -176,17 +186,10 @@ fn dump_writes_content_in_order() {
     let mut big = vec![0u8; 70 << 20];
     rng.fill_bytes(&mut big);
     std::fs::write(src.join("big"), &big).unwrap();
-    let sparse = std::fs::File::create(src.join("sparse")).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&sparse, b"head", 0).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&sparse, b"tail", 9 << 20).unwrap();
-    drop(sparse);
+    write_sparse(&src.join("sparse"), 9 << 20);
     let snap = run_backup(&r, &src, None, 1).snapshot;
 
-    let counting = Arc::new(Counting {
-        inner: LocalBackend::new(&dir),
-        pack_reads: Mutex::new(Vec::new()),
-    });
-    let r = Repository::open(counting.clone(), b"pw").unwrap();
+    let (counting, r) = counting_repo(&dir);
     let index = r.load_index().unwrap();
     for name in ["big", "sparse"] {
         let path = src.join(name);
