@@ -979,6 +979,60 @@ fn running_backup_holds_the_sweep_back() {
     check(&repo);
 }
 
+/// A backup killed midway leaves the packs it was writing in `tmp/`. A prune removes such
+/// files once they are old and no backup runs; never while one runs (it could be that
+/// backup's open pack), and never a fresh one.
+#[test]
+fn prune_removes_staging_files_of_killed_backups() {
+    let repo = Repo::with_init_args(&["--pack-size-mib", "1"]);
+    let work = tempdir();
+    let src = work.path().join("b");
+    apply_spec(
+        &src,
+        &[],
+        &(0..6u64)
+            .map(|i| file(&format!("n{i}"), MIB + i, 70 + i))
+            .collect::<Vec<_>>(),
+    );
+    let tmp = repo.path.join("tmp");
+    let dead = tmp.join("0123456789abcdef01234567.tmp");
+    fs::write(&dead, vec![7u8; 100_000]).unwrap();
+    File::options()
+        .write(true)
+        .open(&dead)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3 * 3600))
+        .unwrap();
+
+    let bg = start_and_stop_backup(&repo, &src);
+    let r1 = prune(&repo, NOW);
+    assert_eq!(num(&r1, "temp_files_removed"), 0, "{r1}");
+    assert!(dead.exists(), "removed while a backup was running");
+
+    let mut bg = bg;
+    bg.signal(nix::libc::SIGKILL);
+    while bg.exited().is_none() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    bg.child = None;
+    let fresh: Vec<PathBuf> = fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| *p != dead)
+        .collect();
+    let r2 = prune(&repo, NOW);
+    assert_eq!(num(&r2, "temp_files_removed"), 1, "{r2}");
+    assert!(!dead.exists(), "an old staging file stayed");
+    for f in &fresh {
+        assert!(
+            f.exists(),
+            "{} is younger than an hour but was removed",
+            f.display()
+        );
+    }
+    check(&repo);
+}
+
 /// 5b. A prune that runs while a backup is writing must leave that backup's packs usable:
 /// once the backup has finished, the next backup of the unchanged tree stores nothing
 /// again. (SPEC.md §12.3 deletes orphan packs only when older than the margin and no live

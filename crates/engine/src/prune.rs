@@ -67,6 +67,8 @@ pub struct PruneReport {
     pub index_files_compacted: usize,
     /// Stale session files removed.
     pub stale_sessions_removed: usize,
+    /// Staging files of killed writers removed (local repositories' `tmp/`).
+    pub temp_files_removed: usize,
     /// Live blobs (referenced by some snapshot).
     pub live_blobs: usize,
 }
@@ -541,10 +543,28 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             repo.backend().remove(FileKind::Session, id)?;
             report.stale_sessions_removed += 1;
         }
+        // A killed backup leaves the packs it was writing in the staging area. Listed
+        // after the sessions: with no writer running, anything older than the margin
+        // there is nobody's.
+        let (sessions, bad) = repo.sessions()?;
+        let writing = !bad.is_empty()
+            || sessions
+                .iter()
+                .any(|(_, s)| s.role == Role::Writer && is_live(s, now_ns()));
+        if !writing {
+            // Never younger than an hour, whatever the margin: a writer that started
+            // after the listing has a fresh file there.
+            let age =
+                std::time::Duration::from_nanos(opts.margin_ns.max(0) as u64).max(STAGING_MIN_AGE);
+            report.temp_files_removed = repo.backend().remove_stale_staging(age)?;
+        }
     }
     drop(session);
     Ok(report)
 }
+
+/// Youngest leftover staging file a prune deletes, whatever its margin.
+const STAGING_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Deletes index files and gc markers that another existing file supersedes: leftovers of
 /// a run that crashed between writing the superseding file and deleting the others. Safe at

@@ -97,6 +97,12 @@ fn print_report(r: &PruneReport, dry: bool) {
             r.index_files_compacted
         );
     }
+    if r.temp_files_removed > 0 {
+        println!(
+            "tmp: {} files left by interrupted backups removed",
+            r.temp_files_removed
+        );
+    }
     if r.packs_marked > 0 && !dry {
         println!("marked packs are deleted by a prune run after the safety margin has passed");
     }

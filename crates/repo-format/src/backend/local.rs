@@ -207,6 +207,36 @@ impl Backend for LocalBackend {
         f.commit(id)
     }
 
+    fn remove_stale_staging(&self, age: std::time::Duration) -> Result<usize> {
+        let dir = self.root.join("tmp");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io("list", &dir, e)),
+        };
+        let now = std::time::SystemTime::now();
+        let mut removed = 0;
+        for e in entries {
+            let e = e.map_err(|err| io("list", &dir, err))?;
+            let name = e.file_name();
+            if !name.to_string_lossy().ends_with(".tmp") {
+                continue;
+            }
+            let stale = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d > age));
+            if stale {
+                match fs::remove_file(e.path()) {
+                    Ok(()) => removed += 1,
+                    Err(err) if err.kind() == ErrorKind::NotFound => {}
+                    Err(err) => return Err(io("delete", &e.path(), err)),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     fn stage(&self, kind: FileKind) -> Result<Box<dyn StagedFile + '_>> {
         let tmp = self
             .root
@@ -266,6 +296,40 @@ mod tests {
         drop(dropped);
         assert_eq!(tmp_entries(), 0, "an uncommitted file is removed");
         assert_eq!(b.list(FileKind::Pack).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn stale_staging_files_are_removed_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        b.create().unwrap();
+        let tmp = dir.path().join("tmp");
+        let old = tmp.join("aaaa.tmp");
+        fs::write(&old, b"left by a killed backup").unwrap();
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        fs::write(tmp.join("bbbb.tmp"), b"being written").unwrap();
+        fs::write(tmp.join("not-ours"), b"x").unwrap();
+        File::options()
+            .write(true)
+            .open(tmp.join("not-ours"))
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(b.remove_stale_staging(hour).unwrap(), 1);
+        assert!(!old.exists());
+        assert!(tmp.join("bbbb.tmp").exists(), "a fresh staging file stays");
+        assert!(
+            tmp.join("not-ours").exists(),
+            "only staging files are touched"
+        );
+        assert_eq!(b.remove_stale_staging(hour).unwrap(), 0);
     }
 
     #[test]

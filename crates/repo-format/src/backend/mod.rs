@@ -132,6 +132,14 @@ pub trait Backend: Send + Sync + Debug {
             bytes: Vec::new(),
         }))
     }
+    /// Deletes staging files ([`Backend::stage`]) last written more than `age` ago:
+    /// leftovers of writers that were killed. Returns how many went. Only safe when no
+    /// writer is running (the caller checks the sessions). Backends whose staging leaves
+    /// nothing behind (memory, unnamed temporary files) have nothing to do.
+    fn remove_stale_staging(&self, age: std::time::Duration) -> Result<usize> {
+        let _ = age;
+        Ok(0)
+    }
     /// Whether requests go over a network (latency worth hiding with more reads in
     /// flight than there are cores).
     fn is_remote(&self) -> bool {
