@@ -561,8 +561,7 @@ impl S3Backend {
     /// One `PutObject` with `Content-MD5`, its ETag checked; retried. If the last attempt
     /// stored damaged bytes (a server that ignores `Content-MD5`), the object is deleted
     /// again so that nothing corrupt stays under the final name.
-    async fn put(&self, key: &str, body: Bytes) -> Result<(), Failure> {
-        let raw_md5 = md5_of(&body);
+    async fn put(&self, key: &str, body: PutBody, raw_md5: [u8; 16]) -> Result<(), Failure> {
         let md5 = aws_smithy_types::base64::encode(raw_md5);
         let r = self
             .retrying(key, || async {
@@ -574,7 +573,7 @@ impl S3Backend {
                     .key(key)
                     .content_md5(&md5)
                     .content_length(body.len() as i64)
-                    .body(ByteStream::from(body.clone()))
+                    .body(body.stream().await?)
                     .send()
                     .await
                     .map_err(|e| sdk_failure(e, self.options.max_attempts))?;
@@ -1051,16 +1050,85 @@ impl S3Backend {
         let r = if bytes.len() as u64 > self.options.multipart_threshold {
             self.block_on(self.put_multipart(&key, &bytes))
         } else {
-            self.block_on(self.put(&key, bytes))
+            let md5 = md5_of(&bytes);
+            self.block_on(self.put(&key, PutBody::Bytes(bytes), md5))
         };
+        self.write_result(r, kind, id, &key)
+    }
+
+    /// [`Backend::write`] of a staged file of `len` bytes whose MD5 is known: a single
+    /// `PutObject` streams the body from the file (read again on a retry), so no upload
+    /// holds a pack in memory; larger files go up in parts from memory.
+    fn write_staged(
+        &self,
+        kind: FileKind,
+        id: &Id,
+        file: &mut tempfile::NamedTempFile,
+        len: u64,
+        md5: [u8; 16],
+    ) -> Result<()> {
+        if len > self.options.multipart_threshold {
+            let mut bytes = Vec::with_capacity(len as usize);
+            file.as_file_mut()
+                .seek(SeekFrom::Start(0))
+                .and_then(|_| file.as_file_mut().read_to_end(&mut bytes))
+                .map_err(|e| staging_error("read", e))?;
+            return self.write_bytes(kind, id, Bytes::from(bytes));
+        }
+        let key = self.key(kind, id);
+        self.read_ahead.forget(&key);
+        let body = PutBody::File {
+            path: file.path().to_path_buf(),
+            len,
+        };
+        let r = self.block_on(self.put(&key, body, md5));
+        self.write_result(r, kind, id, &key)
+    }
+
+    fn write_result(
+        &self,
+        r: Result<(), Failure>,
+        kind: FileKind,
+        id: &Id,
+        key: &str,
+    ) -> Result<()> {
         r.map_err(|f| {
             // A missing bucket on write is not a missing object.
             let f = match f.kind {
                 FailKind::Missing => Failure::permanent(f.msg),
                 _ => f,
             };
-            self.to_error("write", &key, kind, id, f)
+            self.to_error("write", key, kind, id, f)
         })
+    }
+}
+
+/// The body of one `PutObject`: bytes in memory, or a staged file read anew for every
+/// attempt.
+enum PutBody {
+    Bytes(Bytes),
+    File { path: std::path::PathBuf, len: u64 },
+}
+
+impl PutBody {
+    fn len(&self) -> u64 {
+        match self {
+            PutBody::Bytes(b) => b.len() as u64,
+            PutBody::File { len, .. } => *len,
+        }
+    }
+
+    async fn stream(&self) -> Result<ByteStream, Failure> {
+        match self {
+            PutBody::Bytes(b) => Ok(ByteStream::from(b.clone())),
+            PutBody::File { path, len } => ByteStream::read_from()
+                .path(path)
+                .buffer_size(256 * 1024)
+                .length(aws_smithy_types::byte_stream::Length::Exact(*len))
+                .build()
+                .await
+                .map_err(|e| Failure::permanent(format!("reading {STAGING_PLACE}: {e}"))),
+        }
     }
 }
 
@@ -1075,13 +1143,14 @@ fn staging_error(op: &'static str, source: std::io::Error) -> Error {
     }
 }
 
-/// A file staged in an unnamed temporary file (gone with the process, whatever happens),
-/// uploaded on commit.
+/// A file staged in a temporary file `holdfast-upload-*` (removed when dropped, committed
+/// or not; only a killed process leaves it), its MD5 taken on the way, uploaded on commit.
 struct S3Staged<'a> {
     backend: &'a S3Backend,
     kind: FileKind,
-    file: std::fs::File,
-    len: usize,
+    file: tempfile::NamedTempFile,
+    md5: Md5,
+    len: u64,
 }
 
 impl StagedFile for S3Staged<'_> {
@@ -1089,27 +1158,16 @@ impl StagedFile for S3Staged<'_> {
         self.file
             .write_all(bytes)
             .map_err(|e| staging_error("write", e))?;
-        self.len += bytes.len();
+        self.md5.update(bytes);
+        self.len += bytes.len() as u64;
         Ok(())
     }
 
     fn commit(mut self: Box<Self>, id: &Id) -> Result<()> {
-        let mut bytes = Vec::with_capacity(self.len);
-        self.file
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| self.file.read_to_end(&mut bytes))
-            .map_err(|e| staging_error("read", e))?;
-        if bytes.len() != self.len {
-            return Err(staging_error(
-                "read",
-                std::io::Error::other(format!(
-                    "{} bytes were written but {} read back",
-                    self.len,
-                    bytes.len()
-                )),
-            ));
-        }
-        self.backend.write_bytes(self.kind, id, Bytes::from(bytes))
+        // Written with plain write(2) calls, so reading it by path sees every byte.
+        let md5: [u8; 16] = std::mem::take(&mut self.md5).finalize().into();
+        self.backend
+            .write_staged(self.kind, id, &mut self.file, self.len, md5)
     }
 }
 
@@ -1215,11 +1273,15 @@ impl Backend for S3Backend {
 
     fn stage(&self, kind: FileKind) -> Result<Box<dyn StagedFile + '_>> {
         // Packs are staged on local disk, not in memory: a backup holds no open pack in RAM.
-        let file = tempfile::tempfile().map_err(|e| staging_error("create", e))?;
+        let file = tempfile::Builder::new()
+            .prefix("holdfast-upload-")
+            .tempfile()
+            .map_err(|e| staging_error("create", e))?;
         Ok(Box::new(S3Staged {
             backend: self,
             kind,
             file,
+            md5: Md5::new(),
             len: 0,
         }))
     }

@@ -208,6 +208,10 @@ fn pagination(s: &Server) {
 /// Staged files (how packs are written): appended in pieces, uploaded on commit, single
 /// or multipart; one dropped without a commit leaves nothing in the bucket.
 fn staged_files(s: &Server) {
+    // nextest runs each test in a process of its own: this TMPDIR is this test's.
+    let staging = tempfile::tempdir().unwrap();
+    std::env::set_var("TMPDIR", staging.path());
+    let leftovers = || std::fs::read_dir(staging.path()).unwrap().count();
     let b = small_parts_backend(s, "staged");
     for len in [3000, 11 * MIB + 77] {
         let data = holdfast_e2e::random_bytes(len, len as u64);
@@ -216,7 +220,9 @@ fn staged_files(s: &Server) {
         for piece in data.chunks(100_000) {
             f.write_all(piece).unwrap();
         }
+        assert_eq!(leftovers(), 1, "staged in TMPDIR");
         f.commit(&id).unwrap();
+        assert_eq!(leftovers(), 0, "the staged file is removed once uploaded");
         assert!(
             b.read(FileKind::Pack, &id).unwrap() == data,
             "{len} bytes read back"
@@ -225,6 +231,7 @@ fn staged_files(s: &Server) {
     let mut dropped = b.stage(FileKind::Pack).unwrap();
     dropped.write_all(b"never committed").unwrap();
     drop(dropped);
+    assert_eq!(leftovers(), 0, "an uncommitted staged file is removed");
     assert_eq!(b.list(FileKind::Pack).unwrap().len(), 2);
     assert_eq!(pending_uploads(&b), Vec::<String>::new());
 }
@@ -280,12 +287,23 @@ fn corrupted_uploads_are_rejected(s: &Server) {
     };
     let bad = s.backend_at(&s.location_via(proxy.addr, BUCKET, &prefix), opts.clone());
     let good = s.backend_at(&s.location(BUCKET, &prefix), opts);
-    for len in [1000usize, 12 * MIB] {
+    // In memory and from a staged file (how packs go up), single and multipart.
+    for (len, staged) in [
+        (1000usize, false),
+        (12 * MIB, false),
+        (3000, true),
+        (12 * MIB + 1, true),
+    ] {
         let data = holdfast_e2e::random_bytes(len, len as u64);
         let id = id_of(&data);
-        let err = bad
-            .write(FileKind::Pack, &id, &data)
-            .expect_err("a corrupted upload must fail");
+        let err = if staged {
+            let mut f = bad.stage(FileKind::Pack).unwrap();
+            f.write_all(&data).unwrap();
+            f.commit(&id)
+        } else {
+            bad.write(FileKind::Pack, &id, &data)
+        }
+        .expect_err("a corrupted upload must fail");
         let msg = err.to_string();
         assert!(
             msg.contains("write") && msg.contains(&id.to_hex()),
@@ -301,7 +319,7 @@ fn corrupted_uploads_are_rejected(s: &Server) {
         assert!(good.read(FileKind::Pack, &id).unwrap() == data);
     }
     assert!(
-        proxy.stats.total_faults() >= 2,
+        proxy.stats.total_faults() >= 4,
         "the proxy damaged uploads: {}",
         proxy.stats.summary()
     );
