@@ -65,7 +65,7 @@ mod sigpipe;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -561,7 +561,8 @@ impl S3Backend {
     /// One `PutObject` with `Content-MD5`, its ETag checked; retried. If the last attempt
     /// stored damaged bytes (a server that ignores `Content-MD5`), the object is deleted
     /// again so that nothing corrupt stays under the final name.
-    async fn put(&self, key: &str, body: PutBody, raw_md5: [u8; 16]) -> Result<(), Failure> {
+    async fn put(&self, key: &str, body: PutBody) -> Result<(), Failure> {
+        let raw_md5 = body.md5();
         let md5 = aws_smithy_types::base64::encode(raw_md5);
         let r = self
             .retrying(key, || async {
@@ -1043,71 +1044,39 @@ impl S3Backend {
 }
 
 impl S3Backend {
-    /// [`Backend::write`] of bytes this backend may keep (no copy for the request body).
-    fn write_bytes(&self, kind: FileKind, id: &Id, bytes: Bytes) -> Result<()> {
+    /// [`Backend::write`] of a body in memory or in a staged file: one `PutObject`, or
+    /// parts (read into memory) above the multipart threshold.
+    fn put_body(&self, kind: FileKind, id: &Id, body: PutBody) -> Result<()> {
         let key = self.key(kind, id);
         self.read_ahead.forget(&key);
-        let r = if bytes.len() as u64 > self.options.multipart_threshold {
-            self.block_on(self.put_multipart(&key, &bytes))
+        let r = if body.len() > self.options.multipart_threshold {
+            match body.bytes() {
+                Ok(bytes) => self.block_on(self.put_multipart(&key, &bytes)),
+                Err(f) => Err(f),
+            }
         } else {
-            let md5 = md5_of(&bytes);
-            self.block_on(self.put(&key, PutBody::Bytes(bytes), md5))
+            self.block_on(self.put(&key, body))
         };
-        self.write_result(r, kind, id, &key)
-    }
-
-    /// [`Backend::write`] of a staged file of `len` bytes whose MD5 is known: a single
-    /// `PutObject` streams the body from the file (read again on a retry), so no upload
-    /// holds a pack in memory; larger files go up in parts from memory.
-    fn write_staged(
-        &self,
-        kind: FileKind,
-        id: &Id,
-        file: &mut tempfile::NamedTempFile,
-        len: u64,
-        md5: [u8; 16],
-    ) -> Result<()> {
-        if len > self.options.multipart_threshold {
-            let mut bytes = Vec::with_capacity(len as usize);
-            file.as_file_mut()
-                .seek(SeekFrom::Start(0))
-                .and_then(|_| file.as_file_mut().read_to_end(&mut bytes))
-                .map_err(|e| staging_error("read", e))?;
-            return self.write_bytes(kind, id, Bytes::from(bytes));
-        }
-        let key = self.key(kind, id);
-        self.read_ahead.forget(&key);
-        let body = PutBody::File {
-            path: file.path().to_path_buf(),
-            len,
-        };
-        let r = self.block_on(self.put(&key, body, md5));
-        self.write_result(r, kind, id, &key)
-    }
-
-    fn write_result(
-        &self,
-        r: Result<(), Failure>,
-        kind: FileKind,
-        id: &Id,
-        key: &str,
-    ) -> Result<()> {
         r.map_err(|f| {
             // A missing bucket on write is not a missing object.
             let f = match f.kind {
                 FailKind::Missing => Failure::permanent(f.msg),
                 _ => f,
             };
-            self.to_error("write", key, kind, id, f)
+            self.to_error("write", &key, kind, id, f)
         })
     }
 }
 
-/// The body of one `PutObject`: bytes in memory, or a staged file read anew for every
-/// attempt.
+/// The body of one upload: bytes in memory, or a staged file (its MD5 taken while it was
+/// written) read anew for every attempt, so that no upload holds a pack in memory.
 enum PutBody {
     Bytes(Bytes),
-    File { path: std::path::PathBuf, len: u64 },
+    File {
+        path: std::path::PathBuf,
+        len: u64,
+        md5: [u8; 16],
+    },
 }
 
 impl PutBody {
@@ -1118,10 +1087,27 @@ impl PutBody {
         }
     }
 
+    fn md5(&self) -> [u8; 16] {
+        match self {
+            PutBody::Bytes(b) => md5_of(b),
+            PutBody::File { md5, .. } => *md5,
+        }
+    }
+
+    /// The whole body in memory (for multipart uploads).
+    fn bytes(self) -> Result<Bytes, Failure> {
+        match self {
+            PutBody::Bytes(b) => Ok(b),
+            PutBody::File { path, .. } => std::fs::read(path)
+                .map(Bytes::from)
+                .map_err(|e| Failure::permanent(format!("reading {STAGING_PLACE}: {e}"))),
+        }
+    }
+
     async fn stream(&self) -> Result<ByteStream, Failure> {
         match self {
             PutBody::Bytes(b) => Ok(ByteStream::from(b.clone())),
-            PutBody::File { path, len } => ByteStream::read_from()
+            PutBody::File { path, len, .. } => ByteStream::read_from()
                 .path(path)
                 .buffer_size(256 * 1024)
                 .length(aws_smithy_types::byte_stream::Length::Exact(*len))
@@ -1163,11 +1149,15 @@ impl StagedFile for S3Staged<'_> {
         Ok(())
     }
 
-    fn commit(mut self: Box<Self>, id: &Id) -> Result<()> {
-        // Written with plain write(2) calls, so reading it by path sees every byte.
-        let md5: [u8; 16] = std::mem::take(&mut self.md5).finalize().into();
-        self.backend
-            .write_staged(self.kind, id, &mut self.file, self.len, md5)
+    fn commit(self: Box<Self>, id: &Id) -> Result<()> {
+        // Written with plain write(2) calls, so reading it by path sees every byte; the
+        // file lives (and is removed) with `self`, after the upload.
+        let body = PutBody::File {
+            path: self.file.path().to_path_buf(),
+            len: self.len,
+            md5: self.md5.clone().finalize().into(),
+        };
+        self.backend.put_body(self.kind, id, body)
     }
 }
 
@@ -1268,7 +1258,7 @@ impl Backend for S3Backend {
     }
 
     fn write(&self, kind: FileKind, id: &Id, bytes: &[u8]) -> Result<()> {
-        self.write_bytes(kind, id, Bytes::copy_from_slice(bytes))
+        self.put_body(kind, id, PutBody::Bytes(Bytes::copy_from_slice(bytes)))
     }
 
     fn stage(&self, kind: FileKind) -> Result<Box<dyn StagedFile + '_>> {

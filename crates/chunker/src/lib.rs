@@ -272,7 +272,7 @@ impl Chunker {
 
     /// Continues the FastCDC 2020 scan of `data` (a prefix of the chunk being cut) where
     /// `scan` stopped; same result as [`Chunker::find_cut`] on `data`, but every byte
-    /// is examined once however the data arrives. Mirrors `fastcdc::v2020::cut_gear`,
+    /// is examined once however the data arrives (`scan` is meaningless after a cut). Mirrors `fastcdc::v2020::cut_gear`,
     /// which stays the reference (`find_cut`); the stream tests hold the two equal.
     fn resume_cut(&self, scan: &mut Scan, data: &[u8], eof: bool) -> Option<usize> {
         let (min, avg, max) = (
@@ -290,38 +290,43 @@ impl Chunker {
         let limit1 = avg.min(window) / 2;
         let limit2 = window / 2;
         let (gear, gear_ls) = (&*self.gear.gear, &*self.gear.gear_ls);
-        let (mask_s, mask_l) = (self.mask_s, self.mask_l);
-        let (mask_s_ls, mask_l_ls) = (mask_s << 1, mask_l << 1);
-        let mut index = scan.pair;
-        let mut hash = scan.hash;
-        while index < limit1 {
-            let a = index * 2;
-            hash = (hash << 2).wrapping_add(gear_ls[src[a] as usize]);
-            if hash & mask_s_ls == 0 {
-                return Some(a);
-            }
-            hash = hash.wrapping_add(gear[src[a + 1] as usize]);
-            if hash & mask_s == 0 {
-                return Some(a + 1);
-            }
-            index += 1;
-        }
-        while index < limit2 {
-            let a = index * 2;
-            hash = (hash << 2).wrapping_add(gear_ls[src[a] as usize]);
-            if hash & mask_l_ls == 0 {
-                return Some(a);
-            }
-            hash = hash.wrapping_add(gear[src[a + 1] as usize]);
-            if hash & mask_l == 0 {
-                return Some(a + 1);
-            }
-            index += 1;
-        }
-        scan.pair = index;
-        scan.hash = hash;
-        (n >= max || eof).then_some(window)
+        scan_pairs(src, scan, limit1, self.mask_s, gear, gear_ls)
+            .or_else(|| scan_pairs(src, scan, limit2, self.mask_l, gear, gear_ls))
+            .or_else(|| (n >= max || eof).then_some(window))
     }
+}
+
+/// One of FastCDC 2020's two scan loops: byte pairs from `scan.pair` up to `limit` tested
+/// against `mask` (and its left shift for the first byte of a pair). Returns the cut, or
+/// `None` with `scan` where the loop stopped.
+#[inline(always)]
+fn scan_pairs(
+    src: &[u8],
+    scan: &mut Scan,
+    limit: usize,
+    mask: u64,
+    gear: &[u64; 256],
+    gear_ls: &[u64; 256],
+) -> Option<usize> {
+    let mask_ls = mask << 1;
+    let (mut i, mut h) = (scan.pair, scan.hash);
+    let cut = loop {
+        if i >= limit {
+            break None;
+        }
+        let a = i * 2;
+        h = (h << 2).wrapping_add(gear_ls[src[a] as usize]);
+        if h & mask_ls == 0 {
+            break Some(a);
+        }
+        h = h.wrapping_add(gear[src[a + 1] as usize]);
+        if h & mask == 0 {
+            break Some(a + 1);
+        }
+        i += 1;
+    };
+    (scan.pair, scan.hash) = (i, h);
+    cut
 }
 
 /// Where the scan for the next cut stopped: FastCDC's position (in byte pairs from the

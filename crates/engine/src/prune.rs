@@ -680,8 +680,9 @@ fn copy_live_blobs(
                     format!("blob {} lies beyond the end", e.id.short()),
                 )
             })?;
-            // Never copy damage: the blob must decrypt and hash to its ID.
-            repo.open_stored_blob(p, e, sealed)?;
+            // Never copy damage: the blob must decrypt and hash to its ID (on a copy: the
+            // sealed bytes are what goes into the new pack).
+            repo.open_stored_blob(p, e, sealed.to_vec())?;
             let slot = &mut writers[e.ty as usize];
             let w = match slot {
                 Some(w) => w,

@@ -205,20 +205,13 @@ pub fn restore(
     // written.
     let pieces = place_blobs(index, &files)?;
     // A file that is exactly one blob (most files) is created, written and given its
-    // metadata in one go when its blob is read; the others are created first (at full
-    // size, so holes stay holes) and finished after the fill.
-    let whole: Vec<bool> = files
-        .iter()
-        .map(|p| matches!(p.node.content.as_slice(), [ContentRef::Blob(_)]))
-        .collect();
-    let is_whole = |p: &Planned| {
-        p.node.kind == NodeKind::File && matches!(p.node.content.as_slice(), [ContentRef::Blob(_)])
-    };
-    let made: Vec<bool> = leaves
+    // metadata in one go when its blob is read (`is_whole`); the others are created first
+    // (at full size, so holes stay holes) and get their metadata after the fill.
+    let needs_meta: Vec<bool> = leaves
         .par_iter()
         .map(|p| {
             if is_whole(p) {
-                Ok(true)
+                Ok(false)
             } else {
                 create_leaf(p)
             }
@@ -227,7 +220,6 @@ pub fn restore(
     let fill = Fill {
         repo,
         files: &files,
-        whole: &whole,
         apply: &apply_opts,
         warnings: &warnings,
         progress,
@@ -235,9 +227,9 @@ pub fn restore(
     fill_files(&fill, &pieces)?;
     leaves
         .par_iter()
-        .zip(made)
-        .try_for_each(|(p, made)| -> Result<()> {
-            if made && !is_whole(p) {
+        .zip(needs_meta)
+        .try_for_each(|(p, needs_meta)| -> Result<()> {
+            if needs_meta {
                 let w = if p.node.kind == NodeKind::File {
                     apply_to_file(&p.path, &p.node, &apply_opts)?
                 } else {
@@ -602,12 +594,17 @@ fn place_blobs(index: &MasterIndex, files: &[&Planned]) -> Result<Vec<Piece>> {
     Ok(pieces)
 }
 
-/// What the fill needs besides the blobs: the files, which are whole (one blob, created
-/// and finished by the fill), metadata options, and where warnings and progress go.
+/// Whether a leaf is a regular file of exactly one blob: the fill creates it, writes it
+/// and applies its metadata when that blob is read.
+fn is_whole(p: &Planned) -> bool {
+    p.node.kind == NodeKind::File && matches!(p.node.content.as_slice(), [ContentRef::Blob(_)])
+}
+
+/// What the fill needs besides the blobs: the files, metadata options (for whole files),
+/// and where warnings and progress go.
 struct Fill<'a> {
     repo: &'a Repository,
     files: &'a [&'a Planned],
-    whole: &'a [bool],
     apply: &'a ApplyOptions,
     warnings: &'a Mutex<Vec<String>>,
     progress: &'a RestoreProgress,
@@ -675,7 +672,7 @@ fn fill_span(fill: &Fill<'_>, span: &[Piece]) -> Result<()> {
         let data = repo.open_stored_blob_in_place(&pack, e, stored, &mut scratch)?;
         for (_, _, t) in same {
             let p = fill.files[t.file as usize];
-            if fill.whole[t.file as usize] {
+            if is_whole(p) {
                 let f = create_file(&p.path)?;
                 f.write_all_at(data, 0)
                     .map_err(|err| fs_err("write", &p.path, err))?;

@@ -245,7 +245,19 @@ pub fn open_blob(
     raw_len: u32,
     stored: &[u8],
 ) -> Result<Vec<u8>> {
-    let mut buf = stored.to_vec();
+    open_blob_owned(key, ty, compression, id, raw_len, stored.to_vec())
+}
+
+/// [`open_blob`] of sealed bytes the caller owns: decrypted where they lie, so an
+/// uncompressed blob's plaintext is returned in the same buffer.
+pub fn open_blob_owned(
+    key: &MasterKey,
+    ty: BlobType,
+    compression: Compression,
+    id: &Id,
+    raw_len: u32,
+    mut buf: Vec<u8>,
+) -> Result<Vec<u8>> {
     let mut scratch = Vec::new();
     match open_in_place(key, ty, compression, id, raw_len, &mut buf, &mut scratch)? {
         Plain::Scratch => Ok(scratch),

@@ -376,9 +376,6 @@ impl<'a> BlobStore<'a> {
 
     /// Stores a blob unless it is already present; returns whether it was new.
     pub fn add(&self, ty: BlobType, id: Id, plaintext: &[u8]) -> Result<bool> {
-        if self.has(ty, &id) {
-            return Ok(false);
-        }
         let mut buf = self.buffer();
         buf.clear();
         buf.extend_from_slice(plaintext);

@@ -5,7 +5,7 @@
 //! table. Sealed data is `nonce (24) || ciphertext || tag (16)` with a fresh random nonce;
 //! 192-bit nonces make random generation safe for any number of messages.
 
-use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -85,29 +85,15 @@ impl MasterKey {
     /// another copy of the data.
     pub fn seal_in_place(&self, ad: &[u8], buf: &mut [u8]) -> ([u8; NONCE_LEN], [u8; TAG_LEN]) {
         let nonce: [u8; NONCE_LEN] = random_array();
-        let tag = XChaCha20Poly1305::new((&self.encryption).into())
-            .encrypt_in_place_detached(XNonce::from_slice(&nonce), ad, buf)
-            .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
-        (nonce, tag.into())
+        let tag = encrypt_detached(&self.encryption, &nonce, ad, buf);
+        (nonce, tag)
     }
 
     /// Decrypts `nonce || ciphertext || tag` where it lies: on success the ciphertext
     /// part holds the plaintext; `false` (and the buffer unspecified) if it is too short
     /// or not authentic.
     pub fn open_in_place(&self, ad: &[u8], sealed: &mut [u8]) -> bool {
-        if sealed.len() < SEAL_OVERHEAD {
-            return false;
-        }
-        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
-        let (ct, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
-        XChaCha20Poly1305::new((&self.encryption).into())
-            .decrypt_in_place_detached(
-                XNonce::from_slice(nonce),
-                ad,
-                ct,
-                chacha20poly1305::Tag::from_slice(tag),
-            )
-            .is_ok()
+        open_in_place(&self.encryption, ad, sealed)
     }
 
     /// Decrypts `nonce || ciphertext || tag`; `None` if authentication fails.
@@ -129,32 +115,53 @@ pub fn seal_with_nonce(
     ad: &[u8],
     plaintext: &[u8],
 ) -> Vec<u8> {
-    let cipher = XChaCha20Poly1305::new(key.into());
     let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
     out.extend_from_slice(nonce);
-    let ct = cipher
-        .encrypt(
-            XNonce::from_slice(nonce),
-            Payload {
-                msg: plaintext,
-                aad: ad,
-            },
-        )
-        .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
-    out.extend_from_slice(&ct);
+    out.extend_from_slice(plaintext);
+    let tag = encrypt_detached(key, nonce, ad, &mut out[NONCE_LEN..]);
+    out.extend_from_slice(&tag);
     out
+}
+
+/// The one XChaCha20-Poly1305 encryption: `buf` in place, the tag returned.
+fn encrypt_detached(
+    key: &[u8; 32],
+    nonce: &[u8; NONCE_LEN],
+    ad: &[u8],
+    buf: &mut [u8],
+) -> [u8; TAG_LEN] {
+    XChaCha20Poly1305::new(key.into())
+        .encrypt_in_place_detached(XNonce::from_slice(nonce), ad, buf)
+        .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers")
+        .into()
 }
 
 /// Decrypts the output of [`seal`]; `None` when too short or not authentic.
 pub fn open(key: &[u8; 32], ad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-    if sealed.len() < SEAL_OVERHEAD {
+    let mut buf = sealed.to_vec();
+    if !open_in_place(key, ad, &mut buf) {
         return None;
     }
-    let cipher = XChaCha20Poly1305::new(key.into());
-    let (nonce, ct) = sealed.split_at(NONCE_LEN);
-    cipher
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: ad })
-        .ok()
+    buf.truncate(buf.len() - TAG_LEN);
+    buf.drain(..NONCE_LEN);
+    Some(buf)
+}
+
+/// The one XChaCha20-Poly1305 decryption, in place (see [`MasterKey::open_in_place`]).
+fn open_in_place(key: &[u8; 32], ad: &[u8], sealed: &mut [u8]) -> bool {
+    if sealed.len() < SEAL_OVERHEAD {
+        return false;
+    }
+    let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+    let (ct, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+    XChaCha20Poly1305::new(key.into())
+        .decrypt_in_place_detached(
+            XNonce::from_slice(nonce),
+            ad,
+            ct,
+            chacha20poly1305::Tag::from_slice(tag),
+        )
+        .is_ok()
 }
 
 /// Random bytes from the operating system.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use rayon::prelude::*;
 
 use crate::backend::{Backend, FileKind};
-use crate::blob::{open_blob, open_blob_in_place, BlobType};
+use crate::blob::{open_blob_in_place, open_blob_owned, BlobType};
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::crypto::MasterKey;
@@ -626,7 +626,7 @@ impl Repository {
             // A blob from the cached pack; a damaged copy is dropped (and read again).
             let cached = || {
                 let stored = cache.read_range(FileKind::Pack, pack, offset, len)?;
-                let plain = self.open_stored_blob(pack, e, &stored).ok();
+                let plain = self.open_stored_blob(pack, e, stored).ok();
                 if plain.is_none() {
                     cache.remove(FileKind::Pack, pack);
                 }
@@ -652,7 +652,7 @@ impl Repository {
                             format!("blob {} lies beyond the end", id.short()),
                         )
                     })?;
-                return self.open_stored_blob(pack, e, stored);
+                return self.open_stored_blob(pack, e, stored.to_vec());
             }
             // Another thread cached it meanwhile.
             if let Some(plain) = cached() {
@@ -660,13 +660,13 @@ impl Repository {
             }
         }
         let stored = self.backend.read_range(FileKind::Pack, pack, offset, len)?;
-        self.open_stored_blob(pack, e, &stored)
+        self.open_stored_blob(pack, e, stored)
     }
 
-    /// Decrypts a blob's sealed bytes read from `pack` at its entry; damage is reported
-    /// on the blob, naming the pack.
-    pub fn open_stored_blob(&self, pack: &Id, e: &PackEntry, stored: &[u8]) -> Result<Vec<u8>> {
-        open_blob(&self.key, e.ty, e.compression, &e.id, e.raw_len, stored)
+    /// Decrypts a blob's sealed bytes read from `pack` at its entry (in the buffer given);
+    /// damage is reported on the blob, naming the pack.
+    pub fn open_stored_blob(&self, pack: &Id, e: &PackEntry, stored: Vec<u8>) -> Result<Vec<u8>> {
+        open_blob_owned(&self.key, e.ty, e.compression, &e.id, e.raw_len, stored)
             .map_err(|err| in_pack(err, pack))
     }
 

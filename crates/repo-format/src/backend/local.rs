@@ -60,9 +60,11 @@ impl LocalBackend {
 struct LocalStaged<'a> {
     backend: &'a LocalBackend,
     kind: FileKind,
-    /// `None` once committed.
+    /// `None` once the commit has begun.
     file: Option<File>,
     tmp: PathBuf,
+    /// Whether `tmp` was renamed to its final name.
+    renamed: bool,
 }
 
 impl StagedFile for LocalStaged<'_> {
@@ -80,6 +82,7 @@ impl StagedFile for LocalStaged<'_> {
         drop(f);
         let dest = self.backend.path(self.kind, id);
         fs::rename(&self.tmp, &dest).map_err(|e| io("rename", &dest, e))?;
+        self.renamed = true;
         sync_dir(dest.parent().expect("repository paths have a parent"))
     }
 }
@@ -87,7 +90,7 @@ impl StagedFile for LocalStaged<'_> {
 impl Drop for LocalStaged<'_> {
     fn drop(&mut self) {
         // Not committed, or the commit failed before the rename: leave nothing behind.
-        if self.file.take().is_some() || self.tmp.exists() {
+        if !self.renamed {
             let _ = fs::remove_file(&self.tmp);
         }
     }
@@ -252,6 +255,7 @@ impl Backend for LocalBackend {
             kind,
             file: Some(file),
             tmp,
+            renamed: false,
         }))
     }
 
