@@ -468,13 +468,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .copied()
         .collect();
     if !orphans.is_empty() {
-        let (sessions, bad) = repo.sessions()?;
-        let now = now_ns();
-        let writing = !bad.is_empty()
-            || sessions
-                .iter()
-                .any(|(_, s)| s.role == Role::Writer && is_live(s, now));
-        if writing {
+        if writer_running(repo)? {
             report.orphans_deferred = orphans.len();
         } else {
             report.orphans_marked = orphans.len();
@@ -546,12 +540,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         // A killed backup leaves the packs it was writing in the staging area. Listed
         // after the sessions: with no writer running, anything older than the margin
         // there is nobody's.
-        let (sessions, bad) = repo.sessions()?;
-        let writing = !bad.is_empty()
-            || sessions
-                .iter()
-                .any(|(_, s)| s.role == Role::Writer && is_live(s, now_ns()));
-        if !writing {
+        if !writer_running(repo)? {
             // Never younger than an hour, whatever the margin: a writer that started
             // after the listing has a fresh file there.
             let age =
@@ -561,6 +550,17 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
     drop(session);
     Ok(report)
+}
+
+/// Whether a backup (or another writer) may be running now: a live writer session, or a
+/// session file that cannot be read (it might be one).
+fn writer_running(repo: &Repository) -> Result<bool> {
+    let (sessions, bad) = repo.sessions()?;
+    let now = now_ns();
+    Ok(!bad.is_empty()
+        || sessions
+            .iter()
+            .any(|(_, s)| s.role == Role::Writer && is_live(s, now)))
 }
 
 /// Youngest leftover staging file a prune deletes, whatever its margin.
