@@ -11,7 +11,7 @@
 //! 20, the rest data) in files of F packs of P blobs, as a writer would leave them; `--dups D`
 //! lists D blobs of the first file again in a later one (two claims of the same blob, which
 //! the loader resolves by reading both files again). `load` opens it, loads the index the
-//! way `backup` does ([`Repository::load_index_for_writing`]) and reports; run it in its own
+//! way `backup` does (the compact loader behind `Repository::begin_write`) and reports; run it in its own
 //! process so its peak is the load's. `--baseline` builds the index the way holdfast 0.1
 //! did instead (every index file decoded, then a `HashMap` keyed by (type, ID)), for
 //! comparison. Not a test: nothing runs it in CI.
@@ -117,13 +117,14 @@ fn create(dir: &Path, s: &Shape) -> Result<(), Box<dyn std::error::Error>> {
     let files = s.blobs.div_ceil(per_file);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     let t = Instant::now();
+    let session = repo.start_session(holdfast_repo::gc::Role::Writer, "bench")?;
     std::thread::scope(|sc| -> Result<(), holdfast_repo::Error> {
         let handles: Vec<_> = (0..threads)
             .map(|w| {
-                let repo = &repo;
+                let (repo, session) = (&repo, &session);
                 sc.spawn(move || -> Result<(), holdfast_repo::Error> {
                     for f in (w..files).step_by(threads as usize) {
-                        repo.save_index(&synthetic_file(s, f))?;
+                        repo.save_index(session, &synthetic_file(s, f))?;
                     }
                     Ok(())
                 })
@@ -143,13 +144,16 @@ fn create(dir: &Path, s: &Shape) -> Result<(), Box<dyn std::error::Error>> {
             .flat_map(|p| p.blobs.iter().copied())
             .take(s.dups as usize)
             .collect();
-        repo.save_index(&IndexFile {
-            supersedes: vec![],
-            packs: vec![IndexPack {
-                id: pack_id(u64::MAX, 0),
-                blobs,
-            }],
-        })?;
+        repo.save_index(
+            &session,
+            &IndexFile {
+                supersedes: vec![],
+                packs: vec![IndexPack {
+                    id: pack_id(u64::MAX, 0),
+                    blobs,
+                }],
+            },
+        )?;
     }
     println!(
         "created {} index files ({} blob entries, {} per pack, {} packs per file, {} duplicate claims) in {:.1} s",
@@ -277,7 +281,9 @@ fn load(dir: &Path, lookups: usize, baseline_mode: bool) -> Result<(), Box<dyn s
     if baseline_mode {
         return Ok(baseline(&repo, rss0, lookups)?);
     }
-    let index = repo.load_index_for_writing()?;
+    // The reader's load: the same compact loader a writer uses, without the pack listing
+    // that would find these synthetic packs missing.
+    let index = repo.load_index()?;
     let secs = t.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
     let (rss1, hwm) = memory();

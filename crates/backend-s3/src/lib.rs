@@ -943,7 +943,7 @@ impl S3Backend {
         }
     }
 
-    async fn list_kind(&self, kind: FileKind) -> Result<Vec<(Id, u64)>, Failure> {
+    async fn list_kind(&self, kind: FileKind) -> Result<Vec<(Id, u64, Option<i64>)>, Failure> {
         let dir_prefix = self.location.key(&format!("{}/", kind.dir()));
         let mut out = Vec::new();
         let mut token: Option<String> = None;
@@ -977,7 +977,7 @@ impl S3Backend {
                 let Some(id) = Id::from_hex(hex).ok().filter(|id| id.to_hex() == hex) else {
                     continue;
                 };
-                out.push((id, size.max(0) as u64));
+                out.push((id, size.max(0) as u64, obj.last_modified().map(date_ns)));
             }
             if page.is_truncated() != Some(true) {
                 break;
@@ -992,7 +992,7 @@ impl S3Backend {
             }
         }
         out.sort();
-        out.dedup();
+        out.dedup_by(|a, b| a.0 == b.0);
         Ok(out)
     }
 
@@ -1161,6 +1161,13 @@ impl StagedFile for S3Staged<'_> {
     }
 }
 
+/// An S3 time stamp (`LastModified`: the server's clock, to the second) as ns since the epoch.
+fn date_ns(t: &aws_smithy_types::DateTime) -> i64 {
+    t.secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(i64::from(t.subsec_nanos()))
+}
+
 impl Backend for S3Backend {
     fn location(&self) -> String {
         self.location.to_string()
@@ -1173,6 +1180,14 @@ impl Backend for S3Backend {
     }
 
     fn list(&self, kind: FileKind) -> Result<Vec<(Id, u64)>> {
+        Ok(self
+            .list_modified(kind)?
+            .into_iter()
+            .map(|(id, size, _)| (id, size))
+            .collect())
+    }
+
+    fn list_modified(&self, kind: FileKind) -> Result<Vec<(Id, u64, Option<i64>)>> {
         self.block_on(self.list_kind(kind)).map_err(|mut f| {
             let path = self.shown(&self.location.key(&format!("{}/", kind.dir())));
             // A listing finds no object only when the bucket is missing.
@@ -1236,6 +1251,23 @@ impl Backend for S3Backend {
             }) => Err(truncated(range.0.saturating_sub(offset))),
             Err(f) => Err(self.to_error("read", &key, kind, id, f)),
         }
+    }
+
+    fn modified(&self, kind: FileKind, id: &Id) -> Result<Option<i64>> {
+        let key = self.key(kind, id);
+        self.block_on(async {
+            let _permit = self.permit().await;
+            let h = self
+                .client
+                .head_object()
+                .bucket(&self.location.bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| sdk_failure(e, self.options.max_attempts))?;
+            Ok(h.last_modified().map(date_ns))
+        })
+        .map_err(|f| self.to_error("stat", &key, kind, id, f))
     }
 
     fn size(&self, kind: FileKind, id: &Id) -> Result<u64> {

@@ -24,6 +24,7 @@ use std::time::Instant;
 use holdfast_chunker::{Chunker, ChunkerParams, GearTable};
 use holdfast_repo::blob::{BlobType, CompressionLevel};
 use holdfast_repo::blob_store::BlobStore;
+use holdfast_repo::writer::Writer;
 use holdfast_repo::index::MasterIndex;
 use holdfast_repo::repository::Repository;
 use holdfast_repo::snapshot::{Snapshot, Summary};
@@ -155,17 +156,16 @@ fn path_bytes(p: &Path) -> &[u8] {
     p.as_os_str().as_bytes()
 }
 
-/// Runs a backup and writes the snapshot.
-///
-/// `index` must be the writer's view ([`Repository::load_index_for_writing`]) loaded after
-/// `session` was started; the session is checked before the snapshot is written.
-pub fn backup(
-    repo: &Repository,
-    index: &MasterIndex,
+/// Runs a backup for `writer` and writes the snapshot. Every index file and the snapshot
+/// are written under the writer's session lease: a backup that was stopped or cut off for
+/// longer than the lease fails with [`holdfast_repo::Error::LeaseLost`] and saves nothing
+/// (SPEC.md §12.2).
+pub fn backup<'a>(
+    writer: &'a Writer<'a>,
     opts: &BackupOptions,
     progress: &BackupProgress,
-    session: Option<&crate::session::SessionGuard>,
 ) -> Result<BackupOutcome> {
+    let (repo, index) = (writer.repo(), writer.index());
     let started = Instant::now();
     let cfg = repo.config();
     let params = ChunkerParams {
@@ -179,7 +179,7 @@ pub fn backup(
         .map(|n| n.get())
         .unwrap_or(2);
     let ((root_tree, kept, counters, warnings, notices), totals) =
-        BlobStore::pipelined(repo, index, opts.compression, sealers, |store| {
+        BlobStore::pipelined(writer, opts.compression, sealers, |store| {
             run_walk(repo, index, store, chunker, opts, progress)
         })?;
     let c = &counters;
@@ -216,13 +216,7 @@ pub fn backup(
         program_version: opts.program_version.clone(),
         summary,
     };
-    if session.is_some_and(|s| s.missed_heartbeats()) {
-        // A prune may have swept packs this backup deduplicated against (SPEC.md §12.2).
-        return Err(EngineError::Usage(
-            "the backup could not refresh its session file for too long (storage unreachable?), so a concurrent prune may have deleted data it reuses; no snapshot was written: run the backup again".into(),
-        ));
-    }
-    let id = repo.save_snapshot(&snapshot)?;
+    let id = writer.save_snapshot(&snapshot)?;
     Ok(BackupOutcome {
         id,
         snapshot,

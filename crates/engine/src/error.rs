@@ -25,6 +25,22 @@ pub enum EngineError {
     /// Writing a dumped file to its output failed.
     #[error("writing the output failed: {0}")]
     Output(#[source] std::io::Error),
+    /// Another prune holds the repository's prune session (SPEC.md §12.3).
+    #[error("another prune is running (host {host}, pid {pid}): try again when it has finished")]
+    PruneRunning {
+        /// Its host.
+        host: String,
+        /// Its process ID.
+        pid: u32,
+    },
+    /// Packs that snapshots need do not exist: prune deletes nothing until this is repaired.
+    #[error("refusing to prune: {} packs that snapshots need are missing ({blobs} blobs, first {}); nothing was deleted. Run `holdfast check` to see the affected snapshots, then `holdfast repair index` and `holdfast repair snapshots`", packs.len(), packs.first().map(|p| p.to_string()).unwrap_or_default())]
+    MissingPacks {
+        /// The missing packs.
+        packs: Vec<holdfast_repo::Id>,
+        /// How many needed blobs only they held.
+        blobs: usize,
+    },
     /// A pattern or argument was not valid.
     #[error("{0}")]
     Usage(String),

@@ -16,6 +16,7 @@ pub mod repair;
 pub mod restorer;
 pub mod retention;
 pub mod scanner;
-pub mod session;
+/// Sessions and leases live with the format (SPEC.md §12.2); re-exported for callers.
+pub use holdfast_repo::session;
 
 pub use error::{EngineError, Result};

@@ -11,13 +11,13 @@ use holdfast_repo::blob::BlobType;
 use holdfast_repo::gc::{GcMarker, Role};
 use holdfast_repo::index::{IndexFile, IndexFileSummary, IndexPack, IndexedBlob, MasterIndex};
 use holdfast_repo::pack::{read_header, PackEntry, PackWriter};
-use holdfast_repo::repository::Repository;
+use holdfast_repo::repository::{GcState, Repository};
 use holdfast_repo::snapshot::Snapshot;
 use holdfast_repo::tree::ContentRef;
 use holdfast_repo::{Error, Id};
 
 use crate::error::{EngineError, Result};
-use crate::session::{is_live, now_ns, SessionGuard, SKEW_NS};
+use crate::session::{bad_is_stale, is_live, now_ns, SessionGuard, SKEW_NS};
 
 /// How to prune.
 #[derive(Debug, Clone)]
@@ -71,6 +71,9 @@ pub struct PruneReport {
     pub temp_files_removed: usize,
     /// Live blobs (referenced by some snapshot).
     pub live_blobs: usize,
+    /// Packs named by the index that do not exist and that no snapshot needs: their
+    /// entries were dropped from the index.
+    pub missing_packs_dropped: usize,
 }
 
 /// The blobs snapshots reference: one bit per blob of the compact index, so prune's
@@ -161,19 +164,36 @@ impl LiveSet {
 }
 
 /// Every (type, ID) referenced by any snapshot. Fails if any snapshot or tree cannot be
-/// read, or if a referenced blob is not in the index: what a damaged repository needs is
-/// unknown (a lost index file leaves needed packs looking unindexed), so nothing may be
-/// marked or deleted until `check` and `repair index` have run.
+/// read, if a referenced blob is not in the index, or if its only copies are in packs that
+/// do not exist: what a damaged repository needs is unknown (a lost index file leaves
+/// needed packs looking unindexed), so nothing may be marked or deleted until `check` and
+/// `repair` have run.
 ///
-/// `snaps` must have been listed before `index` was loaded: a writer writes its index files
-/// before its snapshot, so every listed snapshot's blobs are then in `index`.
-pub fn live_set(repo: &Repository, snaps: &[Snapshot], index: &MasterIndex) -> Result<LiveSet> {
+/// `snaps` must have been listed before `view` was loaded: a writer writes its index files
+/// before its snapshot, so every listed snapshot's blobs are then in the index.
+fn live_set(repo: &Repository, snaps: &[Snapshot], view: &IndexView) -> Result<LiveSet> {
+    let index = &view.index;
     let live = referenced_blobs(repo, snaps, index)?;
     let missing = live.missing(index);
     if missing > 0 {
         return Err(EngineError::Usage(format!(
             "refusing to prune: {missing} blobs that snapshots need are not in the index (a lost or damaged index file?); run `holdfast check`, then `holdfast repair index`"
         )));
+    }
+    if !view.missing.is_empty() {
+        // The index locates a blob in a missing pack only when it has no other copy.
+        let mut lost: HashMap<Id, usize> = HashMap::new();
+        live.for_each_location(index, |b| {
+            if view.missing.contains(&b.pack) {
+                *lost.entry(b.pack).or_default() += 1;
+            }
+        });
+        if !lost.is_empty() {
+            let blobs = lost.values().sum();
+            let mut packs: Vec<Id> = lost.into_keys().collect();
+            packs.sort();
+            return Err(EngineError::MissingPacks { packs, blobs });
+        }
     }
     Ok(live)
 }
@@ -211,10 +231,12 @@ fn referenced_blobs(repo: &Repository, snaps: &[Snapshot], index: &MasterIndex) 
     Ok(live)
 }
 
-/// The index files as prune needs them, in the compact index plus O(packs) memory.
+/// The index files as prune needs them, in the compact index plus O(packs) memory, and the
+/// packs that exist (listed after the index: every pack an index file names was durable
+/// before it, so an indexed pack that is not listed is missing).
 struct IndexView {
-    /// Every current file merged, each blob located outside the marked packs when it can
-    /// be (SPEC.md §12.3: that is the copy writers see and keep using).
+    /// Every current file merged, each blob located outside the marked and the missing
+    /// packs when it can be (SPEC.md §12.3: that is the copy writers see and keep using).
     index: MasterIndex,
     /// Every index file in brief.
     files: Vec<IndexFileSummary>,
@@ -223,10 +245,55 @@ struct IndexView {
     packs: HashMap<Id, u64>,
     /// Marked pack -> the blobs current files list in it.
     marked: HashMap<Id, Vec<PackEntry>>,
+    /// The packs that exist, with their sizes.
+    listed: HashMap<Id, u64>,
+    /// The packs that exist, with the storage's time of writing where known.
+    listed_times: Vec<(Id, Option<i64>)>,
+    /// Packs current index files name that do not exist.
+    missing: HashSet<Id>,
+}
+
+impl IndexView {
+    /// The current index files that name any of `packs`.
+    fn files_naming(&self, packs: &HashSet<Id>) -> Vec<Id> {
+        self.files
+            .iter()
+            .filter(|f| {
+                !self.superseded.contains(&f.name) && f.packs.iter().any(|p| packs.contains(&p.id))
+            })
+            .map(|f| f.name)
+            .collect()
+    }
+
+    /// The superseded index files that still exist: a file that supersedes others lists
+    /// these, not the long-deleted ones, so supersede lists do not grow without bound.
+    fn existing_superseded(&self) -> HashSet<Id> {
+        self.files
+            .iter()
+            .map(|f| f.name)
+            .filter(|n| self.superseded.contains(n))
+            .collect()
+    }
 }
 
 fn index_view(repo: &Repository, marked: &HashSet<Id>) -> Result<IndexView> {
-    let survey = repo.survey_index(marked)?;
+    let mut view = survey(repo, marked)?;
+    if !view.missing.is_empty() {
+        // Locate blobs outside the missing packs where they have another copy.
+        let mut avoid = marked.clone();
+        avoid.extend(view.missing.iter().copied());
+        let again = survey(repo, &avoid)?;
+        let missing = std::mem::take(&mut view.missing);
+        view = IndexView {
+            missing: again.missing.union(&missing).copied().collect(),
+            ..again
+        };
+    }
+    Ok(view)
+}
+
+fn survey(repo: &Repository, avoid: &HashSet<Id>) -> Result<IndexView> {
+    let survey = repo.survey_index(avoid)?;
     let superseded: HashSet<Id> = survey
         .files
         .iter()
@@ -250,12 +317,32 @@ fn index_view(repo: &Repository, marked: &HashSet<Id>) -> Result<IndexView> {
             marked_entries.entry(p.id).or_default().extend(p.blobs);
         }
     }
+    let listed_times: Vec<(Id, Option<i64>)> = repo
+        .backend()
+        .list_modified(FileKind::Pack)?
+        .into_iter()
+        .map(|(id, size, t)| ((id, t), size))
+        .map(|((id, t), _)| (id, t))
+        .collect();
+    let listed: HashMap<Id, u64> = repo
+        .backend()
+        .list(FileKind::Pack)?
+        .into_iter()
+        .collect();
+    let missing = packs
+        .keys()
+        .filter(|p| !listed.contains_key(p))
+        .copied()
+        .collect();
     Ok(IndexView {
         index: survey.index,
         files: survey.files,
         superseded,
         packs,
         marked: marked_entries,
+        listed,
+        listed_times,
+        missing,
     })
 }
 
@@ -270,22 +357,23 @@ pub use holdfast_repo::index::INDEX_FILE_ENTRIES;
 /// Runs one prune.
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut report = PruneReport::default();
+    // A dry run writes nothing, so it announces nothing either.
     let session = if opts.dry_run {
         None
     } else {
-        Some(SessionGuard::start(repo, Role::Prune, &opts.host)?)
+        Some(repo.start_session(Role::Prune, &opts.host)?)
     };
+    let clock = Clock(session.as_ref());
     let own = session.as_ref().map(|s| s.session.session_id);
-    let (sessions, bad_sessions) = repo.sessions()?;
-    let now = now_ns();
-    if let Some((_, other)) = sessions
-        .iter()
-        .find(|(_, s)| s.role == Role::Prune && Some(s.session_id) != own && is_live(s, now))
-    {
-        return Err(EngineError::Usage(format!(
-            "another prune is running (host {}, pid {}): try again when it has finished",
-            other.host, other.pid
-        )));
+    let (sessions, _) = repo.sessions()?;
+    let now = clock.now();
+    if let Some(other) = sessions.iter().find(|s| {
+        s.session.role == Role::Prune && Some(s.session.session_id) != own && is_live(s, now)
+    }) {
+        return Err(EngineError::PruneRunning {
+            host: other.session.host.clone(),
+            pid: other.session.pid,
+        });
     }
 
     // --- Sweep: markers old enough. ---
@@ -302,23 +390,26 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     if !due.is_empty() {
         // Sessions first, snapshots after (SPEC.md §12.4): a writer that was running at the
         // mark has either ended (its snapshot is visible now) or holds the sweep back.
-        let (sessions, more_bad) = repo.sessions()?;
-        let now = now_ns();
+        let (sessions, bad) = repo.sessions()?;
+        let now = clock.now();
+        let unknown = bad.iter().filter(|b| !bad_is_stale(b, now)).count();
         let mut sweepable: Vec<&(Id, GcMarker)> = Vec::new();
         for m in due {
-            let blocker = sessions.iter().find(|(_, s)| {
-                s.role == Role::Writer && is_live(s, now) && s.start_ns < m.1.mark_ns + SKEW_NS
+            let blocker = sessions.iter().find(|s| {
+                s.session.role == Role::Writer
+                    && is_live(s, now)
+                    && s.session.start_ns < m.1.mark_ns.saturating_add(SKEW_NS)
             });
-            if let Some((_, s)) = blocker {
+            if let Some(s) = blocker {
                 report.sweep_postponed.push(format!(
                     "marker {}: backup on {} (pid {}) started before it and is still running",
                     m.0.short(),
-                    s.host,
-                    s.pid
+                    s.session.host,
+                    s.session.pid
                 ));
-            } else if !bad_sessions.is_empty() || !more_bad.is_empty() {
+            } else if unknown > 0 {
                 report.sweep_postponed.push(format!(
-                    "marker {}: a session file is unreadable, so running backups are unknown",
+                    "marker {}: {unknown} session files are unreadable, so running backups are unknown (they expire an hour after they were written)",
                     m.0.short()
                 ));
             } else {
@@ -330,7 +421,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             // meanwhile is seen with every pack its snapshot needs (SPEC.md §12.3).
             let snaps = load_snapshots(repo)?;
             let view = index_view(repo, &gc.marked)?;
-            let referenced = live_set(repo, &snaps, &view.index)?;
+            let referenced = live_set(repo, &snaps, &view)?;
             let candidates: HashSet<Id> = sweepable
                 .iter()
                 .flat_map(|(_, m)| m.packs.iter().copied())
@@ -358,11 +449,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 }
             }
             delete.sort();
-            let sizes: HashMap<Id, u64> =
-                repo.backend().list(FileKind::Pack)?.into_iter().collect();
             report.packs_deleted = delete.len();
-            report.bytes_deleted = delete.iter().filter_map(|p| sizes.get(p)).sum();
-            if !opts.dry_run {
+            report.bytes_deleted = delete.iter().filter_map(|p| view.listed.get(p)).sum();
+            if let Some(session) = &session {
                 let delete_set: HashSet<Id> = delete.iter().copied().collect();
                 let old_markers: Vec<Id> = sweepable.iter().map(|(id, _)| *id).collect();
                 // 1. Rescued packs stop being marked before anything is deleted.
@@ -373,43 +462,46 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                         .map(|(_, m)| m.mark_ns)
                         .min()
                         .unwrap_or(now);
-                    // Also every marker already superseded: should a crash leave one behind,
-                    // deleting this marker must not bring it back.
+                    // Also every marker already superseded that still exists: should a
+                    // crash leave one behind, deleting this marker must not bring it back.
                     let mut supersedes = old_markers.clone();
-                    supersedes.extend(gc.superseded.iter().copied());
+                    supersedes.extend(existing_superseded_markers(repo, &gc)?);
                     supersedes.sort();
                     supersedes.dedup();
-                    new_marker = Some(repo.save_gc_marker(&GcMarker {
-                        mark_ns,
-                        supersedes,
-                        packs: delete.clone(),
-                    })?);
+                    new_marker = Some(repo.save_gc_marker(
+                        session,
+                        &GcMarker {
+                            mark_ns,
+                            supersedes,
+                            packs: delete.clone(),
+                        },
+                    )?);
                 }
                 // 2. No current index file may name a pack about to go.
-                let naming: Vec<Id> = view
-                    .files
-                    .iter()
-                    .filter(|f| {
-                        !view.superseded.contains(&f.name)
-                            && f.packs.iter().any(|p| delete_set.contains(&p.id))
-                    })
-                    .map(|f| f.name)
-                    .collect();
+                let naming = view.files_naming(&delete_set);
                 if !naming.is_empty() {
                     report.index_files_superseded = naming.len();
                     rewrite_index_files(
                         repo,
+                        session,
                         &naming,
                         &delete_set,
-                        &view.superseded,
+                        &view.existing_superseded(),
                         opts.index_file_entries,
                     )?;
                 }
-                // 3. Packs, then superseded index files, then markers.
+                // 3. Packs, then superseded index files, then the markers: the old ones
+                // first and, once they are all gone, the rescue marker that supersedes
+                // them (a batch delete has no order, and an old marker that outlived its
+                // superseder would mark rescued packs again).
+                session.check()?;
                 repo.backend().remove_many(FileKind::Pack, &delete)?;
+                session.check()?;
                 repo.backend().remove_many(FileKind::Index, &naming)?;
-                let markers: Vec<Id> = old_markers.iter().chain(&new_marker).copied().collect();
-                repo.backend().remove_many(FileKind::GcMarker, &markers)?;
+                repo.backend().remove_many(FileKind::GcMarker, &old_markers)?;
+                if let Some(m) = new_marker {
+                    repo.backend().remove(FileKind::GcMarker, &m)?;
+                }
                 swept_any = true;
             }
             if !swept_any {
@@ -425,12 +517,29 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         None => {
             let snaps = load_snapshots(repo)?;
             let view = index_view(repo, &gc.marked)?;
-            let live = live_set(repo, &snaps, &view.index)?;
+            let live = live_set(repo, &snaps, &view)?;
             (view, live)
         }
     };
     report.live_blobs = live.len();
-    let sizes: HashMap<Id, u64> = repo.backend().list(FileKind::Pack)?.into_iter().collect();
+    // Index entries of packs that do not exist (and that no snapshot needs: `live_set`
+    // refused otherwise) are dropped, so that nothing keeps pointing at them.
+    if !view.missing.is_empty() {
+        report.missing_packs_dropped = view.missing.len();
+        if let Some(session) = &session {
+            let naming = view.files_naming(&view.missing);
+            rewrite_index_files(
+                repo,
+                session,
+                &naming,
+                &view.missing,
+                &view.existing_superseded(),
+                opts.index_file_entries,
+            )?;
+            session.check()?;
+            repo.backend().remove_many(FileKind::Index, &naming)?;
+        }
+    }
     // Each live blob is kept where the index locates it, outside the marked packs when it
     // can be: the copy writers deduplicate against. Every other copy is unused.
     let mut used_bytes: HashMap<Id, u64> = HashMap::new();
@@ -442,10 +551,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut total_bytes = 0u64;
     let mut unused_total = 0u64;
     for (p, listed) in &view.packs {
-        if gc.marked.contains(p) || !sizes.contains_key(p) {
+        let Some(&size) = view.listed.get(p) else {
+            continue;
+        };
+        if gc.marked.contains(p) {
             continue;
         }
-        let size = sizes[p];
         total_bytes += size;
         let used = used_bytes.get(p).copied().unwrap_or(0);
         // Unused: blobs no snapshot needs (or duplicates). The pack's header and trailer are
@@ -460,19 +571,32 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
     drop(used_bytes);
     // Packs no index names. A running backup's packs look like that until it writes their
-    // index file; marking them would make every later backup upload their blobs again. The
-    // sessions are listed after the packs, so a backup that wrote one of them is seen.
-    let orphans: Vec<Id> = sizes
-        .keys()
-        .filter(|p| !view.packs.contains_key(p) && !gc.marked.contains(p))
-        .copied()
+    // index file, and marking them would make every later backup upload their blobs again.
+    // A pack may be a live writer's only if that writer started before the pack was
+    // written (its session comes first), allowing for clock skew; the sessions are listed
+    // after the packs, so a writer that wrote one of them is seen (SPEC.md §12.3).
+    let orphans: Vec<(Id, Option<i64>)> = view
+        .listed_times
+        .iter()
+        .filter(|(p, _)| !view.packs.contains_key(p) && !gc.marked.contains(p))
+        .map(|(p, t)| (*p, *t))
         .collect();
     if !orphans.is_empty() {
-        if writer_running(repo)? {
-            report.orphans_deferred = orphans.len();
-        } else {
-            report.orphans_marked = orphans.len();
-            to_mark.extend(orphans);
+        let writers = live_writers(repo, &clock)?;
+        for (p, written) in orphans {
+            let maybe_owned = match (&writers, written) {
+                (LiveWriters::Unknown, _) => true,
+                (LiveWriters::Starts(starts), Some(t)) => {
+                    starts.iter().any(|&s| s < t.saturating_add(SKEW_NS))
+                }
+                (LiveWriters::Starts(starts), None) => !starts.is_empty(),
+            };
+            if maybe_owned {
+                report.orphans_deferred += 1;
+            } else {
+                report.orphans_marked += 1;
+                to_mark.push(p);
+            }
         }
     }
     // Repack the emptiest packs until the unused share is within the limit.
@@ -486,8 +610,15 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         repack.push(*p);
         unused_total -= unused;
     }
-    if !repack.is_empty() && !opts.dry_run {
-        let copied = copy_live_blobs(repo, &repack, &view.index, &live, opts.index_file_entries)?;
+    if let (false, Some(session)) = (repack.is_empty(), &session) {
+        let copied = copy_live_blobs(
+            repo,
+            session,
+            &repack,
+            &view.index,
+            &live,
+            opts.index_file_entries,
+        )?;
         report.blobs_repacked = copied;
     }
     report.packs_repacked = repack.len();
@@ -495,13 +626,16 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     to_mark.sort();
     to_mark.dedup();
     report.packs_marked = to_mark.len();
-    report.bytes_marked = to_mark.iter().filter_map(|p| sizes.get(p)).sum();
-    if !to_mark.is_empty() && !opts.dry_run {
-        repo.save_gc_marker(&GcMarker {
-            mark_ns: now_ns(),
-            supersedes: vec![],
-            packs: to_mark,
-        })?;
+    report.bytes_marked = to_mark.iter().filter_map(|p| view.listed.get(p)).sum();
+    if let (false, Some(session)) = (to_mark.is_empty(), &session) {
+        repo.save_gc_marker(
+            session,
+            &GcMarker {
+                mark_ns: clock.now(),
+                supersedes: vec![],
+                packs: to_mark,
+            },
+        )?;
     }
 
     // --- Compact: many small index files (one or more per backup) into a few large ones,
@@ -518,29 +652,37 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .collect();
     if small.len() >= COMPACT_MIN_FILES {
         report.index_files_compacted = small.len();
-        if !opts.dry_run {
+        if let Some(session) = &session {
             rewrite_index_files(
                 repo,
+                session,
                 &small,
                 &HashSet::new(),
-                &view.superseded,
+                &view.existing_superseded(),
                 opts.index_file_entries,
             )?;
         }
     }
 
     // --- Housekeeping: stale sessions, superseded index files and markers. ---
-    if !opts.dry_run {
+    if let Some(session) = &session {
+        session.check()?;
         remove_superseded(repo)?;
-        let now = now_ns();
-        for (id, _) in sessions.iter().filter(|(_, s)| !is_live(s, now)) {
-            repo.backend().remove(FileKind::Session, id)?;
-            report.stale_sessions_removed += 1;
-        }
+        let (sessions, bad) = repo.sessions()?;
+        let now = clock.now();
+        let stale: Vec<Id> = sessions
+            .iter()
+            .filter(|s| !is_live(s, now))
+            .map(|s| s.id)
+            .chain(bad.iter().filter(|b| bad_is_stale(b, now)).map(|b| b.id))
+            .collect();
+        session.check()?;
+        repo.backend().remove_many(FileKind::Session, &stale)?;
+        report.stale_sessions_removed = stale.len();
         // A killed backup leaves the packs it was writing in the staging area. Listed
         // after the sessions: with no writer running, anything older than the margin
         // there is nobody's.
-        if !writer_running(repo)? {
+        if matches!(live_writers(repo, &clock)?, LiveWriters::Starts(s) if s.is_empty()) {
             // Never younger than an hour, whatever the margin: a writer that started
             // after the listing has a fresh file there.
             let age =
@@ -552,15 +694,55 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     Ok(report)
 }
 
-/// Whether a backup (or another writer) may be running now: a live writer session, or a
-/// session file that cannot be read (it might be one).
-fn writer_running(repo: &Repository) -> Result<bool> {
+/// The prune's clock: the storage server's time where its session measured it (SPEC.md
+/// §12.2), else this host's.
+struct Clock<'a>(Option<&'a SessionGuard>);
+
+impl Clock<'_> {
+    fn now(&self) -> i64 {
+        self.0.map_or_else(now_ns, |s| s.server_now_ns())
+    }
+}
+
+/// The writers that may be running now.
+enum LiveWriters {
+    /// Their start times.
+    Starts(Vec<i64>),
+    /// A session file that cannot be read and has not expired: it might be any writer.
+    Unknown,
+}
+
+fn live_writers(repo: &Repository, clock: &Clock<'_>) -> Result<LiveWriters> {
     let (sessions, bad) = repo.sessions()?;
-    let now = now_ns();
-    Ok(!bad.is_empty()
-        || sessions
+    let now = clock.now();
+    if bad.iter().any(|b| !bad_is_stale(b, now)) {
+        return Ok(LiveWriters::Unknown);
+    }
+    Ok(LiveWriters::Starts(
+        sessions
             .iter()
-            .any(|(_, s)| s.role == Role::Writer && is_live(s, now)))
+            .filter(|s| s.session.role == Role::Writer && is_live(s, now))
+            .map(|s| s.session.start_ns)
+            .collect(),
+    ))
+}
+
+/// The superseded gc markers that still exist: a marker that supersedes others lists these
+/// (a leftover must stay superseded) and not the long-deleted ones, so the lists do not
+/// grow with every sweep.
+fn existing_superseded_markers(repo: &Repository, gc: &GcState) -> Result<Vec<Id>> {
+    let present: HashSet<Id> = repo
+        .backend()
+        .list(FileKind::GcMarker)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    Ok(gc
+        .superseded
+        .iter()
+        .filter(|id| present.contains(id))
+        .copied()
+        .collect())
 }
 
 /// Youngest leftover staging file a prune deletes, whatever its margin.
@@ -603,33 +785,46 @@ fn remove_superseded(repo: &Repository) -> Result<()> {
 /// is in memory at a time, and the files written hold at most [`INDEX_FILE_ENTRIES`]
 /// entries each (plus one pack's): those before the last supersede nothing, so a crash between them leaves
 /// duplicate claims, which are harmless (SPEC.md §7.2), and never a pack unindexed.
+///
+/// Every piece is written under the prune's lease; if the lease is lost, the pieces already
+/// written are deleted again (they may list packs that another prune has swept since).
 fn rewrite_index_files(
     repo: &Repository,
+    session: &SessionGuard,
     naming: &[Id],
     drop: &HashSet<Id>,
     already: &HashSet<Id>,
     max_entries: usize,
 ) -> Result<()> {
-    let mut out = IndexFile::default();
-    let mut entries = 0;
-    for id in naming {
-        let f = repo.load_index_file(id)?;
-        for p in f.packs.into_iter().filter(|p| !drop.contains(&p.id)) {
-            entries += p.blobs.len();
-            out.packs.push(p);
-            if entries >= max_entries {
-                repo.save_index(&std::mem::take(&mut out))?;
-                entries = 0;
+    let mut written: Vec<Id> = Vec::new();
+    let r = (|| -> Result<()> {
+        let mut out = IndexFile::default();
+        let mut entries = 0;
+        for id in naming {
+            let f = repo.load_index_file(id)?;
+            for p in f.packs.into_iter().filter(|p| !drop.contains(&p.id)) {
+                entries += p.blobs.len();
+                out.packs.push(p);
+                if entries >= max_entries {
+                    written.push(repo.save_index(session, &std::mem::take(&mut out))?);
+                    entries = 0;
+                }
             }
         }
+        let mut supersedes = naming.to_vec();
+        supersedes.extend(already.iter().copied());
+        supersedes.sort();
+        supersedes.dedup();
+        out.supersedes = supersedes;
+        written.push(repo.save_index(session, &out)?);
+        Ok(())
+    })();
+    if let Err(EngineError::Repo(Error::LeaseLost { .. })) = &r {
+        if let Err(e) = repo.backend().remove_many(FileKind::Index, &written) {
+            tracing::warn!("could not delete the index files this prune wrote before it lost its lease: {e}");
+        }
     }
-    let mut supersedes = naming.to_vec();
-    supersedes.extend(already.iter().copied());
-    supersedes.sort();
-    supersedes.dedup();
-    out.supersedes = supersedes;
-    repo.save_index(&out)?;
-    Ok(())
+    r
 }
 
 /// Copies the live blobs of `packs` (those whose kept copy `index` locates there) into new
@@ -637,6 +832,7 @@ fn rewrite_index_files(
 /// the old packs be marked. The blobs are found from each pack's own header.
 fn copy_live_blobs(
     repo: &Repository,
+    session: &SessionGuard,
     packs: &[Id],
     index: &MasterIndex,
     live: &LiveSet,
@@ -659,7 +855,7 @@ fn copy_live_blobs(
             });
         }
         if !written.packs.is_empty() && (last || entries >= max_entries) {
-            repo.save_index(&std::mem::take(&mut written))?;
+            repo.save_index(session, &std::mem::take(&mut written))?;
             entries = 0;
         }
         Ok(())

@@ -8,6 +8,8 @@ use holdfast_repo::backend::FileKind;
 use holdfast_repo::blob::BlobType;
 use holdfast_repo::blob::CompressionLevel;
 use holdfast_repo::blob_store::BlobStore;
+use holdfast_repo::gc::Role;
+use holdfast_repo::writer::Writer;
 use holdfast_repo::index::{IndexFile, IndexPack, MasterIndex};
 use holdfast_repo::pack::{open_header, parse_trailer, TRAILER_LEN};
 use holdfast_repo::repository::Repository;
@@ -36,8 +38,14 @@ pub struct IndexRepair {
     pub new_index: Option<Id>,
 }
 
-/// Rebuilds the index from the headers of every pack.
-pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<IndexRepair> {
+/// Rebuilds the index from the headers of every pack. Runs as a writer session for `host`
+/// (SPEC.md §12.2): the new index file is written under its lease.
+pub fn repair_index(repo: &Repository, host: &str, dry_run: bool) -> Result<IndexRepair> {
+    let session = if dry_run {
+        None
+    } else {
+        Some(repo.start_session(Role::Writer, host)?)
+    };
     let packs = repo.backend().list(FileKind::Pack)?;
     let key = repo.key();
     let results: Vec<(Id, std::result::Result<IndexPack, String>)> = packs
@@ -92,15 +100,18 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<IndexRepair> {
     let good_ids: HashSet<Id> = good.iter().map(|p| p.id).collect();
     report.packs_dropped = old_packs.iter().filter(|p| !good_ids.contains(p)).count();
     report.index_files_replaced = old_files.len();
-    if !dry_run {
+    if let Some(session) = &session {
         let supersedes: Vec<Id> = old_files.iter().map(|(id, _)| *id).collect();
-        let new = repo.save_index(&IndexFile {
-            supersedes: supersedes.clone(),
-            packs: good,
-        })?;
-        for id in supersedes.iter().filter(|id| **id != new) {
-            repo.backend().remove(FileKind::Index, id)?;
-        }
+        let new = repo.save_index(
+            session,
+            &IndexFile {
+                supersedes: supersedes.clone(),
+                packs: good,
+            },
+        )?;
+        let old: Vec<Id> = supersedes.into_iter().filter(|id| *id != new).collect();
+        session.check()?;
+        repo.backend().remove_many(FileKind::Index, &old)?;
         report.new_index = Some(new);
     }
     Ok(report)
@@ -118,17 +129,19 @@ pub struct SnapshotRepair {
 }
 
 /// Rewrites every snapshot that references missing or unreadable trees or data: entries
-/// whose data is gone are removed (and listed), the rest is kept.
+/// whose data is gone are removed (and listed), the rest is kept. Old trees are read and
+/// data is judged present through `index`, the full (reader's) index; new trees are
+/// stored through `writer` and the new snapshots written under its lease.
 pub fn repair_snapshots(
-    repo: &Repository,
+    writer: &Writer<'_>,
     index: &MasterIndex,
     dry_run: bool,
 ) -> Result<Vec<SnapshotRepair>> {
+    let repo = writer.repo();
     let (snaps, _) = repo.snapshots()?;
     let mut out = Vec::new();
     BlobStore::pipelined(
-        repo,
-        index,
+        writer,
         CompressionLevel::default(),
         1,
         |store| -> Result<()> {
@@ -171,7 +184,7 @@ pub fn repair_snapshots(
     for (mut rep, s) in out {
         if !dry_run {
             // The trees are durable now (the pipelined store flushed): write, then delete.
-            let new = repo.save_snapshot(&s)?;
+            let new = writer.save_snapshot(&s)?;
             repo.backend().remove(FileKind::Snapshot, &rep.snapshot)?;
             rep.replaced_by = Some(new);
         }

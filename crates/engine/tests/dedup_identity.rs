@@ -18,8 +18,9 @@ fn file_equal_to_an_encoded_tree_round_trips() {
     let tree_bytes = Tree::default().encode().unwrap();
     std::fs::write(src.join("looks-like-a-tree"), &tree_bytes).unwrap();
     let opts = backup_options(&src, None, 1);
-    let index = r.load_index().unwrap();
-    let out = backup(&r, &index, &opts, &BackupProgress::default(), None).unwrap();
+    let writer = r.begin_write("h").unwrap();
+    let out = backup(&writer, &opts, &BackupProgress::default()).unwrap();
+    drop(writer);
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
     let index = r.load_index().unwrap();
     let target = d.path().join("t");

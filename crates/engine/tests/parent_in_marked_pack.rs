@@ -7,7 +7,7 @@
 mod common;
 
 use holdfast_repo::blob::BlobType;
-use holdfast_repo::gc::GcMarker;
+use holdfast_repo::gc::{GcMarker, Role};
 
 use common::{repo, run_backup};
 
@@ -26,12 +26,17 @@ fn parent_tree_in_a_marked_pack_is_a_notice_not_an_error() {
         .get(BlobType::Tree, &first.snapshot.tree)
         .unwrap()
         .pack;
-    r.save_gc_marker(&GcMarker {
-        mark_ns: 0,
-        supersedes: vec![],
-        packs: vec![tree_pack],
-    })
+    let prune = r.start_session(Role::Prune, "p").unwrap();
+    r.save_gc_marker(
+        &prune,
+        &GcMarker {
+            mark_ns: 0,
+            supersedes: vec![],
+            packs: vec![tree_pack],
+        },
+    )
     .unwrap();
+    drop(prune);
 
     let second = run_backup(&r, &src, Some(first.id), 2);
     assert!(second.warnings.is_empty(), "{:?}", second.warnings);
@@ -45,6 +50,6 @@ fn parent_tree_in_a_marked_pack_is_a_notice_not_an_error() {
         second.notices
     );
     // Its trees were stored again, outside the marked pack.
-    let writer = r.load_index_for_writing().unwrap();
-    assert!(writer.contains(BlobType::Tree, &second.snapshot.tree));
+    let writer = r.begin_write("h").unwrap();
+    assert!(writer.index().contains(BlobType::Tree, &second.snapshot.tree));
 }

@@ -11,15 +11,14 @@ use common::repo;
 use holdfast_engine::restorer::{restore, RestoreOptions, RestoreProgress};
 use holdfast_repo::blob::{BlobType, CompressionLevel};
 use holdfast_repo::blob_store::BlobStore;
-use holdfast_repo::index::MasterIndex;
 use holdfast_repo::repository::Repository;
 use holdfast_repo::tree::{ContentRef, Node, NodeKind, Tree};
 use holdfast_repo::Id;
 
 /// Stores raw tree bytes (bypassing the encoder's checks, as an attacker with the key could).
 fn store_raw_tree(repo: &Repository, bytes: &[u8]) -> Id {
-    let empty = MasterIndex::new();
-    let store = BlobStore::new(repo, &empty, CompressionLevel::default());
+    let writer = repo.begin_write("h").unwrap();
+    let store = BlobStore::new(&writer, CompressionLevel::default());
     let id = store.id_of(bytes);
     store.add(BlobType::Tree, id, bytes).unwrap();
     store.flush().unwrap();
@@ -27,8 +26,8 @@ fn store_raw_tree(repo: &Repository, bytes: &[u8]) -> Id {
 }
 
 fn file_node(name: &str, repo: &Repository, data: &[u8]) -> Node {
-    let empty = MasterIndex::new();
-    let store = BlobStore::new(repo, &empty, CompressionLevel::default());
+    let writer = repo.begin_write("h").unwrap();
+    let store = BlobStore::new(&writer, CompressionLevel::default());
     let id = store.id_of(data);
     store.add(BlobType::Data, id, data).unwrap();
     store.flush().unwrap();

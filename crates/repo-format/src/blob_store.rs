@@ -29,6 +29,7 @@ use crate::id::Id;
 use crate::index::{IndexFile, IndexPack, MasterIndex, INDEX_FILE_ENTRIES};
 use crate::pack::{FinishedPack, PackWriter};
 use crate::repository::Repository;
+use crate::writer::Writer;
 
 /// A pack being written to the backend's staging area.
 type OpenPack<'a> = PackWriter<Box<dyn StagedFile + 'a>>;
@@ -112,8 +113,9 @@ pub struct StoreStats {
     pub packs: AtomicU64,
 }
 
-/// Adds blobs to a repository, deduplicating against an index loaded before.
+/// Adds blobs to a repository, deduplicating against the writer's index.
 pub struct BlobStore<'a> {
+    writer: &'a Writer<'a>,
     repo: &'a Repository,
     index: &'a MasterIndex,
     seen: Mutex<AddedBlobs>,
@@ -174,11 +176,12 @@ pub struct StoreTotals {
 }
 
 impl<'a> BlobStore<'a> {
-    /// A store that writes into `repo`, treating blobs in `index` as present.
-    pub fn new(repo: &'a Repository, index: &'a MasterIndex, level: CompressionLevel) -> Self {
+    /// A store that writes for `writer`, treating blobs in its index as present.
+    pub fn new(writer: &'a Writer<'a>, level: CompressionLevel) -> Self {
         BlobStore {
-            repo,
-            index,
+            writer,
+            repo: writer.repo(),
+            index: writer.index(),
             seen: Mutex::new(AddedBlobs::default()),
             open: [Mutex::new(None), Mutex::new(None)],
             buffers: Mutex::new(Vec::new()),
@@ -198,8 +201,7 @@ impl<'a> BlobStore<'a> {
     /// Returns what `f` returned and what was written. Every blob `f` added is durable
     /// and indexed when this returns `Ok`.
     pub fn pipelined<R, E: From<Error>>(
-        repo: &'a Repository,
-        index: &'a MasterIndex,
+        writer: &'a Writer<'a>,
         level: CompressionLevel,
         sealers: usize,
         f: impl FnOnce(&BlobStore<'a>) -> std::result::Result<R, E>,
@@ -207,7 +209,7 @@ impl<'a> BlobStore<'a> {
         let sealers = sealers.max(1);
         let (tx, rx) = crossbeam_channel::bounded(sealers * 2);
         let (utx, urx) = crossbeam_channel::bounded(1);
-        let mut store = BlobStore::new(repo, index, level);
+        let mut store = BlobStore::new(writer, level);
         store.queue = Some(tx);
         store.uploads = Some(utx);
         let out = std::thread::scope(|s| {
@@ -466,7 +468,7 @@ impl<'a> BlobStore<'a> {
             }
         };
         if let Some(packs) = batch {
-            self.repo.save_index(&IndexFile {
+            self.writer.save_index(&IndexFile {
                 supersedes: vec![],
                 packs,
             })?;
@@ -492,7 +494,7 @@ impl<'a> BlobStore<'a> {
         }
         let packs = std::mem::take(&mut *self.unindexed.lock().expect("lock"));
         if !packs.is_empty() {
-            self.repo.save_index(&IndexFile {
+            self.writer.save_index(&IndexFile {
                 supersedes: vec![],
                 packs,
             })?;

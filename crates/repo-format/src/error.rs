@@ -90,6 +90,28 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A writer's or prune's session lease was lost (SPEC.md §12.2): it was stopped,
+    /// suspended or cut off from the storage for so long that a prune elsewhere may have
+    /// judged it gone and deleted data it depends on. Nothing that names such data was
+    /// kept; running the operation again is safe.
+    #[error("the {role}'s session lease was lost: {reason}; nothing it wrote since was kept and no snapshot was saved: run it again")]
+    LeaseLost {
+        /// backup or prune.
+        role: &'static str,
+        /// What happened.
+        reason: String,
+    },
+    /// This host's clock differs from the storage server's by more than the format allows
+    /// (SPEC.md §12.2), so its session and marker times would mislead other hosts.
+    #[error("this host's clock is {offset_s} s off the clock of the storage at {location} (at most {limit_s} s allowed): set the time (NTP) and run again")]
+    ClockSkew {
+        /// The storage location.
+        location: String,
+        /// Server clock minus this host's, seconds.
+        offset_s: i64,
+        /// The limit, seconds.
+        limit_s: i64,
+    },
     /// Key derivation failed (bad parameters in a key file).
     #[error("key derivation failed: {0}")]
     Kdf(String),

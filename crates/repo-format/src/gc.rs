@@ -41,18 +41,27 @@ pub struct Session {
 }
 
 impl Session {
-    /// Plaintext encoding.
-    pub fn encode(&self) -> Vec<u8> {
+    /// Plaintext encoding. A host name or process identity longer than its 16-bit length
+    /// field is an error (SPEC.md §2: never truncated).
+    pub fn encode(&self) -> Result<Vec<u8>, crate::Error> {
+        for (field, v) in [("host", &self.host), ("process", &self.process)] {
+            if v.len() > u16::MAX as usize {
+                return Err(crate::Error::Encode {
+                    what: "session",
+                    detail: format!("{field} is {} bytes, at most 65535 fit", v.len()),
+                });
+            }
+        }
         let mut w = Writer::new();
         w.u8(SESSION_VERSION);
         w.raw(&self.session_id);
         w.u8(self.role as u8);
-        w.bytes16(&self.host.as_bytes()[..self.host.len().min(u16::MAX as usize)]);
+        w.bytes16(self.host.as_bytes());
         w.u32(self.pid);
         w.i64(self.start_ns);
         w.i64(self.heartbeat_ns);
-        w.bytes16(&self.process.as_bytes()[..self.process.len().min(u16::MAX as usize)]);
-        w.finish()
+        w.bytes16(self.process.as_bytes());
+        Ok(w.finish())
     }
 
     /// Decodes a session plaintext.
@@ -145,11 +154,27 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn over_long_session_strings_are_refused_not_truncated() {
+        let s = Session {
+            session_id: [0; 16],
+            role: Role::Writer,
+            host: "h".repeat(65_536),
+            pid: 1,
+            start_ns: 0,
+            heartbeat_ns: 0,
+            process: String::new(),
+        };
+        assert!(matches!(s.encode(), Err(crate::Error::Encode { what: "session", .. })));
+        let ok = Session { host: "h".repeat(65_535), ..s };
+        assert_eq!(Session::decode(&ok.encode().unwrap()).unwrap(), ok);
+    }
+
     proptest! {
         #[test]
         fn session_round_trip(id: [u8; 16], prune: bool, host in "[a-z0-9.-]{0,30}", pid: u32, s: i64, h: i64, process in "[a-z0-9: -]{0,60}") {
             let x = Session { session_id: id, role: if prune { Role::Prune } else { Role::Writer }, host, pid, start_ns: s, heartbeat_ns: h, process };
-            let enc = x.encode();
+            let enc = x.encode().unwrap();
             prop_assert_eq!(Session::decode(&enc).unwrap(), x);
             for cut in 0..enc.len() {
                 prop_assert!(Session::decode(&enc[..cut]).is_err());

@@ -26,8 +26,10 @@ pub mod index;
 pub mod keyfile;
 pub mod pack;
 pub mod repository;
+pub mod session;
 pub mod snapshot;
 pub mod tree;
+pub mod writer;
 
 pub use error::{Error, Result};
 pub use id::Id;

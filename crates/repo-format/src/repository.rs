@@ -16,7 +16,8 @@ use crate::config::Config;
 use crate::crypto::MasterKey;
 use crate::envelope::{self, ObjectKind, FORMAT_VERSION};
 use crate::error::{Error, Result};
-use crate::gc::{GcMarker, Session};
+use crate::gc::{GcMarker, Role, Session};
+use crate::session::{BadSession, ListedSession, SessionGuard};
 use crate::id::Id;
 use crate::index::{IndexBuilder, IndexFile, IndexFileSummary, IndexSurvey, MasterIndex};
 use crate::keyfile::{KdfParams, KeyFile};
@@ -35,8 +36,8 @@ pub struct GcState {
     pub marked: std::collections::HashSet<Id>,
 }
 
-/// Sessions that loaded, and the errors of those that did not.
-pub type SessionList = (Vec<(Id, Session)>, Vec<Error>);
+/// Sessions that loaded, and those that did not.
+pub type SessionList = (Vec<ListedSession>, Vec<BadSession>);
 
 /// Snapshots that loaded (oldest first), and the errors of those that did not.
 pub type SnapshotList = (Vec<(Id, Snapshot)>, Vec<Error>);
@@ -321,8 +322,10 @@ impl Repository {
         read_checked(&*self.backend, kind, id)
     }
 
-    /// Seals and stores an object; returns its name.
-    pub fn save_object(
+    /// Seals and stores an object; returns its name. Index files, snapshots and gc markers
+    /// are written through a session instead ([`Repository::save_index`], ...), never
+    /// with this.
+    pub(crate) fn save_object(
         &self,
         kind: ObjectKind,
         file_kind: FileKind,
@@ -346,13 +349,22 @@ impl Repository {
         envelope::open(&self.key, kind, id, &bytes)
     }
 
-    /// Stores a snapshot.
-    pub fn save_snapshot(&self, s: &Snapshot) -> Result<Id> {
+    /// Stores a snapshot under `session`'s lease (SPEC.md §12.2): if the lease is lost
+    /// before the write completes, the snapshot is deleted again and the error returned.
+    pub fn save_snapshot(&self, session: &SessionGuard, s: &Snapshot) -> Result<Id> {
         s.validate().map_err(|e| Error::Encode {
             what: "snapshot",
             detail: e.to_string(),
         })?;
-        self.save_object(ObjectKind::Snapshot, FileKind::Snapshot, &s.encode())
+        let plain = s.encode();
+        session.guarded_write(FileKind::Snapshot, || {
+            self.save_object(ObjectKind::Snapshot, FileKind::Snapshot, &plain)
+        })
+    }
+
+    /// Starts a session of `role` for this repository (SPEC.md §12.2).
+    pub fn start_session(&self, role: Role, host: &str) -> Result<SessionGuard> {
+        SessionGuard::start(self.backend.clone(), &self.key, role, host)
     }
 
     /// Loads one snapshot.
@@ -421,9 +433,14 @@ impl Repository {
         }
     }
 
-    /// Stores an index file.
-    pub fn save_index(&self, f: &IndexFile) -> Result<Id> {
-        self.save_object(ObjectKind::Index, FileKind::Index, &f.encode())
+    /// Stores an index file under `session`'s lease, like [`Repository::save_snapshot`]:
+    /// an index file that lands after the lease was lost may name packs a prune has
+    /// deleted, and is deleted again.
+    pub fn save_index(&self, session: &SessionGuard, f: &IndexFile) -> Result<Id> {
+        let plain = f.encode();
+        session.guarded_write(FileKind::Index, || {
+            self.save_object(ObjectKind::Index, FileKind::Index, &plain)
+        })
     }
 
     /// Loads one index file.
@@ -467,10 +484,38 @@ impl Repository {
         })
     }
 
-    /// The index a writer deduplicates against: without packs marked for deletion.
-    pub fn load_index_for_writing(&self) -> Result<MasterIndex> {
-        let marked = self.gc_markers()?.marked;
-        self.load_compact_index(&marked)
+    /// The index a writer deduplicates against: without packs marked for deletion, and
+    /// without packs that do not exist (lost, or deleted by a sweep that a writer which had
+    /// lost its lease raced with), so one missing pack cannot make every later backup
+    /// refer to it. The packs are listed after the markers are read: a pack deleted by a
+    /// sweep was deleted before its marker, so a writer that no longer sees the marker
+    /// sees the pack gone (SPEC.md §12.2). Use [`Repository::begin_write`], which also
+    /// starts the session this must come after.
+    pub(crate) fn load_index_for_writing(&self) -> Result<MasterIndex> {
+        let mut excluded = self.gc_markers()?.marked;
+        let index = self.load_compact_index(&excluded)?;
+        // After the index too: every pack an index file names was durable before it.
+        let present: HashSet<Id> = self
+            .backend
+            .list(FileKind::Pack)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let missing: Vec<Id> = index
+            .packs()
+            .into_iter()
+            .filter(|p| !present.contains(p))
+            .collect();
+        if missing.is_empty() {
+            return Ok(index);
+        }
+        tracing::warn!(
+            "{} packs named by the index do not exist (first: {}); their blobs are stored again. Run `holdfast check` to see which snapshots are affected.",
+            missing.len(),
+            missing[0]
+        );
+        excluded.extend(missing);
+        self.load_compact_index(&excluded)
     }
 
     /// Lists `index/` and runs `load` on the listing. A file that vanishes between listing
@@ -556,33 +601,39 @@ impl Repository {
         })
     }
 
-    /// Stores a session file.
-    pub fn save_session(&self, s: &Session) -> Result<Id> {
-        self.save_object(ObjectKind::Session, FileKind::Session, &s.encode())
-    }
-
-    /// Every session file; damaged ones are returned as errors (a pruner must treat them
-    /// as unknown writers).
+    /// Every session file with its server time; unreadable ones are returned apart (a
+    /// pruner must treat them as unknown writers until they expire by their time).
     pub fn sessions(&self) -> Result<SessionList> {
         let mut good = Vec::new();
         let mut bad = Vec::new();
-        for (id, _) in self.backend.list(FileKind::Session)? {
+        for (id, _, modified_ns) in self.backend.list_modified(FileKind::Session)? {
             let r = self
                 .load_object(ObjectKind::Session, FileKind::Session, &id)
                 .and_then(|p| Session::decode(&p).map_err(|e| Error::decode("session", id, e)));
             match r {
-                Ok(s) => good.push((id, s)),
+                Ok(session) => good.push(ListedSession {
+                    id,
+                    session,
+                    modified_ns,
+                }),
                 // Gone between list and read: the session ended.
                 Err(Error::Missing { .. }) => {}
-                Err(e) => bad.push(e),
+                Err(error) => bad.push(BadSession {
+                    id,
+                    modified_ns,
+                    error,
+                }),
             }
         }
         Ok((good, bad))
     }
 
-    /// Stores a gc marker.
-    pub fn save_gc_marker(&self, m: &GcMarker) -> Result<Id> {
-        self.save_object(ObjectKind::GcMarker, FileKind::GcMarker, &m.encode())
+    /// Stores a gc marker under a prune's session lease.
+    pub fn save_gc_marker(&self, session: &SessionGuard, m: &GcMarker) -> Result<Id> {
+        let plain = m.encode();
+        session.guarded_write(FileKind::GcMarker, || {
+            self.save_object(ObjectKind::GcMarker, FileKind::GcMarker, &plain)
+        })
     }
 
     /// The current gc markers (superseded ones dropped) and the set of marked packs.

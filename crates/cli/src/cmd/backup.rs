@@ -4,13 +4,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use holdfast_engine::archiver::{self, BackupOptions, BackupProgress};
 use holdfast_engine::filter::PathFilter;
 use holdfast_engine::scanner;
-use holdfast_engine::session::SessionGuard;
 use holdfast_repo::blob::CompressionLevel;
-use holdfast_repo::gc::Role;
 
 use super::{host_name, now_ns, open, print_json, user_name};
 use crate::cli::{Args, Command};
@@ -38,11 +36,8 @@ pub fn run(args: &Args) -> Result<i32> {
     let excludes = PathFilter::new(&patterns)?;
     let repo = open(args)?;
     let host = host.clone().unwrap_or_else(host_name);
-    // Announce the backup before reading the index, so a concurrent prune waits for it.
-    let session = SessionGuard::start(&repo, Role::Writer, &host)?;
-    let index = repo
-        .load_index_for_writing()
-        .context("cannot load the index")?;
+    // The session is announced before the index is read, so a concurrent prune waits for it.
+    let writer = repo.begin_write(&host)?;
 
     let mut abs_paths = Vec::new();
     for p in paths {
@@ -118,8 +113,8 @@ pub fn run(args: &Args) -> Result<i32> {
             )
         }),
     );
-    let outcome = archiver::backup(&repo, &index, &opts, &progress, Some(&session));
-    drop(session);
+    let outcome = archiver::backup(&writer, &opts, &progress);
+    drop(writer);
     stop_scan.store(true, Ordering::Relaxed);
     if let Some(s) = scanner {
         let _ = s.join();

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use holdfast_engine::repair::{repair_index, repair_snapshots};
 
-use super::{open_uncached, print_json};
+use super::{host_name, open_uncached, print_json};
 use crate::cli::{Args, RepairWhat};
 use crate::exit;
 
@@ -11,7 +11,7 @@ pub fn run(args: &Args, what: &RepairWhat) -> Result<i32> {
     let repo = open_uncached(args)?;
     match what {
         RepairWhat::Index { dry_run } => {
-            let r = repair_index(&repo, *dry_run)?;
+            let r = repair_index(&repo, &host_name(), *dry_run)?;
             if args.json {
                 print_json(&serde_json::json!({"dry_run": dry_run, "report": r}));
             } else if !args.quiet {
@@ -39,7 +39,8 @@ pub fn run(args: &Args, what: &RepairWhat) -> Result<i32> {
         }
         RepairWhat::Snapshots { dry_run } => {
             let index = repo.load_index()?;
-            let reps = repair_snapshots(&repo, &index, *dry_run)?;
+            let writer = repo.begin_write(&host_name())?;
+            let reps = repair_snapshots(&writer, &index, *dry_run)?;
             if args.json {
                 print_json(&serde_json::json!({"dry_run": dry_run, "snapshots": reps}));
             } else if !args.quiet {

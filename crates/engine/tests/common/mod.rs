@@ -52,13 +52,11 @@ pub fn backup_options(src: &Path, parent: Option<Id>, time_ns: i64) -> BackupOpt
 
 /// Backs `src` up as a writer would (marked packs excluded from deduplication).
 pub fn run_backup(r: &Repository, src: &Path, parent: Option<Id>, time_ns: i64) -> BackupOutcome {
-    let index = r.load_index_for_writing().unwrap();
+    let writer = r.begin_write("h").unwrap();
     backup(
-        r,
-        &index,
+        &writer,
         &backup_options(src, parent, time_ns),
         &BackupProgress::default(),
-        None,
     )
     .unwrap()
 }

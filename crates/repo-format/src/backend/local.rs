@@ -102,6 +102,13 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| io("sync directory", dir, e))
 }
 
+/// A file's modification time, ns since the epoch: the time its last byte was written, by
+/// the clock of the machine that holds the filesystem.
+fn mtime_ns(m: &fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec())
+}
+
 impl Backend for LocalBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -122,6 +129,14 @@ impl Backend for LocalBackend {
     }
 
     fn list(&self, kind: FileKind) -> Result<Vec<(Id, u64)>> {
+        Ok(self
+            .list_modified(kind)?
+            .into_iter()
+            .map(|(id, size, _)| (id, size))
+            .collect())
+    }
+
+    fn list_modified(&self, kind: FileKind) -> Result<Vec<(Id, u64, Option<i64>)>> {
         let base = self.root.join(kind.dir());
         let dirs: Vec<PathBuf> = if kind == FileKind::Pack {
             match fs::read_dir(&base) {
@@ -153,16 +168,28 @@ impl Backend for LocalBackend {
                 else {
                     continue;
                 };
-                let size = match e.metadata() {
-                    Ok(m) => m.len(),
+                let (size, modified) = match e.metadata() {
+                    Ok(m) => (m.len(), Some(mtime_ns(&m))),
                     Err(err) if err.kind() == ErrorKind::NotFound => continue,
                     Err(err) => return Err(io("stat", &e.path(), err)),
                 };
-                out.push((id, size));
+                out.push((id, size, modified));
             }
         }
         out.sort();
         Ok(out)
+    }
+
+    fn modified(&self, kind: FileKind, id: &Id) -> Result<Option<i64>> {
+        let path = self.path(kind, id);
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(mtime_ns(&m))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::Missing {
+                kind: kind.name(),
+                name: id.to_string(),
+            }),
+            Err(e) => Err(io("stat", &path, e)),
+        }
     }
 
     fn read(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {

@@ -115,6 +115,21 @@ pub trait Backend: Send + Sync + Debug {
     fn read_range(&self, kind: FileKind, id: &Id, offset: u64, len: u64) -> Result<Vec<u8>>;
     /// Size of a file.
     fn size(&self, kind: FileKind, id: &Id) -> Result<u64>;
+    /// When the storage last wrote a file, by the storage's clock (ns since the epoch):
+    /// the one clock every host of a repository shares (SPEC.md §12.2). `None` where the
+    /// backend cannot tell. A missing file is [`crate::Error::Missing`].
+    fn modified(&self, kind: FileKind, id: &Id) -> Result<Option<i64>> {
+        self.size(kind, id).map(|_| None)
+    }
+    /// Like [`Backend::list`], with each file's [`Backend::modified`] time where the
+    /// listing reports it.
+    fn list_modified(&self, kind: FileKind) -> Result<Vec<(Id, u64, Option<i64>)>> {
+        Ok(self
+            .list(kind)?
+            .into_iter()
+            .map(|(id, size)| (id, size, None))
+            .collect())
+    }
     /// Stores a complete file. It must become visible under its name only once complete
     /// and durable; writing an existing name with the same bytes is harmless.
     fn write(&self, kind: FileKind, id: &Id, bytes: &[u8]) -> Result<()>;
