@@ -164,19 +164,11 @@ pub fn holdfast_bin() -> &'static Path {
         let status = cmd.stdin(Stdio::null()).status();
         match status {
             Ok(s) if s.success() && bin.is_file() => bin,
-            // Out of date but the sources do not build right now: test what there is.
-            Ok(s) if bin.is_file() => {
-                eprintln!(
-                    "WARNING: `cargo build -p holdfast-cli --bin holdfast` failed ({s}); \
-                     testing the existing, OUT-OF-DATE binary {}",
-                    bin.display()
-                );
-                bin
-            }
+            // Never test an out-of-date binary: a pass would say nothing about the sources.
             Ok(s) => panic!(
-                "the holdfast binary {} is missing and `cargo build -p holdfast-cli --bin \
-                 holdfast` failed ({s}; compiler output above); build it first, or set \
-                 HOLDFAST_BIN to a holdfast binary",
+                "`cargo build -p holdfast-cli --bin holdfast` failed ({s}; compiler output \
+                 above), so there is no up-to-date {} to test; fix the build, or set \
+                 HOLDFAST_BIN to the holdfast binary to test",
                 bin.display()
             ),
             Err(e) => panic!(

@@ -29,15 +29,25 @@ fn parse_args() -> cli::Args {
     cli::Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
+/// What is logged when HOLDFAST_LOG is not set: warnings of holdfast's crates, nothing of
+/// the libraries beneath (the AWS SDK's retries are reported by the S3 backend itself).
+const DEFAULT_LOG: &str =
+    "off,holdfast=warn,holdfast_cli=warn,holdfast_repo=warn,holdfast_engine=warn,holdfast_backend_s3=warn";
+
 fn main() {
     default_sigpipe();
     let args = parse_args();
+    // Warnings from holdfast's own crates reach the user by default (a failed heartbeat, a
+    // damaged cache entry, a missing pack); HOLDFAST_LOG=debug (or any EnvFilter) shows more.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .with_ansi(false)
         .init();
     let code = match cmd::run(&args) {
         Ok(code) => code,

@@ -361,7 +361,7 @@ fn is_cache_dir(path: &Path, names: &[Vec<u8>]) -> bool {
 
 impl Ctx<'_, '_> {
     fn warn(&self, msg: String) {
-        tracing::warn!("{msg}");
+        tracing::debug!("{msg}");
         bump(&self.counters.errors);
         self.warnings.lock().expect("lock").push(msg);
     }
@@ -369,7 +369,7 @@ impl Ctx<'_, '_> {
     /// Something the user may want to know that costs this backup time but no data: not
     /// a source error (exit status 3 is for unread source files only).
     fn notice(&self, msg: String) {
-        tracing::warn!("{msg}");
+        tracing::debug!("{msg}");
         self.notices.lock().expect("lock").push(msg);
     }
 

@@ -451,9 +451,11 @@ impl Repository {
 
     /// Loads and merges every index file into the compact in-memory index (see
     /// [`crate::index`]). A damaged index file is an error: silently ignoring it would
-    /// make blobs look missing (and get written again) or be deleted.
+    /// make blobs look missing (and get written again) or be deleted. Entries of packs that
+    /// do not exist are left out (with a warning), so a blob with another copy is read from
+    /// that copy (SPEC.md §7.2).
     pub fn load_index(&self) -> Result<MasterIndex> {
-        self.load_compact_index(&HashSet::new())
+        self.load_index_of_existing_packs(HashSet::new())
     }
 
     /// Loads every index file (superseded ones included), for tools that rewrite them.
@@ -492,9 +494,13 @@ impl Repository {
     /// sees the pack gone (SPEC.md §12.2). Use [`Repository::begin_write`], which also
     /// starts the session this must come after.
     pub(crate) fn load_index_for_writing(&self) -> Result<MasterIndex> {
-        let mut excluded = self.gc_markers()?.marked;
+        self.load_index_of_existing_packs(self.gc_markers()?.marked)
+    }
+
+    /// The compact index without the `excluded` packs and without packs that do not exist.
+    fn load_index_of_existing_packs(&self, mut excluded: HashSet<Id>) -> Result<MasterIndex> {
         let index = self.load_compact_index(&excluded)?;
-        // After the index too: every pack an index file names was durable before it.
+        // Listed after the index: every pack an index file names was durable before it.
         let present: HashSet<Id> = self
             .backend
             .list(FileKind::Pack)?
@@ -510,7 +516,7 @@ impl Repository {
             return Ok(index);
         }
         tracing::warn!(
-            "{} packs named by the index do not exist (first: {}); their blobs are stored again. Run `holdfast check` to see which snapshots are affected.",
+            "{} packs named by the index do not exist (first: {}); data only they held is lost, and a backup stores it again. Run `holdfast check` to see which snapshots are affected.",
             missing.len(),
             missing[0]
         );

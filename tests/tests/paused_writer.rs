@@ -1,0 +1,246 @@
+//! Writers that pause, clocks that disagree and packs that go missing (issue 9, SPEC.md
+//! §12.2): none of them may cost data. A backup frozen past its session's staleness while a
+//! prune elsewhere gives up on it must fail cleanly instead of writing an index or snapshot
+//! that names deleted packs; a later backup must never deduplicate against a pack that does
+//! not exist; a prune must refuse to run while snapshots need missing packs; and a host
+//! whose clock is far off the storage's must refuse to write at all.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use holdfast_e2e::*;
+
+const MIB: u64 = 1024 * 1024;
+
+fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");
+}
+
+/// Waits until `ready` holds, or panics after `limit`; panics if the child exits first
+/// (then the data set was too small to catch it in the act, and the test proves nothing).
+fn wait_until(child: &mut Child, limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("holdfast finished ({status}) before {what}: the data set is too small");
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+fn make_src(src: &Path) {
+    // 80 MiB in 5 files: with 4 MiB packs, about 20 packs, so the backup is caught with
+    // packs uploaded and no index file written (that comes after 64 packs or at the end).
+    for i in 0..5u64 {
+        write_random(&src.join(format!("d{}/file{i}", i % 2)), 16 * MIB, 7000 + i);
+    }
+    write_file(&src.join("small.txt"), b"small\n");
+}
+
+fn prune_now(repo: &Repo) -> serde_json::Value {
+    let out = repo.json(&["prune", "--safety-margin", "0s"]);
+    out.get("report").cloned().unwrap_or(out)
+}
+
+/// The reproduced loss: a backup frozen (SIGSTOP) after uploading packs and before its
+/// index file; its session file removed, as a prune on another host does once the
+/// heartbeat is older than the staleness limit; two prunes at margin 0 mark and delete its
+/// packs; then SIGCONT. The frozen backup must fail cleanly and save nothing, and a healthy
+/// backup afterwards must be complete: `check --read-data` passes and it restores identical.
+#[test]
+fn frozen_backup_whose_session_went_stale_fails_cleanly_and_loses_nothing() {
+    let repo = Repo::with_init_args(&["--pack-size-mib", "4"]);
+    let work = tempdir();
+    let src = work.path().join("src");
+    make_src(&src);
+
+    let mut c = repo.command(&[OsStr::new("backup"), src.as_os_str()]);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    wait_until(
+        &mut child,
+        Duration::from_secs(300),
+        "packs appear in data/",
+        || repo.packs().len() >= 3,
+    );
+    signal(&child, nix::sys::signal::Signal::SIGSTOP);
+    assert!(
+        repo.files("index").is_empty(),
+        "the backup wrote an index file before it was stopped: the test must catch it earlier"
+    );
+    let frozen_packs = repo.packs().len();
+
+    // What a prune elsewhere does once the session is stale.
+    let sessions = files_in(&repo.path.join("sessions"));
+    assert_eq!(sessions.len(), 1, "the running backup's session file");
+    for s in sessions {
+        std::fs::remove_file(s).unwrap();
+    }
+    let first = prune_now(&repo);
+    assert!(
+        first["orphans_marked"].as_u64().unwrap() >= frozen_packs as u64,
+        "the frozen backup's packs look like orphans of a dead writer: {first}"
+    );
+    let second = prune_now(&repo);
+    assert!(
+        second["packs_deleted"].as_u64().unwrap() >= frozen_packs as u64,
+        "the second prune deletes them: {second}"
+    );
+
+    signal(&child, nix::sys::signal::Signal::SIGCONT);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the resumed backup must fail: {stderr}");
+    assert!(
+        stderr.contains("lease was lost") && stderr.contains("run it again"),
+        "the error says what happened and what to do: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        repo.snapshot_ids(&[] as &[&str]).is_empty(),
+        "the resumed backup saved a snapshot"
+    );
+    // Nothing it wrote names a deleted pack.
+    repo.cmd(&["check", "--read-data"]).assert_ok();
+
+    // A healthy backup afterwards is complete and restores byte for byte.
+    let b = repo.backup(&[&src], &[] as &[&str]);
+    assert_eq!(b.stat("errors"), 0);
+    repo.cmd(&["check", "--read-data"]).assert_ok();
+    let target = work.path().join("restore");
+    repo.restore("latest", &target, &[] as &[&str]).assert_ok();
+    assert_trees_equal(&src, &restored(&target, &src));
+}
+
+/// A pack the index names has gone (lost by the storage, or deleted by a sweep that a
+/// writer without a lease raced with). Prune must refuse to run while a snapshot needs it,
+/// naming the problem and the repair; the next backup must store its blobs again instead of
+/// referring to it, which also makes the older snapshot whole again (same blob IDs); then
+/// prune runs and drops the dangling entries, and `check --read-data` passes.
+#[test]
+fn a_missing_pack_is_never_deduplicated_against_and_prune_refuses() {
+    let repo = Repo::with_init_args(&["--pack-size-mib", "1"]);
+    let work = tempdir();
+    let src = work.path().join("src");
+    for i in 0..4u64 {
+        write_random(&src.join(format!("f{i}")), 3 * MIB, 100 + i);
+    }
+    let first = repo.backup(&[&src], &[] as &[&str]);
+    let data_packs = repo.packs_of_type("data");
+    assert!(data_packs.len() >= 2, "{data_packs:?}");
+    std::fs::remove_file(&data_packs[0]).unwrap();
+
+    let check = repo.cmd(&["check"]);
+    check.assert_failed();
+    let report = check.stdout_str();
+    assert!(
+        report.contains("missing") && report.contains(&first.id[..8]),
+        "check names the missing pack and the damaged snapshot: {report}"
+    );
+    // Prune refuses while a snapshot needs the missing pack, and names the way out.
+    let p = repo.cmd(&["prune", "--safety-margin", "0s"]);
+    p.assert_code(1);
+    p.assert_stderr_contains("missing");
+    p.assert_stderr_contains("repair");
+    assert!(repo.files("gc").is_empty(), "the refusing prune marked nothing");
+
+    let second = repo.backup_run(&[&src], &["--force"]);
+    second.assert_ok();
+    second.assert_stderr_contains("do not exist");
+    let second = Repo::parse_backup(&second);
+    assert!(
+        second.stat("bytes_added_raw") > 0,
+        "the blobs of the missing pack were stored again"
+    );
+    for id in [&second.id, &first.id] {
+        let target = work.path().join(format!("restore-{}", &id[..8]));
+        repo.restore(id, &target, &[] as &[&str]).assert_ok();
+        assert_trees_equal(&src, &restored(&target, &src));
+    }
+    let report = prune_now(&repo);
+    assert_eq!(report["missing_packs_dropped"], 1, "{report}");
+    repo.cmd(&["check", "--read-data"]).assert_ok();
+}
+
+/// Index entries of a missing pack that no snapshot needs are dropped by prune (so no
+/// writer or reader keeps tripping over them), and it runs.
+#[test]
+fn prune_drops_index_entries_of_missing_packs_nothing_needs() {
+    let repo = Repo::with_init_args(&["--pack-size-mib", "1"]);
+    let work = tempdir();
+    let src = work.path().join("src");
+    write_random(&src.join("a"), 3 * MIB, 1);
+    let first = repo.backup(&[&src], &[] as &[&str]);
+    repo.cmd(&["forget", &first.id]).assert_ok();
+    let packs = repo.packs_of_type("data");
+    std::fs::remove_file(&packs[0]).unwrap();
+    let report = prune_now(&repo);
+    assert_eq!(report["missing_packs_dropped"], 1, "{report}");
+    prune_now(&repo);
+    repo.cmd(&["check", "--read-data"]).assert_ok();
+}
+
+fn faketime_lib() -> Option<PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// A host whose clock is 15 minutes ahead of or behind the storage (libfaketime shifts
+/// holdfast's clock; the files' times come from the kernel) refuses to back up or prune,
+/// saying why; with 2 minutes it works. Afterwards the repository is whole.
+///
+/// Needs libfaketime (Debian's `faketime`, which `.ci/run` installs); without it the test
+/// fails rather than pass untested.
+#[test]
+fn host_clock_far_off_the_storage_refuses_to_write() {
+    let lib = faketime_lib()
+        .expect("libfaketime is not installed: `apt-get install faketime` (or run `bash .ci/run`)");
+    let repo = Repo::new();
+    let work = tempdir();
+    let src = work.path().join("src");
+    write_random(&src.join("a"), MIB, 5);
+    repo.backup(&[&src], &[] as &[&str]);
+    for shift in ["+15m", "-15m"] {
+        let env = [
+            ("LD_PRELOAD", lib.as_os_str()),
+            ("FAKETIME", OsStr::new(shift)),
+            ("FAKETIME_DONT_RESET", OsStr::new("1")),
+        ];
+        let r = repo.cmd_env(&[OsStr::new("backup"), src.as_os_str()], &env);
+        r.assert_code(1);
+        r.assert_stderr_contains("clock");
+        r.assert_stderr_contains("NTP");
+        let p = repo.cmd_env(&["prune", "--safety-margin", "0s"], &env);
+        p.assert_code(1);
+        p.assert_stderr_contains("clock");
+    }
+    let env = [
+        ("LD_PRELOAD", lib.as_os_str()),
+        ("FAKETIME", OsStr::new("+2m")),
+        ("FAKETIME_DONT_RESET", OsStr::new("1")),
+    ];
+    repo.cmd_env(&[OsStr::new("backup"), src.as_os_str()], &env)
+        .assert_ok();
+    repo.cmd_env(&["prune", "--safety-margin", "0s"], &env)
+        .assert_ok();
+    assert_eq!(repo.snapshot_ids(&[] as &[&str]).len(), 2);
+    assert!(files_in(&repo.path.join("sessions")).is_empty());
+    repo.cmd(&["check", "--read-data"]).assert_ok();
+}
