@@ -36,6 +36,10 @@ pub struct GcState {
     pub marked: std::collections::HashSet<Id>,
 }
 
+/// How often loading the index lists `index/` again when a listed file vanished before it
+/// was read (superseded and deleted by a prune meanwhile).
+const RELIST_ATTEMPTS: u32 = 14;
+
 /// Sessions that loaded, and those that did not.
 pub type SessionList = (Vec<ListedSession>, Vec<BadSession>);
 
@@ -526,14 +530,21 @@ impl Repository {
 
     /// Lists `index/` and runs `load` on the listing. A file that vanishes between listing
     /// and reading was superseded and deleted by a prune meanwhile (its superseder exists
-    /// by then, SPEC.md §7.2): the listing is taken again, a few times, before that counts
-    /// as an error.
+    /// by then, SPEC.md §7.2): the listing is taken again, up to [`RELIST_ATTEMPTS`]
+    /// times, before that counts as an error.
     fn relisting_index<T>(&self, load: impl Fn(&[(Id, u64)]) -> Result<T>) -> Result<T> {
-        let mut relisted = 0;
+        let mut relisted: u32 = 0;
         loop {
             let ids = self.backend.list(FileKind::Index)?;
             match load(&ids) {
-                Err(Error::Missing { .. }) if relisted < 5 => relisted += 1,
+                // Prunes that compact back to back can supersede a file between every
+                // listing and read of a slow loader: back off, up to about 10 s in all.
+                Err(Error::Missing { .. }) if relisted < RELIST_ATTEMPTS => {
+                    relisted += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(
+                        10 * u64::from(relisted * relisted),
+                    ));
+                }
                 other => return other,
             }
         }
