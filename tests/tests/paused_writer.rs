@@ -244,3 +244,147 @@ fn host_clock_far_off_the_storage_refuses_to_write() {
     assert!(files_in(&repo.path.join("sessions")).is_empty());
     repo.cmd(&["check", "--read-data"]).assert_ok();
 }
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Orphan packs are judged pack by pack (SPEC.md §12.3): while a backup runs, the packs a
+/// killed backup left two hours ago are marked, and the running backup's own packs (written
+/// after its session started) are not. With a fleet of agents there is always some backup
+/// running, so the old rule (no orphan marked while any writer is live) never collected.
+#[test]
+fn old_orphans_are_marked_while_a_backup_runs_and_its_own_packs_are_not() {
+    let repo = Repo::with_init_args(&["--pack-size-mib", "1"]);
+    let work = tempdir();
+    let src = work.path().join("src");
+    make_src(&src);
+    // A backup killed after writing packs: its orphans, made two hours old.
+    let mut c = repo.command(&[OsStr::new("backup"), src.as_os_str()]);
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    wait_until(&mut child, Duration::from_secs(300), "packs", || {
+        repo.packs().len() >= 3
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let old: Vec<PathBuf> = repo.packs();
+    for p in &old {
+        set_mtime(p, now_s() - 7200, 0);
+    }
+    for s in files_in(&repo.path.join("sessions")) {
+        std::fs::remove_file(s).unwrap(); // its session, as a prune removes a dead one
+    }
+    // A backup that is running (stopped here, its session fresh) with packs of its own.
+    let mut c = repo.command(&[OsStr::new("backup"), src.as_os_str()]);
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut running = c.spawn().unwrap();
+    wait_until(&mut running, Duration::from_secs(300), "new packs", || {
+        repo.packs().len() >= old.len() + 3
+    });
+    signal(&running, nix::sys::signal::Signal::SIGSTOP);
+    let new = repo.packs().len() - old.len();
+    let report = prune_now(&repo);
+    assert_eq!(
+        report["orphans_marked"].as_u64().unwrap(),
+        old.len() as u64,
+        "{report}"
+    );
+    assert_eq!(
+        report["orphans_deferred"].as_u64().unwrap(),
+        new as u64,
+        "{report}"
+    );
+    // The running backup started before the mark, so the sweep waits for it (SPEC.md
+    // §12.3 sweep step 1), and deletes the old orphans once it has finished.
+    let second = prune_now(&repo);
+    assert_eq!(second["packs_deleted"], 0, "{second}");
+    assert_eq!(second["sweep_postponed"].as_array().unwrap().len(), 1, "{second}");
+    signal(&running, nix::sys::signal::Signal::SIGCONT);
+    let out = running.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let third = prune_now(&repo);
+    assert!(
+        third["packs_deleted"].as_u64().unwrap() >= old.len() as u64 - 1,
+        "{third}"
+    );
+    repo.cmd(&["check", "--read-data"]).assert_ok();
+    let target = work.path().join("restore");
+    repo.restore("latest", &target, &[] as &[&str]).assert_ok();
+    assert_trees_equal(&src, &restored(&target, &src));
+}
+
+/// An unreadable session file (damaged, or from a newer holdfast) counts as a running
+/// backup of unknown start while it is fresh, holding sweeps back, and expires by its
+/// modification time like a stale session: it cannot postpone every sweep forever.
+#[test]
+fn an_unreadable_session_holds_sweeps_back_only_until_it_is_stale() {
+    let repo = Repo::with_init_args(&["--pack-size-mib", "1"]);
+    let work = tempdir();
+    let src = work.path().join("src");
+    write_random(&src.join("a"), 3 * MIB, 3);
+    let b = repo.backup(&[&src], &[] as &[&str]);
+    repo.cmd(&["forget", &b.id]).assert_ok();
+    let marked = prune_now(&repo);
+    assert!(marked["packs_marked"].as_u64().unwrap() > 0, "{marked}");
+    let bad = repo
+        .path
+        .join("sessions")
+        .join("ab".repeat(32));
+    write_random(&bad, 200, 9);
+    let held = prune_now(&repo);
+    assert_eq!(held["packs_deleted"], 0, "{held}");
+    assert!(
+        held["sweep_postponed"][0]
+            .as_str()
+            .unwrap()
+            .contains("unreadable"),
+        "{held}"
+    );
+    assert!(bad.exists(), "a fresh unreadable session is left alone");
+    set_mtime(&bad, now_s() - 71 * 60, 0);
+    let swept = prune_now(&repo);
+    assert!(swept["packs_deleted"].as_u64().unwrap() > 0, "{swept}");
+    assert!(swept["stale_sessions_removed"].as_u64().unwrap() >= 1, "{swept}");
+    assert!(!bad.exists());
+    repo.cmd(&["check", "--read-data"]).assert_ok();
+}
+
+/// Supersede lists carry only index files that still exist (SPEC.md §7.2): a compaction
+/// names the files it replaces, not every file ever superseded before, so the lists stay
+/// the size of one compaction instead of growing with each (0.1 carried them all).
+#[test]
+fn supersede_lists_do_not_grow_with_compactions() {
+    let repo = Repo::new();
+    let work = tempdir();
+    let src = work.path().join("src");
+    let mut longest = Vec::new();
+    for round in 0..4u64 {
+        for i in 0..9u64 {
+            write_random(&src.join(format!("f{i}")), 10 * 1024, round * 100 + i);
+            repo.backup(&[&src], &[] as &[&str]);
+        }
+        let r = prune_now(&repo);
+        let compacted = r["index_files_compacted"].as_u64().unwrap() as usize;
+        assert!(compacted >= 8, "{r}");
+        let max = repo
+            .files("index")
+            .iter()
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                repo.json(&["cat", "index", &name])["supersedes"]
+                    .as_array()
+                    .unwrap()
+                    .len()
+            })
+            .max()
+            .unwrap();
+        assert!(max <= compacted, "round {round}: a supersede list of {max} after compacting {compacted} files");
+        longest.push(max);
+    }
+    assert!(longest[3] <= longest[0] + 1, "supersede lists grow: {longest:?}");
+    repo.cmd(&["check", "--read-data"]).assert_ok();
+}
