@@ -101,7 +101,11 @@ fn frozen_backup_whose_session_went_stale_fails_cleanly_and_loses_nothing() {
     signal(&child, nix::sys::signal::Signal::SIGCONT);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "the resumed backup must fail: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the resumed backup must fail: {stderr}"
+    );
     assert!(
         stderr.contains("lease was lost") && stderr.contains("run it again"),
         "the error says what happened and what to do: {stderr}"
@@ -153,7 +157,10 @@ fn a_missing_pack_is_never_deduplicated_against_and_prune_refuses() {
     p.assert_code(1);
     p.assert_stderr_contains("missing");
     p.assert_stderr_contains("repair");
-    assert!(repo.files("gc").is_empty(), "the refusing prune marked nothing");
+    assert!(
+        repo.files("gc").is_empty(),
+        "the refusing prune marked nothing"
+    );
 
     let second = repo.backup_run(&[&src], &["--force"]);
     second.assert_ok();
@@ -264,7 +271,9 @@ fn old_orphans_are_marked_while_a_backup_runs_and_its_own_packs_are_not() {
     make_src(&src);
     // A backup killed after writing packs: its orphans, made two hours old.
     let mut c = repo.command(&[OsStr::new("backup"), src.as_os_str()]);
-    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
     wait_until(&mut child, Duration::from_secs(300), "packs", || {
         repo.packs().len() >= 3
@@ -280,7 +289,9 @@ fn old_orphans_are_marked_while_a_backup_runs_and_its_own_packs_are_not() {
     }
     // A backup that is running (stopped here, its session fresh) with packs of its own.
     let mut c = repo.command(&[OsStr::new("backup"), src.as_os_str()]);
-    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut running = c.spawn().unwrap();
     wait_until(&mut running, Duration::from_secs(300), "new packs", || {
         repo.packs().len() >= old.len() + 3
@@ -302,10 +313,18 @@ fn old_orphans_are_marked_while_a_backup_runs_and_its_own_packs_are_not() {
     // §12.3 sweep step 1), and deletes the old orphans once it has finished.
     let second = prune_now(&repo);
     assert_eq!(second["packs_deleted"], 0, "{second}");
-    assert_eq!(second["sweep_postponed"].as_array().unwrap().len(), 1, "{second}");
+    assert_eq!(
+        second["sweep_postponed"].as_array().unwrap().len(),
+        1,
+        "{second}"
+    );
     signal(&running, nix::sys::signal::Signal::SIGCONT);
     let out = running.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let third = prune_now(&repo);
     assert!(
         third["packs_deleted"].as_u64().unwrap() >= old.len() as u64 - 1,
@@ -330,10 +349,7 @@ fn an_unreadable_session_holds_sweeps_back_only_until_it_is_stale() {
     repo.cmd(&["forget", &b.id]).assert_ok();
     let marked = prune_now(&repo);
     assert!(marked["packs_marked"].as_u64().unwrap() > 0, "{marked}");
-    let bad = repo
-        .path
-        .join("sessions")
-        .join("ab".repeat(32));
+    let bad = repo.path.join("sessions").join("ab".repeat(32));
     write_random(&bad, 200, 9);
     let held = prune_now(&repo);
     assert_eq!(held["packs_deleted"], 0, "{held}");
@@ -348,7 +364,10 @@ fn an_unreadable_session_holds_sweeps_back_only_until_it_is_stale() {
     set_mtime(&bad, now_s() - 71 * 60, 0);
     let swept = prune_now(&repo);
     assert!(swept["packs_deleted"].as_u64().unwrap() > 0, "{swept}");
-    assert!(swept["stale_sessions_removed"].as_u64().unwrap() >= 1, "{swept}");
+    assert!(
+        swept["stale_sessions_removed"].as_u64().unwrap() >= 1,
+        "{swept}"
+    );
     assert!(!bad.exists());
     repo.cmd(&["check", "--read-data"]).assert_ok();
 }
@@ -382,9 +401,15 @@ fn supersede_lists_do_not_grow_with_compactions() {
             })
             .max()
             .unwrap();
-        assert!(max <= compacted, "round {round}: a supersede list of {max} after compacting {compacted} files");
+        assert!(
+            max <= compacted,
+            "round {round}: a supersede list of {max} after compacting {compacted} files"
+        );
         longest.push(max);
     }
-    assert!(longest[3] <= longest[0] + 1, "supersede lists grow: {longest:?}");
+    assert!(
+        longest[3] <= longest[0] + 1,
+        "supersede lists grow: {longest:?}"
+    );
     repo.cmd(&["check", "--read-data"]).assert_ok();
 }

@@ -317,18 +317,13 @@ fn survey(repo: &Repository, avoid: &HashSet<Id>) -> Result<IndexView> {
             marked_entries.entry(p.id).or_default().extend(p.blobs);
         }
     }
-    let listed_times: Vec<(Id, Option<i64>)> = repo
-        .backend()
-        .list_modified(FileKind::Pack)?
-        .into_iter()
-        .map(|(id, size, t)| ((id, t), size))
-        .map(|((id, t), _)| (id, t))
+    let packs_listed = repo.backend().list_modified(FileKind::Pack)?;
+    let listed: HashMap<Id, u64> = packs_listed
+        .iter()
+        .map(|(id, size, _)| (*id, *size))
         .collect();
-    let listed: HashMap<Id, u64> = repo
-        .backend()
-        .list(FileKind::Pack)?
-        .into_iter()
-        .collect();
+    let listed_times: Vec<(Id, Option<i64>)> =
+        packs_listed.into_iter().map(|(id, _, t)| (id, t)).collect();
     let missing = packs
         .keys()
         .filter(|p| !listed.contains_key(p))
@@ -498,7 +493,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 repo.backend().remove_many(FileKind::Pack, &delete)?;
                 session.check()?;
                 repo.backend().remove_many(FileKind::Index, &naming)?;
-                repo.backend().remove_many(FileKind::GcMarker, &old_markers)?;
+                repo.backend()
+                    .remove_many(FileKind::GcMarker, &old_markers)?;
                 if let Some(m) = new_marker {
                     repo.backend().remove(FileKind::GcMarker, &m)?;
                 }
@@ -821,7 +817,9 @@ fn rewrite_index_files(
     })();
     if let Err(EngineError::Repo(Error::LeaseLost { .. })) = &r {
         if let Err(e) = repo.backend().remove_many(FileKind::Index, &written) {
-            tracing::warn!("could not delete the index files this prune wrote before it lost its lease: {e}");
+            tracing::warn!(
+                "could not delete the index files this prune wrote before it lost its lease: {e}"
+            );
         }
     }
     r

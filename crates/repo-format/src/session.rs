@@ -22,6 +22,10 @@ use crate::error::{Error, Result};
 use crate::gc::{Role, Session};
 use crate::id::Id;
 
+/// Why a lease is lost when its session file is gone.
+const REMOVED: &str =
+    "its session file was removed from the repository (a prune judged the session stale)";
+
 /// How often a session file is refreshed.
 pub const HEARTBEAT: Duration = Duration::from_secs(5 * 60);
 /// How long a heartbeat keeps the lease: well below the time after which a prune may judge
@@ -214,6 +218,14 @@ impl SessionGuard {
         let offset = match backend.modified(FileKind::Session, &first) {
             Ok(Some(m)) => clock_offset(m, before, after),
             Ok(None) => 0,
+            // Removed already: by a prune that took it for stale (a clock far ahead of
+            // the storage's, or a stop right after the write).
+            Err(Error::Missing { .. }) => {
+                return Err(Error::LeaseLost {
+                    role: role_name(role),
+                    reason: REMOVED.into(),
+                })
+            }
             Err(e) => {
                 let _ = backend.remove(FileKind::Session, &first);
                 return Err(e);
@@ -292,7 +304,7 @@ impl SessionGuard {
             if let Some(id) = g.file {
                 if !file_exists(&*self.backend, &id)? {
                     g.lease.lost = true;
-                    g.lost = Some("its session file was removed from the repository (a prune judged the session stale)".into());
+                    g.lost = Some(REMOVED.into());
                 }
             }
         }
@@ -356,7 +368,7 @@ fn heartbeat(
     };
     if !old_present {
         g.lease.lost = true;
-        g.lost = Some("its session file was removed from the repository (a prune judged the session stale)".into());
+        g.lost = Some(REMOVED.into());
     } else if !g.lease.renew(start, done) {
         g.lost = Some(format!(
             "no heartbeat reached the repository for {} minutes (the process was stopped or suspended, or the storage was unreachable)",
@@ -537,10 +549,16 @@ mod tests {
         // The server's time of the file decides where there is one, whatever the writer's
         // clock said: a fresh file is live, an old one stale.
         let now = now_ns();
-        assert!(is_live(&listed(old.clone(), Some(now - 60_000_000_000)), now));
+        assert!(is_live(
+            &listed(old.clone(), Some(now - 60_000_000_000)),
+            now
+        ));
         let mut fresh = session(u32::MAX - 1, String::new());
         fresh.heartbeat_ns = now + 3600 * 1_000_000_000;
-        assert!(!is_live(&listed(fresh, Some(now - STALE_NS - SKEW_NS)), now));
+        assert!(!is_live(
+            &listed(fresh, Some(now - STALE_NS - SKEW_NS)),
+            now
+        ));
     }
 
     const MIN: Duration = Duration::from_secs(60);
