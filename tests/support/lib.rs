@@ -39,7 +39,11 @@ pub mod exit {
     pub const OK: i32 = 0;
     /// Any failure.
     pub const FAILURE: i32 = 1;
-    /// Snapshot written, but some source entries could not be read.
+    /// A usage error (clap's): an unknown option or a value that is not understood,
+    /// refused before the repository is opened.
+    pub const USAGE: i32 = 2;
+    /// Done but incomplete: a snapshot written although some source entries could not be
+    /// read, or a restore that could not restore some entries.
     pub const PARTIAL: i32 = 3;
     /// No repository at the location.
     pub const NO_REPOSITORY: i32 = 10;

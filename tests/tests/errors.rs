@@ -1,5 +1,5 @@
 //! Exit codes and error messages: wrong password (12), no repository (10), partial
-//! backups (3), refused operations (1). Never a panic (101).
+//! backups and restores (3), usage errors (2), refused operations (1). Never a panic (101).
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -294,19 +294,32 @@ fn invalid_usage_is_a_clean_error() {
     let repo = Repo::new();
     let work = tempdir();
     let src = small_src(work.path());
-    repo.cmd(&["no-such-command"]).assert_failed();
-    repo.cmd(&["restore", "latest"]).assert_failed();
+    repo.cmd(&["no-such-command"])
+        .assert_failed()
+        .assert_code(exit::USAGE);
+    repo.cmd(&["restore", "latest"])
+        .assert_failed()
+        .assert_code(exit::USAGE);
     repo.backup_run(&[&src], &["--exclude", "a[b"])
         .assert_failed()
+        .assert_code(exit::USAGE)
         .assert_stderr_contains("a[b");
-    repo.init(&["--pack-size-mib", "0"]).assert_failed();
-    repo.cmd(&["cat", "nonsense"]).assert_failed();
-    repo.cmd(&["cat", "snapshot"]).assert_failed();
-    repo.cmd(&["cat", "tree", "xyz"]).assert_failed();
+    repo.init(&["--pack-size-mib", "0"])
+        .assert_failed()
+        .assert_code(exit::USAGE);
+    repo.cmd(&["cat", "nonsense"])
+        .assert_failed()
+        .assert_code(exit::USAGE);
+    repo.cmd(&["cat", "snapshot"])
+        .assert_failed()
+        .assert_code(exit::USAGE);
+    repo.cmd(&["cat", "tree", "xyz"]).assert_code(exit::FAILURE);
     let t = tempdir();
     repo.backup(&[&src], &[] as &[&str]);
     repo.restore_run("latest:relative/path", t.path(), &[] as &[&str])
-        .assert_failed();
+        .assert_failed()
+        .assert_code(exit::USAGE)
+        .assert_stderr_contains("absolute");
     let exclude_file = work.path().join("no-such-exclude-file");
     repo.backup_run(
         &[&src],
@@ -375,6 +388,204 @@ fn closed_stdout_pipe_is_not_a_panic() {
         panicked.len(),
         panicked.join("\n\n")
     );
+}
+
+/// Values that are not understood are usage errors (exit 2) found before the repository is
+/// opened: against a location with no repository they still exit 2 (not 10), name the
+/// option, and create nothing there (not even for `init`). With `--json` the message is a
+/// JSON document on stderr.
+#[test]
+fn invalid_values_are_usage_errors_before_the_repository_is_opened() {
+    let repo = Repo::uninit();
+    let work = tempdir();
+    let target = work.path().join("t");
+    let t = target.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["prune", "--safety-margin", ""], "--safety-margin"),
+        (vec!["prune", "--safety-margin", "30m"], "--safety-margin"),
+        (vec!["prune", "--max-unused", "101"], "--max-unused"),
+        (vec!["prune", "--max-unused", "NaN"], "--max-unused"),
+        (vec!["forget", "--keep-within", "2y5m"], "--keep-within"),
+        (vec!["forget", "--keep-daily", "lots"], "--keep-daily"),
+        (vec!["forget", "--keep-tag", ","], "--keep-tag"),
+        (
+            vec!["forget", "--keep-last", "1", "--group-by", "color"],
+            "--group-by",
+        ),
+        (
+            vec!["check", "--read-data-subset", "1/0"],
+            "--read-data-subset",
+        ),
+        (
+            vec!["check", "--read-data-subset", "0%"],
+            "--read-data-subset",
+        ),
+        (vec!["cat", "nonsense"], "nonsense"),
+        (vec!["cat", "index"], "<ID>"),
+        (vec!["restore", "latest:etc", "--target", t], "absolute"),
+        (
+            vec!["restore", "latest", "--target", t, "-i", "a[b"],
+            "--include",
+        ),
+        (
+            vec!["backup", "/nonexistent", "--exclude", "x[y"],
+            "--exclude",
+        ),
+        (vec!["init", "--pack-size-mib", "0"], "--pack-size-mib"),
+        (vec!["init", "--pack-size-mib", "2000"], "--pack-size-mib"),
+        (vec!["init", "--kdf-memory-kib", "4"], "--kdf-memory-kib"),
+        (vec!["init", "--kdf-iterations", "0"], "--kdf-iterations"),
+    ];
+    for (args, names) in &cases {
+        repo.cmd(args)
+            .assert_code(exit::USAGE)
+            .assert_stderr_contains(names);
+        let mut json = args.clone();
+        json.push("--json");
+        let run = repo.cmd(&json);
+        run.assert_code(exit::USAGE);
+        let err: Value = serde_json::from_str(run.stderr_str().trim())
+            .unwrap_or_else(|e| panic!("stderr is not one JSON document: {e}\n{run}"));
+        assert_eq!(err["exit_code"], exit::USAGE, "{run}");
+        assert!(
+            err["error"]
+                .as_str()
+                .is_some_and(|m| m.to_lowercase().contains(&names.to_lowercase())),
+            "the JSON error does not name {names:?}\n{run}"
+        );
+    }
+    assert!(
+        !repo.path.exists(),
+        "a refused command created the repository"
+    );
+    assert!(!target.exists(), "a refused restore created its target");
+}
+
+/// A restore that could not restore everything exits 3 (as a backup that could not read
+/// everything does) and names each entry on stderr and in the JSON; the rest is restored.
+/// Provoked with an extended attribute in the `trusted.` namespace, which only root may
+/// set: the backup runs as root, the restore as the unprivileged user `nobody`.
+#[test]
+fn restore_with_unrestorable_entries_exits_3_and_names_them() {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: cannot set a trusted.* attribute to provoke the failure; skipped");
+        return;
+    }
+    let repo = Repo::new();
+    let src = repo.scratch().join("src");
+    write_file(&src.join("plain.txt"), b"restores fine\n");
+    let special = src.join("special.txt");
+    write_file(&special, b"restores, but not its trusted attribute\n");
+    if let Err(e) = xattr::set(&special, "trusted.holdfast-e2e", b"1") {
+        eprintln!("this filesystem refuses trusted.* attributes ({e}); skipped");
+        return;
+    }
+    repo.backup(&[&src], &[] as &[&str]);
+    // As root the restore is complete: exit 0, attribute and all.
+    let t = tempdir();
+    repo.restore("latest", t.path(), &[] as &[&str]);
+    assert_trees_equal(&src, &restored(t.path(), &src));
+    assert_eq!(
+        xattr::get(restored(t.path(), &special), "trusted.holdfast-e2e").unwrap(),
+        Some(b"1".to_vec())
+    );
+
+    // Everything the unprivileged restore reads or writes belongs to nobody.
+    const NOBODY: u32 = 65534;
+    fn chown_tree(p: &Path) {
+        std::os::unix::fs::lchown(p, Some(NOBODY), Some(NOBODY))
+            .unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
+        if fs::symlink_metadata(p).unwrap().is_dir() {
+            for e in fs::read_dir(p).unwrap() {
+                chown_tree(&e.unwrap().path());
+            }
+        }
+    }
+    let target = repo.scratch().join("target");
+    let json_target = repo.scratch().join("json-target");
+    chown_tree(repo.scratch());
+    let restore_as_nobody = |target: &Path, json: bool| {
+        let mut args: Vec<&OsStr> = vec![
+            "restore".as_ref(),
+            "latest".as_ref(),
+            "--target".as_ref(),
+            target.as_os_str(),
+        ];
+        if json {
+            args.push("--json".as_ref());
+        }
+        let mut c = repo.command(&args);
+        c.uid(NOBODY).gid(NOBODY);
+        run_command(c, COMMAND_TIMEOUT)
+    };
+
+    let run = restore_as_nobody(&target, false);
+    run.assert_code(exit::PARTIAL)
+        .assert_stderr_contains("special.txt")
+        .assert_stderr_contains("trusted.holdfast-e2e")
+        .assert_stderr_contains("could not be restored");
+    assert!(
+        !run.stderr_str().contains("plain.txt"),
+        "stderr names an entry that was restored\n{run}"
+    );
+    assert_eq!(
+        fs::read(restored(&target, &src.join("plain.txt"))).unwrap(),
+        b"restores fine\n"
+    );
+    assert_eq!(
+        fs::read(restored(&target, &special)).unwrap(),
+        b"restores, but not its trusted attribute\n"
+    );
+
+    let run = restore_as_nobody(&json_target, true);
+    run.assert_code(exit::PARTIAL);
+    let v = run.json();
+    let warnings = v["warnings"].as_array().cloned().unwrap_or_default();
+    assert!(
+        warnings.len() == 1 && warnings[0].as_str().unwrap_or("").contains("special.txt"),
+        "the JSON should name the one entry that was not restored completely: {v}\n{run}"
+    );
+}
+
+/// `--help` (and `-h`) lists the exit codes, usage errors (2) and incomplete restores (3)
+/// among them, and the duration grammar.
+#[test]
+fn help_documents_the_exit_codes() {
+    for flag in ["--help", "-h"] {
+        let mut cmd = std::process::Command::new(holdfast_bin());
+        cmd.arg(flag);
+        let run = run_command(cmd, COMMAND_TIMEOUT);
+        run.assert_ok();
+        let out = run.stdout_str();
+        let codes = out
+            .split_once("Exit codes:")
+            .unwrap_or_else(|| panic!("holdfast {flag} lists no exit codes:\n{out}"))
+            .1;
+        for (code, what) in [
+            ("0", "success"),
+            ("1", "failure"),
+            ("2", "usage error"),
+            ("3", "backup"),
+            ("10", "no repository"),
+            ("12", "wrong password"),
+        ] {
+            assert!(
+                codes
+                    .lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{code} ")) && l.contains(what)),
+                "holdfast {flag}: exit code {code} ({what}) is not documented:\n{codes}"
+            );
+        }
+        assert!(
+            codes.contains("restore: restored, but some entries could not be restored"),
+            "holdfast {flag}: exit code 3 of restore is not documented:\n{codes}"
+        );
+        assert!(
+            out.contains("min") && out.contains("mo (months)"),
+            "holdfast {flag} does not explain durations:\n{out}"
+        );
+    }
 }
 
 /// `--help` documents the environment variables that tune S3 repositories (they are not

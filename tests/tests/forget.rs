@@ -314,8 +314,9 @@ fn invalid_options_are_refused_cleanly() {
         ),
         (vec!["forget", "--keep-tag", ",", "--dry-run"], "keep-tag"),
     ] {
+        // Usage errors from the argument parser, before the repository is opened.
         repo.cmd(&args)
-            .assert_code(exit::FAILURE)
+            .assert_code(exit::USAGE)
             .assert_stderr_contains(needle);
     }
     assert_eq!(listed(&repo).len(), 1);
@@ -347,5 +348,74 @@ fn forget_with_prune() {
     assert_trees_equal(&src, &restored(t.path(), &src));
     // --safety-margin without --prune is a usage error.
     repo.cmd(&["forget", "--keep-last", "1", "--safety-margin", "0s"])
-        .assert_failed();
+        .assert_code(exit::USAGE);
+}
+
+/// Retention windows take months as `mo` and years as `y` (shown back the same way, weeks
+/// as days), and keep every snapshot inside them; restic's `m` for months is refused with
+/// a usage error that says to write `mo` (or `min`), and so are minutes, seconds, empty
+/// and negative windows: nothing is removed.
+#[test]
+fn keep_within_takes_months_and_refuses_an_ambiguous_m() {
+    let (repo, _w, _src, all) = repo_with(3, &[]);
+    for (window, shown) in [
+        ("1mo", "1mo"),
+        ("1y6mo", "1y6mo"),
+        ("6mo1y", "1y6mo"),
+        ("2w", "14d"),
+        ("1d12h", "1d12h"),
+    ] {
+        let v = repo.json(&["forget", "--keep-within", window, "--dry-run"]);
+        assert_eq!(
+            v["policy"].as_str(),
+            Some(format!("keep all snapshots within {shown} of the newest").as_str()),
+            "--keep-within {window}: {v}"
+        );
+        let keep = entries(&v["groups"][0], "keep");
+        assert_eq!(keep.len(), 3, "--keep-within {window}: {v}");
+        assert!(
+            keep.iter()
+                .all(|(_, r)| r == &vec![format!("within {shown}")]),
+            "--keep-within {window}: {v}"
+        );
+        assert!(entries(&v["groups"][0], "remove").is_empty(), "{v}");
+    }
+    // The calendar rules take months too.
+    let v = repo.json(&["forget", "--keep-within-daily", "3mo", "--dry-run"]);
+    assert_eq!(
+        entries(&v["groups"][0], "keep")[0].1,
+        vec!["daily within 3mo".to_string()],
+        "{v}"
+    );
+    // For real: with a window in months, nothing recent is removed.
+    let v = repo.json(&["forget", "--keep-within", "1mo"]);
+    assert_eq!(v["removed"], serde_json::json!([]), "{v}");
+    assert_eq!(listed(&repo).len(), 3);
+
+    for (window, says) in [
+        ("2y5m", &["--keep-within", "ambiguous", "5mo", "5min"][..]),
+        ("30m", &["--keep-within", "ambiguous", "30mo"]),
+        ("90min", &["--keep-within", "whole hours"]),
+        ("3600s", &["--keep-within", "whole hours"]),
+        ("", &["--keep-within", "empty"]),
+        ("-1mo", &["--keep-within", "negative"]),
+        ("1.5y", &["--keep-within", "whole numbers"]),
+        ("1y1y", &["--keep-within", "twice"]),
+        ("4294967296d", &["--keep-within", "too large"]),
+    ] {
+        let run = repo.cmd(&["forget", "--keep-within", window, "--keep-last", "1"]);
+        run.assert_code(exit::USAGE);
+        for s in says {
+            run.assert_stderr_contains(s);
+        }
+    }
+    let run = repo.cmd(&["forget", "--keep-within-weekly", "1m", "--keep-last", "1"]);
+    run.assert_code(exit::USAGE)
+        .assert_stderr_contains("--keep-within-weekly")
+        .assert_stderr_contains("mo");
+    assert_eq!(
+        listed(&repo),
+        all.iter().cloned().collect::<BTreeSet<String>>(),
+        "a refused forget removed snapshots"
+    );
 }

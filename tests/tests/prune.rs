@@ -720,6 +720,100 @@ fn safety_margin_holds_the_deletion_back() {
     assert_restores(repo, &t.b, &t.b_src, &t.b_src);
 }
 
+/// A safety margin that is not understood is a usage error (exit 2, naming the option and
+/// saying what to write), refused before the repository is opened: nothing is written or
+/// deleted, although a due marker is waiting that `0s` sweeps. An empty value (a script's
+/// unset variable) is never taken as zero; a bare `m` is refused as ambiguous. Margins
+/// with several units (`1d12h`) are understood and hold the marker back.
+#[test]
+fn unparsable_safety_margin_is_refused_and_deletes_nothing() {
+    let t = two_snapshots();
+    let repo = &t.repo;
+    let all = packs(repo);
+    forget(repo, &t.a);
+    let r = prune(repo, NOW);
+    assert_eq!(num(&r, "packs_marked"), t.packs_a.len() as u64, "{r}");
+    let before = listing(repo);
+
+    let refused: &[(&str, &[&str])] = &[
+        ("", &["empty", "0s"]),
+        (" ", &["empty"]),
+        ("30m", &["ambiguous", "30min", "30mo"]),
+        ("-1h", &["negative"]),
+        ("1mo", &["no fixed length"]),
+        ("1y", &["no fixed length"]),
+        ("2x", &["unknown unit"]),
+        ("1.5h", &["whole numbers"]),
+        ("5", &["unit"]),
+        ("1h1h", &["twice"]),
+        ("99999999999s", &["too large"]),
+        ("300y", &["too long"]),
+    ];
+    for (value, says) in refused {
+        for args in [
+            vec![
+                "prune".to_string(),
+                "--safety-margin".into(),
+                value.to_string(),
+            ],
+            vec!["prune".to_string(), format!("--safety-margin={value}")],
+            vec![
+                "forget".to_string(),
+                "--keep-last".into(),
+                "1".into(),
+                "--prune".into(),
+                "--safety-margin".into(),
+                value.to_string(),
+            ],
+        ] {
+            let run = repo.cmd(&args);
+            run.assert_code(exit::USAGE)
+                .assert_stderr_contains("--safety-margin");
+            for s in *says {
+                run.assert_stderr_contains(s);
+            }
+        }
+        assert_eq!(
+            listing(repo),
+            before,
+            "a refused prune --safety-margin {value:?} changed the repository"
+        );
+    }
+    // With --json the usage error is a JSON document on stderr.
+    let run = repo.cmd(&["prune", "--json", "--safety-margin", ""]);
+    run.assert_code(exit::USAGE);
+    let err: Value = serde_json::from_str(run.stderr_str().trim())
+        .unwrap_or_else(|e| panic!("stderr is not one JSON document: {e}\n{run}"));
+    assert_eq!(err["exit_code"], 2, "{run}");
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("--safety-margin"),
+        "{run}"
+    );
+    assert_eq!(
+        listing(repo),
+        before,
+        "a refused prune changed the repository"
+    );
+    assert_eq!(packs(repo), all);
+
+    // Margins in the one grammar: not due yet, nothing deleted.
+    for margin in ["1d12h", "90min", "1w", "3600s"] {
+        let r = prune(repo, &["--safety-margin", margin]);
+        assert_eq!(num(&r, "markers_due"), 0, "--safety-margin {margin}: {r}");
+        assert_eq!(num(&r, "packs_deleted"), 0, "--safety-margin {margin}: {r}");
+    }
+    assert_eq!(packs(repo), all);
+    // The marker was due all along: had any refused value been taken as zero, these
+    // packs would have been deleted.
+    let r = prune(repo, NOW);
+    assert_eq!(num(&r, "packs_deleted"), t.packs_a.len() as u64, "{r}");
+    assert_eq!(packs(repo), t.packs_b);
+    assert_restores(repo, &t.b, &t.b_src, &t.b_src);
+}
+
 /// `--dry-run` with a due marker and new unused data changes nothing in the repository
 /// (not even a session file written and removed), and reports what the real run then does.
 #[test]

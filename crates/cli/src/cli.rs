@@ -2,12 +2,40 @@
 
 use std::path::PathBuf;
 
-use clap::{Args as ClapArgs, Parser, Subcommand};
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+use holdfast_engine::checker::ReadData;
+use holdfast_engine::retention::GroupBy;
 use holdfast_repo::keyfile::KdfParams;
+
+use crate::args::{self, duration, Duration, SnapshotPath, TagList};
+
+/// What `holdfast --help` ends with: the exit codes scripts rely on (see `exit.rs`).
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0   success
+  1   failure (check: the repository has errors; forget: a snapshot could not be removed)
+  2   usage error: an unknown option or an invalid value, refused before the repository
+      is opened (nothing was done)
+  3   backup: the snapshot was saved, but some source entries could not be read;
+      restore: restored, but some entries could not be restored (each is named on stderr)
+  10  no repository at that location
+  12  wrong password
+
+Durations (prune --safety-margin, forget --keep-within*): whole numbers with units s, min,
+h, d, w, mo (months), y (years), written together: 90min, 2h, 1d12h, 1y6mo. A bare `m` is
+refused as ambiguous: write `min` for minutes, `mo` for months.
+";
 
 /// holdfast: encrypted, deduplicating backups.
 #[derive(Debug, Parser)]
-#[command(name = "holdfast", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "holdfast",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = EXIT_CODES_HELP
+)]
 pub struct Args {
     /// Repository location: a directory path, or s3:http://HOST:PORT/BUCKET/PREFIX,
     /// s3:https://HOST/BUCKET/PREFIX, s3:BUCKET/PREFIX (AWS).
@@ -60,14 +88,22 @@ pub struct Filter {
 pub enum Command {
     /// Create a new repository.
     Init {
-        /// Target pack size in MiB.
-        #[arg(long, default_value_t = 16)]
+        /// Target pack size in MiB (1 to 1024).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
         pack_size_mib: u32,
-        /// Argon2id memory cost in KiB (default 32 MiB).
-        #[arg(long, default_value_t = KdfParams::DEFAULT.m_cost_kib)]
+        /// Argon2id memory cost in KiB (8 to 4 GiB; default 32 MiB).
+        #[arg(
+            long,
+            default_value_t = KdfParams::DEFAULT.m_cost_kib,
+            value_parser = clap::value_parser!(u32).range(8..=4 * 1024 * 1024)
+        )]
         kdf_memory_kib: u32,
-        /// Argon2id iterations.
-        #[arg(long, default_value_t = KdfParams::DEFAULT.t_cost)]
+        /// Argon2id iterations (1 to 100).
+        #[arg(
+            long,
+            default_value_t = KdfParams::DEFAULT.t_cost,
+            value_parser = clap::value_parser!(u32).range(1..=100)
+        )]
         kdf_iterations: u32,
     },
     /// Back up files and directories.
@@ -82,7 +118,7 @@ pub enum Command {
         #[arg(long)]
         host: Option<String>,
         /// Leave out entries matching this pattern (repeatable).
-        #[arg(long = "exclude", short = 'e')]
+        #[arg(long = "exclude", short = 'e', value_parser = args::pattern)]
         excludes: Vec<String>,
         /// Read exclude patterns from this file (repeatable).
         #[arg(long = "exclude-file")]
@@ -118,18 +154,20 @@ pub enum Command {
         #[command(flatten)]
         filter: Filter,
     },
-    /// Restore a snapshot into a directory.
+    /// Restore a snapshot into a directory. Exits 3 when some entries (or their metadata)
+    /// could not be restored; each is named on stderr.
     Restore {
         /// SNAPSHOT or SNAPSHOT:/path/inside.
-        snapshot: String,
+        #[arg(value_parser = args::snapshot_path)]
+        snapshot: SnapshotPath,
         /// Directory to restore into (the snapshot's absolute paths are recreated in it).
         #[arg(long, short = 't')]
         target: PathBuf,
         /// Restore only entries matching this pattern (repeatable).
-        #[arg(long = "include", short = 'i')]
+        #[arg(long = "include", short = 'i', value_parser = args::pattern)]
         includes: Vec<String>,
         /// Leave out entries matching this pattern (repeatable).
-        #[arg(long = "exclude", short = 'e')]
+        #[arg(long = "exclude", short = 'e', value_parser = args::pattern)]
         excludes: Vec<String>,
         #[command(flatten)]
         filter: Filter,
@@ -145,9 +183,16 @@ pub enum Command {
     },
     /// Show a repository object, decrypted, as JSON (for debugging).
     Cat {
-        /// config, key, index, snapshot, tree or pack.
-        kind: String,
-        /// Object ID (not needed for config).
+        /// What kind of object.
+        kind: ObjectKind,
+        /// Object ID or unique prefix (a full ID for tree; not needed for config).
+        #[arg(required_if_eq_any([
+            ("kind", "key"),
+            ("kind", "index"),
+            ("kind", "snapshot"),
+            ("kind", "tree"),
+            ("kind", "pack"),
+        ]))]
         id: Option<String>,
     },
     /// Manage the passwords (key files) of the repository.
@@ -168,15 +213,33 @@ pub enum Command {
     /// Remove snapshots by a retention policy (or by ID); `prune` then frees their data.
     Forget(Box<ForgetArgs>),
     /// Verify the repository: its structure always, all or part of its data on request.
+    /// Exits 1 when it finds an error.
     Check {
         /// Also read every pack in full and verify every blob.
         #[arg(long, conflicts_with = "read_data_subset")]
         read_data: bool,
         /// Read only part of the packs: n/m (runs 1/m … m/m together read everything) or
         /// p% (about p percent, the same packs every time).
-        #[arg(long, value_name = "n/m|p%")]
-        read_data_subset: Option<String>,
+        #[arg(long, value_name = "n/m|p%", value_parser = args::read_data_subset)]
+        read_data_subset: Option<ReadData>,
     },
+}
+
+/// Kinds of repository objects `cat` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ObjectKind {
+    /// The repository's configuration.
+    Config,
+    /// A key file (not its secret).
+    Key,
+    /// An index file.
+    Index,
+    /// A snapshot.
+    Snapshot,
+    /// A tree blob, by its ID.
+    Tree,
+    /// A pack's header.
+    Pack,
 }
 
 /// `key` subcommands.
@@ -209,14 +272,22 @@ pub struct PruneArgs {
     /// Show what would be marked and deleted; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Minimum time between marking a pack unused and deleting it (e.g. 2h, 30m, 0s).
-    /// Backups that run longer than this beside a prune are still safe (their session
-    /// holds the deletion back); 0s deletes on the next run without waiting.
-    #[arg(long, default_value = "2h")]
-    pub safety_margin: String,
+    /// Minimum time between marking a pack unused and deleting it: whole numbers with
+    /// units s, min, h, d or w (e.g. 2h, 90min, 1d12h, 0s; a bare `m` is refused as
+    /// ambiguous, and an empty value is an error, not zero). Backups that run longer than
+    /// this beside a prune are still safe (their session holds the deletion back); 0s
+    /// deletes on the next run without waiting.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "2h",
+        value_parser = duration::exact,
+        allow_hyphen_values = true
+    )]
+    pub safety_margin: Duration,
     /// Repack partly used packs until unused space is at most this share of the
-    /// repository (percent).
-    #[arg(long, default_value_t = 10.0)]
+    /// repository (percent, 0 to 100).
+    #[arg(long, value_name = "PERCENT", default_value_t = 10.0, value_parser = args::percent)]
     pub max_unused: f64,
 }
 
@@ -238,57 +309,90 @@ pub enum RepairWhat {
     },
 }
 
-/// Options of `forget`. Counts take a number or `unlimited`; durations look like
-/// `2y5m7d3h` and count back from the newest snapshot of each group.
+/// Options of `forget`. Counts take a number or `unlimited`. Durations count back from the
+/// newest snapshot of each group, in whole hours on its calendar: numbers with units h, d,
+/// w, mo (months) and y (years), e.g. 7d, 2w, 1y6mo, 2d12h. restic writes months as `m`
+/// (`2y5m7d3h`); holdfast refuses that `m` as ambiguous with minutes: write `2y5mo7d3h`.
+/// Exits 1 when a snapshot could not be removed.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct ForgetArgs {
     /// Forget exactly these snapshots (ID, unique prefix or "latest") instead of applying
     /// a policy.
     pub snapshots: Vec<String>,
     /// Keep the N newest snapshots.
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub keep_last: Option<String>,
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = args::count)]
+    pub keep_last: Option<u32>,
     /// Keep the newest snapshot of each of the N most recent hours that have one.
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub keep_hourly: Option<String>,
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = args::count)]
+    pub keep_hourly: Option<u32>,
     /// Keep the newest snapshot of each of the N most recent days (local time of the
     /// backup host) that have one.
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub keep_daily: Option<String>,
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = args::count)]
+    pub keep_daily: Option<u32>,
     /// Keep the newest snapshot of each of the N most recent ISO weeks that have one.
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub keep_weekly: Option<String>,
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = args::count)]
+    pub keep_weekly: Option<u32>,
     /// Keep the newest snapshot of each of the N most recent months that have one.
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub keep_monthly: Option<String>,
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = args::count)]
+    pub keep_monthly: Option<u32>,
     /// Keep the newest snapshot of each of the N most recent years that have one.
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub keep_yearly: Option<String>,
-    /// Keep every snapshot made within this duration of the newest one (e.g. 7d, 1y6m).
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
-    pub keep_within: Option<String>,
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = args::count)]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot made within this duration of the newest one (e.g. 7d, 1y6mo).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_hyphen_values = true,
+        value_parser = duration::retention
+    )]
+    pub keep_within: Option<Duration>,
     /// Keep one snapshot per hour within this duration of the newest.
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
-    pub keep_within_hourly: Option<String>,
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_hyphen_values = true,
+        value_parser = duration::retention
+    )]
+    pub keep_within_hourly: Option<Duration>,
     /// Keep one snapshot per day within this duration of the newest.
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
-    pub keep_within_daily: Option<String>,
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_hyphen_values = true,
+        value_parser = duration::retention
+    )]
+    pub keep_within_daily: Option<Duration>,
     /// Keep one snapshot per ISO week within this duration of the newest.
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
-    pub keep_within_weekly: Option<String>,
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_hyphen_values = true,
+        value_parser = duration::retention
+    )]
+    pub keep_within_weekly: Option<Duration>,
     /// Keep one snapshot per month within this duration of the newest.
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
-    pub keep_within_monthly: Option<String>,
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_hyphen_values = true,
+        value_parser = duration::retention
+    )]
+    pub keep_within_monthly: Option<Duration>,
     /// Keep one snapshot per year within this duration of the newest.
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
-    pub keep_within_yearly: Option<String>,
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_hyphen_values = true,
+        value_parser = duration::retention
+    )]
+    pub keep_within_yearly: Option<Duration>,
     /// Keep snapshots with these tags (comma-separated: all of them; repeatable: any).
-    #[arg(long = "keep-tag", value_name = "TAGS")]
-    pub keep_tags: Vec<String>,
+    #[arg(long = "keep-tag", value_name = "TAGS", value_parser = args::tag_list)]
+    pub keep_tags: Vec<TagList>,
     /// Apply the policy to each group of snapshots with the same host, paths and/or tags
     /// ("" for one group of all snapshots).
-    #[arg(long, default_value = "host,paths")]
-    pub group_by: String,
+    #[arg(long, default_value = "host,paths", value_parser = args::group_by)]
+    pub group_by: GroupBy,
     #[command(flatten)]
     pub filter: Filter,
     /// Show what would be removed; remove nothing.
@@ -298,9 +402,76 @@ pub struct ForgetArgs {
     #[arg(long)]
     pub prune: bool,
     /// With --prune: see `prune --safety-margin`.
-    #[arg(long, default_value = "2h", requires = "prune")]
-    pub safety_margin: String,
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "2h",
+        requires = "prune",
+        value_parser = duration::exact,
+        allow_hyphen_values = true
+    )]
+    pub safety_margin: Duration,
     /// With --prune: see `prune --max-unused`.
-    #[arg(long, default_value_t = 10.0, requires = "prune")]
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        default_value_t = 10.0,
+        requires = "prune",
+        value_parser = args::percent
+    )]
     pub max_unused: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Args, Command};
+
+    /// clap's own consistency checks of the definitions (names, groups, requirements).
+    #[test]
+    fn definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    /// Defaults go through the value parsers too: prune's margin is 2h, forget's grouping
+    /// host and paths.
+    #[test]
+    fn defaults_parse() {
+        let a = Args::try_parse_from(["holdfast", "prune"]).unwrap();
+        let Command::Prune(p) = a.command else {
+            panic!("not prune")
+        };
+        assert_eq!(p.safety_margin.exact_nanos(), Some(7200 * 1_000_000_000));
+        assert_eq!(p.max_unused, 10.0);
+        let a = Args::try_parse_from(["holdfast", "forget", "--keep-within", "1y6mo"]).unwrap();
+        let Command::Forget(f) = a.command else {
+            panic!("not forget")
+        };
+        assert!(f.group_by.host && f.group_by.paths && !f.group_by.tags);
+        assert_eq!(f.keep_within.unwrap().to_string(), "1y6mo");
+    }
+
+    /// Values that are not understood are usage errors (exit code 2) naming the option.
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for (args, option) in [
+            (&["prune", "--safety-margin", ""][..], "--safety-margin"),
+            (&["prune", "--safety-margin", "30m"][..], "--safety-margin"),
+            (&["prune", "--max-unused", "101"][..], "--max-unused"),
+            (&["forget", "--keep-within", "2y5m"][..], "--keep-within"),
+            (&["forget", "--keep-last", "x"][..], "--keep-last"),
+            (
+                &["check", "--read-data-subset", "0/5"][..],
+                "--read-data-subset",
+            ),
+            (&["init", "--pack-size-mib", "0"][..], "--pack-size-mib"),
+            (&["restore", "latest:rel", "-t", "/tmp/x"][..], "SNAPSHOT"),
+        ] {
+            let e = Args::try_parse_from(std::iter::once("holdfast").chain(args.iter().copied()))
+                .expect_err(&format!("{args:?}"));
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+            assert!(e.to_string().contains(option), "{args:?}: {e}");
+        }
+    }
 }

@@ -5,9 +5,15 @@ use holdfast_repo::Error;
 
 /// Success.
 pub const OK: i32 = 0;
-/// Any failure not listed below.
+/// Any failure not listed below (`check`: the repository has errors; `forget`: a snapshot
+/// could not be removed).
 pub const FAILURE: i32 = 1;
-/// The snapshot was written, but some source entries could not be read.
+/// A usage error: an unknown option or a value that is not understood. clap exits with it
+/// while reading the command line, before a repository is opened (see `main.rs`).
+pub const USAGE: i32 = 2;
+/// Done, but not all of it: `backup` wrote the snapshot but some source entries could not
+/// be read; `restore` restored, but some entries (or their metadata) could not be
+/// restored. Each is named on stderr.
 pub const PARTIAL: i32 = 3;
 /// There is no repository at the given location.
 pub const NO_REPOSITORY: i32 = 10;

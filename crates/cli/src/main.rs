@@ -1,6 +1,7 @@
 //! `holdfast`: the command-line tool. A thin layer over the repository and engine crates:
 //! it parses arguments, gets the password, shows progress and maps errors to exit codes.
 
+mod args;
 mod cli;
 mod cmd;
 mod exit;
@@ -18,15 +19,49 @@ fn default_sigpipe() {
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
-/// The arguments, with `--help` ending in the environment variables that tune S3
-/// repositories (they are not options, so clap would not list them).
+/// The arguments, with `--help` ending in the exit codes and the environment variables
+/// that tune S3 repositories (they are not options, so clap would not list them).
+///
+/// A usage error (an unknown option, a value that is not understood) ends the process
+/// with clap's exit code 2 before anything else happens; with `--json` anywhere on the
+/// command line its message is a JSON document on stderr, as other errors are.
 fn parse_args() -> cli::Args {
-    let mut env_help = String::from("Environment for S3 repositories (besides the AWS ones):\n");
+    let mut long_help = format!(
+        "{}\nEnvironment for S3 repositories (besides the AWS ones):\n",
+        cli::EXIT_CODES_HELP
+    );
     for (name, what) in holdfast_backend_s3::ENV_VARS {
-        env_help.push_str(&format!("  {name}\n          {what}\n"));
+        long_help.push_str(&format!("  {name}\n          {what}\n"));
     }
-    let matches = cli::Args::command().after_long_help(env_help).get_matches();
-    cli::Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    let matches = cli::Args::command()
+        .after_long_help(long_help)
+        .try_get_matches()
+        .unwrap_or_else(|e| usage_error(e));
+    cli::Args::from_arg_matches(&matches).unwrap_or_else(|e| usage_error(e))
+}
+
+/// Reports a clap error (or prints the help or version it stands for) and exits.
+fn usage_error(e: clap::Error) -> ! {
+    let json = std::env::args_os().any(|a| a == "--json");
+    if !e.use_stderr() || !json {
+        e.exit();
+    }
+    // clap's message without its "error: " prefix and the usage and help hints after it,
+    // on one line.
+    let text = e.render().to_string();
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    let body = text.split("\n\n").next().unwrap_or_default();
+    let msg = body
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!(
+        "{}",
+        serde_json::json!({"error": msg, "exit_code": exit::USAGE})
+    );
+    std::process::exit(exit::USAGE);
 }
 
 /// What is logged when HOLDFAST_LOG is not set: warnings of holdfast's crates, nothing of

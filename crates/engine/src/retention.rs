@@ -40,7 +40,8 @@ pub const UNLIMITED: u32 = u32::MAX;
 
 const NS: i64 = 1_000_000_000;
 
-/// A calendar duration: years, months, days and hours (`2y5m7d3h`), as restic has them.
+/// A calendar duration: years, months, days and hours (`2y5mo7d3h`), as restic has them
+/// (restic writes months `m`; here that letter is refused as ambiguous with minutes).
 /// Years, months and days are calendar steps (a month before March 31 is "February 31",
 /// which normalises to March 2 or 3, as Go's `AddDate` does); hours are 3600 s.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -68,10 +69,10 @@ impl fmt::Display for CalDuration {
             return f.write_str("0h");
         }
         for (v, u) in [
-            (self.years, 'y'),
-            (self.months, 'm'),
-            (self.days, 'd'),
-            (self.hours, 'h'),
+            (self.years, "y"),
+            (self.months, "mo"),
+            (self.days, "d"),
+            (self.hours, "h"),
         ] {
             if v != 0 {
                 write!(f, "{v}{u}")?;
@@ -89,12 +90,13 @@ pub struct ParseError(pub String);
 impl FromStr for CalDuration {
     type Err = ParseError;
 
-    /// Parses `2y5m7d3h`: numbers each followed by a unit `y`, `m`, `d` or `h`, each unit
-    /// at most once, in any order. Negative numbers are refused.
+    /// Parses `2y5mo7d3h`: numbers each followed by a unit `y`, `mo`, `d` or `h`, each
+    /// unit at most once, in any order. Negative numbers are refused, and so is `m` (months
+    /// to restic, minutes to most other tools).
     fn from_str(s: &str) -> Result<Self, ParseError> {
         let err = |why: &str| {
             ParseError(format!(
-                "invalid duration {s:?}: {why} (expected e.g. 2y5m7d3h: years, months, days, hours)"
+                "invalid duration {s:?}: {why} (expected e.g. 2y5mo7d3h: years, months, days, hours)"
             ))
         };
         let t = s.trim();
@@ -117,14 +119,15 @@ impl FromStr for CalDuration {
                 .parse()
                 .map_err(|_| err("number too large"))?;
             rest = &rest[digits..];
-            let Some(unit) = rest.chars().next() else {
-                return Err(err("a number without a unit"));
-            };
+            let letters = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+            let unit = &rest[..letters];
             let slot = match unit {
-                'y' => 0,
-                'm' => 1,
-                'd' => 2,
-                'h' => 3,
+                "" => return Err(err("a number without a unit")),
+                "y" => 0,
+                "mo" => 1,
+                "d" => 2,
+                "h" => 3,
+                "m" => return Err(err("\"m\" is ambiguous: write \"mo\" for months")),
                 _ => return Err(err(&format!("unknown unit {unit:?}"))),
             };
             if seen[slot] {
@@ -137,7 +140,7 @@ impl FromStr for CalDuration {
                 2 => d.days = n,
                 _ => d.hours = n,
             }
-            rest = &rest[unit.len_utf8()..];
+            rest = &rest[letters..];
         }
         Ok(d)
     }
@@ -1018,7 +1021,7 @@ mod tests {
             snap("2024-02-29 12:00", 0),
         ];
         let p = Policy {
-            within: "1m".parse().unwrap(),
+            within: "1mo".parse().unwrap(),
             ..Policy::default()
         };
         assert_eq!(
@@ -1056,18 +1059,21 @@ mod tests {
             ]
         );
         let p = Policy {
-            within_daily: "1m".parse().unwrap(),
+            within_daily: "1mo".parse().unwrap(),
             ..Policy::default()
         };
         assert_eq!(
             kept_why(&p, &snaps),
             vec![
-                ("2024-05-05 20:00".into(), strs(&["daily within 1m"])),
-                ("2024-05-04 20:00".into(), strs(&["daily within 1m"])),
-                ("2024-05-03 20:00".into(), strs(&["daily within 1m"])),
-                ("2024-05-02 20:00".into(), strs(&["daily within 1m"])),
-                ("2024-05-01 20:00".into(), strs(&["daily within 1m"])),
-                ("2024-05-01 08:00".into(), strs(&["oldest daily within 1m"])),
+                ("2024-05-05 20:00".into(), strs(&["daily within 1mo"])),
+                ("2024-05-04 20:00".into(), strs(&["daily within 1mo"])),
+                ("2024-05-03 20:00".into(), strs(&["daily within 1mo"])),
+                ("2024-05-02 20:00".into(), strs(&["daily within 1mo"])),
+                ("2024-05-01 20:00".into(), strs(&["daily within 1mo"])),
+                (
+                    "2024-05-01 08:00".into(),
+                    strs(&["oldest daily within 1mo"])
+                ),
             ]
         );
     }
@@ -1159,7 +1165,7 @@ mod tests {
 
     #[test]
     fn parsing() {
-        let d: CalDuration = "2y5m7d3h".parse().unwrap();
+        let d: CalDuration = "2y5mo7d3h".parse().unwrap();
         assert_eq!(
             d,
             CalDuration {
@@ -1169,7 +1175,7 @@ mod tests {
                 hours: 3
             }
         );
-        assert_eq!(d.to_string(), "2y5m7d3h");
+        assert_eq!(d.to_string(), "2y5mo7d3h");
         assert_eq!("7d".parse::<CalDuration>().unwrap().to_string(), "7d");
         assert_eq!(
             "3h1y".parse::<CalDuration>().unwrap(),
@@ -1179,7 +1185,18 @@ mod tests {
                 ..CalDuration::default()
             }
         );
-        for bad in ["", "7", "d", "-1d", "1w", "1d1d", "1.5d", "99999999999d"] {
+        for bad in [
+            "",
+            "7",
+            "d",
+            "-1d",
+            "1w",
+            "1d1d",
+            "1.5d",
+            "99999999999d",
+            "2y5m",
+            "1mo1mo",
+        ] {
             assert!(bad.parse::<CalDuration>().is_err(), "{bad:?}");
         }
         assert_eq!(parse_count("14"), Ok(14));

@@ -9,7 +9,7 @@ use holdfast_repo::tree::Tree;
 use holdfast_repo::Id;
 
 use super::{open, print_json, snapshots::snapshot_json};
-use crate::cli::Args;
+use crate::cli::{Args, ObjectKind};
 use crate::exit;
 
 /// Resolves a full ID or a unique prefix among the files of a kind.
@@ -38,22 +38,23 @@ pub fn resolve(
     }
 }
 
-pub fn run(args: &Args, kind: &str, id: Option<&str>) -> Result<i32> {
+pub fn run(args: &Args, kind: ObjectKind, id: Option<&str>) -> Result<i32> {
     let repo = open(args)?;
-    let need_id = || id.ok_or_else(|| anyhow::anyhow!("`cat {kind}` needs an ID"));
+    // clap requires the ID for every kind but config.
+    let need_id = || id.ok_or_else(|| anyhow::anyhow!("give the object's ID"));
     let v = match kind {
-        "config" => serde_json::to_value(repo.config())?,
-        "key" => {
+        ObjectKind::Config => serde_json::to_value(repo.config())?,
+        ObjectKind::Key => {
             let id = resolve(&repo, FileKind::Key, need_id()?)?;
             let kf = KeyFile::decode(&repo.read_checked(FileKind::Key, &id)?)
                 .map_err(|e| holdfast_repo::Error::decode("key", id, e))?;
             serde_json::json!({"id": id, "kdf": "argon2id", "params": kf.kdf, "salt": hex::encode(kf.salt), "created_ns": kf.created_ns, "host": kf.host, "user": kf.user})
         }
-        "snapshot" => {
+        ObjectKind::Snapshot => {
             let id = resolve(&repo, FileKind::Snapshot, need_id()?)?;
             snapshot_json(&id, &repo.load_snapshot(&id)?)
         }
-        "index" => {
+        ObjectKind::Index => {
             let id = resolve(&repo, FileKind::Index, need_id()?)?;
             let f = repo.load_index_file(&id)?;
             serde_json::json!({
@@ -62,21 +63,18 @@ pub fn run(args: &Args, kind: &str, id: Option<&str>) -> Result<i32> {
                 "packs": f.packs.iter().map(|p| serde_json::json!({"id": p.id, "blobs": p.blobs})).collect::<Vec<_>>(),
             })
         }
-        "pack" => {
+        ObjectKind::Pack => {
             let id = resolve(&repo, FileKind::Pack, need_id()?)?;
             let bytes = repo.read_checked(FileKind::Pack, &id)?;
             let h = read_header(repo.key(), &id, &bytes)?;
             serde_json::json!({"id": id, "size": bytes.len(), "type": h.pack_type, "blobs": h.entries})
         }
-        "tree" => {
+        ObjectKind::Tree => {
             let id = Id::from_hex(need_id()?)?;
             let index = repo.load_index()?;
             let t: Tree = repo.load_tree(&index, &id)?;
             let _ = BlobType::Tree;
             serde_json::to_value(&t)?
-        }
-        other => {
-            bail!("unknown object kind {other:?}: use config, key, index, snapshot, tree or pack")
         }
     };
     print_json(&v);

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use holdfast_engine::checker::{self, CheckOptions, CheckProgress, CheckReport, Problem, ReadData};
 
 use super::{open_uncached, print_json};
@@ -102,9 +102,9 @@ fn print_report(r: &CheckReport, read: &ReadData) {
     }
 }
 
-pub fn run(args: &Args, read_data: bool, subset: Option<&str>) -> Result<i32> {
+pub fn run(args: &Args, read_data: bool, subset: Option<ReadData>) -> Result<i32> {
     let read = match subset {
-        Some(s) => ReadData::parse_subset(s).map_err(|e| anyhow!("--read-data-subset: {e}"))?,
+        Some(s) => s,
         None if read_data => ReadData::All,
         None => ReadData::None,
     };

@@ -6,61 +6,38 @@
 
 use std::collections::HashSet;
 
-use anyhow::{anyhow, bail, Result};
-use holdfast_engine::retention::{self, CalDuration, GroupBy, GroupKey, Policy};
+use anyhow::{bail, Result};
+use holdfast_engine::retention::{self, GroupKey, Policy};
 use holdfast_repo::backend::FileKind;
 use holdfast_repo::snapshot::Snapshot;
 use holdfast_repo::Id;
 
 use super::snapshots::snapshot_json;
 use super::{filter, now_ns, open, print_json};
+use crate::args::Duration;
 use crate::cli::{Args, ForgetArgs, PruneArgs};
 use crate::{exit, ui};
 
-/// The policy given by the `--keep-*` options.
-fn policy(f: &ForgetArgs) -> Result<Policy> {
-    let count = |flag: &str, v: &Option<String>| -> Result<u32> {
-        match v {
-            None => Ok(0),
-            Some(s) => retention::parse_count(s).map_err(|e| anyhow!("--{flag}: {e}")),
-        }
-    };
-    let dur = |flag: &str, v: &Option<String>| -> Result<CalDuration> {
-        match v {
-            None => Ok(CalDuration::default()),
-            Some(s) => s
-                .parse::<CalDuration>()
-                .map_err(|e| anyhow!("--{flag}: {e}")),
-        }
-    };
-    let mut tags = Vec::new();
-    for t in &f.keep_tags {
-        let list: Vec<String> = t
-            .split(',')
-            .map(str::trim)
-            .filter(|x| !x.is_empty())
-            .map(String::from)
-            .collect();
-        if list.is_empty() {
-            bail!("--keep-tag needs at least one tag");
-        }
-        tags.push(list);
+/// The policy given by the `--keep-*` options (each checked by its value parser).
+fn policy(f: &ForgetArgs) -> Policy {
+    let count = |v: Option<u32>| v.unwrap_or(0);
+    // `duration::retention` accepted only durations that have a calendar form.
+    let dur = |v: &Option<Duration>| v.and_then(Duration::to_calendar).unwrap_or_default();
+    Policy {
+        last: count(f.keep_last),
+        hourly: count(f.keep_hourly),
+        daily: count(f.keep_daily),
+        weekly: count(f.keep_weekly),
+        monthly: count(f.keep_monthly),
+        yearly: count(f.keep_yearly),
+        within: dur(&f.keep_within),
+        within_hourly: dur(&f.keep_within_hourly),
+        within_daily: dur(&f.keep_within_daily),
+        within_weekly: dur(&f.keep_within_weekly),
+        within_monthly: dur(&f.keep_within_monthly),
+        within_yearly: dur(&f.keep_within_yearly),
+        tags: f.keep_tags.iter().map(|t| t.0.clone()).collect(),
     }
-    Ok(Policy {
-        last: count("keep-last", &f.keep_last)?,
-        hourly: count("keep-hourly", &f.keep_hourly)?,
-        daily: count("keep-daily", &f.keep_daily)?,
-        weekly: count("keep-weekly", &f.keep_weekly)?,
-        monthly: count("keep-monthly", &f.keep_monthly)?,
-        yearly: count("keep-yearly", &f.keep_yearly)?,
-        within: dur("keep-within", &f.keep_within)?,
-        within_hourly: dur("keep-within-hourly", &f.keep_within_hourly)?,
-        within_daily: dur("keep-within-daily", &f.keep_within_daily)?,
-        within_weekly: dur("keep-within-weekly", &f.keep_within_weekly)?,
-        within_monthly: dur("keep-within-monthly", &f.keep_within_monthly)?,
-        within_yearly: dur("keep-within-yearly", &f.keep_within_yearly)?,
-        tags,
-    })
 }
 
 /// One group's outcome: kept and removed snapshots, each with its reasons.
@@ -124,8 +101,8 @@ fn print_table(rows: &[(Id, Snapshot, Vec<String>)], with_reasons: bool) {
 }
 
 pub fn run(args: &Args, f: &ForgetArgs) -> Result<i32> {
-    let policy = policy(f)?;
-    let group_by: GroupBy = f.group_by.parse().map_err(|e| anyhow!("--group-by: {e}"))?;
+    let policy = policy(f);
+    let group_by = f.group_by;
     if !f.snapshots.is_empty() && !policy.is_empty() {
         bail!("give either snapshot IDs or a policy (--keep-*), not both");
     }
@@ -250,7 +227,7 @@ pub fn run(args: &Args, f: &ForgetArgs) -> Result<i32> {
         }
         let p = PruneArgs {
             dry_run: f.dry_run,
-            safety_margin: f.safety_margin.clone(),
+            safety_margin: f.safety_margin,
             max_unused: f.max_unused,
         };
         return super::prune::run_on(args, &repo, &p);

@@ -1,6 +1,6 @@
 //! `holdfast init`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use holdfast_chunker::ChunkerParams;
 use holdfast_repo::keyfile::KdfParams;
 use holdfast_repo::repository::{InitOptions, Repository};
@@ -16,9 +16,6 @@ pub fn run(
     kdf_memory_kib: u32,
     kdf_iterations: u32,
 ) -> Result<i32> {
-    if !(1..=1024).contains(&pack_size_mib) {
-        bail!("--pack-size-mib must be between 1 and 1024");
-    }
     let backend = backend(args)?;
     let pw = password::get(
         args.password_file.as_deref(),

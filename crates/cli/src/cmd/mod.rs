@@ -27,7 +27,8 @@ use holdfast_repo::repository::{Repository, SnapshotFilter};
 use crate::cli::{Args, Command, Filter};
 use crate::password;
 
-/// Runs the command; returns the exit code on success paths (0, or 3 for partial backups).
+/// Runs the command; returns the exit code on success paths (0, 1 for a check that found
+/// errors or a forget that could not remove a snapshot, 3 for a partial backup or restore).
 pub fn run(args: &Args) -> Result<i32> {
     match &args.command {
         Command::Init {
@@ -49,7 +50,7 @@ pub fn run(args: &Args) -> Result<i32> {
             path,
             filter,
         } => restore::dump(args, snapshot, path, filter),
-        Command::Cat { kind, id } => cat::run(args, kind, id.as_deref()),
+        Command::Cat { kind, id } => cat::run(args, *kind, id.as_deref()),
         Command::Key { action } => key::run(args, action),
         Command::Stats => stats::run(args),
         Command::Prune(p) => prune::run(args, p),
@@ -58,7 +59,7 @@ pub fn run(args: &Args) -> Result<i32> {
         Command::Check {
             read_data,
             read_data_subset,
-        } => check::run(args, *read_data, read_data_subset.as_deref()),
+        } => check::run(args, *read_data, *read_data_subset),
     }
 }
 

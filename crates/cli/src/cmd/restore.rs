@@ -26,24 +26,15 @@ pub fn run(args: &Args) -> Result<i32> {
     else {
         unreachable!("dispatched on Restore")
     };
-    let (spec, subpath) = match snapshot.split_once(':') {
-        Some((s, p)) => (s, Some(p.as_bytes().to_vec())),
-        None => (snapshot.as_str(), None),
-    };
-    if let Some(p) = &subpath {
-        if !p.starts_with(b"/") {
-            bail!("the path after ':' must be absolute, as stored in the snapshot (see `holdfast ls`)");
-        }
-    }
     let opts = RestoreOptions {
         target: target.clone(),
-        subpath,
+        subpath: snapshot.path.clone(),
         includes: PathFilter::new(includes)?,
         excludes: PathFilter::new(excludes)?,
         owners: holdfast_engine::fsmeta::is_root(),
     };
     let repo = open(args)?;
-    let (id, snap) = repo.find_snapshot(spec, &filter(f)?)?;
+    let (id, snap) = repo.find_snapshot(&snapshot.snapshot, &filter(f)?)?;
     let index = repo.load_index()?;
     let progress = Arc::new(RestoreProgress::default());
     let p2 = progress.clone();
@@ -88,7 +79,21 @@ pub fn run(args: &Args) -> Result<i32> {
             started.elapsed().as_secs_f64()
         );
     }
-    Ok(exit::OK)
+    if summary.warnings.is_empty() {
+        Ok(exit::OK)
+    } else {
+        // Each was named above (and in the JSON); the exit code tells scripts that the
+        // restore is not complete.
+        if !args.json {
+            eprintln!(
+                "holdfast: the restore is incomplete: {} warning{} above name what could not \
+                 be restored",
+                summary.warnings.len(),
+                if summary.warnings.len() == 1 { "" } else { "s" }
+            );
+        }
+        Ok(exit::PARTIAL)
+    }
 }
 
 pub fn dump(args: &Args, spec: &str, path: &Path, f: &Filter) -> Result<i32> {
