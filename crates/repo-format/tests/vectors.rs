@@ -1097,15 +1097,17 @@ fn marker_vector() -> holdfast_repo::gc::GcMarker {
     holdfast_repo::gc::GcMarker {
         mark_ns: T0,
         supersedes: vec![Id([0x99; 32])],
-        packs: vec![Id::of_stored_bytes(&pack_vector().0), tree_pack_vector().0 .1],
+        packs: vec![
+            Id::of_stored_bytes(&pack_vector().0),
+            tree_pack_vector().0 .1,
+        ],
     }
 }
 
 // --- §15.13 / §15.14 sessions ----------------------------------------------------------
 
 const SESSION_ID: [u8; 16] = [
-    0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
-    0x0f,
+    0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
 ];
 const SESSION_PROCESS: &str = "6c1f0a7e-3b2d-4c59-9e81-2f7d4a6b8c90 pid:[4026531836] 1234567";
 
@@ -1208,9 +1210,7 @@ fn zero_run_tree_vector() -> Tree {
     z.device = 0x803;
     z.links = 1;
     z.content = vec![ContentRef::Zeros(65_536)];
-    Tree {
-        nodes: vec![s, z],
-    }
+    Tree { nodes: vec![s, z] }
 }
 
 // --- §15.17 device nodes ---------------------------------------------------------------
@@ -1237,9 +1237,7 @@ fn device_tree_vector() -> Tree {
     b.device = 5;
     b.links = 1;
     b.rdev = 0x800; // major 8, minor 0
-    Tree {
-        nodes: vec![c, b],
-    }
+    Tree { nodes: vec![c, b] }
 }
 
 // --- §15.18 tree pack ------------------------------------------------------------------
@@ -1325,10 +1323,7 @@ fn res_entry(ty: BlobType, b: u8, offset: u32) -> PackEntry {
 fn res_index_pack(label: char, blobs: &[(BlobType, u8, u32)]) -> IndexPack {
     IndexPack {
         id: res_pack(label),
-        blobs: blobs
-            .iter()
-            .map(|&(t, b, o)| res_entry(t, b, o))
-            .collect(),
+        blobs: blobs.iter().map(|&(t, b, o)| res_entry(t, b, o)).collect(),
     }
 }
 
@@ -1338,7 +1333,8 @@ fn resolution_files() -> (Vec<(&'static str, Vec<u8>)>, Vec<(&'static str, Vec<u
     use holdfast_repo::gc::GcMarker;
     let key = master_key();
     let d = BlobType::Data;
-    let idx = |f: &IndexFile, nonce| envelope_fixed(&key, ObjectKind::Index, &f.encode(), false, nonce);
+    let idx =
+        |f: &IndexFile, nonce| envelope_fixed(&key, ObjectKind::Index, &f.encode(), false, nonce);
     let f1 = IndexFile {
         supersedes: vec![],
         packs: vec![res_index_pack('A', &[(d, 0xd1, 0), (d, 0xd2, 100)])],
@@ -1381,13 +1377,25 @@ fn resolution_files() -> (Vec<(&'static str, Vec<u8>)>, Vec<(&'static str, Vec<u
         supersedes: vec![],
         packs: vec![res_pack('K'), res_pack('X')],
     };
-    let m1e = envelope_fixed(&key, ObjectKind::GcMarker, &m1.encode(), false, &NONCE_RES_M1);
+    let m1e = envelope_fixed(
+        &key,
+        ObjectKind::GcMarker,
+        &m1.encode(),
+        false,
+        &NONCE_RES_M1,
+    );
     let m2 = GcMarker {
         mark_ns: T0,
         supersedes: vec![Id::of_stored_bytes(&m1e)],
         packs: vec![res_pack('K')],
     };
-    let m2e = envelope_fixed(&key, ObjectKind::GcMarker, &m2.encode(), false, &NONCE_RES_M2);
+    let m2e = envelope_fixed(
+        &key,
+        ObjectKind::GcMarker,
+        &m2.encode(),
+        false,
+        &NONCE_RES_M2,
+    );
     (
         vec![("F1", f1e), ("F2", f2e), ("F3", f3e), ("G", ge), ("H", he)],
         vec![("M1", m1e), ("M2", m2e)],
@@ -1401,16 +1409,37 @@ fn print_new_vectors() {
     let m = marker_vector().encode();
     println!("MARKER_PLAIN {} ({} bytes)", hx(&m), m.len());
     println!("  marker compresses: {}", envelope_compresses(&m));
-    let me = envelope_fixed(&key, ObjectKind::GcMarker, &m, envelope_compresses(&m), &NONCE_MARKER);
-    println!("MARKER_ENV len {} b3 {} head {}", me.len(), b3(&me), hx(&me[..32]));
+    let me = envelope_fixed(
+        &key,
+        ObjectKind::GcMarker,
+        &m,
+        envelope_compresses(&m),
+        &NONCE_MARKER,
+    );
+    println!(
+        "MARKER_ENV len {} b3 {} head {}",
+        me.len(),
+        b3(&me),
+        hx(&me[..32])
+    );
     let s1 = session_v1_bytes();
     println!("SESSION_V1_PLAIN {} ({} bytes)", hx(&s1), s1.len());
     let s1e = envelope_fixed(&key, ObjectKind::Session, &s1, false, &NONCE_SESSION_V1);
-    println!("SESSION_V1_ENV {} ({} bytes) name {}", hx(&s1e), s1e.len(), b3(&s1e));
+    println!(
+        "SESSION_V1_ENV {} ({} bytes) name {}",
+        hx(&s1e),
+        s1e.len(),
+        b3(&s1e)
+    );
     let s2 = session_v2().encode().unwrap();
     println!("SESSION_V2_PLAIN {} ({} bytes)", hx(&s2), s2.len());
     let s2e = envelope_fixed(&key, ObjectKind::Session, &s2, false, &NONCE_SESSION_V2);
-    println!("SESSION_V2_ENV len {} b3 {} head {}", s2e.len(), b3(&s2e), hx(&s2e[..32]));
+    println!(
+        "SESSION_V2_ENV len {} b3 {} head {}",
+        s2e.len(),
+        b3(&s2e),
+        hx(&s2e[..32])
+    );
     for (name, t) in [
         ("SUBTREE", subtree_vector()),
         ("DIR_TREE", dir_tree_vector()),
@@ -1429,11 +1458,27 @@ fn print_new_vectors() {
         );
     }
     for b in tree_blobs() {
-        println!("TREE_BLOB {:?} len {} b3 {} head {}", b.compression, b.bytes.len(), b3(&b.bytes), hx(&b.bytes[..32]));
+        println!(
+            "TREE_BLOB {:?} len {} b3 {} head {}",
+            b.compression,
+            b.bytes.len(),
+            b3(&b.bytes),
+            hx(&b.bytes[..32])
+        );
     }
     let ((p, pid), h) = tree_pack_vector();
-    println!("TREE_PACK_HEADER_PLAIN {} ({} bytes)", hx(&h.encode()), h.encode().len());
-    println!("TREE_PACK len {} id {} head {} trailer {}", p.len(), pid, hx(&p[..32]), hx(&p[p.len() - 9..]));
+    println!(
+        "TREE_PACK_HEADER_PLAIN {} ({} bytes)",
+        hx(&h.encode()),
+        h.encode().len()
+    );
+    println!(
+        "TREE_PACK len {} id {} head {} trailer {}",
+        p.len(),
+        pid,
+        hx(&p[..32]),
+        hx(&p[p.len() - 9..])
+    );
     for c in ['A', 'B', 'C', 'D', 'K', 'M', 'T', 'X'] {
         println!("RES_PACK {c} {}", res_pack(c));
     }
@@ -1475,9 +1520,7 @@ fn fixed_key_repository(
 
 /// Writes the files of §15.19 into a fixed-key repository: every pack but M, the five
 /// index files and the two markers.
-fn resolution_repository(
-    dir: &std::path::Path,
-) -> holdfast_repo::repository::Repository {
+fn resolution_repository(dir: &std::path::Path) -> holdfast_repo::repository::Repository {
     use holdfast_repo::backend::{Backend, FileKind};
     let (backend, repo) = fixed_key_repository(dir);
     for c in ['A', 'B', 'C', 'D', 'K', 'T', 'X'] {
@@ -1504,25 +1547,57 @@ fn resolution_repository(
 /// each as (pack, offset) or `None` for absent.
 type Resolution = (BlobType, u8, [Option<(char, u32)>; 3]);
 const RESOLUTION: [Resolution; 12] = [
-    (BlobType::Data, 0xd1, [Some(('C', 0)), Some(('C', 0)), Some(('C', 0))]),
+    (
+        BlobType::Data,
+        0xd1,
+        [Some(('C', 0)), Some(('C', 0)), Some(('C', 0))],
+    ),
     (BlobType::Data, 0xd2, [None, None, None]),
-    (BlobType::Data, 0xd3, [Some(('A', 200)), Some(('A', 200)), Some(('A', 200))]),
-    (BlobType::Data, 0xd4, [Some(('B', 0)), Some(('B', 0)), Some(('B', 0))]),
-    (BlobType::Data, 0xd5, [Some(('X', 0)), Some(('X', 0)), Some(('X', 0))]),
-    (BlobType::Data, 0xd6, [Some(('B', 100)), Some(('B', 100)), Some(('B', 100))]),
-    (BlobType::Tree, 0xd6, [Some(('T', 0)), Some(('T', 0)), Some(('T', 0))]),
-    (BlobType::Data, 0xd7, [Some(('X', 100)), Some(('X', 100)), Some(('X', 100))]),
-    (BlobType::Data, 0xd8, [Some(('K', 100)), Some(('K', 100)), None]),
+    (
+        BlobType::Data,
+        0xd3,
+        [Some(('A', 200)), Some(('A', 200)), Some(('A', 200))],
+    ),
+    (
+        BlobType::Data,
+        0xd4,
+        [Some(('B', 0)), Some(('B', 0)), Some(('B', 0))],
+    ),
+    (
+        BlobType::Data,
+        0xd5,
+        [Some(('X', 0)), Some(('X', 0)), Some(('X', 0))],
+    ),
+    (
+        BlobType::Data,
+        0xd6,
+        [Some(('B', 100)), Some(('B', 100)), Some(('B', 100))],
+    ),
+    (
+        BlobType::Tree,
+        0xd6,
+        [Some(('T', 0)), Some(('T', 0)), Some(('T', 0))],
+    ),
+    (
+        BlobType::Data,
+        0xd7,
+        [Some(('X', 100)), Some(('X', 100)), Some(('X', 100))],
+    ),
+    (
+        BlobType::Data,
+        0xd8,
+        [Some(('K', 100)), Some(('K', 100)), None],
+    ),
     (BlobType::Data, 0xd9, [Some(('M', 200)), None, None]),
-    (BlobType::Data, 0xda, [Some(('D', 100)), Some(('D', 100)), Some(('D', 100))]),
+    (
+        BlobType::Data,
+        0xda,
+        [Some(('D', 100)), Some(('D', 100)), Some(('D', 100))],
+    ),
     (BlobType::Tree, 0xd1, [None, None, None]),
 ];
 
-fn resolved(
-    index: &MasterIndex,
-    ty: BlobType,
-    b: u8,
-) -> Option<(Id, u32)> {
+fn resolved(index: &MasterIndex, ty: BlobType, b: u8) -> Option<(Id, u32)> {
     index
         .get(ty, &Id([b; 32]))
         .map(|l| (l.pack, l.entry.offset))
@@ -1562,8 +1637,16 @@ fn master_index_resolution() {
     let writer = repo.begin_write("host1").unwrap();
     for (ty, b, [first, read, write]) in RESOLUTION {
         let what = format!("{} {b:02x}", ty.name());
-        assert_eq!(resolved(&survey.index, ty, b), expected(first), "first claim of {what}");
-        assert_eq!(resolved(writer.index(), ty, b), expected(write), "writer: {what}");
+        assert_eq!(
+            resolved(&survey.index, ty, b),
+            expected(first),
+            "first claim of {what}"
+        );
+        assert_eq!(
+            resolved(writer.index(), ty, b),
+            expected(write),
+            "writer: {what}"
+        );
         if (ty, b) != (BlobType::Data, 0xd7) {
             assert_eq!(resolved(&reader, ty, b), expected(read), "reader: {what}");
         }
@@ -1602,24 +1685,69 @@ fn reader_prefers_unmarked_copies() {
 
 /// §15.19: the names of the index files and markers.
 const RESOLUTION_NAMES: [(&str, &str); 7] = [
-    ("F1", "4330016cb4ebbef62c79f8e7d728eca4709a46b23ed351a5f9bcebdbf7e4d79d"),
-    ("F2", "dc447b847462acbc43ea18183ef519324572c5557fc5594cc0fba2c5140ca09e"),
-    ("F3", "d7888703b521854e90de62dd4640f07a39953cfd5dbe4404a4a482c3f2ceaa2f"),
-    ("G", "479515f5929fb87d04305f0e464e168080bf03713338b4ef9e4d990bccba10cd"),
-    ("H", "9be3cc3a35300ceeb76c9bd76a0a36ca27cb5df3301be6f5f8bcfff23c93e8fd"),
-    ("M1", "ae4d7d648312714ad9e456eef43326a047be5552cb7edad3ecbe4250c41c270d"),
-    ("M2", "3e0b1a528997f9dd571b76c1c7205aa76669b6a9bd920145c2291f1fd412ccaf"),
+    (
+        "F1",
+        "4330016cb4ebbef62c79f8e7d728eca4709a46b23ed351a5f9bcebdbf7e4d79d",
+    ),
+    (
+        "F2",
+        "dc447b847462acbc43ea18183ef519324572c5557fc5594cc0fba2c5140ca09e",
+    ),
+    (
+        "F3",
+        "d7888703b521854e90de62dd4640f07a39953cfd5dbe4404a4a482c3f2ceaa2f",
+    ),
+    (
+        "G",
+        "479515f5929fb87d04305f0e464e168080bf03713338b4ef9e4d990bccba10cd",
+    ),
+    (
+        "H",
+        "9be3cc3a35300ceeb76c9bd76a0a36ca27cb5df3301be6f5f8bcfff23c93e8fd",
+    ),
+    (
+        "M1",
+        "ae4d7d648312714ad9e456eef43326a047be5552cb7edad3ecbe4250c41c270d",
+    ),
+    (
+        "M2",
+        "3e0b1a528997f9dd571b76c1c7205aa76669b6a9bd920145c2291f1fd412ccaf",
+    ),
 ];
 /// §15.19: the stand-in packs' names (BLAKE3 of `pack <label>`).
 const RESOLUTION_PACKS: [(char, &str); 8] = [
-    ('A', "a304c2ed399d4c20853fd19dfc0638ff30abcaaa2536eb43b01ba8548038c21c"),
-    ('B', "0ee754f49c2614f2c89f4665780ce806c2fe474885f31ebbedcad499629366ea"),
-    ('C', "25bc81f63d31706ad7b8182852b8d6548646fbff712fb6bbc329ec9107f76a00"),
-    ('D', "2469735791667f6cb58371e24c823ca58e75e8dc3c9da537b9933d8f0f4be292"),
-    ('K', "53a11f26d3a4b552bb286e03d8f560c0e9cc233e3279516f181032d2c687d5f3"),
-    ('M', "c3d67807081263ae6394e3a3cf1171c6f273a64960c6db335ef608a4ba897156"),
-    ('T', "8ded3899b6cd575882335454d260da02a8f094634b82d5e81f0b7552879f3989"),
-    ('X', "875a09b075ada4121171f74c3f66ab3e60c57a17bf7cc7e861f12e107d365bb5"),
+    (
+        'A',
+        "a304c2ed399d4c20853fd19dfc0638ff30abcaaa2536eb43b01ba8548038c21c",
+    ),
+    (
+        'B',
+        "0ee754f49c2614f2c89f4665780ce806c2fe474885f31ebbedcad499629366ea",
+    ),
+    (
+        'C',
+        "25bc81f63d31706ad7b8182852b8d6548646fbff712fb6bbc329ec9107f76a00",
+    ),
+    (
+        'D',
+        "2469735791667f6cb58371e24c823ca58e75e8dc3c9da537b9933d8f0f4be292",
+    ),
+    (
+        'K',
+        "53a11f26d3a4b552bb286e03d8f560c0e9cc233e3279516f181032d2c687d5f3",
+    ),
+    (
+        'M',
+        "c3d67807081263ae6394e3a3cf1171c6f273a64960c6db335ef608a4ba897156",
+    ),
+    (
+        'T',
+        "8ded3899b6cd575882335454d260da02a8f094634b82d5e81f0b7552879f3989",
+    ),
+    (
+        'X',
+        "875a09b075ada4121171f74c3f66ab3e60c57a17bf7cc7e861f12e107d365bb5",
+    ),
 ];
 
 // --- Pinned values of §15.12 – §15.18 ---------------------------------------------------
@@ -1627,15 +1755,20 @@ const RESOLUTION_PACKS: [(char, &str); 8] = [
 const MARKER_PLAIN: &str = "0100002a36fe9c971701000000999999999999999999999999999999999999999999999999999999999999999902000000fbc58c01e90da012a75754bec5ae01eac58bb4a7f30e72310c4e5ad265e716e6a52ab44e9eaf33eea930f4b705dcc67be53de5ec5b64e88cc01c7bcafa1df414";
 const MARKER_ENVELOPE_LEN: usize = 145;
 const MARKER_ENVELOPE_ID: &str = "d6e7a500a894ed94abe2c0938747955c312ea4357d07464502e4e3073cd6f536";
-const MARKER_ENVELOPE_HEAD: &str = "68666f620104014b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b0a";
+const MARKER_ENVELOPE_HEAD: &str =
+    "68666f620104014b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b0a";
 
-const SESSION_V1_PLAIN: &str = "01000102030405060708090a0b0c0d0e0f010500686f7374319210000000002a36fe9c971700b88e0f449d9717";
+const SESSION_V1_PLAIN: &str =
+    "01000102030405060708090a0b0c0d0e0f010500686f7374319210000000002a36fe9c971700b88e0f449d9717";
 const SESSION_V1_ENVELOPE: &str = "68666f620105004c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4cca55b9648032480dd9295fd5d388f7157251275035d4d7b55d04f1dc09fe8086d04d4c37e2d76c3957152074c7130303b7a9763651b62bd9f4b7ba986b";
-const SESSION_V1_ENVELOPE_ID: &str = "b39286878b6d1f7516f7aa7657fb897716b6e31fff7538dce088ad8602e1f6a1";
+const SESSION_V1_ENVELOPE_ID: &str =
+    "b39286878b6d1f7516f7aa7657fb897716b6e31fff7538dce088ad8602e1f6a1";
 const SESSION_V2_PLAIN: &str = "02000102030405060708090a0b0c0d0e0f020500686f7374319310000000002a36fe9c97170070f3e8899d97173d0036633166306137652d336232642d346335392d396538312d326637643461366238633930207069643a5b343032363533313833365d2031323334353637";
 const SESSION_V2_ENVELOPE_LEN: usize = 155;
-const SESSION_V2_ENVELOPE_ID: &str = "0820b680d5506fbd126a46a8b66ecb75953aed11acc2a3fd40d6ea233324bc42";
-const SESSION_V2_ENVELOPE_HEAD: &str = "68666f620105004d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d34";
+const SESSION_V2_ENVELOPE_ID: &str =
+    "0820b680d5506fbd126a46a8b66ecb75953aed11acc2a3fd40d6ea233324bc42";
+const SESSION_V2_ENVELOPE_HEAD: &str =
+    "68666f620105004d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d34";
 
 const SUBTREE_LEN: usize = 146;
 const SUBTREE_BLAKE3: &str = "9fea81eabb1861b752f0c52835fc69ae62e9c1cf59e5e2c2f39db0c270464775";
@@ -1757,7 +1890,11 @@ fn session_version_1() {
         plain
     );
     assert!(envelope::open(&key, ObjectKind::GcMarker, &name, &env).is_err());
-    assert_in_spec(&[SESSION_V1_PLAIN, SESSION_V1_ENVELOPE, SESSION_V1_ENVELOPE_ID]);
+    assert_in_spec(&[
+        SESSION_V1_PLAIN,
+        SESSION_V1_ENVELOPE,
+        SESSION_V1_ENVELOPE_ID,
+    ]);
 }
 
 #[test]
@@ -1806,12 +1943,21 @@ fn directory_with_subtree() {
     assert_long("subtree", &sub, SUBTREE_LEN, SUBTREE_BLAKE3, SUBTREE_HEAD);
     assert_eq!(key.blob_id(&sub).to_hex(), SUBTREE_ID);
     let dir = dir_tree_vector().encode().unwrap();
-    assert_long("dir tree", &dir, DIR_TREE_LEN, DIR_TREE_BLAKE3, DIR_TREE_HEAD);
+    assert_long(
+        "dir tree",
+        &dir,
+        DIR_TREE_LEN,
+        DIR_TREE_BLAKE3,
+        DIR_TREE_HEAD,
+    );
     assert_eq!(key.blob_id(&dir).to_hex(), DIR_TREE_ID);
     // The directory node ends with flag 1 and the subtree's blob ID; the file node with
     // flag 0 after its one content ref.
     assert_eq!(hx(&dir[dir.len() - 33..]), format!("01{SUBTREE_ID}"));
-    assert_eq!(hx(&sub[sub.len() - 38..]), format!("0100000000{BLOB1_ID}00"));
+    assert_eq!(
+        hx(&sub[sub.len() - 38..]),
+        format!("0100000000{BLOB1_ID}00")
+    );
     let t = Tree::decode(&dir).unwrap();
     assert_eq!(t, dir_tree_vector());
     assert_eq!(t.nodes[0].subtree.unwrap().to_hex(), SUBTREE_ID);
@@ -1831,7 +1977,13 @@ fn zero_runs() {
     let key = master_key();
     let t = zero_run_tree_vector();
     let enc = t.encode().unwrap();
-    assert_long("zero-run tree", &enc, ZERO_TREE_LEN, ZERO_TREE_BLAKE3, ZERO_TREE_HEAD);
+    assert_long(
+        "zero-run tree",
+        &enc,
+        ZERO_TREE_LEN,
+        ZERO_TREE_BLAKE3,
+        ZERO_TREE_HEAD,
+    );
     assert_eq!(key.blob_id(&enc).to_hex(), ZERO_TREE_ID);
     let h = hx(&enc);
     assert_eq!(h.matches(ZERO_TREE_SPARSE_CONTENT).count(), 1);
@@ -1867,7 +2019,13 @@ fn device_nodes() {
     let key = master_key();
     let t = device_tree_vector();
     let enc = t.encode().unwrap();
-    assert_long("device tree", &enc, DEVICE_TREE_LEN, DEVICE_TREE_BLAKE3, DEVICE_TREE_HEAD);
+    assert_long(
+        "device tree",
+        &enc,
+        DEVICE_TREE_LEN,
+        DEVICE_TREE_BLAKE3,
+        DEVICE_TREE_HEAD,
+    );
     assert_eq!(key.blob_id(&enc).to_hex(), DEVICE_TREE_ID);
     // rdev is the 8 bytes before the 4-byte link-target length, xattr and content counts
     // and the subtree flag at the end of each node (13 bytes).
@@ -1876,8 +2034,14 @@ fn device_nodes() {
     assert_eq!(hx(&enc[enc.len() - 21..enc.len() - 13]), "0008000000000000");
     let back = Tree::decode(&enc).unwrap();
     assert_eq!(back, t);
-    assert_eq!((back.nodes[0].kind, back.nodes[0].rdev), (NodeKind::CharDevice, 0x103));
-    assert_eq!((back.nodes[1].kind, back.nodes[1].rdev), (NodeKind::BlockDevice, 0x800));
+    assert_eq!(
+        (back.nodes[0].kind, back.nodes[0].rdev),
+        (NodeKind::CharDevice, 0x103)
+    );
+    assert_eq!(
+        (back.nodes[1].kind, back.nodes[1].rdev),
+        (NodeKind::BlockDevice, 0x800)
+    );
     assert_in_spec(&[DEVICE_TREE_BLAKE3, DEVICE_TREE_HEAD, DEVICE_TREE_ID]);
 }
 
@@ -1890,12 +2054,24 @@ fn tree_pack() {
         assert_long("tree blob", &b.bytes, len, hash, head);
         // The library's writer makes the same compression decision.
         let plain = open_blob(&key, b.ty, b.compression, &b.id, b.raw_len, &b.bytes).unwrap();
-        let real = seal_blob(&key, BlobType::Tree, b.id, &plain, CompressionLevel::default())
-            .unwrap();
+        let real = seal_blob(
+            &key,
+            BlobType::Tree,
+            b.id,
+            &plain,
+            CompressionLevel::default(),
+        )
+        .unwrap();
         assert_eq!((real.compression, real.bytes.len()), (b.compression, len));
     }
     let ((bytes, id), header) = tree_pack_vector();
-    assert_long("tree pack", &bytes, TREE_PACK_LEN, TREE_PACK_ID, TREE_PACK_HEAD);
+    assert_long(
+        "tree pack",
+        &bytes,
+        TREE_PACK_LEN,
+        TREE_PACK_ID,
+        TREE_PACK_HEAD,
+    );
     assert_eq!(id.to_hex(), TREE_PACK_ID);
     assert_eq!(hx(&header.encode()), TREE_PACK_HEADER_PLAIN);
     assert_eq!(hx(&bytes[bytes.len() - TRAILER_LEN..]), TREE_PACK_TRAILER);
@@ -1909,7 +2085,11 @@ fn tree_pack() {
             .collect::<Vec<_>>(),
         [(0, 153, 146), (153, 142, 139)]
     );
-    for (e, want) in read.entries.iter().zip([subtree_vector(), dir_tree_vector()]) {
+    for (e, want) in read
+        .entries
+        .iter()
+        .zip([subtree_vector(), dir_tree_vector()])
+    {
         let s = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
         let plain = open_blob(&key, e.ty, e.compression, &e.id, e.raw_len, s).unwrap();
         assert_eq!(Tree::decode(&plain).unwrap(), want);
