@@ -184,6 +184,21 @@ fn bytes16(b: &[u8]) -> Vec<u8> {
     w.finish()
 }
 
+/// A data pack header listing three blobs of 2³² − 1 bytes: the third starts beyond u32.
+fn three_huge_entries() -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(0);
+    w.u32(3);
+    for _ in 0..3 {
+        w.u8(0);
+        w.u8(0);
+        w.raw(&[0; 32]);
+        w.u32(u32::MAX);
+        w.u32(u32::MAX);
+    }
+    w.finish()
+}
+
 /// I0 (§15.20): an index file with no supersedes and the pack of §15.5 holding one entry,
 /// P1 (type 0, compression 0, offset 0, stored 72, raw 32). 91 bytes.
 fn i0() -> Vec<u8> {
@@ -464,6 +479,7 @@ fn groups() -> Vec<(&'static str, Vec<Vector>)> {
                 v("N-KEY-10", "§15.10 with byte 60 = `ff`", "host is UTF-8 (§2)", patch(&kf, 60, &[0xff]), D::KeyFile, Invalid("host")),
                 v("N-KEY-11", "§15.10 + `00`", "nothing may follow the tag", plus(&kf, &[0]), D::KeyFile, Trailing),
                 v("N-KEY-12", "§15.10 without its last byte", "truncation (§2)", kf[..kf.len() - 1].to_vec(), D::KeyFile, Truncated),
+                v("N-KEY-13", "§15.10 with m_cost 4194304, t_cost 100, p_cost 64", "the upper bounds (edge)", patch(&kf, 6, &[le32(4_194_304), le32(100), le32(64)].concat()), D::KeyFile, Accepted),
             ],
         ),
         (
@@ -504,6 +520,7 @@ fn groups() -> Vec<(&'static str, Vec<Vector>)> {
                 v("N-PH-7", "§15.5's header without its last byte", "truncation inside a counted list", ph[..88].to_vec(), D::PackHeader(138), Invalid("blob count")),
                 v("N-PH-8", "1 byte", "truncation inside a count", unhex("00"), D::PackHeader(138), Truncated),
                 v("N-PH-9", "§15.5's header + `00`", "trailing bytes (§2)", plus(&ph, &[0]), D::PackHeader(138), Trailing),
+                v("N-PH-10", "a data pack header listing three blobs (compression 0, ID 32 × `00`) with stored_len and raw_len 2³² − 1; D = 3 × (2³² − 1)", "offsets fit a `u32` (§6.2)", three_huge_entries(), D::PackHeader(3 * u64::from(u32::MAX)), Invalid("offset")),
             ],
         ),
         (
@@ -556,6 +573,7 @@ fn groups() -> Vec<(&'static str, Vec<Vector>)> {
                 v("N-TREE-27", "T1 with link_target length 2³² − 1", "truncation inside a `bytes32`", patch(&t1, 81, &le32(u32::MAX)), D::Tree, Truncated),
                 v("N-TREE-28", "the first 87 bytes of T1", "truncation inside a `u32`", t1[..87].to_vec(), D::Tree, Truncated),
                 v("N-TREE-29", "T1 without its last byte", "truncation before a flag", t1[..93].to_vec(), D::Tree, Truncated),
+                v("N-TREE-30", "T1 with subtree flag 1 and 16 bytes of ID", "truncation inside an `id`", plus(&patch(&t1, 93, &[1]), &[0; 16]), D::Tree, Truncated),
             ],
         ),
         (
