@@ -1329,7 +1329,10 @@ fn res_index_pack(label: char, blobs: &[(BlobType, u8, u32)]) -> IndexPack {
 
 /// The index files and markers of §15.19 as (label, envelope bytes), in the order given
 /// there (F1, F2, F3, G, H; M1, M2).
-fn resolution_files() -> (Vec<(&'static str, Vec<u8>)>, Vec<(&'static str, Vec<u8>)>) {
+/// Stored files by label: (label, bytes).
+type Labelled = Vec<(&'static str, Vec<u8>)>;
+
+fn resolution_files() -> (Labelled, Labelled) {
     use holdfast_repo::gc::GcMarker;
     let key = master_key();
     let d = BlobType::Data;
@@ -1838,6 +1841,7 @@ fn gc_marker() {
     assert_eq!(GcMarker::decode(&plain).unwrap(), m);
     // Envelope kind 4, zstd (shorter than the plaintext, so the writer compresses it).
     assert!(envelope_compresses(&plain));
+    assert_eq!(zstd::bulk::compress(&plain, 3).unwrap().len(), 98);
     let env = envelope_fixed(&key, ObjectKind::GcMarker, &plain, true, &NONCE_MARKER);
     assert_long(
         "marker envelope",
