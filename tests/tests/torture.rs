@@ -221,7 +221,9 @@ fn writers_prunes_pauses_kills_and_skewed_clocks_lose_nothing() {
                     }
                     Some(_) if stderr.contains("packs that snapshots need are missing") => {
                         eprintln!("prune refused: {stderr}");
-                        counts.prunes_refused_missing.fetch_add(1, Ordering::Relaxed)
+                        counts
+                            .prunes_refused_missing
+                            .fetch_add(1, Ordering::Relaxed)
                     }
                     Some(_) => {
                         eprintln!("prune exit {code:?}: {stderr}");
@@ -241,7 +243,8 @@ fn writers_prunes_pauses_kills_and_skewed_clocks_lose_nothing() {
                 std::thread::sleep(Duration::from_millis(rng.gen_range(20..300)));
                 let victim = {
                     let r = reg.lock().unwrap();
-                    let all: Vec<(u32, &'static str)> = r.values().map(|x| (x.pid, x.what)).collect();
+                    let all: Vec<(u32, &'static str)> =
+                        r.values().map(|x| (x.pid, x.what)).collect();
                     if all.is_empty() {
                         continue;
                     }
@@ -281,7 +284,10 @@ fn writers_prunes_pauses_kills_and_skewed_clocks_lose_nothing() {
     for t in threads {
         t.join().expect("torture thread");
     }
-    eprintln!("torture: threads ended {:.1} s after the deadline", chaos_done.elapsed().as_secs_f64());
+    eprintln!(
+        "torture: threads ended {:.1} s after the deadline",
+        chaos_done.elapsed().as_secs_f64()
+    );
 
     // Settle: two prunes at margin 0 delete everything that is unused, then the check.
     for _ in 0..2 {
@@ -299,7 +305,10 @@ fn writers_prunes_pauses_kills_and_skewed_clocks_lose_nothing() {
         let target = work.path().join(format!("restore-{}", &id[..12]));
         repo.restore(id, &target, &[] as &[&str]).assert_ok();
         let got = tree_digest(&restored(&target, &sources[*w]));
-        assert_eq!(got, *digest, "snapshot {id} of w{w} does not restore what was backed up");
+        assert_eq!(
+            got, *digest,
+            "snapshot {id} of w{w} does not restore what was backed up"
+        );
         std::fs::remove_dir_all(&target).unwrap();
         verified += 1;
     }
@@ -324,8 +333,19 @@ fn writers_prunes_pauses_kills_and_skewed_clocks_lose_nothing() {
         present.len(),
         verified
     );
-    assert!(l(&c.backups_saved) > 0, "no backup succeeded: the run proves nothing");
+    assert!(
+        l(&c.backups_saved) > 0,
+        "no backup succeeded: the run proves nothing"
+    );
     assert!(verified > 0, "no snapshot was left to verify");
-    assert_eq!(l(&c.backups_failed_other), 0, "backups failed for other reasons (above)");
-    assert_eq!(l(&c.prunes_failed_other), 0, "prunes failed for other reasons (above)");
+    assert_eq!(
+        l(&c.backups_failed_other),
+        0,
+        "backups failed for other reasons (above)"
+    );
+    assert_eq!(
+        l(&c.prunes_failed_other),
+        0,
+        "prunes failed for other reasons (above)"
+    );
 }

@@ -17,11 +17,11 @@ use crate::crypto::MasterKey;
 use crate::envelope::{self, ObjectKind, FORMAT_VERSION};
 use crate::error::{Error, Result};
 use crate::gc::{GcMarker, Role, Session};
-use crate::session::{BadSession, ListedSession, SessionGuard};
 use crate::id::Id;
 use crate::index::{IndexBuilder, IndexFile, IndexFileSummary, IndexSurvey, MasterIndex};
 use crate::keyfile::{KdfParams, KeyFile};
 use crate::pack::PackEntry;
+use crate::session::{BadSession, ListedSession, SessionGuard};
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
 
