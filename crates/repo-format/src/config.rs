@@ -40,7 +40,9 @@ impl Config {
     pub fn decode(buf: &[u8]) -> Result<Config, DecodeError> {
         let mut r = Reader::new(buf);
         let c = Config {
-            version: r.u8()?,
+            version: r
+                .version("config", crate::envelope::FORMAT_VERSION)
+                .map(|()| crate::envelope::FORMAT_VERSION)?,
             repo_id: r.id()?,
             chunk_min: r.u32()?,
             chunk_avg: r.u32()?,
