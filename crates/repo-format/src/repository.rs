@@ -459,7 +459,10 @@ impl Repository {
     /// do not exist are left out (with a warning), so a blob with another copy is read from
     /// that copy (SPEC.md §7.2).
     pub fn load_index(&self) -> Result<MasterIndex> {
-        self.load_index_of_existing_packs(HashSet::new())
+        // Marked packs are read only where a blob has no other copy (SPEC.md §12.3): they
+        // are the ones a sweep may delete next.
+        let marked = self.gc_markers()?.marked;
+        self.load_index_of_existing_packs(HashSet::new(), &marked)
     }
 
     /// Loads every index file (superseded ones included), for tools that rewrite them.
@@ -498,12 +501,17 @@ impl Repository {
     /// sees the pack gone (SPEC.md §12.2). Use [`Repository::begin_write`], which also
     /// starts the session this must come after.
     pub(crate) fn load_index_for_writing(&self) -> Result<MasterIndex> {
-        self.load_index_of_existing_packs(self.gc_markers()?.marked)
+        self.load_index_of_existing_packs(self.gc_markers()?.marked, &HashSet::new())
     }
 
-    /// The compact index without the `excluded` packs and without packs that do not exist.
-    fn load_index_of_existing_packs(&self, mut excluded: HashSet<Id>) -> Result<MasterIndex> {
-        let index = self.load_compact_index(&excluded)?;
+    /// The compact index without the `excluded` packs and without packs that do not exist,
+    /// locating blobs in `last_resort` packs only where they have no other copy.
+    fn load_index_of_existing_packs(
+        &self,
+        mut excluded: HashSet<Id>,
+        last_resort: &HashSet<Id>,
+    ) -> Result<MasterIndex> {
+        let index = self.load_compact_index(&excluded, last_resort)?;
         // Listed after the index: every pack an index file names was durable before it.
         let present: HashSet<Id> = self
             .backend
@@ -525,7 +533,7 @@ impl Repository {
             missing[0]
         );
         excluded.extend(missing);
-        self.load_compact_index(&excluded)
+        self.load_compact_index(&excluded, last_resort)
     }
 
     /// Lists `index/` and runs `load` on the listing. A file that vanishes between listing
@@ -591,9 +599,14 @@ impl Repository {
     /// compact records as soon as it is decoded and its plaintext dropped, so the decoded
     /// index never exists in full beside the compact one. A (type, ID prefix) claimed more
     /// than once is resolved by reading the files involved again (normally none).
-    fn load_compact_index(&self, excluded: &HashSet<Id>) -> Result<MasterIndex> {
+    fn load_compact_index(
+        &self,
+        excluded: &HashSet<Id>,
+        last_resort: &HashSet<Id>,
+    ) -> Result<MasterIndex> {
         self.relisting_index(|ids| {
-            let builder = IndexBuilder::new(excluded);
+            let mut builder = IndexBuilder::new(excluded);
+            builder.last_resort(last_resort);
             let conv = builder.converter();
             let builder = Mutex::new(builder);
             ids.par_iter()

@@ -1673,9 +1673,8 @@ fn master_index_resolution() {
 
 /// SPEC.md §7.2 and §12.3: readers locate a blob at its first claim, which puts claims in
 /// marked packs last, so blob d7 (in marked pack K, listed first, and in unmarked pack X)
-/// resolves to X. `Repository::load_index` does not treat marked packs as a last resort.
+/// resolves to X, for `Repository::load_index` as for prune and writers.
 #[test]
-#[ignore = "SPEC/code disagreement: Repository::load_index ignores gc markers (reported to the lead)"]
 fn reader_prefers_unmarked_copies() {
     let dir = tempfile::tempdir().unwrap();
     let repo = resolution_repository(dir.path());
