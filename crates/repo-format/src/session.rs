@@ -22,6 +22,9 @@ use crate::error::{Error, Result};
 use crate::gc::{Role, Session};
 use crate::id::Id;
 
+/// The coarsest time stamps a backend may give (FAT's 2 s; S3's 1 s).
+const STAMP_GRANULARITY_NS: i64 = 2_000_000_000;
+
 /// Why a lease is lost when its session file is gone.
 const REMOVED: &str =
     "its session file was removed from the repository (a prune judged the session stale)";
@@ -393,10 +396,14 @@ fn heartbeat(
 }
 
 /// The server's clock minus ours, from a file the server stamped `modified` while our clock
-/// went from `before` to `after`: zero when the stamp falls between them.
+/// went from `before` to `after`: zero when the stamp falls between them, allowing for
+/// stamps truncated to [`STAMP_GRANULARITY_NS`] (S3's `LastModified` has whole seconds).
+/// Without that allowance two processes a second apart could disagree on the server's time
+/// by a second, and a marker written by one would not yet be due for the other at a 0 s
+/// margin; an offset this small matters to nothing else.
 fn clock_offset(modified: i64, before: i64, after: i64) -> i64 {
-    if modified < before {
-        modified - before
+    if modified < before - STAMP_GRANULARITY_NS {
+        modified + STAMP_GRANULARITY_NS - before
     } else if modified > after {
         modified - after
     } else {
@@ -597,9 +604,12 @@ mod tests {
 
     #[test]
     fn clock_offset_is_zero_inside_the_write() {
-        assert_eq!(clock_offset(15, 10, 20), 0);
-        assert_eq!(clock_offset(5, 10, 20), -5);
-        assert_eq!(clock_offset(30, 10, 20), 10);
+        let (b, a) = (100 * STAMP_GRANULARITY_NS, 101 * STAMP_GRANULARITY_NS);
+        assert_eq!(clock_offset(b + 5, b, a), 0);
+        // A stamp truncated to whole seconds, just before `before`: no offset.
+        assert_eq!(clock_offset(b - STAMP_GRANULARITY_NS + 1, b, a), 0);
+        assert_eq!(clock_offset(b - STAMP_GRANULARITY_NS - 5, b, a), -5);
+        assert_eq!(clock_offset(a + 10, b, a), 10);
     }
 
     #[test]
