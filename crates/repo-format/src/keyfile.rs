@@ -54,7 +54,14 @@ impl KdfParams {
                 format!("{} KiB out of range 8..=4 GiB", self.m_cost_kib),
             ));
         }
-        if self.t_cost == 0 || self.t_cost > 100 || self.p_cost == 0 || self.p_cost > 64 {
+        // Argon2 needs 8 KiB per lane: a key file asking for less cannot be derived, and is
+        // skipped as damaged rather than stopping the search for the right key file.
+        if self.t_cost == 0
+            || self.t_cost > 100
+            || self.p_cost == 0
+            || self.p_cost > 64
+            || self.m_cost_kib < 8 * self.p_cost
+        {
             return Err(invalid(
                 "argon2 t/p cost",
                 format!("t={} p={} out of range", self.t_cost, self.p_cost),
