@@ -211,6 +211,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn memory_below_8_kib_per_lane_is_refused() {
+        let p = |m, lanes| KdfParams {
+            m_cost_kib: m,
+            t_cost: 1,
+            p_cost: lanes,
+        };
+        assert!(p(8, 1).check().is_ok());
+        assert!(p(16, 2).check().is_ok());
+        assert!(p(8, 2).check().is_err());
+        assert!(p(64, 9).check().is_err());
+    }
+
     const FAST: KdfParams = KdfParams {
         m_cost_kib: 8,
         t_cost: 1,
