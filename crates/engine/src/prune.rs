@@ -376,7 +376,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let due: Vec<&(Id, GcMarker)> = gc
         .current
         .iter()
-        .filter(|(_, m)| now.saturating_sub(m.mark_ns) >= opts.margin_ns)
+        .filter(|(id, m)| now.saturating_sub(gc.marked_since(id, m)) >= opts.margin_ns)
         .collect();
     report.markers_due = due.len();
     // Snapshots, the index read after them, and their live set, when the sweep computed them.
@@ -390,10 +390,13 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         let unknown = bad.iter().filter(|b| !bad_is_stale(b, now)).count();
         let mut sweepable: Vec<&(Id, GcMarker)> = Vec::new();
         for m in due {
+            // From when the marker could be seen: its own time, or when it landed if that
+            // was later (its write was delayed after the time was read).
+            let since = gc.marked_since(&m.0, &m.1);
             let blocker = sessions.iter().find(|s| {
                 s.session.role == Role::Writer
                     && is_live(s, now)
-                    && s.session.start_ns < m.1.mark_ns.saturating_add(SKEW_NS)
+                    && s.session.start_ns < since.saturating_add(SKEW_NS)
             });
             if let Some(s) = blocker {
                 report.sweep_postponed.push(format!(
@@ -493,6 +496,10 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 repo.backend().remove_many(FileKind::Pack, &delete)?;
                 session.check()?;
                 repo.backend().remove_many(FileKind::Index, &naming)?;
+                // A marker may go only once every marker it supersedes is gone (SPEC.md
+                // §7.2): leftovers of a prune that stopped before its step 6 first.
+                let left_over = existing_superseded_markers(repo, &gc)?;
+                repo.backend().remove_many(FileKind::GcMarker, &left_over)?;
                 repo.backend()
                     .remove_many(FileKind::GcMarker, &old_markers)?;
                 if let Some(m) = new_marker {
@@ -782,8 +789,9 @@ fn remove_superseded(repo: &Repository) -> Result<()> {
 /// entries each (plus one pack's): those before the last supersede nothing, so a crash between them leaves
 /// duplicate claims, which are harmless (SPEC.md §7.2), and never a pack unindexed.
 ///
-/// Every piece is written under the prune's lease; if the lease is lost, the pieces already
-/// written are deleted again (they may list packs that another prune has swept since).
+/// Every piece is written under the prune's lease. Pieces that landed are kept when the
+/// lease is lost: another prune may already have deleted the files they supersede, and
+/// entries of packs swept meanwhile are ignored by every reader (SPEC.md §7.2).
 fn rewrite_index_files(
     repo: &Repository,
     session: &SessionGuard,
@@ -792,37 +800,26 @@ fn rewrite_index_files(
     already: &HashSet<Id>,
     max_entries: usize,
 ) -> Result<()> {
-    let mut written: Vec<Id> = Vec::new();
-    let r = (|| -> Result<()> {
-        let mut out = IndexFile::default();
-        let mut entries = 0;
-        for id in naming {
-            let f = repo.load_index_file(id)?;
-            for p in f.packs.into_iter().filter(|p| !drop.contains(&p.id)) {
-                entries += p.blobs.len();
-                out.packs.push(p);
-                if entries >= max_entries {
-                    written.push(repo.save_index(session, &std::mem::take(&mut out))?);
-                    entries = 0;
-                }
+    let mut out = IndexFile::default();
+    let mut entries = 0;
+    for id in naming {
+        let f = repo.load_index_file(id)?;
+        for p in f.packs.into_iter().filter(|p| !drop.contains(&p.id)) {
+            entries += p.blobs.len();
+            out.packs.push(p);
+            if entries >= max_entries {
+                repo.save_index(session, &std::mem::take(&mut out))?;
+                entries = 0;
             }
         }
-        let mut supersedes = naming.to_vec();
-        supersedes.extend(already.iter().copied());
-        supersedes.sort();
-        supersedes.dedup();
-        out.supersedes = supersedes;
-        written.push(repo.save_index(session, &out)?);
-        Ok(())
-    })();
-    if let Err(EngineError::Repo(Error::LeaseLost { .. })) = &r {
-        if let Err(e) = repo.backend().remove_many(FileKind::Index, &written) {
-            tracing::warn!(
-                "could not delete the index files this prune wrote before it lost its lease: {e}"
-            );
-        }
     }
-    r
+    let mut supersedes = naming.to_vec();
+    supersedes.extend(already.iter().copied());
+    supersedes.sort();
+    supersedes.dedup();
+    out.supersedes = supersedes;
+    repo.save_index(session, &out)?;
+    Ok(())
 }
 
 /// Copies the live blobs of `packs` (those whose kept copy `index` locates there) into new

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use holdfast_engine::prune::{prune, PruneOptions, INDEX_FILE_ENTRIES};
 use holdfast_repo::backend::local::LocalBackend;
 use holdfast_repo::backend::{Backend, FileKind};
+use holdfast_repo::gc::{GcMarker, Role};
 use holdfast_repo::repository::Repository;
 use holdfast_repo::{Id, Result};
 
@@ -143,4 +144,109 @@ fn rescue_marker_is_deleted_after_the_markers_it_supersedes() {
     };
     let report = holdfast_engine::checker::check(&r, &opts, &Default::default()).unwrap();
     assert!(report.is_ok(), "{:?}", report.errors);
+}
+
+/// A marker left behind by a prune that stopped before its step 6, superseded by a rescue
+/// marker that is swept now: the old one goes first (SPEC.md §7.2), or it would come back
+/// to life when its superseder is gone, with its old time, marking the rescued packs again.
+#[test]
+fn leftover_superseded_marker_is_deleted_before_its_superseder() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("repo");
+    let r = repo(&dir);
+    let src = d.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("g"), vec![3u8; 300_000]).unwrap();
+    let gone = run_backup(&r, &src, None, 1);
+    std::fs::remove_file(dir.join(FileKind::Snapshot.path(&gone.id))).unwrap();
+    let packs: Vec<Id> = r
+        .backend()
+        .list(FileKind::Pack)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let session = r.start_session(Role::Prune, "p").unwrap();
+    let old = r
+        .save_gc_marker(
+            &session,
+            &GcMarker {
+                mark_ns: 1,
+                supersedes: vec![],
+                packs: packs.clone(),
+            },
+        )
+        .unwrap();
+    let rescue = r
+        .save_gc_marker(
+            &session,
+            &GcMarker {
+                mark_ns: 1,
+                supersedes: vec![old],
+                packs,
+            },
+        )
+        .unwrap();
+    drop(session);
+    drop(r);
+    let rec = Arc::new(Recording {
+        inner: LocalBackend::new(&dir),
+        deletes: Mutex::new(Vec::new()),
+    });
+    let r = Repository::open(rec.clone(), b"pw").unwrap();
+    let sweep = prune(&r, &options()).unwrap();
+    assert!(sweep.packs_deleted >= 1, "{sweep:?}");
+    let deletes = rec.deletes.lock().unwrap().clone();
+    let at = |m: &Id| {
+        deletes
+            .iter()
+            .position(|(k, ids)| *k == FileKind::GcMarker && ids.contains(m))
+            .unwrap_or_else(|| panic!("marker {m} was not deleted: {deletes:?}"))
+    };
+    assert!(
+        at(&old) < at(&rescue),
+        "the superseding marker went before (or with) the one it supersedes: {deletes:?}"
+    );
+}
+
+/// A marker whose write landed long after the time written in it (the prune was stopped
+/// between reading its clock and the write): writers that started meanwhile could not see
+/// it, so the sweep waits for them, counting from the landing (SPEC.md §12.3 step 1).
+#[test]
+fn sweep_waits_for_writers_that_started_before_a_late_marker_landed() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("repo");
+    let r = repo(&dir);
+    let src = d.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("g"), vec![5u8; 300_000]).unwrap();
+    let gone = run_backup(&r, &src, None, 1);
+    std::fs::remove_file(dir.join(FileKind::Snapshot.path(&gone.id))).unwrap();
+    let packs: Vec<Id> = r
+        .backend()
+        .list(FileKind::Pack)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    // A backup that started during the prune's stop, before the marker landed.
+    let writer = r.begin_write("w").unwrap();
+    let two_hours_ago = holdfast_engine::session::now_ns() - 7200 * 1_000_000_000;
+    let session = r.start_session(Role::Prune, "p").unwrap();
+    r.save_gc_marker(
+        &session,
+        &GcMarker {
+            mark_ns: two_hours_ago,
+            supersedes: vec![],
+            packs,
+        },
+    )
+    .unwrap();
+    drop(session);
+    let held = prune(&r, &options()).unwrap();
+    assert_eq!(held.packs_deleted, 0, "{held:?}");
+    assert_eq!(held.sweep_postponed.len(), 1, "{held:?}");
+    drop(writer);
+    let swept = prune(&r, &options()).unwrap();
+    assert!(swept.packs_deleted >= 1, "{swept:?}");
 }

@@ -34,6 +34,19 @@ pub struct GcState {
     pub superseded: std::collections::HashSet<Id>,
     /// Packs listed by a current marker.
     pub marked: std::collections::HashSet<Id>,
+    /// Each marker's time of landing by the storage's clock, where the backend reports it.
+    pub landed_ns: std::collections::HashMap<Id, i64>,
+}
+
+impl GcState {
+    /// The time from which a marker could be seen: its `mark_ns`, or when it landed on
+    /// the storage if that was later (a write delayed after its time was read; SPEC.md
+    /// §12.3 sweep step 1).
+    pub fn marked_since(&self, id: &Id, m: &GcMarker) -> i64 {
+        self.landed_ns
+            .get(id)
+            .map_or(m.mark_ns, |&t| t.max(m.mark_ns))
+    }
 }
 
 /// How often loading the index lists `index/` again when a listed file vanished before it
@@ -669,7 +682,11 @@ impl Repository {
     /// The current gc markers (superseded ones dropped) and the set of marked packs.
     pub fn gc_markers(&self) -> Result<GcState> {
         let mut all = Vec::new();
-        for (id, _) in self.backend.list(FileKind::GcMarker)? {
+        let mut landed_ns = std::collections::HashMap::new();
+        for (id, _, landed) in self.backend.list_modified(FileKind::GcMarker)? {
+            if let Some(t) = landed {
+                landed_ns.insert(id, t);
+            }
             match self.load_object(ObjectKind::GcMarker, FileKind::GcMarker, &id) {
                 Ok(p) => all.push((
                     id,
@@ -695,6 +712,7 @@ impl Repository {
             current,
             superseded,
             marked,
+            landed_ns,
         })
     }
 

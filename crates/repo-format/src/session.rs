@@ -321,17 +321,23 @@ impl SessionGuard {
     }
 
     /// Runs a write of a `kind` file under the lease: the lease is checked before, and
-    /// again after the write completed; if it was lost meanwhile, the file just written is
-    /// deleted (it may name data a prune has deleted) and the error returned.
+    /// again after the write completed. If it was lost meanwhile, a snapshot just written
+    /// is deleted again (it may name data a prune has deleted, and nothing depends on a
+    /// snapshot); an index file or gc marker is kept, because from the moment it landed
+    /// others may depend on it (a writer that deduplicated against the packs an index file
+    /// names, a prune that deleted the files it supersedes, writers that saw a marker), and
+    /// keeping it is harmless: entries of deleted packs are ignored (SPEC.md §7.2) and a
+    /// marker's packs are rescued if anything needs them. Either way the error is returned.
     pub fn guarded_write(&self, kind: FileKind, write: impl FnOnce() -> Result<Id>) -> Result<Id> {
         self.check()?;
         let id = write()?;
         if let Err(e) = self.check() {
-            if let Err(r) = self.backend.remove(kind, &id) {
-                tracing::warn!(
-                    "could not delete {} {id}, written after the session's lease was lost: {r}",
-                    kind.name()
-                );
+            if kind == FileKind::Snapshot {
+                if let Err(r) = self.backend.remove(kind, &id) {
+                    tracing::warn!(
+                        "could not delete snapshot {id}, written after the session's lease was lost: {r}"
+                    );
+                }
             }
             return Err(e);
         }
@@ -630,5 +636,32 @@ mod tests {
         let a = boot_time();
         std::thread::sleep(Duration::from_millis(5));
         assert!(boot_time() > a);
+    }
+
+    /// After the lease is lost during a write, a snapshot just written is deleted and an
+    /// index file or marker kept (others may depend on them from the moment they landed).
+    #[test]
+    fn lease_lost_during_a_write_deletes_a_snapshot_and_keeps_an_index_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> =
+            Arc::new(crate::backend::local::LocalBackend::new(dir.path()));
+        backend.create().unwrap();
+        let key = MasterKey::generate();
+        let guard = SessionGuard::start(backend.clone(), &key, Role::Writer, "h").unwrap();
+        let session_file = backend.list(FileKind::Session).unwrap()[0].0;
+        for (kind, kept) in [(FileKind::Index, true), (FileKind::Snapshot, false)] {
+            let id = Id([kind as u8 + 1; 32]);
+            let r = guard.guarded_write(kind, || {
+                backend.write(kind, &id, b"x")?;
+                // What a prune elsewhere does meanwhile: the session looked stale to it.
+                backend.remove(FileKind::Session, &session_file)?;
+                Ok(id)
+            });
+            assert!(matches!(r, Err(Error::LeaseLost { .. })), "{r:?}");
+            assert_eq!(backend.size(kind, &id).is_ok(), kept, "{kind:?}");
+        }
+        // Lost for good: the next write does not happen at all.
+        let r = guard.guarded_write(FileKind::Index, || panic!("written without a lease"));
+        assert!(matches!(r, Err(Error::LeaseLost { .. })));
     }
 }

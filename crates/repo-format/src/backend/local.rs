@@ -102,13 +102,21 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| io("sync directory", dir, e))
 }
 
-/// A file's modification time, ns since the epoch: the time its last byte was written, by
-/// the clock of the machine that holds the filesystem.
-fn mtime_ns(m: &fs::Metadata) -> i64 {
+/// A file's time by the clock of the machine that holds the filesystem, ns since the
+/// epoch: when its last byte was written, and for gc markers the later of that and its last
+/// status change, which the rename into place sets. A prune stopped between writing a
+/// marker's temporary file and renaming it makes the marker visible long after its last
+/// write, and for a marker it is the landing that matters (SPEC.md §12.3 sweep step 1).
+/// For the other kinds the write is what counts: a session's or a pack's writer started
+/// before it.
+fn mtime_ns(kind: FileKind, m: &fs::Metadata) -> i64 {
     use std::os::unix::fs::MetadataExt;
-    m.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(m.mtime_nsec())
+    let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+    let written = ns(m.mtime(), m.mtime_nsec());
+    match kind {
+        FileKind::GcMarker => written.max(ns(m.ctime(), m.ctime_nsec())),
+        _ => written,
+    }
 }
 
 impl Backend for LocalBackend {
@@ -171,7 +179,7 @@ impl Backend for LocalBackend {
                     continue;
                 };
                 let (size, modified) = match e.metadata() {
-                    Ok(m) => (m.len(), Some(mtime_ns(&m))),
+                    Ok(m) => (m.len(), Some(mtime_ns(kind, &m))),
                     Err(err) if err.kind() == ErrorKind::NotFound => continue,
                     Err(err) => return Err(io("stat", &e.path(), err)),
                 };
@@ -185,7 +193,7 @@ impl Backend for LocalBackend {
     fn modified(&self, kind: FileKind, id: &Id) -> Result<Option<i64>> {
         let path = self.path(kind, id);
         match fs::metadata(&path) {
-            Ok(m) => Ok(Some(mtime_ns(&m))),
+            Ok(m) => Ok(Some(mtime_ns(kind, &m))),
             Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::Missing {
                 kind: kind.name(),
                 name: id.to_string(),
