@@ -1005,6 +1005,7 @@ pub fn in_ci() -> bool {
 /// that cannot run must not pass, so without it this panics, naming what is missing: under
 /// CI because CI must provide it (it runs as root, with the packages `.ci/run` installs),
 /// elsewhere so that the run shows the test as not passed rather than silently passed.
+#[track_caller]
 pub fn require(have: bool, what: &str) {
     if have {
         return;

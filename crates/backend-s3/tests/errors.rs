@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Server;
-use holdfast_e2e::{exit, run_command, tempdir, Repo, Run, COMMAND_TIMEOUT};
+use holdfast_e2e::{exit, holdfast_bin, run_command, tempdir, Repo, Run, COMMAND_TIMEOUT};
 
 /// How long any of these failures may take.
 const QUICK: Duration = Duration::from_secs(8);
@@ -114,6 +114,8 @@ fn unreachable_endpoint() {
 /// A wrong secret, and an access key the server does not know: the server refused the
 /// credentials, and which variable to check. (Only RGW: moto checks no signatures.)
 fn refused_credentials(s: &Server) {
+    // Built (if need be) before any timing starts.
+    holdfast_bin();
     s.fresh_backend("bucket-exists");
     let mut repo = s.repo("refused");
     repo.extra_env = vec![("AWS_SECRET_ACCESS_KEY".into(), "not-the-secret".into())];
@@ -139,6 +141,7 @@ fn refused_credentials(s: &Server) {
 /// A bucket that does not exist: "no repository" (exit 10), saying the bucket is missing
 /// and that `init` creates it.
 fn unknown_bucket(s: &Server) {
+    holdfast_bin();
     let repo = s.repo("no-bucket");
     let bucket = common::unique("hf-missing").to_lowercase();
     let repo = repo.at(s.location(&bucket, &repo.prefix));

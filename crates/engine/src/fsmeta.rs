@@ -426,6 +426,7 @@ mod tests {
     /// that cannot run does not pass. (A copy of `holdfast_e2e::require`, which this crate
     /// cannot depend on.) CI runs as root on a filesystem with user xattrs and a tmpfs
     /// /dev/shm, so there every such test runs.
+    #[track_caller]
     fn require(have: bool, what: &str) {
         if have {
             return;
@@ -442,6 +443,7 @@ mod tests {
         );
     }
 
+    #[track_caller]
     fn require_user_xattrs(dir: &Path) {
         require(
             user_xattrs_supported(dir),

@@ -58,6 +58,7 @@ pub struct Server {
 /// The server `name` ("rgw" or "moto"). Panics when its variable is not set: a test that
 /// did not run must not pass. (A plain `cargo nextest run` does not select these tests; see
 /// the module documentation.)
+#[track_caller]
 pub fn server(name: &'static str) -> Server {
     let var = format!("HOLDFAST_TEST_{}", name.to_uppercase());
     let endpoint = match std::env::var(&var) {
