@@ -130,7 +130,10 @@ pub(crate) fn connect_failure(e: &ConnectorError) -> Option<String> {
         }
         let text = err.to_string();
         if text.contains("dns error") || text.contains("failed to lookup address") {
-            return Some(format!("cannot resolve the host name ({})", last_cause(err)));
+            return Some(format!(
+                "cannot resolve the host name ({})",
+                last_cause(err)
+            ));
         }
         cur = err.source();
     }
@@ -200,8 +203,7 @@ pub(crate) async fn resolve(chain: &SharedCredentialsProvider) -> Result<Credent
     };
     // Instance metadata is the chain's last source: when it is what failed (unreachable, a
     // proxy refusing it, an instance without a role), no other source had anything.
-    let none =
-        matches!(e, CredentialsError::CredentialsNotLoaded(_)) || from_instance_metadata(&e);
+    let none = matches!(e, CredentialsError::CredentialsNotLoaded(_)) || from_instance_metadata(&e);
     if !none {
         return Err(S3Error::CredentialsUnavailable(chain_text(&e)));
     }

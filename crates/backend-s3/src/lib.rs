@@ -4,7 +4,8 @@
 //! RADOS Gateway, MinIO, moto, AWS. Locations are `s3:http://HOST:PORT/BUCKET/PREFIX`,
 //! `s3:https://...` (custom endpoints, path-style addressing) and `s3:BUCKET/PREFIX` (AWS
 //! with its default endpoint resolution); see [`S3Location`]. Credentials come from the
-//! standard AWS chain (environment variables, profiles, ...), or [`S3Options::credentials`].
+//! standard AWS chain (environment variables, profiles, ..., instance metadata), resolved
+//! when the backend is made, or from [`S3Options::credentials`].
 //!
 //! # Layout
 //! A repository file `kind/name` (as [`FileKind::path`] names it, the same layout as a local
@@ -35,8 +36,14 @@
 //!   rejected as damaged (`BadDigest`), are retried here with the same policy.
 //! * **Errors.** A missing object is [`Error::Missing`]; a range past the end of an object is
 //!   [`Error::Corrupt`] ("truncated"); everything else is [`Error::Io`] naming the operation
-//!   and the object, with the server's status and error code. A missing bucket is an I/O
-//!   error of kind `NotFound`, which the repository reports as "no repository".
+//!   and the object, its I/O error wrapping an [`S3Error`] ([`S3Error::of`]): a missing
+//!   bucket (of kind `NotFound`, which the repository reports as "no repository"),
+//!   credentials the server refused, an endpoint that could not be reached, or any other
+//!   failure with the server's status and error code. Messages are one line, without the
+//!   SDK's debug output (`HOLDFAST_LOG=holdfast_backend_s3=debug` shows it).
+//! * **Failing fast** (see `connect`): without credentials, [`S3Backend::new`] fails at once;
+//!   until the server has answered once, a connection that cannot be made is tried only a
+//!   few times.
 //!
 //! # Reads
 //! Whole objects are one GET; ranges are ranged GETs. Once a pack is being read in small

@@ -40,7 +40,10 @@ fn snapshots_without_aws(location: &str, env: &[(&str, &str)]) -> (Run, Duration
     }
     cmd.env("HOME", home.path())
         .env("AWS_CONFIG_FILE", home.path().join("config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.path().join("credentials"));
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            home.path().join("credentials"),
+        );
     for (k, v) in env {
         cmd.env(k, v);
     }

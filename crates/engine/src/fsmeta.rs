@@ -939,7 +939,10 @@ mod tests {
             Err(FsError::Io { source, .. })
                 if source.raw_os_error() == Some(Errno::EPERM as i32) =>
             {
-                require(false, "CAP_MKNOD (mknod of a device node was refused: EPERM)");
+                require(
+                    false,
+                    "CAP_MKNOD (mknod of a device node was refused: EPERM)",
+                );
             }
             Err(e) => panic!("{e}"),
         }

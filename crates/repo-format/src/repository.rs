@@ -17,11 +17,11 @@ use crate::crypto::MasterKey;
 use crate::envelope::{self, ObjectKind, FORMAT_VERSION};
 use crate::error::{Error, Result};
 use crate::gc::{GcMarker, Role, Session};
-use crate::session::{BadSession, ListedSession, SessionGuard};
 use crate::id::Id;
 use crate::index::{IndexBuilder, IndexFile, IndexFileSummary, IndexSurvey, MasterIndex};
 use crate::keyfile::{KdfParams, KeyFile};
 use crate::pack::PackEntry;
+use crate::session::{BadSession, ListedSession, SessionGuard};
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
 
@@ -196,10 +196,7 @@ impl Repository {
                 Error::RepositoryNotFound {
                     location: backend.location(),
                     // An OS error ("No such file or directory") says less than the default.
-                    detail: source
-                        .raw_os_error()
-                        .is_none()
-                        .then(|| source.to_string()),
+                    detail: source.raw_os_error().is_none().then(|| source.to_string()),
                 }
             }
             e => e,
