@@ -101,7 +101,11 @@ fn frozen_backup_whose_session_went_stale_fails_cleanly_and_loses_nothing() {
     signal(&child, nix::sys::signal::Signal::SIGCONT);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "the resumed backup must fail: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the resumed backup must fail: {stderr}"
+    );
     assert!(
         stderr.contains("lease was lost") && stderr.contains("run it again"),
         "the error says what happened and what to do: {stderr}"
@@ -153,7 +157,10 @@ fn a_missing_pack_is_never_deduplicated_against_and_prune_refuses() {
     p.assert_code(1);
     p.assert_stderr_contains("missing");
     p.assert_stderr_contains("repair");
-    assert!(repo.files("gc").is_empty(), "the refusing prune marked nothing");
+    assert!(
+        repo.files("gc").is_empty(),
+        "the refusing prune marked nothing"
+    );
 
     let second = repo.backup_run(&[&src], &["--force"]);
     second.assert_ok();

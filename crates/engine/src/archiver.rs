@@ -24,11 +24,11 @@ use std::time::Instant;
 use holdfast_chunker::{Chunker, ChunkerParams, GearTable};
 use holdfast_repo::blob::{BlobType, CompressionLevel};
 use holdfast_repo::blob_store::BlobStore;
-use holdfast_repo::writer::Writer;
 use holdfast_repo::index::MasterIndex;
 use holdfast_repo::repository::Repository;
 use holdfast_repo::snapshot::{Snapshot, Summary};
 use holdfast_repo::tree::{ContentRef, Node, NodeKind, Tree};
+use holdfast_repo::writer::Writer;
 use holdfast_repo::Id;
 use rayon::prelude::*;
 

@@ -324,11 +324,7 @@ fn survey(repo: &Repository, avoid: &HashSet<Id>) -> Result<IndexView> {
         .map(|(id, size, t)| ((id, t), size))
         .map(|((id, t), _)| (id, t))
         .collect();
-    let listed: HashMap<Id, u64> = repo
-        .backend()
-        .list(FileKind::Pack)?
-        .into_iter()
-        .collect();
+    let listed: HashMap<Id, u64> = repo.backend().list(FileKind::Pack)?.into_iter().collect();
     let missing = packs
         .keys()
         .filter(|p| !listed.contains_key(p))
@@ -498,7 +494,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 repo.backend().remove_many(FileKind::Pack, &delete)?;
                 session.check()?;
                 repo.backend().remove_many(FileKind::Index, &naming)?;
-                repo.backend().remove_many(FileKind::GcMarker, &old_markers)?;
+                repo.backend()
+                    .remove_many(FileKind::GcMarker, &old_markers)?;
                 if let Some(m) = new_marker {
                     repo.backend().remove(FileKind::GcMarker, &m)?;
                 }
@@ -821,7 +818,9 @@ fn rewrite_index_files(
     })();
     if let Err(EngineError::Repo(Error::LeaseLost { .. })) = &r {
         if let Err(e) = repo.backend().remove_many(FileKind::Index, &written) {
-            tracing::warn!("could not delete the index files this prune wrote before it lost its lease: {e}");
+            tracing::warn!(
+                "could not delete the index files this prune wrote before it lost its lease: {e}"
+            );
         }
     }
     r

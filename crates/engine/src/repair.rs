@@ -9,11 +9,11 @@ use holdfast_repo::blob::BlobType;
 use holdfast_repo::blob::CompressionLevel;
 use holdfast_repo::blob_store::BlobStore;
 use holdfast_repo::gc::Role;
-use holdfast_repo::writer::Writer;
 use holdfast_repo::index::{IndexFile, IndexPack, MasterIndex};
 use holdfast_repo::pack::{open_header, parse_trailer, TRAILER_LEN};
 use holdfast_repo::repository::Repository;
 use holdfast_repo::tree::{ContentRef, NodeKind, Tree};
+use holdfast_repo::writer::Writer;
 use holdfast_repo::Id;
 use rayon::prelude::*;
 

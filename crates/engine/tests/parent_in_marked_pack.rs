@@ -51,5 +51,7 @@ fn parent_tree_in_a_marked_pack_is_a_notice_not_an_error() {
     );
     // Its trees were stored again, outside the marked pack.
     let writer = r.begin_write("h").unwrap();
-    assert!(writer.index().contains(BlobType::Tree, &second.snapshot.tree));
+    assert!(writer
+        .index()
+        .contains(BlobType::Tree, &second.snapshot.tree));
 }

@@ -165,8 +165,17 @@ mod tests {
             heartbeat_ns: 0,
             process: String::new(),
         };
-        assert!(matches!(s.encode(), Err(crate::Error::Encode { what: "session", .. })));
-        let ok = Session { host: "h".repeat(65_535), ..s };
+        assert!(matches!(
+            s.encode(),
+            Err(crate::Error::Encode {
+                what: "session",
+                ..
+            })
+        ));
+        let ok = Session {
+            host: "h".repeat(65_535),
+            ..s
+        };
         assert_eq!(Session::decode(&ok.encode().unwrap()).unwrap(), ok);
     }
 

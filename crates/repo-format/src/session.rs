@@ -356,7 +356,10 @@ fn heartbeat(
     };
     if !old_present {
         g.lease.lost = true;
-        g.lost = Some("its session file was removed from the repository (a prune judged the session stale)".into());
+        g.lost = Some(
+            "its session file was removed from the repository (a prune judged the session stale)"
+                .into(),
+        );
     } else if !g.lease.renew(start, done) {
         g.lost = Some(format!(
             "no heartbeat reached the repository for {} minutes (the process was stopped or suspended, or the storage was unreachable)",
@@ -537,10 +540,16 @@ mod tests {
         // The server's time of the file decides where there is one, whatever the writer's
         // clock said: a fresh file is live, an old one stale.
         let now = now_ns();
-        assert!(is_live(&listed(old.clone(), Some(now - 60_000_000_000)), now));
+        assert!(is_live(
+            &listed(old.clone(), Some(now - 60_000_000_000)),
+            now
+        ));
         let mut fresh = session(u32::MAX - 1, String::new());
         fresh.heartbeat_ns = now + 3600 * 1_000_000_000;
-        assert!(!is_live(&listed(fresh, Some(now - STALE_NS - SKEW_NS)), now));
+        assert!(!is_live(
+            &listed(fresh, Some(now - STALE_NS - SKEW_NS)),
+            now
+        ));
     }
 
     const MIN: Duration = Duration::from_secs(60);

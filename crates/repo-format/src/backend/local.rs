@@ -106,7 +106,9 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// the clock of the machine that holds the filesystem.
 fn mtime_ns(m: &fs::Metadata) -> i64 {
     use std::os::unix::fs::MetadataExt;
-    m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec())
+    m.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.mtime_nsec())
 }
 
 impl Backend for LocalBackend {
