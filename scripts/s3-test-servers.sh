@@ -9,8 +9,9 @@
 # DIR/env.sh exports what crates/backend-s3/tests read:
 #   HOLDFAST_TEST_RGW=http://127.0.0.1:$RGW_PORT    HOLDFAST_TEST_MOTO=http://127.0.0.1:$MOTO_PORT
 #   HOLDFAST_TEST_RGW_LOG=<the RGW log file>        AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION
-# A server that cannot be started is left out of env.sh (and `start` exits non-zero); the
-# tests then fail under CI=true and skip loudly otherwise.
+#   NEXTEST_PROFILE=s3 (.config/nextest.toml: `cargo nextest run` then includes the S3 tests)
+# A server that cannot be started is left out of env.sh (and `start` exits non-zero); its
+# tests then fail (a plain `cargo nextest run` without env.sh skips them, and says so).
 #
 # env: RGW_PORT (default 18000), MON_PORT (default 41000), MOTO_PORT (default 19000),
 #      S3_AK / S3_SK (default test / testtest), SKIP_RGW=1, SKIP_MOTO=1
@@ -39,6 +40,7 @@ start() {
     {
         echo "# written by scripts/s3-test-servers.sh; source it"
         echo "export AWS_ACCESS_KEY_ID=$S3_AK AWS_SECRET_ACCESS_KEY=$S3_SK AWS_REGION=us-east-1"
+        echo "export NEXTEST_PROFILE=s3"
     } >"$DIR/env.sh"
     if [[ "${SKIP_RGW:-0}" != 1 ]]; then
         echo "--- starting Ceph RGW on 127.0.0.1:$RGW_PORT"

@@ -1000,6 +1000,35 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Whether the tests run under CI: `CI` set to anything but empty, `0` or `false`.
+pub fn in_ci() -> bool {
+    matches!(std::env::var("CI"), Ok(v) if !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Makes sure the environment provides `what` (`have`) before a test relies on it. A test
+/// that cannot run must not pass, so without it this panics, naming what is missing: under
+/// CI because CI must provide it (it runs as root, with the packages `.ci/run` installs),
+/// elsewhere so that the run shows the test as not passed rather than silently passed.
+#[track_caller]
+pub fn require(have: bool, what: &str) {
+    if have {
+        return;
+    }
+    let test = std::thread::current()
+        .name()
+        .filter(|n| *n != "main")
+        .map(|n| format!(" {n}"))
+        .unwrap_or_default();
+    if in_ci() {
+        panic!("test{test} did not run: it needs {what}, which CI must provide");
+    }
+    panic!(
+        "test{test} did not run: it needs {what}, which this environment lacks. Run it where \
+         that is available (CI runs the tests as root with what `.ci/run` installs), or leave \
+         it out explicitly (cargo nextest run -E 'not test(NAME)')"
+    );
+}
+
 /// Builds a tree at `root` (which must not exist) with every kind of entry and metadata
 /// holdfast promises to keep. An extra hard link to one file is made at `outside_link`
 /// (outside the tree), if given.

@@ -4,7 +4,7 @@
 //! full target fails the same way.
 //!
 //! Needs a small filesystem: a tmpfs mounted for the test, so it runs as root (as CI does)
-//! and says so loudly when it cannot mount.
+//! and fails, saying why, when it cannot mount.
 
 use std::path::Path;
 use std::process::Command;
@@ -15,18 +15,18 @@ use holdfast_e2e::*;
 struct Tmpfs(std::path::PathBuf);
 
 impl Tmpfs {
-    fn mount(dir: &Path, mib: u32) -> Option<Tmpfs> {
+    fn mount(dir: &Path, mib: u32) -> Tmpfs {
         std::fs::create_dir_all(dir).unwrap();
         let ok = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
             .arg(dir)
             .status()
             .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root): full-disk test not run");
-            return None;
-        }
-        Some(Tmpfs(dir.to_path_buf()))
+        require(
+            ok,
+            "a small filesystem: `mount -t tmpfs` (root with CAP_SYS_ADMIN)",
+        );
+        Tmpfs(dir.to_path_buf())
     }
 
     fn resize(&self, mib: u32) {
@@ -49,9 +49,7 @@ impl Drop for Tmpfs {
 fn full_repository_disk_fails_cleanly_and_loses_nothing() {
     let work = tempdir();
     let mnt = work.path().join("small");
-    let Some(fs) = Tmpfs::mount(&mnt, 4) else {
-        return;
-    };
+    let fs = Tmpfs::mount(&mnt, 4);
     let mut repo = Repo::uninit();
     repo.path = mnt.join("repo");
     repo.init(&["--pack-size-mib", "1"]).assert_ok();
@@ -89,9 +87,7 @@ fn full_restore_target_fails_cleanly() {
     write_file(&src.join("big.bin"), &random_bytes(6 << 20, 6));
     let b = repo.backup(&[&src], &[] as &[&str]);
     let mnt = work.path().join("target");
-    let Some(_fs) = Tmpfs::mount(&mnt, 2) else {
-        return;
-    };
+    let _fs = Tmpfs::mount(&mnt, 2);
     let run = repo.restore_run(&b.id, &mnt, &[] as &[&str]);
     run.assert_no_panic().assert_code(1);
     run.assert_stderr_contains("No space left on device");

@@ -4,7 +4,8 @@
 //! RADOS Gateway, MinIO, moto, AWS. Locations are `s3:http://HOST:PORT/BUCKET/PREFIX`,
 //! `s3:https://...` (custom endpoints, path-style addressing) and `s3:BUCKET/PREFIX` (AWS
 //! with its default endpoint resolution); see [`S3Location`]. Credentials come from the
-//! standard AWS chain (environment variables, profiles, ...), or [`S3Options::credentials`].
+//! standard AWS chain (environment variables, profiles, ..., instance metadata), resolved
+//! when the backend is made, or from [`S3Options::credentials`].
 //!
 //! # Layout
 //! A repository file `kind/name` (as [`FileKind::path`] names it, the same layout as a local
@@ -35,8 +36,14 @@
 //!   rejected as damaged (`BadDigest`), are retried here with the same policy.
 //! * **Errors.** A missing object is [`Error::Missing`]; a range past the end of an object is
 //!   [`Error::Corrupt`] ("truncated"); everything else is [`Error::Io`] naming the operation
-//!   and the object, with the server's status and error code. A missing bucket is an I/O
-//!   error of kind `NotFound`, which the repository reports as "no repository".
+//!   and the object, its I/O error wrapping an [`S3Error`] ([`S3Error::of`]): a missing
+//!   bucket (of kind `NotFound`, which the repository reports as "no repository"),
+//!   credentials the server refused, an endpoint that could not be reached, or any other
+//!   failure with the server's status and error code. Messages are one line, without the
+//!   SDK's debug output (`HOLDFAST_LOG=holdfast_backend_s3=debug` shows it).
+//! * **Failing fast** (see `connect`): without credentials, [`S3Backend::new`] fails at once;
+//!   until the server has answered once, a connection that cannot be made is tried only a
+//!   few times.
 //!
 //! # Reads
 //! Whole objects are one GET; ranges are ranged GETs. Once a pack is being read in small
@@ -57,6 +64,8 @@
 
 #![warn(missing_docs)]
 
+mod connect;
+mod error;
 mod location;
 mod options;
 mod readahead;
@@ -91,6 +100,7 @@ use md5::{Digest, Md5};
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 
+pub use error::S3Error;
 pub use location::S3Location;
 pub use options::{S3Options, ENV_VARS};
 
@@ -116,6 +126,8 @@ pub struct S3Backend {
     read_ahead: readahead::ReadAhead,
     /// Whether abandoned multipart uploads have been looked for yet.
     stale_uploads_checked: AtomicBool,
+    /// Describes failed requests.
+    describe: Describe,
     runtime: Option<Runtime>,
 }
 
@@ -151,6 +163,17 @@ enum FailKind {
     /// An upload's bytes arrived damaged but were stored (the server ignored
     /// `Content-MD5`): worth another attempt, and the damaged object must not stay.
     Damaged,
+    /// The server refused the credentials (the code says how).
+    CredentialsRefused,
+    /// No credentials could be had for the request.
+    NoCredentials,
+    /// No connection could be made.
+    Unreachable {
+        /// `connection refused`, ...
+        reason: String,
+        /// Attempts made.
+        attempts: u32,
+    },
     /// Final.
     Permanent,
 }
@@ -159,71 +182,125 @@ enum FailKind {
 struct Failure {
     kind: FailKind,
     msg: String,
+    /// The HTTP status of the response, if there was one.
+    status: Option<u16>,
+    /// The server's error code, if it sent one.
+    code: Option<String>,
 }
 
 impl Failure {
-    fn transient(msg: impl Into<String>) -> Failure {
+    fn new(kind: FailKind, msg: impl Into<String>) -> Failure {
         Failure {
-            kind: FailKind::Transient,
+            kind,
             msg: msg.into(),
+            status: None,
+            code: None,
         }
     }
+    fn transient(msg: impl Into<String>) -> Failure {
+        Failure::new(FailKind::Transient, msg)
+    }
     fn permanent(msg: impl Into<String>) -> Failure {
-        Failure {
-            kind: FailKind::Permanent,
-            msg: msg.into(),
-        }
+        Failure::new(FailKind::Permanent, msg)
     }
 }
 
-/// Classifies an SDK error (after the SDK's own retries) and describes it.
-fn sdk_failure<E>(e: SdkError<E>, max_attempts: u32) -> Failure
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let status = e.raw_response().map(|r| r.status().as_u16());
-    let code = e.code().map(str::to_owned);
-    let kind = match (status, code.as_deref()) {
-        (_, Some("NoSuchBucket")) => FailKind::NoBucket,
-        (Some(404), _) | (_, Some("NoSuchKey")) => FailKind::Missing,
-        (Some(416), _) | (_, Some("InvalidRange")) => FailKind::InvalidRange,
-        // The body arrived damaged, or too slowly for the server: sending again may work.
-        (_, Some("BadDigest" | "XAmzContentSHA256Mismatch" | "RequestTimeout")) => {
-            FailKind::Transient
-        }
-        _ => FailKind::Permanent,
-    };
-    let msg = match &e {
-        SdkError::ServiceError(_) => {
-            let mut m = format!("HTTP {}", status.unwrap_or(0));
-            if let Some(c) = &code {
-                m.push_str(&format!(" {c}"));
+/// What describing a failed request needs: the attempt limit, the endpoint for messages,
+/// and whether the server was ever reached (see `connect`).
+#[derive(Debug, Clone)]
+struct Describe {
+    max_attempts: u32,
+    /// `http://HOST:PORT`, or AWS's endpoint for the bucket.
+    endpoint: Arc<str>,
+    reach: Arc<connect::Reach>,
+}
+
+impl Describe {
+    /// Classifies an SDK error (after the SDK's own retries) and describes it.
+    fn failure<E>(&self, e: SdkError<E>) -> Failure
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let max_attempts = self.max_attempts;
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let code = e.code().map(str::to_owned);
+        let mut kind = match (status, code.as_deref()) {
+            (_, Some("NoSuchBucket")) => FailKind::NoBucket,
+            (Some(404), _) | (_, Some("NoSuchKey")) => FailKind::Missing,
+            (Some(416), _) | (_, Some("InvalidRange")) => FailKind::InvalidRange,
+            // The body arrived damaged, or too slowly for the server: sending again may work.
+            (_, Some("BadDigest" | "XAmzContentSHA256Mismatch" | "RequestTimeout")) => {
+                FailKind::Transient
             }
-            if let Some(text) = e.message().filter(|t| !t.is_empty()) {
-                m.push_str(&format!(": {text}"));
+            (_, Some("SignatureDoesNotMatch" | "InvalidAccessKeyId")) => {
+                FailKind::CredentialsRefused
             }
-            match status {
-                Some(s) if RETRYABLE_STATUS.contains(&s) => {
-                    m.push_str(&format!(" (gave up after {max_attempts} attempts)"));
+            _ => FailKind::Permanent,
+        };
+        let msg = match &e {
+            SdkError::ServiceError(_) => {
+                let mut m = format!("HTTP {}", status.unwrap_or(0));
+                if let Some(c) = &code {
+                    m.push_str(&format!(" {c}"));
                 }
-                Some(401 | 403) => m.push_str(
-                    " (check the credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the \
-                     AWS profile, and the bucket's permissions)",
-                ),
-                Some(301) => m.push_str(" (wrong region? set --s3-region or AWS_REGION)"),
-                _ => {}
+                if let Some(text) = e.message().filter(|t| !t.is_empty()) {
+                    m.push_str(&format!(": {text}"));
+                }
+                match status {
+                    Some(s) if RETRYABLE_STATUS.contains(&s) => {
+                        m.push_str(&format!(" (gave up after {max_attempts} attempts)"));
+                    }
+                    Some(401 | 403) => m.push_str(
+                        " (check the credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the \
+                         AWS profile, and the bucket's permissions)",
+                    ),
+                    Some(301) => m.push_str(" (wrong region? set --s3-region or AWS_REGION)"),
+                    _ => {}
+                }
+                m
             }
-            m
+            SdkError::DispatchFailure(d) => {
+                let connector = d.as_connector_error();
+                if let Some(reason) = connector.and_then(connect::connect_failure) {
+                    let attempts = if self.reach.answered() {
+                        max_attempts
+                    } else {
+                        max_attempts.min(connect::FIRST_CONTACT_ATTEMPTS)
+                    };
+                    let m = S3Error::Unreachable {
+                        endpoint: self.endpoint.to_string(),
+                        reason: reason.clone(),
+                        attempts,
+                    }
+                    .to_string();
+                    kind = FailKind::Unreachable { reason, attempts };
+                    m
+                } else if let Some(c) = connect::credentials_failure(&e) {
+                    kind = FailKind::NoCredentials;
+                    format!("cannot load S3 credentials: {}", connect::chain_text(c))
+                } else {
+                    format!(
+                        "{} (gave up after up to {max_attempts} attempts)",
+                        connect::chain_text(&e)
+                    )
+                }
+            }
+            SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+                format!(
+                    "{} (gave up after up to {max_attempts} attempts)",
+                    connect::chain_text(&e)
+                )
+            }
+            _ => connect::chain_text(&e),
+        };
+        tracing::debug!("S3 request failed: {}", DisplayErrorContext(&e));
+        Failure {
+            kind,
+            msg,
+            status,
+            code,
         }
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            format!(
-                "{} (gave up after up to {max_attempts} attempts)",
-                DisplayErrorContext(&e)
-            )
-        }
-        _ => DisplayErrorContext(&e).to_string(),
-    };
-    Failure { kind, msg }
+    }
 }
 
 /// Whether an SDK error is transient (what the SDK's own retries would retry): no response,
@@ -287,13 +364,13 @@ fn verify_etag(
     if etag.eq_ignore_ascii_case(&want) {
         Ok(())
     } else {
-        Err(Failure {
-            kind: FailKind::Damaged,
-            msg: format!(
+        Err(Failure::new(
+            FailKind::Damaged,
+            format!(
                 "{what}: the server stored bytes with MD5 {etag}, not the {want} that was sent \
                  (damaged on the way)"
             ),
-        })
+        ))
     }
 }
 
@@ -308,14 +385,16 @@ fn etag_not_md5(sse: Option<&ServerSideEncryption>, sse_customer: Option<&str>) 
 
 impl S3Backend {
     /// A backend for an `s3:` location (see [`S3Location`]). Builds the client and its
-    /// runtime; no request is sent yet.
-    pub fn new(location: &str, options: S3Options) -> Result<S3Backend, String> {
+    /// runtime, and resolves the credentials unless [`S3Options::credentials`] gives them
+    /// (failing with [`S3Error::NoCredentials`] when there are none); no request is sent to
+    /// the S3 server yet.
+    pub fn new(location: &str, options: S3Options) -> Result<S3Backend, S3Error> {
         let loc = S3Location::parse(location)?;
         Self::with_location(loc, options)
     }
 
     /// A backend for a parsed location.
-    pub fn with_location(location: S3Location, options: S3Options) -> Result<S3Backend, String> {
+    pub fn with_location(location: S3Location, options: S3Options) -> Result<S3Backend, S3Error> {
         options.validate()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -323,7 +402,7 @@ impl S3Backend {
             .on_thread_start(sigpipe::block_forever)
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the S3 client's runtime: {e}"))?;
+            .map_err(S3Error::Runtime)?;
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(Provider::Rustls(CryptoMode::Ring))
             .build_https();
@@ -352,6 +431,7 @@ impl S3Backend {
             ));
         }
         let sdk = runtime.block_on(loader.load());
+        let reach = Arc::new(connect::Reach::default());
         let mut b = aws_sdk_s3::config::Builder::from(&sdk)
             // Ceph RGW 16 rejects the SDK's default streaming checksums.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
@@ -363,14 +443,37 @@ impl S3Backend {
                     .token_bucket(TokenBucket::unlimited())
                     .build(),
             )
-            .retry_classifier(HttpStatusCodeClassifier::new_from_codes(RETRYABLE_STATUS));
+            .retry_classifier(HttpStatusCodeClassifier::new_from_codes(RETRYABLE_STATUS))
+            // A server never reached gets a few quick attempts, not the full retry policy.
+            .retry_classifier(connect::FirstContact {
+                reach: reach.clone(),
+                limit: connect::FIRST_CONTACT_ATTEMPTS,
+            })
+            .interceptor(connect::MarkAnswered(reach.clone()));
+        if options.credentials.is_none() {
+            let Some(chain) = sdk.credentials_provider() else {
+                return Err(S3Error::NoCredentials);
+            };
+            let first = runtime.block_on(connect::resolve(&chain))?;
+            b = b.credentials_provider(connect::Primed::new(first, chain));
+        }
         if sdk.region().is_none() {
             b = b.region(Region::new("us-east-1"));
         }
         if let Some(ep) = &location.endpoint {
             b = b.endpoint_url(ep).force_path_style(true);
         }
-        let client = Client::from_conf(b.build());
+        let conf = b.build();
+        let endpoint: Arc<str> = match &location.endpoint {
+            Some(ep) => ep.as_str().into(),
+            None => format!(
+                "of AWS (bucket {}, region {})",
+                location.bucket,
+                conf.region().map_or("us-east-1", |r| r.as_ref())
+            )
+            .into(),
+        };
+        let client = Client::from_conf(conf);
         let display_base = match &location.endpoint {
             Some(ep) => format!("{ep}/{}/", location.bucket),
             None => format!("s3://{}/", location.bucket),
@@ -378,6 +481,11 @@ impl S3Backend {
         Ok(S3Backend {
             read_ahead: readahead::ReadAhead::new(options.read_ahead, options.read_cache),
             limiter: Arc::new(Semaphore::new(options.concurrency)),
+            describe: Describe {
+                max_attempts: options.max_attempts,
+                endpoint,
+                reach,
+            },
             location,
             display_base,
             client,
@@ -428,20 +536,45 @@ impl S3Backend {
         }
     }
 
-    /// An I/O error for `op` on `path`. A missing bucket is of kind `NotFound`, which the
-    /// repository reports as "no repository".
+    /// An I/O error for `op` on `path`, wrapping an [`S3Error`] (see [`S3Error::of`]). A
+    /// missing bucket is of kind `NotFound`, which the repository reports as "no
+    /// repository".
     fn io_error(&self, op: &'static str, path: String, f: Failure) -> Error {
-        let source = match f.kind {
-            FailKind::NoBucket => std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!(
-                    "bucket {:?} does not exist: {}",
-                    self.location.bucket, f.msg
-                ),
+        let e = match f.kind {
+            FailKind::NoBucket => S3Error::NoSuchBucket {
+                bucket: self.location.bucket.clone(),
+            },
+            FailKind::CredentialsRefused => {
+                let code = f.code.unwrap_or_default();
+                let check = if code == "InvalidAccessKeyId" {
+                    "AWS_ACCESS_KEY_ID"
+                } else {
+                    "AWS_SECRET_ACCESS_KEY"
+                };
+                S3Error::CredentialsRefused { code, check }
+            }
+            FailKind::Unreachable { reason, attempts } => S3Error::Unreachable {
+                endpoint: self.describe.endpoint.to_string(),
+                reason,
+                attempts,
+            },
+            FailKind::NoCredentials => S3Error::CredentialsUnavailable(
+                f.msg
+                    .strip_prefix("cannot load S3 credentials: ")
+                    .unwrap_or(&f.msg)
+                    .to_string(),
             ),
-            _ => std::io::Error::other(f.msg),
+            _ => S3Error::Request {
+                status: f.status,
+                code: f.code,
+                message: f.msg,
+            },
         };
-        Error::Io { op, path, source }
+        Error::Io {
+            op,
+            path,
+            source: e.into_io(),
+        }
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -471,6 +604,7 @@ impl S3Backend {
                                 _ => FailKind::Permanent,
                             },
                             msg: format!("{} (gave up after {max} attempts)", e.msg),
+                            ..e
                         });
                     }
                     tracing::debug!("{what}: attempt {attempt} failed, retrying: {}", e.msg);
@@ -513,7 +647,7 @@ impl S3Backend {
                     return Err(Failure::transient(format!(
                         "download failed after {} bytes: {}",
                         out.len(),
-                        DisplayErrorContext(&e)
+                        connect::chain_text(&e)
                     )))
                 }
             }
@@ -541,7 +675,7 @@ impl S3Backend {
                 .set_range(range.map(|(o, l)| format!("bytes={o}-{}", o + l - 1)))
                 .send()
                 .await
-                .map_err(|e| sdk_failure(e, self.options.max_attempts))?;
+                .map_err(|e| self.describe.failure(e))?;
             let expected = out.content_length().and_then(|n| u64::try_from(n).ok());
             let ranged = out.content_range().is_some();
             let data = self.collect(out.body, expected).await?;
@@ -577,7 +711,7 @@ impl S3Backend {
                     .body(body.stream().await?)
                     .send()
                     .await
-                    .map_err(|e| sdk_failure(e, self.options.max_attempts))?;
+                    .map_err(|e| self.describe.failure(e))?;
                 let encrypted =
                     etag_not_md5(out.server_side_encryption(), out.sse_customer_algorithm());
                 verify_etag(out.e_tag(), encrypted, &raw_md5, "upload")
@@ -597,7 +731,7 @@ impl S3Backend {
                     tracing::warn!(
                         "could not delete the damaged upload {}: {}",
                         self.shown(key),
-                        sdk_failure(e, self.options.max_attempts).msg
+                        self.describe.failure(e).msg
                     );
                 }
             }
@@ -632,8 +766,12 @@ impl S3Backend {
                         .ok_or_else(|| Failure::permanent("the server returned no upload ID")),
                     Err(e) => {
                         let transient = sdk_retryable(&e);
-                        let mut f = sdk_failure(e, self.options.max_attempts);
-                        if transient {
+                        let mut f = self.describe.failure(e);
+                        // A server never reached: the quick attempts were made (see
+                        // `connect`); nothing can have reached it.
+                        let never_reached = matches!(f.kind, FailKind::Unreachable { .. })
+                            && !self.describe.reach.answered();
+                        if transient && !never_reached {
                             // It may have reached the server.
                             retried.store(true, Ordering::Relaxed);
                             f.kind = FailKind::Transient;
@@ -681,6 +819,7 @@ impl S3Backend {
             let raw_md5 = md5;
             let md5 = aws_smithy_types::base64::encode(md5);
             let max_attempts = self.options.max_attempts;
+            let describe = self.describe.clone();
             let (initial, max_backoff) = (self.options.initial_backoff, self.options.max_backoff);
             let number = i as i32 + 1;
             tasks.spawn(async move {
@@ -701,7 +840,7 @@ impl S3Backend {
                             .send()
                             .await
                     };
-                    let checked = r.map_err(|e| sdk_failure(e, max_attempts)).and_then(|out| {
+                    let checked = r.map_err(|e| describe.failure(e)).and_then(|out| {
                         let encrypted = etag_not_md5(
                             out.server_side_encryption(),
                             out.sse_customer_algorithm(),
@@ -722,9 +861,17 @@ impl S3Backend {
                                 attempt += 1;
                                 continue;
                             }
+                            let kind = match f.kind {
+                                kind @ (FailKind::NoBucket
+                                | FailKind::CredentialsRefused
+                                | FailKind::NoCredentials
+                                | FailKind::Unreachable { .. }) => kind,
+                                _ => FailKind::Permanent,
+                            };
                             return Err(Failure {
-                                kind: FailKind::Permanent,
+                                kind,
                                 msg: format!("upload of part {number}: {}", f.msg),
+                                ..f
                             });
                         }
                     }
@@ -769,7 +916,7 @@ impl S3Backend {
         };
         let f = match done {
             Ok(_) => return Ok(()),
-            Err(e) => sdk_failure(e, self.options.max_attempts),
+            Err(e) => self.describe.failure(e),
         };
         // The completion may have happened although it reads as failed: its reply was lost
         // (the SDK's retry then finds no upload), or the server answered 200 with a body the
@@ -817,7 +964,7 @@ impl S3Backend {
                 .await
         };
         if let Err(a) = abort {
-            let a = sdk_failure(a, self.options.max_attempts);
+            let a = self.describe.failure(a);
             if !matches!(a.kind, FailKind::Missing) {
                 tracing::warn!(
                     "could not abort the failed multipart upload {upload_id} of {}: {} \
@@ -849,7 +996,7 @@ impl S3Backend {
                 tracing::warn!(
                     "could not look for multipart uploads of {} left by failed attempts: {}",
                     self.shown(key),
-                    sdk_failure(e, self.options.max_attempts).msg
+                    self.describe.failure(e).msg
                 );
                 return;
             }
@@ -911,7 +1058,7 @@ impl S3Backend {
                 Err(e) => {
                     tracing::debug!(
                         "listing multipart uploads: {}",
-                        sdk_failure(e, self.options.max_attempts).msg
+                        self.describe.failure(e).msg
                     );
                     return;
                 }
@@ -957,7 +1104,7 @@ impl S3Backend {
                     .set_continuation_token(token.clone())
                     .send()
                     .await
-                    .map_err(|e| sdk_failure(e, self.options.max_attempts))?
+                    .map_err(|e| self.describe.failure(e))?
             };
             for obj in page.contents() {
                 let (Some(key), Some(size)) = (obj.key(), obj.size()) else {
@@ -1014,7 +1161,7 @@ impl S3Backend {
                     // Not allowed to look at the bucket, which exists: the writes will tell
                     // whether we may use it.
                     Some(403) => return Ok(()),
-                    _ => return Err(sdk_failure(e, self.options.max_attempts)),
+                    _ => return Err(self.describe.failure(e)),
                 }
             }
         }
@@ -1035,7 +1182,7 @@ impl S3Backend {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
             Err(e) => {
-                let mut f = sdk_failure(e, self.options.max_attempts);
+                let mut f = self.describe.failure(e);
                 f.msg = format!("cannot create the bucket: {}", f.msg);
                 Err(f)
             }
@@ -1264,7 +1411,7 @@ impl Backend for S3Backend {
                 .key(&key)
                 .send()
                 .await
-                .map_err(|e| sdk_failure(e, self.options.max_attempts))?;
+                .map_err(|e| self.describe.failure(e))?;
             Ok(h.last_modified().map(date_ns))
         })
         .map_err(|f| self.to_error("stat", &key, kind, id, f))
@@ -1281,7 +1428,7 @@ impl Backend for S3Backend {
                 .key(&key)
                 .send()
                 .await
-                .map_err(|e| sdk_failure(e, self.options.max_attempts))?;
+                .map_err(|e| self.describe.failure(e))?;
             h.content_length()
                 .and_then(|n| u64::try_from(n).ok())
                 .ok_or_else(|| Failure::permanent("no Content-Length in the reply"))
@@ -1319,7 +1466,7 @@ impl Backend for S3Backend {
                 .key(&key)
                 .send()
                 .await
-                .map_err(|e| sdk_failure(e, self.options.max_attempts))
+                .map_err(|e| self.describe.failure(e))
         });
         match r {
             Ok(_) => Ok(()),
@@ -1363,7 +1510,7 @@ impl Backend for S3Backend {
                     .delete(delete)
                     .send()
                     .await
-                    .map_err(|e| sdk_failure(e, self.options.max_attempts))
+                    .map_err(|e| self.describe.failure(e))
             });
             match r {
                 Ok(out) => {

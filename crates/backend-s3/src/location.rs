@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::S3Error;
+
 /// Where an S3 repository lives: an endpoint (or AWS's own), a bucket and a key prefix.
 ///
 /// Accepted forms:
@@ -23,12 +25,10 @@ pub struct S3Location {
 
 impl S3Location {
     /// Parses a location (with its `s3:` scheme).
-    pub fn parse(location: &str) -> Result<S3Location, String> {
-        let bad = |why: &str| {
-            format!(
-                "invalid S3 location {location:?}: {why} (expected s3:http://HOST:PORT/BUCKET/PREFIX, \
-                 s3:https://HOST/BUCKET/PREFIX or s3:BUCKET/PREFIX)"
-            )
+    pub fn parse(location: &str) -> Result<S3Location, S3Error> {
+        let bad = |why: &str| S3Error::InvalidLocation {
+            location: location.to_string(),
+            why: why.to_string(),
         };
         let rest = location
             .strip_prefix("s3:")
@@ -150,7 +150,7 @@ mod tests {
         ] {
             assert!(S3Location::parse(s).is_err(), "{s:?} accepted");
         }
-        let e = S3Location::parse("s3:http://h:1/").unwrap_err();
-        assert!(e.contains("no bucket"), "{e}");
+        let e = S3Location::parse("s3:http://h:1/").unwrap_err().to_string();
+        assert!(e.contains("no bucket") && e.contains("expected s3:"), "{e}");
     }
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::S3Error;
+
 const MIB: u64 = 1024 * 1024;
 
 /// How the S3 backend talks to its server. [`S3Options::default`] suits a LAN server and
@@ -112,22 +114,30 @@ pub const ENV_VARS: &[(&str, &str)] = &[
 ];
 
 /// The number in the variable `name`, if set: positive, or also zero with `allow_zero`.
-fn env_number(name: &str, allow_zero: bool) -> Result<Option<f64>, String> {
+fn env_number(name: &str, allow_zero: bool) -> Result<Option<f64>, S3Error> {
+    let bad = |value: String| S3Error::InvalidSetting {
+        var: name.to_string(),
+        value,
+        expected: if allow_zero {
+            "a number, 0 or more"
+        } else {
+            "a positive number"
+        },
+    };
     match std::env::var(name) {
         Ok(v) if v.trim().is_empty() => Ok(None),
         Ok(v) => match v.trim().parse::<f64>() {
             Ok(n) if n.is_finite() && (n > 0.0 || (allow_zero && n == 0.0)) => Ok(Some(n)),
-            _ if allow_zero => Err(format!("{name}={v:?}: expected a number, 0 or more")),
-            _ => Err(format!("{name}={v:?}: expected a positive number")),
+            _ => Err(bad(v)),
         },
         Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(e) => Err(format!("{name}: {e}")),
+        Err(std::env::VarError::NotUnicode(v)) => Err(bad(v.to_string_lossy().into_owned())),
     }
 }
 
 impl S3Options {
     /// Defaults, overridden by the `HOLDFAST_S3_*` variables listed in [`ENV_VARS`].
-    pub fn from_env() -> Result<S3Options, String> {
+    pub fn from_env() -> Result<S3Options, S3Error> {
         let mut o = S3Options::default();
         if let Some(s) = env_number("HOLDFAST_S3_CONNECT_TIMEOUT", false)? {
             o.connect_timeout = Duration::from_secs_f64(s);
@@ -155,18 +165,19 @@ impl S3Options {
     }
 
     /// Checks the values for consistency.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), S3Error> {
+        let bad = |why| Err(S3Error::InvalidOptions(why));
         if self.max_attempts == 0 {
-            return Err("max_attempts must be at least 1".into());
+            return bad("max_attempts must be at least 1");
         }
         if self.concurrency == 0 {
-            return Err("concurrency must be at least 1".into());
+            return bad("concurrency must be at least 1");
         }
         if self.part_size < 5 * MIB {
-            return Err("part_size must be at least 5 MiB (the S3 minimum)".into());
+            return bad("part_size must be at least 5 MiB (the S3 minimum)");
         }
         if self.attempt_timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err("timeouts must be positive".into());
+            return bad("timeouts must be positive");
         }
         Ok(())
     }

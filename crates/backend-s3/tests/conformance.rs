@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 use common::proxy::{Mode, Proxy};
 use common::{pending_uploads, unique, Server, BUCKET};
-use holdfast_backend_s3::{S3Backend, S3Options};
+use holdfast_backend_s3::{S3Backend, S3Error, S3Options};
 use holdfast_repo::backend::{Backend, FileKind};
 use holdfast_repo::{Error, Id};
 
@@ -545,8 +545,20 @@ fn buckets(s: &Server) {
     let bucket = unique("hf-bucket").to_lowercase();
     let b = s.backend_at(&s.location(&bucket, "repo"), s.options());
     match b.list(FileKind::Config) {
-        Err(Error::Io { source, .. }) => {
-            assert_eq!(source.kind(), std::io::ErrorKind::NotFound, "{source}")
+        Err(e @ Error::Io { .. }) => {
+            let Error::Io { source, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound, "{source}");
+            assert!(
+                matches!(S3Error::of(&e), Some(S3Error::NoSuchBucket { bucket: b }) if *b == bucket),
+                "{e:?}"
+            );
+            assert!(
+                e.to_string()
+                    .contains(&format!("bucket {bucket} does not exist")),
+                "{e}"
+            );
         }
         other => panic!("listing in a missing bucket: {other:?}"),
     }
@@ -578,13 +590,24 @@ fn permanent_errors(s: &Server) {
             },
         );
         let start = Instant::now();
-        let e = wrong.read(FileKind::Index, &id).unwrap_err().to_string();
+        let err = wrong.read(FileKind::Index, &id).unwrap_err();
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "took {:?}",
             start.elapsed()
         );
-        assert!(e.contains("403") && e.contains("read"), "{e}");
+        assert!(
+            matches!(
+                S3Error::of(&err),
+                Some(S3Error::CredentialsRefused { code, .. }) if code == "SignatureDoesNotMatch"
+            ),
+            "{err:?}"
+        );
+        let e = err.to_string();
+        assert!(
+            e.contains("refused the credentials") && e.contains("read"),
+            "{e}"
+        );
         assert!(e.contains(&id.to_hex()), "{e}");
     }
 
@@ -609,6 +632,10 @@ fn permanent_errors(s: &Server) {
         start.elapsed()
     );
     assert!(matches!(e, Error::Io { op: "write", .. }), "{e:?}");
+    assert!(
+        matches!(S3Error::of(&e), Some(S3Error::Unreachable { reason, .. }) if reason == "connection refused"),
+        "{e:?}"
+    );
     assert!(
         msg.contains(&addr.to_string()) && msg.contains("attempts"),
         "{msg}"

@@ -69,6 +69,24 @@ fn usage_error(e: clap::Error) -> ! {
 const DEFAULT_LOG: &str =
     "off,holdfast=warn,holdfast_cli=warn,holdfast_repo=warn,holdfast_engine=warn,holdfast_backend_s3=warn";
 
+/// The error and its causes, `a: b: c`, leaving out a cause whose message the text already
+/// holds (errors that show their source, like the repository's I/O errors, would otherwise
+/// print it twice).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let t = cause.to_string();
+        if t.is_empty() || text.contains(&t) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&t);
+    }
+    text
+}
+
 fn main() {
     default_sigpipe();
     let args = parse_args();
@@ -89,10 +107,10 @@ fn main() {
         Err(e) => {
             let code = exit::code_for(&e);
             if args.json {
-                let msg = serde_json::json!({"error": format!("{e:#}"), "exit_code": code});
+                let msg = serde_json::json!({"error": error_text(&e), "exit_code": code});
                 eprintln!("{msg}");
             } else {
-                eprintln!("holdfast: error: {e:#}");
+                eprintln!("holdfast: error: {}", error_text(&e));
             }
             code
         }

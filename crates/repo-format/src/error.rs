@@ -14,10 +14,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No repository at the given location.
-    #[error("no repository at {location}: run `holdfast init` to create one, or check the -r/HOLDFAST_REPOSITORY value")]
+    #[error("no repository at {location}: {}", .detail.as_deref().unwrap_or("run `holdfast init` to create one, or check the -r/HOLDFAST_REPOSITORY value"))]
     RepositoryNotFound {
         /// Where we looked.
         location: String,
+        /// The backend's explanation, when it has one beyond "not found" (an S3 bucket that
+        /// does not exist).
+        detail: Option<String>,
     },
     /// `init` on a location that already holds a repository.
     #[error("a repository already exists at {location}")]

@@ -212,6 +212,8 @@ impl Repository {
             Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Error::RepositoryNotFound {
                     location: backend.location(),
+                    // An OS error ("No such file or directory") says less than the default.
+                    detail: source.raw_os_error().is_none().then(|| source.to_string()),
                 }
             }
             e => e,
@@ -220,6 +222,7 @@ impl Repository {
         if configs.is_empty() && keys.is_empty() {
             return Err(Error::RepositoryNotFound {
                 location: backend.location(),
+                detail: None,
             });
         }
         let mut found = None;

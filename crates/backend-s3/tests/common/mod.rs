@@ -7,23 +7,28 @@
 //! * `HOLDFAST_TEST_MOTO=http://127.0.0.1:PORT`: a moto server;
 //! * `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (default `test` / `testtest`).
 //!
-//! A test whose server is not given is skipped with a loud message, unless `CI` is set: then
-//! it fails, so a CI run cannot pass without exercising S3.
+//! The tests that need a server are `rgw::NAME` and `moto::NAME` ([`per_server!`]). A plain
+//! `cargo nextest run` leaves them out and counts them as skipped (the default profile's
+//! `default-filter` in `.config/nextest.toml`); the env.sh of the servers selects the `s3`
+//! profile, which runs them, and CI runs them too. A test that runs without its server fails
+//! with a message saying how to start it: it never passes without having run.
 
 #![allow(dead_code, unused_macros)]
 
 pub mod proxy;
 
 /// `per_server!(a, b)` makes the tests `rgw::a`, `moto::a`, `rgw::b`, `moto::b`, each
-/// calling `a(&Server)` (a function of the test file) with that server, or skipping (failing
-/// under CI) when the server is not given.
+/// calling `a(&Server)` (a function of the test file) with that server; without the server
+/// they fail (see [`server`]). `per_server!(a; rgw_only: c)` adds `rgw::c`, for what only
+/// RGW does (moto checks no signatures).
 macro_rules! per_server {
-    ($($name:ident),* $(,)?) => {
+    ($($name:ident),* $(,)? $(; rgw_only: $($rgw:ident),* $(,)?)?) => {
         mod rgw {
-            $(#[test] fn $name() { if let Some(s) = crate::common::server("rgw") { super::$name(&s) } })*
+            $(#[test] fn $name() { super::$name(&crate::common::server("rgw")) })*
+            $($(#[test] fn $rgw() { super::$rgw(&crate::common::server("rgw")) })*)?
         }
         mod moto {
-            $(#[test] fn $name() { if let Some(s) = crate::common::server("moto") { super::$name(&s) } })*
+            $(#[test] fn $name() { super::$name(&crate::common::server("moto")) })*
         }
     };
 }
@@ -50,40 +55,33 @@ pub struct Server {
     pub secret_key: String,
 }
 
-fn in_ci() -> bool {
-    matches!(std::env::var("CI"), Ok(v) if !v.is_empty() && v != "0" && v != "false")
-}
-
-/// The server `name` ("rgw" or "moto"), or `None` (after a loud message) when its variable
-/// is unset outside CI. Panics when it is unset under CI.
-pub fn server(name: &'static str) -> Option<Server> {
+/// The server `name` ("rgw" or "moto"). Panics when its variable is not set: a test that
+/// did not run must not pass. (A plain `cargo nextest run` does not select these tests; see
+/// the module documentation.)
+#[track_caller]
+pub fn server(name: &'static str) -> Server {
     let var = format!("HOLDFAST_TEST_{}", name.to_uppercase());
     let endpoint = match std::env::var(&var) {
         Ok(v) if !v.trim().is_empty() => v.trim().trim_end_matches('/').to_string(),
-        _ => {
-            if in_ci() {
-                panic!(
-                    "{var} is not set but CI is: the S3 tests must run in CI. .ci/run starts the \
-                     servers with scripts/s3-test-servers.sh and exports {var}; see its output \
-                     for why the {name} server did not start"
-                );
-            }
-            eprintln!(
-                "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-                 !!! SKIPPED: {var} is not set, so this S3 test did not run against {name}.\n\
-                 !!! Start the servers: scripts/s3-test-servers.sh start /tmp/hf-s3 &&\n\
-                 !!!                    . /tmp/hf-s3/env.sh\n\
-                 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-            );
-            return None;
-        }
+        _ if holdfast_e2e::in_ci() => panic!(
+            "{var} is not set but CI is: the S3 tests must run in CI. .ci/run starts the \
+             servers with scripts/s3-test-servers.sh and exports {var}; see its output for \
+             why the {name} server did not start"
+        ),
+        _ => panic!(
+            "{var} is not set: this S3 test needs the {name} test server and did not run. \
+             Start the servers with `scripts/s3-test-servers.sh start DIR`, then \
+             `source DIR/env.sh` (it sets {var} and NEXTEST_PROFILE=s3) and run the tests \
+             again. A plain `cargo nextest run` skips these tests; this run selected them \
+             (`cargo test`, `--profile s3`/`ci`, or `--ignore-default-filter`)"
+        ),
     };
-    Some(Server {
+    Server {
         name,
         endpoint,
         access_key: std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into()),
         secret_key: std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "testtest".into()),
-    })
+    }
 }
 
 /// The bucket the tests share (each test works under a prefix of its own).

@@ -72,9 +72,9 @@ pub fn backend(args: &Args) -> Result<Arc<dyn Backend>> {
         return Ok(Arc::new(LocalBackend::new(rest)));
     }
     if loc.starts_with("s3:") {
-        let mut options = S3Options::from_env().map_err(anyhow::Error::msg)?;
+        let mut options = S3Options::from_env()?;
         options.region = args.s3_region.clone();
-        let b = S3Backend::new(loc, options).map_err(anyhow::Error::msg)?;
+        let b = S3Backend::new(loc, options)?;
         return Ok(Arc::new(b));
     }
     if loc.contains("://") {
