@@ -330,6 +330,8 @@ pub struct SessionFile {
     pub owner: u8,
     /// Generation: 0 for the first file, +1 per heartbeat.
     pub gen: u8,
+    /// Which run of the owner (prunes run several times).
+    pub run: u8,
     /// Role prune (else writer).
     pub prune: bool,
     /// Session start, owner's clock.
@@ -810,19 +812,25 @@ impl World {
         self.blobs_in(self.packs_of_files(cur) & self.existing_packs())
     }
 
-    fn session_pos(&self, owner: usize, gen: u8) -> Option<usize> {
+    fn session_pos(&self, owner: usize, run: u8, gen: u8) -> Option<usize> {
         self.sessions
             .as_slice()
             .iter()
-            .position(|s| s.owner as usize == owner && s.gen == gen)
+            .position(|s| s.owner as usize == owner && s.run == run && s.gen == gen)
+    }
+
+    /// Whether `s` belongs to the current run of process `p`.
+    fn own(&self, s: &SessionFile, p: usize) -> bool {
+        s.owner as usize == p && s.run == self.procs[p].runs
     }
 
     fn delete_sessions_of(&mut self, owner: usize) {
+        let run = self.procs[owner].runs;
         while let Some(i) = self
             .sessions
             .as_slice()
             .iter()
-            .position(|s| s.owner as usize == owner)
+            .position(|s| s.owner as usize == owner && s.run == run)
         {
             self.sessions.remove(i);
         }
@@ -951,7 +959,7 @@ pub struct Env {
     pub advances: Vec<Time>,
     /// At most this many advances.
     pub max_advances: u8,
-    /// At most this many crashes.
+    /// At most this many crashes and batch-delete failures together.
     pub max_crashes: u8,
     /// At most this many `forget`s of finished snapshots.
     pub max_forgets: u8,
@@ -1024,6 +1032,9 @@ pub enum Action {
     Heartbeat(u8),
     /// Process `p` vanishes (kill -9, power loss).
     Crash(u8),
+    /// The rest of process `p`'s batch delete fails (S3 `DeleteObjects` reports per-key
+    /// errors); the prune gives up cleanly (deleting its session).
+    FailBatch(u8),
     /// Time passes by this many minutes; every process not scheduled meanwhile is paused.
     Advance(Time),
     /// A user forgets (deletes) finished snapshot `s`.
@@ -1169,6 +1180,9 @@ impl Config {
                     }
                     if spec.may_crash && w.crashes < self.env.max_crashes {
                         out.push(Action::Crash(i8));
+                        if matches!(p.pc, Pc::Batch(_)) {
+                            out.push(Action::FailBatch(i8));
+                        }
                     }
                 }
                 _ => {}
@@ -1220,11 +1234,24 @@ impl Config {
             Action::Crash(p) => {
                 let p = p as usize;
                 st.world.crashes += 1;
+                // A prune with runs left is started again later (a cron job).
+                let runs = st.world.procs[p].runs + 1;
+                let again = runs < self.spec(p).runs;
                 st.world.procs[p] = Proc {
-                    status: Status::Crashed,
+                    status: if again {
+                        Status::NotStarted
+                    } else {
+                        Status::Crashed
+                    },
+                    runs,
                     ..Proc::default()
                 };
                 st.note(|| format!("#{p} crashes (its files stay)"));
+            }
+            Action::FailBatch(p) => {
+                st.world.crashes += 1;
+                st.note(|| format!("#{p}: the rest of its batch delete fails"));
+                self.terminate(st, p as usize, Status::Failed);
             }
             Action::Forget(s) => {
                 st.world.forgets += 1;
@@ -1285,6 +1312,7 @@ impl Config {
                 w.sessions.push(SessionFile {
                     owner: p as u8,
                     gen,
+                    run: pr.runs,
                     prune: spec.role == Role::Prune,
                     start: pr.start,
                     heartbeat: spec.offset,
@@ -1314,7 +1342,7 @@ impl Config {
                 });
             }
             Hb::Deleting(old) => {
-                if let Some(i) = w.session_pos(p, old) {
+                if let Some(i) = w.session_pos(p, w.procs[p].runs, old) {
                     w.sessions.remove(i);
                 }
                 w.procs[p].hb = Hb::Idle;
@@ -1357,6 +1385,7 @@ impl Config {
                 st.world.sessions.push(SessionFile {
                     owner: p as u8,
                     gen: 0,
+                    run: st.world.procs[p].runs,
                     prune: false,
                     start: o,
                     heartbeat: o,
@@ -1367,7 +1396,8 @@ impl Config {
                 pr.start = o;
                 pr.lease_end = LEASE;
                 pr.last_hb = 0;
-                st.note(|| format!("#{p} writer: writes its session (start {o} own clock), measures skew {o}"));
+                let e = st.elapsed;
+                st.note(|| format!("#{p} writer: writes its session (start {} by its clock), measures skew {o}", e + o));
                 if sg.skew_refusal && o.abs() > SKEW / 2 {
                     self.terminate(st, p, Status::Refused);
                 } else {
@@ -1622,6 +1652,7 @@ impl Config {
                 st.world.sessions.push(SessionFile {
                     owner: p as u8,
                     gen: 0,
+                    run: st.world.procs[p].runs,
                     prune: true,
                     start: o,
                     heartbeat: o,
@@ -1646,9 +1677,9 @@ impl Config {
                     .sessions
                     .as_slice()
                     .iter()
-                    .any(|s| s.prune && s.owner as usize != p && self.live(p, w, s));
+                    .any(|s| s.prune && !w.own(s, p) && self.live(p, w, s));
                 let off = w.procs[p].m.est_offset;
-                st.note(|| format!("#{p} prune: measures clock offset {off} (true {}), lists sessions: other live prune: {other}", spec.offset));
+                st.note(|| format!("#{p} prune: measures its clock offset as {off} (true {}), lists sessions: other live prune: {other}", spec.offset));
                 if other && sg.prune_refuses_concurrent {
                     self.terminate(st, p, Status::Refused);
                 } else {
@@ -1774,7 +1805,8 @@ impl Config {
                 let now = self.est_now(p, &st.world);
                 st.world.procs[p].m.mark_time = now;
                 st.world.procs[p].pc = Pc::MarkLand;
-                st.note(|| format!("#{p} mark: reads the clock: mark_time {now} (relative to now)"));
+                let e = st.elapsed;
+                st.note(|| format!("#{p} mark: reads the clock: mark_time {}", e + now));
             }
             Pc::MarkLand => {
                 let w = &mut st.world;
@@ -1820,15 +1852,15 @@ impl Config {
                     return;
                 }
                 let w = &mut st.world;
-                let stale: Vec<(u8, u8)> = w
+                let stale: Vec<(u8, u8, u8)> = w
                     .sessions
                     .as_slice()
                     .iter()
-                    .filter(|s| s.owner as usize != p && !self.live(p, w, s))
-                    .map(|s| (s.owner, s.gen))
+                    .filter(|s| !w.own(s, p) && !self.live(p, w, s))
+                    .map(|s| (s.owner, s.run, s.gen))
                     .collect();
-                for &(o, g) in &stale {
-                    let i = w.session_pos(o as usize, g).unwrap();
+                for &(o, r, g) in &stale {
+                    let i = w.session_pos(o as usize, r, g).unwrap();
                     w.sessions.remove(i);
                 }
                 let (_, isup) = w.index_view();
@@ -1840,7 +1872,7 @@ impl Config {
                     w.markers[i].exists = false;
                 }
                 st.note(|| {
-                    let owners: Vec<String> = stale.iter().map(|(o, _)| format!("#{o}")).collect();
+                    let owners: Vec<String> = stale.iter().map(|(o, _, _)| format!("#{o}")).collect();
                     format!(
                         "#{p} prune: deletes stale sessions of [{}], superseded index files {}, superseded markers {}",
                         owners.join(","),
@@ -1875,7 +1907,20 @@ impl Config {
                     }
                 }
                 w.procs[p].m.sweepable = sweepable;
-                st.note(|| format!("#{p} sweep: lists sessions: live writer starts {starts:?}; sweepable {}", id_names("M", sweepable)));
+                let marker_times: Vec<(Time, Time)> =
+                    w.markers.as_slice().iter().map(|mk| (mk.mark_time, mk.mtime)).collect();
+                let e = st.elapsed;
+                st.note(|| {
+                    let starts: Vec<Time> = starts.iter().map(|s| s + e).collect();
+                    let times: Vec<String> = bits(m.due)
+                        .map(|i| format!("M{i} mark_time {} mtime {}", marker_times[i].0 + e, marker_times[i].1 + e))
+                        .collect();
+                    format!(
+                        "#{p} sweep: lists sessions: live writer starts {starts:?}; {}; sweepable {}",
+                        times.join(", "),
+                        id_names("M", sweepable)
+                    )
+                });
                 if sweepable == 0 {
                     st.world.procs[p].pc = Pc::MarkRead;
                     return;
@@ -1979,7 +2024,16 @@ impl Config {
         } else {
             Pc::Finish
         };
-        st.note(|| format!("#{p} mark: lists sessions (live writer starts {starts:?}); to mark {} (orphans {}), missing {}", id_names("P", to_mark), id_names("P", orphan_mark), id_names("P", missing)));
+        let e = st.elapsed;
+        st.note(|| {
+            let starts: Vec<Time> = starts.iter().map(|s| s + e).collect();
+            format!(
+                "#{p} mark: lists sessions (live writer starts {starts:?}); to mark {} (orphans {}), missing {}",
+                id_names("P", to_mark),
+                id_names("P", orphan_mark),
+                id_names("P", missing)
+            )
+        });
     }
 
     /// Sets up batch `kind` (skipping empty batches).

@@ -51,3 +51,65 @@ fn scratch_explore() {
         if r.exhausted || t.elapsed().as_secs() > 20 { break; }
     }
 }
+
+fn rescue_repo() -> Repo {
+    Repo {
+        packs: vec![(0b001, true), (0b010, true), (0b100, true)],
+        index: vec![0b111],
+        snaps: vec![0b001, 0b010],
+        uncommitted: vec![],
+        markers: vec![(-20, 0b110)],
+    }
+}
+
+fn scenarios() -> Vec<(&'static str, Config)> {
+    let mut v = Vec::new();
+    let p = ProcSpec::prune(0).no_heartbeat().no_crash().runs(2);
+    let w = |wants, o| ProcSpec::writer(wants, o).no_crash();
+    let mk = |procs: Vec<ProcSpec>, repo: Repo, adv: Vec<Time>, max_adv: u8, crashes: u8, forgets: u8| {
+        let mut c = Config::new(Safeguards::ALL, procs, repo);
+        c.env.advances = adv;
+        c.env.max_advances = max_adv;
+        c.env.max_crashes = crashes;
+        c.env.max_forgets = forgets;
+        c
+    };
+    v.push(("std", mk(vec![w(0b110, 0), p], Repo::standard(), vec![10, 75], 2, 0, 0)));
+    v.push(("marked", mk(vec![w(0b110, 0), p], Repo::marked(), vec![10, 75], 2, 0, 0)));
+    v.push(("w+15", mk(vec![w(0b110, 15), p], Repo::standard(), vec![10, 75], 1, 0, 0)));
+    v.push(("p-15", mk(vec![w(0b110, 0), ProcSpec::prune(-15).no_heartbeat().no_crash().runs(2)], Repo::standard(), vec![10, 75], 1, 0, 0)));
+    v.push(("p+25", mk(vec![w(0b110, 0).no_heartbeat(), ProcSpec::prune(25).no_heartbeat().no_crash().runs(2)], Repo::standard(), vec![47], 1, 0, 0)));
+    v.push(("pp-marked", mk(vec![ProcSpec::prune(0).no_crash(), ProcSpec::prune(0).no_crash()], Repo::marked(), vec![75], 1, 0, 0)));
+    v.push(("rescue", mk(vec![w(0b010, 0).no_heartbeat(), ProcSpec::prune(0).no_heartbeat().runs(2)], rescue_repo(), vec![10], 0, 1, 1)));
+    v.push(("wcrash", mk(vec![ProcSpec::writer(0b100, 0), p], Repo::standard(), vec![10, 75], 2, 1, 0)));
+    v.push(("wcrash+w", mk(vec![ProcSpec::writer(0b100, 0).no_heartbeat(), w(0b110, 0).no_heartbeat(), p], Repo::standard(), vec![75], 1, 1, 0)));
+    v
+}
+
+#[test]
+fn scratch_sweep() {
+    let only = std::env::var("ONLY").ok();
+    let also: Vec<String> = std::env::var("ALSO").ok().map(|x| x.split(',').map(String::from).collect()).unwrap_or_default();
+    let scen = std::env::var("SCEN").ok();
+    let cap: usize = std::env::var("CAP").ok().map(|x| x.parse().unwrap()).unwrap_or(3_000_000);
+    let depth: usize = std::env::var("DEPTH").ok().map(|x| x.parse().unwrap()).unwrap_or(45);
+    let i2 = std::env::var("NOI2").is_err();
+    for name in Safeguards::NAMES.iter().copied().chain(["BRIEF", "ALL"]) {
+        if only.as_deref().is_some_and(|o| !o.split(',').any(|x| x == name)) { continue; }
+        let mut sg = match name { "BRIEF" => Safeguards::BRIEF, "ALL" => Safeguards::ALL, n => Safeguards::ALL.without(n) };
+        for a in &also { sg = sg.without(a); }
+        let mut best: Option<(usize, String)> = None;
+        for (sn, mut cfg) in scenarios() {
+            if scen.as_deref().is_some_and(|o| !o.split(',').any(|x| x == sn)) { continue; }
+            cfg.sg = sg;
+            cfg.check_i2 = i2;
+            let t = std::time::Instant::now();
+            let r = explore(&cfg, depth, cap);
+            println!("  {name:35} {sn:12} {r} {:?}", t.elapsed());
+            if let Some(f) = r.violation {
+                if best.as_ref().is_none_or(|b| f.trace.len() < b.0) { best = Some((f.trace.len(), f.pretty)); }
+            }
+        }
+        match best { Some((n, p)) => println!("{name}: NECESSARY, shortest {n}\n{p}"), None => println!("{name}: no violation found") }
+    }
+}
