@@ -166,6 +166,15 @@ pub struct Safeguards {
     /// file does not delete that file when it supersedes others: another prune may already
     /// have deleted the files it supersedes, so deleting it loses their entries.
     pub prune_keeps_superseding_index: bool,
+    /// **Proposed fix (hole H4).** A writer that finds its lease lost after its index
+    /// write does not delete the index file: from the moment it landed, another writer may
+    /// have deduplicated against the packs it names and committed a snapshot, which
+    /// deleting it would leave unrestorable (and, for a prune without
+    /// [`Safeguards::prune_refuses_missing`], its packs orphans to delete). Leaving it is
+    /// harmless: its packs are ordinary indexed garbage, or already deleted, and then its
+    /// dangling entries are ignored by writers ([`Safeguards::writer_checks_pack_exists`])
+    /// and rewritten away by the next prune.
+    pub writer_keeps_landed_index: bool,
 }
 
 impl Safeguards {
@@ -190,6 +199,7 @@ impl Safeguards {
         prune_refuses_missing: true,
         sweep_uses_marker_mtime: false,
         prune_keeps_superseding_index: false,
+        writer_keeps_landed_index: false,
     };
 
     /// Every safeguard on, including the proposed fixes: the protocol this model finds no
@@ -197,6 +207,7 @@ impl Safeguards {
     pub const ALL: Safeguards = Safeguards {
         sweep_uses_marker_mtime: true,
         prune_keeps_superseding_index: true,
+        writer_keeps_landed_index: true,
         ..Safeguards::BRIEF
     };
 
@@ -221,6 +232,7 @@ impl Safeguards {
         "prune_refuses_missing",
         "sweep_uses_marker_mtime",
         "prune_keeps_superseding_index",
+        "writer_keeps_landed_index",
     ];
 
     /// A mutable reference to the safeguard called `name`; panics on an unknown name.
@@ -245,6 +257,7 @@ impl Safeguards {
             "prune_refuses_missing" => &mut self.prune_refuses_missing,
             "sweep_uses_marker_mtime" => &mut self.sweep_uses_marker_mtime,
             "prune_keeps_superseding_index" => &mut self.prune_keeps_superseding_index,
+            "writer_keeps_landed_index" => &mut self.writer_keeps_landed_index,
             _ => panic!("unknown safeguard {name}"),
         }
     }
@@ -1487,8 +1500,12 @@ impl Config {
             }
             Pc::IndexUndo => {
                 let id = st.world.procs[p].m.index;
-                st.world.index[id as usize].exists = false;
-                st.note(|| format!("#{p} writer: deletes its index file I{id}"));
+                if sg.writer_keeps_landed_index {
+                    st.note(|| format!("#{p} writer: leaves its index file I{id}"));
+                } else {
+                    st.world.index[id as usize].exists = false;
+                    st.note(|| format!("#{p} writer: deletes its index file I{id}"));
+                }
                 self.terminate(st, p, Status::Failed);
             }
             Pc::SnapCheck => {

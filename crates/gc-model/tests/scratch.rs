@@ -82,6 +82,9 @@ fn scenarios() -> Vec<(&'static str, Config)> {
     v.push(("pp-marked", mk(vec![ProcSpec::prune(0).no_crash(), ProcSpec::prune(0).no_crash()], Repo::marked(), vec![75], 1, 0, 0)));
     v.push(("rescue", mk(vec![w(0b010, 0).no_heartbeat(), ProcSpec::prune(0).no_heartbeat().runs(2)], rescue_repo(), vec![10], 0, 1, 1)));
     v.push(("wcrash", mk(vec![ProcSpec::writer(0b100, 0), p], Repo::standard(), vec![10, 75], 2, 1, 0)));
+    v.push(("w+pp", mk(vec![w(0b110, 0).no_heartbeat(), ProcSpec::prune(0).no_crash().no_heartbeat(), ProcSpec::prune(0).no_crash().no_heartbeat()], Repo::standard(), vec![75], 1, 0, 0)));
+    v.push(("w+pp-marked", mk(vec![w(0b110, 0).no_heartbeat(), ProcSpec::prune(0).no_crash().no_heartbeat(), ProcSpec::prune(0).no_crash().no_heartbeat()], Repo::marked(), vec![75], 1, 0, 0)));
+    v.push(("pp-rescue", mk(vec![ProcSpec::prune(0).no_crash(), ProcSpec::prune(0).no_crash()], rescue_repo(), vec![75], 1, 0, 1)));
     v.push(("wcrash+w", mk(vec![ProcSpec::writer(0b100, 0).no_heartbeat(), w(0b110, 0).no_heartbeat(), p], Repo::standard(), vec![75], 1, 1, 0)));
     v
 }
