@@ -175,6 +175,15 @@ pub struct Safeguards {
     /// dangling entries are ignored by writers ([`Safeguards::writer_checks_pack_exists`])
     /// and rewritten away by the next prune.
     pub writer_keeps_landed_index: bool,
+    /// **Proposed fix (hole H5).** Before deleting the markers it swept, the sweep deletes
+    /// the existing markers they supersede (SPEC.md §7.2: a file may be deleted only once
+    /// every file it supersedes is gone or superseded by another existing file). Without
+    /// it, a sweep of a rescue marker left behind by a prune that stopped before deleting
+    /// markers (crash, S3 error, lost lease) deletes the rescue marker while the old marker
+    /// it supersedes still exists: the old marker comes back to life with its old
+    /// `mark_time` and lists the rescued packs again. [`Safeguards::rescue_marker_deleted_last`]
+    /// is the special case of this rule within one sweep.
+    pub superseded_markers_deleted_first: bool,
 }
 
 impl Safeguards {
@@ -200,6 +209,7 @@ impl Safeguards {
         sweep_uses_marker_mtime: false,
         prune_keeps_superseding_index: false,
         writer_keeps_landed_index: false,
+        superseded_markers_deleted_first: false,
     };
 
     /// Every safeguard on, including the proposed fixes: the protocol this model finds no
@@ -208,6 +218,7 @@ impl Safeguards {
         sweep_uses_marker_mtime: true,
         prune_keeps_superseding_index: true,
         writer_keeps_landed_index: true,
+        superseded_markers_deleted_first: true,
         ..Safeguards::BRIEF
     };
 
@@ -233,6 +244,7 @@ impl Safeguards {
         "sweep_uses_marker_mtime",
         "prune_keeps_superseding_index",
         "writer_keeps_landed_index",
+        "superseded_markers_deleted_first",
     ];
 
     /// A mutable reference to the safeguard called `name`; panics on an unknown name.
@@ -258,6 +270,7 @@ impl Safeguards {
             "sweep_uses_marker_mtime" => &mut self.sweep_uses_marker_mtime,
             "prune_keeps_superseding_index" => &mut self.prune_keeps_superseding_index,
             "writer_keeps_landed_index" => &mut self.writer_keeps_landed_index,
+            "superseded_markers_deleted_first" => &mut self.superseded_markers_deleted_first,
             _ => panic!("unknown safeguard {name}"),
         }
     }
@@ -552,6 +565,8 @@ pub struct Mem {
     pub batch: Mask,
     /// Prune: the batch after it.
     pub batch2: Mask,
+    /// Prune: the batch after that.
+    pub batch3: Mask,
     /// Prune: the lease was checked for the current batch.
     pub batch_checked: bool,
     /// Prune (mark): packs to mark.
@@ -2057,28 +2072,35 @@ impl Config {
     fn enter_batch(&self, st: &mut State, p: usize, mut kind: BatchKind) {
         loop {
             let m = st.world.procs[p].m;
-            let (a, b) = match kind {
-                BatchKind::SweepPacks => (m.delete, 0),
-                BatchKind::SweepIndex => (m.naming, 0),
+            // Batches in order; each is one DeleteObjects request.
+            let batches: [Mask; 3] = match kind {
+                BatchKind::SweepPacks => [m.delete, 0, 0],
+                BatchKind::SweepIndex => [m.naming, 0, 0],
                 BatchKind::SweepMarkers => {
                     let r = if m.rescue_marker == NOBODY {
                         0
                     } else {
                         bit(m.rescue_marker as usize)
                     };
-                    if self.sg.rescue_marker_deleted_last {
-                        (m.sweepable, r)
+                    let first = if self.sg.superseded_markers_deleted_first {
+                        m.msup
                     } else {
-                        (m.sweepable | r, 0)
+                        0
+                    };
+                    if self.sg.rescue_marker_deleted_last {
+                        [first, m.sweepable & !first, r]
+                    } else {
+                        [first, (m.sweepable | r) & !first, 0]
                     }
                 }
-                BatchKind::MissingIndex => (m.naming_missing, 0),
+                BatchKind::MissingIndex => [m.naming_missing, 0, 0],
             };
-            let (a, b) = if a == 0 { (b, 0) } else { (a, b) };
-            if a != 0 {
+            let mut nonempty = batches.into_iter().filter(|&b| b != 0);
+            if let Some(a) = nonempty.next() {
                 let pr = &mut st.world.procs[p];
                 pr.m.batch = a;
-                pr.m.batch2 = b;
+                pr.m.batch2 = nonempty.next().unwrap_or(0);
+                pr.m.batch3 = nonempty.next().unwrap_or(0);
                 pr.m.batch_checked = false;
                 pr.pc = Pc::Batch(kind);
                 return;
@@ -2129,7 +2151,8 @@ impl Config {
         if pr.m.batch == 0 {
             if pr.m.batch2 != 0 {
                 pr.m.batch = pr.m.batch2;
-                pr.m.batch2 = 0;
+                pr.m.batch2 = pr.m.batch3;
+                pr.m.batch3 = 0;
                 pr.m.batch_checked = false;
             } else {
                 match kind {

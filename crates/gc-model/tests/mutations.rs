@@ -249,6 +249,16 @@ fn writer_keeps_landed_index_is_necessary() {
     assert_necessary("writer_keeps_landed_index", &cfg, 40);
 }
 
+/// Hole H5: a prune writes a rescue marker M1 (superseding M0) and stops before deleting
+/// any marker; the next run sweeps M1 (M0 is superseded, so not due) and deletes it,
+/// reviving M0, which lists the rescued pack again with its old `mark_time`. A writer
+/// that deduplicated against the rescued pack meanwhile is not waited for; once the
+/// snapshot that caused the rescue is forgotten, a third run deletes the pack.
+#[test]
+fn superseded_markers_deleted_first_is_necessary() {
+    assert_necessary("superseded_markers_deleted_first", &rescue3(), 45);
+}
+
 // ---------------------------------------------------------------------------------------
 // Safeguards the model cannot show necessary
 // ---------------------------------------------------------------------------------------

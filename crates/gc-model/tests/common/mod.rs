@@ -104,6 +104,21 @@ pub fn rescue() -> Config {
     )
 }
 
+/// [`rescue`] with three prune runs and up to two crashes or batch-delete failures.
+pub fn rescue3() -> Config {
+    Config {
+        procs: vec![
+            writer(B1, 0).no_heartbeat(),
+            ProcSpec::prune(0).no_heartbeat().runs(3),
+        ],
+        env: Env {
+            max_crashes: 2,
+            ..rescue().env
+        },
+        ..rescue()
+    }
+}
+
 /// Two independent prunes (each may take heartbeats) on [`Repo::marked`]; time may jump
 /// by 75 minutes once.
 pub fn two_prunes() -> Config {
