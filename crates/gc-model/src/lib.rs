@@ -184,6 +184,27 @@ pub struct Safeguards {
     /// `mark_time` and lists the rescued packs again. [`Safeguards::rescue_marker_deleted_last`]
     /// is the special case of this rule within one sweep.
     pub superseded_markers_deleted_first: bool,
+    /// **Proposed fix (holes H6, H7).** With [`Safeguards::prune_lease`], the prune also
+    /// checks its lease *before* writing an index file (the sweep's rewrite, the mark
+    /// phase's rewrite without missing packs) or a rescue marker: an index rewrite drops
+    /// entries, and a rescue marker un-marks packs, both as destructive as deleting. Without
+    /// it a prune stalled past its lease acts on stale decisions while another prune runs:
+    /// H6, its rewrite drops a pack the other prune rescued and a new writer has since
+    /// deduplicated against; H7, its late rescue marker un-marks a pack that the other
+    /// prune, sweeping the same old marker, is about to delete, and a new writer
+    /// deduplicates against it in between. Like every lease-based fence this assumes the
+    /// action takes effect promptly after the check: see [`Env::prune_check_gap`] and
+    /// [`Safeguards::rescue_keeps_packs_marked`].
+    pub prune_lease_before_writes: bool,
+    /// **Alternative design (not in [`Safeguards::ALL`]).** A rescued pack stays marked:
+    /// the sweep writes no rescue marker and deletes only the markers none of whose packs
+    /// it rescued; the others stay and are swept again later. Writers therefore never take
+    /// a new reference into a pack once it has been marked, so a prune's decision to
+    /// delete a pack stays valid however late it acts, and the protocol no longer relies
+    /// on prunes excluding each other (see [`Safeguards::ROBUST`]). The cost: backups
+    /// upload the blobs of rescued packs again, until the snapshots that caused the rescue
+    /// are forgotten and the packs are deleted.
+    pub rescue_keeps_packs_marked: bool,
 }
 
 impl Safeguards {
@@ -210,6 +231,8 @@ impl Safeguards {
         prune_keeps_superseding_index: false,
         writer_keeps_landed_index: false,
         superseded_markers_deleted_first: false,
+        prune_lease_before_writes: false,
+        rescue_keeps_packs_marked: false,
     };
 
     /// Every safeguard on, including the proposed fixes: the protocol this model finds no
@@ -219,7 +242,16 @@ impl Safeguards {
         prune_keeps_superseding_index: true,
         writer_keeps_landed_index: true,
         superseded_markers_deleted_first: true,
+        prune_lease_before_writes: true,
         ..Safeguards::BRIEF
+    };
+
+    /// [`Safeguards::ALL`] with [`Safeguards::rescue_keeps_packs_marked`]: the variant that
+    /// stays safe when a prune's lease check and its action can be separated by a stall
+    /// ([`Env::prune_check_gap`]).
+    pub const ROBUST: Safeguards = Safeguards {
+        rescue_keeps_packs_marked: true,
+        ..Safeguards::ALL
     };
 
     /// The names of all safeguards, as accepted by [`Safeguards::without`].
@@ -245,6 +277,8 @@ impl Safeguards {
         "prune_keeps_superseding_index",
         "writer_keeps_landed_index",
         "superseded_markers_deleted_first",
+        "prune_lease_before_writes",
+        "rescue_keeps_packs_marked",
     ];
 
     /// A mutable reference to the safeguard called `name`; panics on an unknown name.
@@ -271,6 +305,8 @@ impl Safeguards {
             "prune_keeps_superseding_index" => &mut self.prune_keeps_superseding_index,
             "writer_keeps_landed_index" => &mut self.writer_keeps_landed_index,
             "superseded_markers_deleted_first" => &mut self.superseded_markers_deleted_first,
+            "prune_lease_before_writes" => &mut self.prune_lease_before_writes,
+            "rescue_keeps_packs_marked" => &mut self.rescue_keeps_packs_marked,
             _ => panic!("unknown safeguard {name}"),
         }
     }
@@ -569,6 +605,8 @@ pub struct Mem {
     pub batch3: Mask,
     /// Prune: the lease was checked for the current batch.
     pub batch_checked: bool,
+    /// Prune: the lease was checked for the next write (with [`Env::prune_check_gap`]).
+    pub write_checked: bool,
     /// Prune (mark): packs to mark.
     pub to_mark: Mask,
     /// Prune (mark): the clock reading for the marker.
@@ -991,6 +1029,10 @@ pub struct Env {
     pub max_crashes: u8,
     /// At most this many `forget`s of finished snapshots.
     pub max_forgets: u8,
+    /// A prune's lease check and the write or delete it guards are separate steps, so a
+    /// stall can fall between them (a process stopped after checking, before its request
+    /// is sent). Off: check and action are atomic, as the protocol assumes.
+    pub prune_check_gap: bool,
 }
 
 impl Default for Env {
@@ -1000,6 +1042,7 @@ impl Default for Env {
             max_advances: 2,
             max_crashes: 1,
             max_forgets: 0,
+            prune_check_gap: false,
         }
     }
 }
@@ -1195,6 +1238,13 @@ impl Config {
                 Status::NotStarted => out.push(Action::Step(i8)),
                 Status::Running => {
                     match p.pc {
+                        Pc::Batch(_)
+                            if self.env.prune_check_gap
+                                && self.sg.prune_lease
+                                && !p.m.batch_checked =>
+                        {
+                            out.push(Action::Step(i8));
+                        }
                         Pc::Batch(_) => {
                             for j in bits(p.m.batch) {
                                 out.push(Action::Pick(i8, j as u8));
@@ -1736,7 +1786,20 @@ impl Config {
                 st.note(|| format!("#{p} sweep: loads markers: current {}, due {}", id_names("M", cur), id_names("M", due)));
             }
             Pc::SweepRead(k) => self.sweep_read(st, p, k),
+            Pc::Batch(kind) => {
+                // Only with `prune_check_gap`: the lease check before a batch delete.
+                if self.check_lease(&mut st.world, p) {
+                    st.world.procs[p].m.batch_checked = true;
+                    st.note(|| format!("#{p} prune: lease check before deleting ({kind:?}): valid"));
+                } else {
+                    st.note(|| format!("#{p} prune: lease lost before deleting ({kind:?})"));
+                    self.terminate(st, p, Status::Failed);
+                }
+            }
             Pc::SweepRescue => {
+                if !self.lease_before_write(st, p) {
+                    return;
+                }
                 let w = &mut st.world;
                 let m = w.procs[p].m;
                 let mark_time = bits(m.sweepable)
@@ -1763,6 +1826,9 @@ impl Config {
                 }
             }
             Pc::SweepIndexLand => {
+                if !self.lease_before_write(st, p) {
+                    return;
+                }
                 let w = &mut st.world;
                 let m = w.procs[p].m;
                 let packs = w.packs_of_files(m.naming) & !m.delete;
@@ -1860,6 +1926,9 @@ impl Config {
                 st.note(|| format!("#{p} mark: marker M{id} lands: packs {}", id_names("P", m.to_mark)));
             }
             Pc::MissingLand => {
+                if !self.lease_before_write(st, p) {
+                    return;
+                }
                 let w = &mut st.world;
                 let m = w.procs[p].m;
                 let packs = w.packs_of_files(m.naming_missing) & !m.missing_packs;
@@ -1878,9 +1947,7 @@ impl Config {
                 }
             }
             Pc::Finish => {
-                if sg.prune_lease && !self.check_lease(&mut st.world, p) {
-                    st.note(|| format!("#{p} prune: lease lost before housekeeping"));
-                    self.terminate(st, p, Status::Failed);
+                if !self.gate(st, p, sg.prune_lease) {
                     return;
                 }
                 let w = &mut st.world;
@@ -1916,6 +1983,37 @@ impl Config {
             }
             other => unreachable!("prune at {other:?}"),
         }
+    }
+
+    /// With the H6/H7 fix, checks the lease before a write; ends the run if lost. With
+    /// [`Env::prune_check_gap`] the check is a step of its own (returns false: the write
+    /// is the next step).
+    fn lease_before_write(&self, st: &mut State, p: usize) -> bool {
+        self.gate(st, p, self.sg.prune_lease && self.sg.prune_lease_before_writes)
+    }
+
+    /// A lease check guarding the action of this step (if `enabled`): whether to go on
+    /// with the action now. False if the lease was lost (the run ends) or if, with
+    /// [`Env::prune_check_gap`], this step was the check (the action is the next step).
+    fn gate(&self, st: &mut State, p: usize, enabled: bool) -> bool {
+        if !enabled {
+            return true;
+        }
+        if self.env.prune_check_gap && st.world.procs[p].m.write_checked {
+            st.world.procs[p].m.write_checked = false;
+            return true;
+        }
+        if !self.check_lease(&mut st.world, p) {
+            st.note(|| format!("#{p} prune: lease lost before writing"));
+            self.terminate(st, p, Status::Failed);
+            return false;
+        }
+        if self.env.prune_check_gap {
+            st.world.procs[p].m.write_checked = true;
+            st.note(|| format!("#{p} prune: lease check before writing: valid"));
+            return false;
+        }
+        true
     }
 
     fn sweep_read(&self, st: &mut State, p: usize, k: u8) {
@@ -2000,7 +2098,7 @@ impl Config {
         pr.m.rescue = rescue;
         pr.m.naming = naming;
         st.note(|| format!("#{p} sweep: decides: delete {}, rescue {}, rewrite {}", id_names("P", delete), id_names("P", rescue), id_names("I", naming)));
-        if rescue != 0 {
+        if rescue != 0 && !sg.rescue_keeps_packs_marked {
             st.world.procs[p].pc = Pc::SweepRescue;
         } else if naming != 0 {
             st.world.procs[p].pc = Pc::SweepIndexLand;
@@ -2076,6 +2174,18 @@ impl Config {
             let batches: [Mask; 3] = match kind {
                 BatchKind::SweepPacks => [m.delete, 0, 0],
                 BatchKind::SweepIndex => [m.naming, 0, 0],
+                BatchKind::SweepMarkers if self.sg.rescue_keeps_packs_marked => {
+                    // Markers listing a rescued pack stay: the pack stays marked.
+                    let done = bits(m.sweepable)
+                        .filter(|&i| st.world.markers[i].packs & m.rescue == 0)
+                        .fold(0, |a, i| a | bit(i));
+                    let first = if self.sg.superseded_markers_deleted_first {
+                        m.msup
+                    } else {
+                        0
+                    };
+                    [first, done & !first, 0]
+                }
                 BatchKind::SweepMarkers => {
                     let r = if m.rescue_marker == NOBODY {
                         0
@@ -2562,18 +2672,53 @@ pub fn explore(cfg: &Config, max_depth: usize, max_states: usize) -> Report {
     report
 }
 
-/// Follows one schedule: at each step, `choices[i] % (number of possible moves)` picks
-/// the move. Stops when nothing can move or the choices run out; checks I1/I2 after every
-/// step and I3 if it ends quiescent. Returns the trace and the violation, if any.
+/// Follows one schedule chosen by `choices`, one number per step, in bursts: a number
+/// `c` picks, by `c % 16`, a time advance (2 in 16, while the budget lasts), a crash or
+/// batch failure (1 in 16), a step of the process currently in focus (9 in 16), or a step
+/// of any process, which then takes the focus (4 in 16); `c / 16` picks among those
+/// moves. Bursts leave the processes out of focus stalled in the middle of what they were
+/// doing, and the budgets for advances and crashes last the whole schedule. Stops when
+/// nothing can move or the choices run out; checks I1/I2 after every step and I3 if it
+/// ends quiescent. Returns the trace, the violation (if any), and whether the final state
+/// holds the known residual.
 pub fn simulate(cfg: &Config, choices: &[u32]) -> (Vec<Action>, Option<Violation>, bool) {
     let mut st = cfg.initial();
     let mut trace = Vec::new();
+    let mut focus = 0u8;
     for &c in choices {
         let acts = cfg.actions(&st);
         if acts.is_empty() {
             break;
         }
-        let a = acts[c as usize % acts.len()];
+        let (mut adv, mut fail, mut moves) = (Vec::new(), Vec::new(), Vec::new());
+        for a in acts {
+            match a {
+                Action::Advance(_) => adv.push(a),
+                Action::Crash(_) | Action::FailBatch(_) => fail.push(a),
+                _ => moves.push(a),
+            }
+        }
+        let pick = |v: &[Action]| v[(c / 16) as usize % v.len()];
+        let proc_of = |a: &Action| match *a {
+            Action::Step(p) | Action::Pick(p, _) | Action::Heartbeat(p) => p,
+            _ => u8::MAX,
+        };
+        let a = match c % 16 {
+            0 | 1 if !adv.is_empty() => pick(&adv),
+            2 if !fail.is_empty() => pick(&fail),
+            k if !moves.is_empty() => {
+                let mine: Vec<Action> = moves.iter().copied().filter(|a| proc_of(a) == focus).collect();
+                if k < 12 && !mine.is_empty() {
+                    pick(&mine)
+                } else {
+                    let a = pick(&moves);
+                    focus = proc_of(&a);
+                    a
+                }
+            }
+            _ if !adv.is_empty() => pick(&adv),
+            _ => pick(&fail),
+        };
         trace.push(a);
         if let Err(v) = cfg.step(&mut st, a) {
             return (trace, Some(v), false);

@@ -83,6 +83,7 @@ fn reproduced_bug_scenario_explored() {
         max_advances: 1,
         max_crashes: 0,
         max_forgets: 0,
+        prune_check_gap: false,
     };
     let n = assert_necessary("lease_sticky", &cfg, 45);
     println!("lease_sticky: shortest counterexample {n} steps");

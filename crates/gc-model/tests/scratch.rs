@@ -85,6 +85,7 @@ fn scenarios() -> Vec<(&'static str, Config)> {
     v.push(("w+pp", mk(vec![w(0b110, 0).no_heartbeat(), ProcSpec::prune(0).no_crash().no_heartbeat(), ProcSpec::prune(0).no_crash().no_heartbeat()], Repo::standard(), vec![75], 1, 0, 0)));
     v.push(("w+pp-marked", mk(vec![w(0b110, 0).no_heartbeat(), ProcSpec::prune(0).no_crash().no_heartbeat(), ProcSpec::prune(0).no_crash().no_heartbeat()], Repo::marked(), vec![75], 1, 0, 0)));
     v.push(("pp-rescue", mk(vec![ProcSpec::prune(0).no_crash(), ProcSpec::prune(0).no_crash()], rescue_repo(), vec![75], 1, 0, 1)));
+    v.push(("w+pp-rescue", mk(vec![w(0b010, 0).no_heartbeat(), ProcSpec::prune(0).no_crash().no_heartbeat(), ProcSpec::prune(0).no_crash().no_heartbeat()], rescue_repo(), vec![75], 1, 0, 1)));
     v.push(("wcrash+w", mk(vec![ProcSpec::writer(0b100, 0).no_heartbeat(), w(0b110, 0).no_heartbeat(), p], Repo::standard(), vec![75], 1, 1, 0)));
     v
 }
@@ -99,13 +100,15 @@ fn scratch_sweep() {
     let i2 = std::env::var("NOI2").is_err();
     for name in Safeguards::NAMES.iter().copied().chain(["BRIEF", "ALL"]) {
         if only.as_deref().is_some_and(|o| !o.split(',').any(|x| x == name)) { continue; }
-        let mut sg = match name { "BRIEF" => Safeguards::BRIEF, "ALL" => Safeguards::ALL, n => Safeguards::ALL.without(n) };
+        let base = if std::env::var("ROBUST").is_ok() { Safeguards::ROBUST } else { Safeguards::ALL };
+        let mut sg = match name { "BRIEF" => Safeguards::BRIEF, "ALL" => base, n => base.without(n) };
         for a in &also { sg = sg.without(a); }
         let mut best: Option<(usize, String)> = None;
         for (sn, mut cfg) in scenarios() {
             if scen.as_deref().is_some_and(|o| !o.split(',').any(|x| x == sn)) { continue; }
             cfg.sg = sg;
             cfg.check_i2 = i2;
+            cfg.env.prune_check_gap = std::env::var("GAP").is_ok();
             let t = std::time::Instant::now();
             let r = explore(&cfg, depth, cap);
             println!("  {name:35} {sn:12} {r} {:?}", t.elapsed());
@@ -115,4 +118,47 @@ fn scratch_sweep() {
         }
         match best { Some((n, p)) => println!("{name}: NECESSARY, shortest {n}\n{p}"), None => println!("{name}: no violation found") }
     }
+}
+
+#[test]
+fn scratch_random_hunt() {
+    let n: u64 = std::env::var("N").ok().map(|x| x.parse().unwrap()).unwrap_or(100_000);
+    let seed: u64 = std::env::var("SEED").ok().map(|x| x.parse().unwrap()).unwrap_or(1);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let mut next = move || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
+    let sel = |r: u64, v: &[i32]| v[(r % v.len() as u64) as usize];
+    let mut quiescent = 0; let mut residual = 0; let mut steps = 0usize; let mut best: Option<(usize, String)> = None;
+    for _ in 0..n {
+        let nw = 2 + next() % 2; let np = 1 + next() % 3;
+        let mut procs = Vec::new();
+        for _ in 0..nw {
+            let mut w = ProcSpec::writer((1 + next() % 7) as u8, sel(next(), &[-15, -5, 0, 0, 0, 5, 15]));
+            w.may_crash = next() % 2 == 0; w.heartbeats = next() % 5 != 0;
+            procs.push(w);
+        }
+        for _ in 0..np {
+            let mut p = ProcSpec::prune(sel(next(), &[-15, 0, 0, 15, 25])).runs((1 + next() % 3) as u8);
+            p.may_crash = next() % 2 == 0; p.heartbeats = next() % 2 == 0; p.margin = sel(next(), &[0, 0, 0, 30]);
+            procs.push(p);
+        }
+        procs.truncate(6);
+        let repo = match next() % 4 { 0 => Repo::standard(), 1 => Repo::marked(), 2 => rescue_repo(), _ => Repo { packs: vec![(1, true), (2, true), (6, true)], index: vec![0b011, 0b100], snaps: vec![3], uncommitted: vec![], markers: vec![(-30, 0b010)] } };
+        let base = if std::env::var("ROBUST").is_ok() { Safeguards::ROBUST } else { Safeguards::ALL };
+        let sg = match std::env::var("SG").ok().as_deref() { None => base, Some("BRIEF") => Safeguards::BRIEF, Some(n) => base.without(n) };
+        let mut cfg = Config::new(sg, procs, repo);
+        let all = [1, 5, 10, 20, 45, 47, 55, 75, 130];
+        cfg.env = Env { advances: (0..1 + next() % 3).map(|_| sel(next(), &all)).collect(), max_advances: (next() % 6) as u8, max_crashes: (next() % 3) as u8, max_forgets: (next() % 2) as u8, prune_check_gap: std::env::var("GAP").is_ok() };
+        let choices: Vec<u32> = (0..400).map(|_| next() as u32).collect();
+        let (trace, v, res) = simulate(&cfg, &choices);
+        if res { residual += 1; }
+        let mut st = cfg.initial(); for &a in &trace { let _ = cfg.step(&mut st, a); }
+        if st.world.quiescent() { quiescent += 1; }
+        steps += trace.len();
+        if let Some(v) = v {
+            let (pretty, _) = cfg.replay(&trace);
+            if best.as_ref().is_none_or(|b| trace.len() < b.0) { best = Some((trace.len(), format!("{v}\n{:?}\n{:?}\n{pretty}", cfg.procs, cfg.env))); }
+        }
+    }
+    println!("residual at end: {residual}, quiescent {quiescent}, mean steps {}", steps as f64 / n as f64);
+    if let Some((_, p)) = best { println!("VIOLATION FOUND\n{p}"); } else { println!("no violation in {n} schedules"); }
 }

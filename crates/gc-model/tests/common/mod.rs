@@ -39,6 +39,7 @@ pub fn scenario(
         max_advances,
         max_crashes,
         max_forgets,
+        prune_check_gap: false,
     };
     c
 }
