@@ -22,6 +22,39 @@
 //! one off alone and ask the explorer for a counterexample, which shows the safeguard is
 //! necessary (or, where none exists, that the model cannot show it).
 //!
+//! # What the model found
+//!
+//! The protocol as described ([`Safeguards::BRIEF`]) has holes; each has a proposed fix
+//! (a safeguard that is off in `BRIEF`), and `tests/mutations.rs` prints a shortest trace
+//! for each:
+//!
+//! * **H1** (fix [`Safeguards::sweep_uses_marker_mtime`]): `mark_time` is read before the
+//!   marker write; if the prune stalls before the write lands, a writer starting in between
+//!   misses the marker, deduplicates against the pack, and is not waited for by the sweep.
+//! * **H2** (same fix): the prune's server-time offset, measured from its session file's
+//!   mtime after a stall, is off by the stall, and so is `mark_time`.
+//! * **H3** (fix [`Safeguards::prune_keeps_superseding_index`]): a prune that finds its
+//!   lease lost after an index write deletes that file, whose superseded files another
+//!   prune may already have deleted: their entries are lost.
+//! * **H4** (fix [`Safeguards::writer_keeps_landed_index`]): the same for a writer: once
+//!   its index file has landed, another writer may have committed a snapshot relying on it.
+//! * **H5** (fix [`Safeguards::superseded_markers_deleted_first`]): a sweep deletes a
+//!   rescue marker left by an interrupted prune while the marker it supersedes still
+//!   exists, which revives it with its old `mark_time`.
+//! * **H6/H7** (fix [`Safeguards::prune_lease_before_writes`]): a prune stalled past its
+//!   lease still writes its index rewrite or rescue marker (only deletes are gated), acting
+//!   on decisions another prune's rescue has made obsolete.
+//! * **H8** (alternative design [`Safeguards::rescue_keeps_packs_marked`]): every lease
+//!   fence is check-then-act; a prune stalled between the check and its request acts after
+//!   another prune started ([`Env::prune_check_gap`]). Keeping rescued packs marked makes
+//!   late prune actions harmless, so [`Safeguards::ROBUST`] survives that too.
+//!
+//! With every safeguard and fix on ([`Safeguards::ALL`], atomic lease checks; or
+//! [`Safeguards::ROBUST`] with [`Env::prune_check_gap`]) the explorer and the random
+//! schedules find nothing. The known residual (a snapshot PUT landing after its writer's
+//! lease expired, the writer killed before deleting it) is reachable and always detected
+//! by the next prune's refusal ([`Config::residual`]).
+//!
 //! # What is modelled
 //!
 //! * **Time** is a global discrete true time in minutes. The storage server's clock is
@@ -42,9 +75,14 @@
 //!   not modelled: a snapshot references a set of blobs directly.
 //! * **Processes**: writers (backups) and prunes, each a program of atomic steps plus a
 //!   heartbeat "thread" ([`Action::Heartbeat`]). The adversary chooses which process moves
-//!   next, when time advances, which process crashes (a bounded number of times), in which
-//!   order the items of a batch delete (S3 `DeleteObjects`) are removed (and a crash can
-//!   stop a batch half done), and when a user forgets a finished snapshot.
+//!   next, when time advances, which process crashes or which batch delete fails (a
+//!   bounded number of times), in which order the items of a batch delete (S3
+//!   `DeleteObjects`) are removed, and when a user forgets a finished snapshot. A prune
+//!   may run several times in a row ([`ProcSpec::runs`], a cron job), also after a crash.
+//! * **Invariants**: I1 (no committed snapshot references a lost blob) and I2 (no writer
+//!   deduplicates against a pack deleted before its listing) after every step; I3 (after
+//!   one more prune, everything is indexed and restorable, or the prune refused because of
+//!   the known residual) in quiescent states.
 //!
 //! # Reductions (deliberate simplifications)
 //!
@@ -63,6 +101,10 @@
 //!   session file that was stale when listed can only ever be deleted, never refreshed
 //!   (a heartbeat writes a new file), so delaying that delete changes nothing.
 //! * Undecodable session files and the same-host PID liveness shortcut are not modelled.
+//! * A marker's `mtime` is when it became visible. True for an S3 PUT (small objects; a
+//!   stalled upload times out rather than landing late); **not** for a local backend that
+//!   writes a temporary file and renames it (the mtime is the write, the visibility the
+//!   rename): there the H1 fix needs the mtime set after the rename.
 
 use std::collections::HashSet;
 use std::fmt::{self, Write as _};
@@ -120,6 +162,11 @@ pub struct Safeguards {
     pub writer_lists_packs_after_markers: bool,
     /// Writers check their lease before writing an index file (and, with
     /// [`Safeguards::lease_checked_after_write`], after it).
+    ///
+    /// *Not shown necessary by the model*: a gated writer can land its index file late
+    /// anyway (the check passes, the PUT lands after a stall), so the rest of the protocol
+    /// must already cope with an index file landing after its writer's lease is gone
+    /// (dangling entries are ignored by writers and rewritten by prunes). Hygiene only.
     pub index_writes_gated: bool,
     /// After an index file or snapshot write completes, the writer checks its lease again;
     /// if it is lost it deletes what it just wrote and fails.
@@ -135,14 +182,26 @@ pub struct Safeguards {
     /// offset it measured against its own session file's mtime. Off: its own clock.
     pub prune_uses_server_time: bool,
     /// Prune holds a lease like a writer: checked before each destructive step and after
-    /// each index write (deleting the index file it wrote if the lease is lost).
+    /// each index write (deleting the index file it wrote if the lease is lost, which is
+    /// hole H3: see [`Safeguards::prune_keeps_superseding_index`]). Necessary: it is what
+    /// stops a stalled prune once another may have started (see
+    /// [`Safeguards::prune_lease_before_writes`] for the writes it must also cover).
     pub prune_lease: bool,
-    /// A prune refuses to run when another live prune session exists.
+    /// A prune refuses to run when another live prune session exists. Necessary: two
+    /// prunes sweeping the same marker can disagree (one rescues a pack after a new
+    /// writer may reference it, the other deletes it).
     pub prune_refuses_concurrent: bool,
     /// Sweep step 1: postpone a marker while a live writer session has
     /// `start < mark_time + SKEW`.
     pub sweep_waits_for_older_writers: bool,
     /// Sweep step 2: the index is read after the snapshots. Off: before them.
+    ///
+    /// *Not shown necessary by the model*: with the sessions listed first and older
+    /// writers waited for, every writer whose snapshot the sweep reads had ended (index
+    /// written) before the sessions were listed, so an index read before the snapshots
+    /// already has its entries. SPEC.md's danger case (a pack that was an orphan when
+    /// marked) needs a writer the sweep does not wait for, which the wait rule and the
+    /// sticky lease exclude. Not found even with [`Safeguards::orphan_per_pack_rule`] off.
     pub sweep_read_order: bool,
     /// Sweep step 2: the snapshots are read after the sessions were listed (SPEC.md §12.4,
     /// first bullet). Off: before.
@@ -152,6 +211,11 @@ pub struct Safeguards {
     pub rescue_marker_deleted_last: bool,
     /// Orphan packs are marked one by one, only when no live writer session has
     /// `start < pack_mtime + SKEW`. Off: every orphan is marked.
+    ///
+    /// *Not shown necessary by the model*: an orphan marked while its writer is live is
+    /// safe anyway, since that writer started before the mark and the sweep waits for it,
+    /// then rescues its packs through its snapshot. The rule spares later backups from
+    /// uploading a running backup's blobs again: efficiency, not safety.
     pub orphan_per_pack_rule: bool,
     /// The mark phase refuses (deletes nothing more) when a snapshot needs a blob with no
     /// indexed copy in an existing pack.

@@ -74,6 +74,34 @@ fn all_on_writer_and_two_prunes() {
     assert_clean("writer + two prunes", &cfg, 40, 3_000_000);
 }
 
+/// A writer and two prunes on a repository where a sweep must rescue, with a forget:
+/// where a stale prune could act on decisions another prune has made obsolete.
+#[test]
+fn all_on_writer_two_prunes_and_a_rescue() {
+    assert_clean(
+        "writer + two prunes + rescue + forget",
+        &writer_two_prunes_rescue(),
+        40,
+        3_000_000,
+    );
+}
+
+/// The robust variant (rescued packs stay marked) even when a prune can stall between
+/// its lease check and the action it guards: exhausted.
+#[test]
+fn robust_variant_with_check_gap() {
+    for (what, cfg) in [
+        (
+            "robust + gap: writer + two prunes + rescue + forget",
+            writer_two_prunes_rescue(),
+        ),
+        ("robust + gap: two prunes", two_prunes()),
+        ("robust + gap: rescue, three runs", rescue3()),
+    ] {
+        assert_clean(what, &robust_with_gap(cfg), 60, 3_000_000);
+    }
+}
+
 /// A sweep that must rescue, with a batch delete that may fail half done and a forget.
 #[test]
 fn all_on_rescue() {

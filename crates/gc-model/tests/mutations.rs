@@ -3,7 +3,7 @@
 //! every safeguard on must find none up to the same depth. Run with `--nocapture` to see
 //! the traces.
 //!
-//! Five safeguards cannot be shown necessary by the model; their tests assert that the
+//! Three safeguards cannot be shown necessary by the model; their tests assert that the
 //! explorer finds nothing without them and say why (see also the doc comments of
 //! [`Safeguards`]).
 
@@ -259,6 +259,43 @@ fn superseded_markers_deleted_first_is_necessary() {
     assert_necessary("superseded_markers_deleted_first", &rescue3(), 45);
 }
 
+/// A prune stalls past its lease after deciding to rescue P1 (snapshot S1 needs b1); a
+/// second prune starts once the first's session is stale and sweeps the same marker;
+/// S1 is forgotten; a writer deduplicates against P1 once the first prune's late rescue
+/// marker un-marks it, while the second prune, which read the snapshots before the
+/// writer's landed and the markers before the rescue marker, deletes P1. The lease stops
+/// the stale prune before it writes.
+#[test]
+fn prune_lease_is_necessary() {
+    assert_necessary("prune_lease", &writer_two_prunes_rescue(), 40);
+}
+
+/// Two prunes started together both sweep the same marker; one rescues, one deletes (the
+/// snapshot that caused the rescue is forgotten in between, and a new writer takes a
+/// reference into the rescued pack).
+#[test]
+fn prune_refuses_concurrent_is_necessary() {
+    assert_necessary("prune_refuses_concurrent", &writer_two_prunes_rescue(), 40);
+}
+
+/// Holes H6/H7: the brief checks the prune's lease only before deletes and after index
+/// writes; a stale prune's rescue marker (or index rewrite) lands unchecked.
+#[test]
+fn prune_lease_before_writes_is_necessary() {
+    assert_necessary("prune_lease_before_writes", &writer_two_prunes_rescue(), 40);
+}
+
+/// Hole H8: any lease-based fence is a check followed by an action; a prune stalled
+/// between the two (after checking its lease, before its request goes out) acts after
+/// another prune has started. With a possible stall there (`prune_check_gap`), the
+/// protocol with every fix loses data in the H7 way; keeping rescued packs marked
+/// (`Safeguards::ROBUST`) makes a late action harmless.
+#[test]
+fn rescue_keeps_packs_marked_is_necessary() {
+    let cfg = robust_with_gap(writer_two_prunes_rescue());
+    assert_necessary("rescue_keeps_packs_marked", &cfg, 40);
+}
+
 // ---------------------------------------------------------------------------------------
 // Safeguards the model cannot show necessary
 // ---------------------------------------------------------------------------------------
@@ -298,48 +335,6 @@ fn sweep_read_order_not_shown_necessary() {
 fn orphan_per_pack_rule_not_shown_necessary() {
     assert_not_shown("orphan_per_pack_rule", &small2(), 40, 3_000_000);
     assert_not_shown("orphan_per_pack_rule", &crash_and_healthy(), 30, 3_000_000);
-}
-
-/// Not shown necessary (and with the after-write undo, harmful: hole H3). Every decision
-/// a sweep makes stays valid while it stalls: the packs it deletes were unreferenced
-/// after every writer that could use them had ended, and writers that start later never
-/// use marked packs, so a second prune can only reach the same decisions.
-#[test]
-fn prune_lease_not_shown_necessary() {
-    assert_not_shown("prune_lease", &two_prunes(), 45, 3_000_000);
-    let cfg = scenario(
-        vec![
-            writer(B1 | B2, 0).no_heartbeat(),
-            ProcSpec::prune(0).no_crash().no_heartbeat(),
-            ProcSpec::prune(0).no_crash().no_heartbeat(),
-        ],
-        Repo::marked(),
-        &[75],
-        1,
-        0,
-        0,
-    );
-    assert_not_shown("prune_lease", &cfg, 40, 3_000_000);
-}
-
-/// Not shown necessary, for the same reason as `prune_lease`: two prunes running at once
-/// reach compatible decisions (the mark/sweep argument never relies on mutual exclusion).
-#[test]
-fn prune_refuses_concurrent_not_shown_necessary() {
-    assert_not_shown("prune_refuses_concurrent", &two_prunes(), 45, 3_000_000);
-    let cfg = scenario(
-        vec![
-            writer(B1 | B2, 0).no_heartbeat(),
-            ProcSpec::prune(0).no_crash().no_heartbeat(),
-            ProcSpec::prune(0).no_crash().no_heartbeat(),
-        ],
-        Repo::standard(),
-        &[75],
-        1,
-        0,
-        0,
-    );
-    assert_not_shown("prune_refuses_concurrent", &cfg, 40, 3_000_000);
 }
 
 /// Every safeguard has a test in this file.

@@ -109,6 +109,27 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 20_000,
+        max_shrink_iters: 20_000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Random schedules against the robust variant, with stalls possible between every
+    /// prune lease check and its action: no violation.
+    #[test]
+    fn random_schedules_robust_with_check_gap(cfg in config(), choices in prop::collection::vec(any::<u32>(), 50..400)) {
+        let cfg = robust_with_gap(cfg);
+        let (trace, v, _) = simulate(&cfg, &choices);
+        if let Some(v) = v {
+            let (pretty, _) = cfg.replay(&trace);
+            prop_assert!(false, "{v}\nconfig: {:?}\n{pretty}", cfg.procs);
+        }
+    }
+}
+
 /// Random schedules have teeth: without the sticky lease, some schedule of the
 /// reproduced bug's scenario loses data. (A fixed pseudo-random sequence, so the test is
 /// deterministic.)

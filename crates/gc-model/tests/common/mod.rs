@@ -120,6 +120,36 @@ pub fn rescue3() -> Config {
     }
 }
 
+/// A writer wanting b1, two independent prunes, on [`rescue_repo`]; time may jump by 75
+/// minutes once, a snapshot may be forgotten. The scenario where stale prunes matter.
+pub fn writer_two_prunes_rescue() -> Config {
+    scenario(
+        vec![
+            writer(B1, 0).no_heartbeat(),
+            ProcSpec::prune(0).no_crash().no_heartbeat(),
+            ProcSpec::prune(0).no_crash().no_heartbeat(),
+        ],
+        rescue_repo(),
+        &[75],
+        1,
+        0,
+        1,
+    )
+}
+
+/// `cfg` with the robust variant ([`Safeguards::ROBUST`]) and a possible stall between
+/// every prune lease check and the action it guards.
+pub fn robust_with_gap(cfg: Config) -> Config {
+    Config {
+        sg: Safeguards::ROBUST,
+        env: Env {
+            prune_check_gap: true,
+            ..cfg.env
+        },
+        ..cfg
+    }
+}
+
 /// Two independent prunes (each may take heartbeats) on [`Repo::marked`]; time may jump
 /// by 75 minutes once.
 pub fn two_prunes() -> Config {
