@@ -729,7 +729,10 @@ impl<T: Copy + Default, const N: usize> Default for Slots<T, N> {
 impl<T: Copy + Default, const N: usize> Slots<T, N> {
     /// Appends; returns the new item's index. Panics if full (a model bound).
     pub fn push(&mut self, t: T) -> u8 {
-        assert!((self.len as usize) < N, "model bound exceeded: more than {N} items");
+        assert!(
+            (self.len as usize) < N,
+            "model bound exceeded: more than {N} items"
+        );
         self.items[self.len as usize] = t;
         self.len += 1;
         self.len - 1
@@ -1479,7 +1482,11 @@ impl Config {
                 st.note(|| {
                     format!(
                         "#{p} heartbeat: new session file lands; lease {}",
-                        if renewed { "renewed" } else { "stays lost (lapsed)" }
+                        if renewed {
+                            "renewed"
+                        } else {
+                            "stays lost (lapsed)"
+                        }
                     )
                 });
             }
@@ -1565,9 +1572,17 @@ impl Config {
                 }
                 let m = w.procs[p].m;
                 st.note(|| match what {
-                    Load::Markers => format!("#{p} writer: loads markers: marked {}", id_names("P", m.marked)),
-                    Load::Index => format!("#{p} writer: loads index: indexed {}", id_names("P", m.indexed)),
-                    Load::Packs => format!("#{p} writer: lists packs: {}", id_names("P", m.listing)),
+                    Load::Markers => format!(
+                        "#{p} writer: loads markers: marked {}",
+                        id_names("P", m.marked)
+                    ),
+                    Load::Index => format!(
+                        "#{p} writer: loads index: indexed {}",
+                        id_names("P", m.indexed)
+                    ),
+                    Load::Packs => {
+                        format!("#{p} writer: lists packs: {}", id_names("P", m.listing))
+                    }
                 });
                 if k < 2 {
                     st.world.procs[p].pc = Pc::Load(k + 1);
@@ -1594,7 +1609,12 @@ impl Config {
             }
             Pc::IndexCheck => {
                 let ok = self.check_lease(&mut st.world, p);
-                st.note(|| format!("#{p} writer: lease check before index write: {}", ok_lost(ok)));
+                st.note(|| {
+                    format!(
+                        "#{p} writer: lease check before index write: {}",
+                        ok_lost(ok)
+                    )
+                });
                 if ok {
                     st.world.procs[p].pc = Pc::IndexLand;
                 } else {
@@ -1620,7 +1640,12 @@ impl Config {
             }
             Pc::IndexCheckAfter => {
                 let ok = self.check_lease(&mut st.world, p);
-                st.note(|| format!("#{p} writer: lease check after index write: {}", ok_lost(ok)));
+                st.note(|| {
+                    format!(
+                        "#{p} writer: lease check after index write: {}",
+                        ok_lost(ok)
+                    )
+                });
                 st.world.procs[p].pc = if ok {
                     self.writer_after_index()
                 } else {
@@ -1639,7 +1664,12 @@ impl Config {
             }
             Pc::SnapCheck => {
                 let ok = self.check_lease(&mut st.world, p);
-                st.note(|| format!("#{p} writer: lease check before snapshot write: {}", ok_lost(ok)));
+                st.note(|| {
+                    format!(
+                        "#{p} writer: lease check before snapshot write: {}",
+                        ok_lost(ok)
+                    )
+                });
                 if ok {
                     st.world.procs[p].pc = Pc::SnapLand;
                 } else {
@@ -1669,7 +1699,12 @@ impl Config {
             }
             Pc::SnapCheckAfter => {
                 let ok = self.check_lease(&mut st.world, p);
-                st.note(|| format!("#{p} writer: lease check after snapshot write: {}", ok_lost(ok)));
+                st.note(|| {
+                    format!(
+                        "#{p} writer: lease check after snapshot write: {}",
+                        ok_lost(ok)
+                    )
+                });
                 let w = &mut st.world;
                 if ok {
                     let id = w.procs[p].m.snap as usize;
@@ -1846,15 +1881,27 @@ impl Config {
                 pr.m.marked = marked;
                 pr.m.due = due;
                 pr.m.sweepable = due;
-                pr.pc = if due != 0 { Pc::SweepRead(0) } else { Pc::MarkRead };
-                st.note(|| format!("#{p} sweep: loads markers: current {}, due {}", id_names("M", cur), id_names("M", due)));
+                pr.pc = if due != 0 {
+                    Pc::SweepRead(0)
+                } else {
+                    Pc::MarkRead
+                };
+                st.note(|| {
+                    format!(
+                        "#{p} sweep: loads markers: current {}, due {}",
+                        id_names("M", cur),
+                        id_names("M", due)
+                    )
+                });
             }
             Pc::SweepRead(k) => self.sweep_read(st, p, k),
             Pc::Batch(kind) => {
                 // Only with `prune_check_gap`: the lease check before a batch delete.
                 if self.check_lease(&mut st.world, p) {
                     st.world.procs[p].m.batch_checked = true;
-                    st.note(|| format!("#{p} prune: lease check before deleting ({kind:?}): valid"));
+                    st.note(|| {
+                        format!("#{p} prune: lease check before deleting ({kind:?}): valid")
+                    });
                 } else {
                     st.note(|| format!("#{p} prune: lease lost before deleting ({kind:?})"));
                     self.terminate(st, p, Status::Failed);
@@ -1884,7 +1931,13 @@ impl Config {
                 } else {
                     Pc::Batch(BatchKind::SweepPacks)
                 };
-                st.note(|| format!("#{p} sweep: rescue marker M{id} lands: packs {}, supersedes {}", id_names("P", m.delete), id_names("M", m.sweepable | m.msup)));
+                st.note(|| {
+                    format!(
+                        "#{p} sweep: rescue marker M{id} lands: packs {}, supersedes {}",
+                        id_names("P", m.delete),
+                        id_names("M", m.sweepable | m.msup)
+                    )
+                });
                 if m.naming == 0 {
                     self.enter_batch(st, p, BatchKind::SweepPacks);
                 }
@@ -1903,7 +1956,13 @@ impl Config {
                     by: p as u8,
                 });
                 w.procs[p].m.pack = id;
-                st.note(|| format!("#{p} sweep: index file I{id} lands: packs {}, supersedes {}", id_names("P", packs), id_names("I", m.naming | m.isup)));
+                st.note(|| {
+                    format!(
+                        "#{p} sweep: index file I{id} lands: packs {}, supersedes {}",
+                        id_names("P", packs),
+                        id_names("I", m.naming | m.isup)
+                    )
+                });
                 if sg.prune_lease {
                     st.world.procs[p].pc = Pc::SweepIndexCheck;
                 } else {
@@ -1924,7 +1983,9 @@ impl Config {
                 let id = st.world.procs[p].m.pack as usize;
                 let supersedes = st.world.index[id].supersedes != 0;
                 if sg.prune_keeps_superseding_index && supersedes {
-                    st.note(|| format!("#{p} prune: keeps its index file I{id} (it supersedes others)"));
+                    st.note(|| {
+                        format!("#{p} prune: keeps its index file I{id} (it supersedes others)")
+                    });
                 } else {
                     st.world.index[id].exists = false;
                     st.note(|| format!("#{p} prune: deletes its index file I{id}"));
@@ -1947,7 +2008,13 @@ impl Config {
                     ..Mem::default()
                 };
                 pr.pc = Pc::MarkIndex;
-                st.note(|| format!("#{p} mark: loads markers (marked {}), reads snapshots: referenced {}", id_names("P", marked), blob_names(referenced)));
+                st.note(|| {
+                    format!(
+                        "#{p} mark: loads markers (marked {}), reads snapshots: referenced {}",
+                        id_names("P", marked),
+                        blob_names(referenced)
+                    )
+                });
             }
             Pc::MarkIndex => {
                 let w = &mut st.world;
@@ -1960,7 +2027,13 @@ impl Config {
                 pr.m.indexed = indexed;
                 pr.m.listing = listing;
                 pr.pc = Pc::MarkSessions;
-                st.note(|| format!("#{p} mark: reads index (indexed {}), lists packs {}", id_names("P", indexed), id_names("P", listing)));
+                st.note(|| {
+                    format!(
+                        "#{p} mark: reads index (indexed {}), lists packs {}",
+                        id_names("P", indexed),
+                        id_names("P", listing)
+                    )
+                });
             }
             Pc::MarkSessions => self.mark_decide(st, p),
             Pc::MarkClock => {
@@ -1987,7 +2060,12 @@ impl Config {
                 } else {
                     Pc::Finish
                 };
-                st.note(|| format!("#{p} mark: marker M{id} lands: packs {}", id_names("P", m.to_mark)));
+                st.note(|| {
+                    format!(
+                        "#{p} mark: marker M{id} lands: packs {}",
+                        id_names("P", m.to_mark)
+                    )
+                });
             }
             Pc::MissingLand => {
                 if !self.lease_before_write(st, p) {
@@ -2053,7 +2131,11 @@ impl Config {
     /// [`Env::prune_check_gap`] the check is a step of its own (returns false: the write
     /// is the next step).
     fn lease_before_write(&self, st: &mut State, p: usize) -> bool {
-        self.gate(st, p, self.sg.prune_lease && self.sg.prune_lease_before_writes)
+        self.gate(
+            st,
+            p,
+            self.sg.prune_lease && self.sg.prune_lease_before_writes,
+        )
     }
 
     /// A lease check guarding the action of this step (if `enabled`): whether to go on
@@ -2101,8 +2183,12 @@ impl Config {
                     }
                 }
                 w.procs[p].m.sweepable = sweepable;
-                let marker_times: Vec<(Time, Time)> =
-                    w.markers.as_slice().iter().map(|mk| (mk.mark_time, mk.mtime)).collect();
+                let marker_times: Vec<(Time, Time)> = w
+                    .markers
+                    .as_slice()
+                    .iter()
+                    .map(|mk| (mk.mark_time, mk.mtime))
+                    .collect();
                 let e = st.elapsed;
                 st.note(|| {
                     let starts: Vec<Time> = starts.iter().map(|s| s + e).collect();
@@ -2134,7 +2220,13 @@ impl Config {
                 pr.m.isup = sup;
                 pr.m.indexed = indexed;
                 pr.m.listing = listing;
-                st.note(|| format!("#{p} sweep: reads index (indexed {}), lists packs {}", id_names("P", indexed), id_names("P", listing)));
+                st.note(|| {
+                    format!(
+                        "#{p} sweep: reads index (indexed {}), lists packs {}",
+                        id_names("P", indexed),
+                        id_names("P", listing)
+                    )
+                });
             }
         }
         if k < 2 {
@@ -2161,7 +2253,14 @@ impl Config {
         pr.m.delete = delete;
         pr.m.rescue = rescue;
         pr.m.naming = naming;
-        st.note(|| format!("#{p} sweep: decides: delete {}, rescue {}, rewrite {}", id_names("P", delete), id_names("P", rescue), id_names("I", naming)));
+        st.note(|| {
+            format!(
+                "#{p} sweep: decides: delete {}, rescue {}, rewrite {}",
+                id_names("P", delete),
+                id_names("P", rescue),
+                id_names("I", naming)
+            )
+        });
         if rescue != 0 && !sg.rescue_keeps_packs_marked {
             st.world.procs[p].pc = Pc::SweepRescue;
         } else if naming != 0 {
@@ -2180,7 +2279,12 @@ impl Config {
         let present_blobs = w.blobs_in(present);
         let unfound = m.referenced & !present_blobs;
         if unfound != 0 && sg.prune_refuses_missing {
-            st.note(|| format!("#{p} mark: snapshots need {} with no indexed existing copy: refuses", blob_names(unfound)));
+            st.note(|| {
+                format!(
+                    "#{p} mark: snapshots need {} with no indexed existing copy: refuses",
+                    blob_names(unfound)
+                )
+            });
             self.terminate(st, p, Status::RefusedMissing);
             return;
         }
@@ -2355,7 +2459,11 @@ impl Config {
                     detail: format!(
                         "snapshot S{i} (by #{}, {}) references {} which no existing pack holds",
                         s.by,
-                        if s.committed { "committed" } else { "landed under a valid lease" },
+                        if s.committed {
+                            "committed"
+                        } else {
+                            "landed under a valid lease"
+                        },
                         blob_names(s.blobs & !have)
                     ),
                 });
@@ -2395,9 +2503,10 @@ impl Config {
             s.world.procs[fp] = Proc::default();
             while !s.world.procs[fp].status.terminal() {
                 let a = match s.world.procs[fp].pc {
-                    Pc::Batch(_) => {
-                        Action::Pick(fp as u8, bits(s.world.procs[fp].m.batch).next().unwrap() as u8)
-                    }
+                    Pc::Batch(_) => Action::Pick(
+                        fp as u8,
+                        bits(s.world.procs[fp].m.batch).next().unwrap() as u8,
+                    ),
                     _ => Action::Step(fp as u8),
                 };
                 self.step(&mut s, a)?;
@@ -2645,7 +2754,12 @@ impl fmt::Display for Report {
             self.residual_detected
         )?;
         if let Some(v) = &self.violation {
-            write!(f, "; VIOLATION after {} steps: {}", v.trace.len(), v.violation)?;
+            write!(
+                f,
+                "; VIOLATION after {} steps: {}",
+                v.trace.len(),
+                v.violation
+            )?;
         }
         Ok(())
     }
@@ -2771,7 +2885,11 @@ pub fn simulate(cfg: &Config, choices: &[u32]) -> (Vec<Action>, Option<Violation
             0 | 1 if !adv.is_empty() => pick(&adv),
             2 if !fail.is_empty() => pick(&fail),
             k if !moves.is_empty() => {
-                let mine: Vec<Action> = moves.iter().copied().filter(|a| proc_of(a) == focus).collect();
+                let mine: Vec<Action> = moves
+                    .iter()
+                    .copied()
+                    .filter(|a| proc_of(a) == focus)
+                    .collect();
                 if k < 12 && !mine.is_empty() {
                     pick(&mine)
                 } else {
@@ -2818,7 +2936,9 @@ pub fn run_script(cfg: &Config, script: &[Script]) -> (Vec<Action>, Option<Viola
                 let mut r = Ok(());
                 loop {
                     let pr = st.world.procs[p as usize];
-                    if (pr.status != Status::NotStarted && Some(pr.pc) == stop) || pr.status.terminal() {
+                    if (pr.status != Status::NotStarted && Some(pr.pc) == stop)
+                        || pr.status.terminal()
+                    {
                         break;
                     }
                     let a = match pr.pc {

@@ -23,7 +23,12 @@ fn assert_clean(what: &str, cfg: &Config, max_depth: usize, max_states: usize) -
 /// minutes up to twice, the writer heartbeating.
 #[test]
 fn all_on_writer_and_prune() {
-    assert_clean("writer + prune x2, two time jumps", &small2(), 45, 3_000_000);
+    assert_clean(
+        "writer + prune x2, two time jumps",
+        &small2(),
+        45,
+        3_000_000,
+    );
     assert_clean(
         "same, P1 already marked",
         &Config {

@@ -198,10 +198,10 @@ fn sweep_uses_marker_mtime_also_covers_a_skewed_offset_measurement() {
         Do(Action::Advance(10)),
         Do(Action::Step(1)), // prune: measures offset 10 (true 0)
         RunUntil(1, Pc::MarkClock),
-        Do(Action::Step(0)), // writer: session, start = 10
-        Do(Action::Step(0)), // writer: loads markers (none)
+        Do(Action::Step(0)),     // writer: session, start = 10
+        Do(Action::Step(0)),     // writer: loads markers (none)
         RunUntil(1, Pc::Finish), // prune: marker lands with mark_time 0
-        Do(Action::Step(1)),      // first run ends
+        Do(Action::Step(1)),     // first run ends
         RunUntil(0, Pc::SnapCheck),
         Run(1), // second run sweeps P1 (the writer's start, 10, is not < 0 + SKEW)
         Run(0),
@@ -347,5 +347,28 @@ fn every_safeguard_is_covered() {
                 || src.contains(&format!("fn {name}_not_shown_necessary")),
             "no mutation test for {name}"
         );
+    }
+}
+
+/// In the robust variant (rescued packs stay marked), even with stalls between every
+/// prune lease check and its action, the safeguards that only keep prunes from acting
+/// concurrently or order marker deletes are no longer needed: late or concurrent prune
+/// actions are harmless once no pack that was ever marked gains a new reference.
+#[test]
+fn robust_variant_needs_no_prune_exclusion() {
+    for name in [
+        "prune_lease",
+        "prune_refuses_concurrent",
+        "prune_lease_before_writes",
+        "rescue_marker_deleted_last",
+        "superseded_markers_deleted_first",
+    ] {
+        assert_not_shown(
+            name,
+            &robust_with_gap(writer_two_prunes_rescue()),
+            28,
+            3_000_000,
+        );
+        assert_not_shown(name, &robust_with_gap(rescue3()), 45, 3_000_000);
     }
 }

@@ -57,7 +57,10 @@ fn reproduced_bug_is_fixed_with_all_safeguards() {
         let (trace, v) = run_script(&cfg, SCRIPT);
         let (pretty, _) = cfg.replay(&trace);
         println!("{pretty}");
-        assert!(v.is_none(), "violation with all safeguards on: {v:?}\n{pretty}");
+        assert!(
+            v.is_none(),
+            "violation with all safeguards on: {v:?}\n{pretty}"
+        );
         // The writer noticed: its heartbeat after the lapse did not renew the lease, and
         // it failed cleanly without an index file or snapshot.
         let mut st = cfg.initial();

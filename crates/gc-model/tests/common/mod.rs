@@ -190,9 +190,10 @@ pub fn assert_necessary(name: &str, cfg: &Config, max_depth: usize) -> usize {
         ..cfg.clone()
     };
     let mut r = explore(&mutant, max_depth, 20_000_000);
-    let found = r.violation.take().unwrap_or_else(|| {
-        panic!("{name} off: no violation found within depth {max_depth} ({r})")
-    });
+    let found = r
+        .violation
+        .take()
+        .unwrap_or_else(|| panic!("{name} off: no violation found within depth {max_depth} ({r})"));
     println!(
         "{name} off: {r} ({:?}); shortest counterexample, {} steps, {}:\n{}",
         t.elapsed(),
