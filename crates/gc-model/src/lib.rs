@@ -710,8 +710,9 @@ pub struct Proc {
 // Fixed-capacity vectors (states are cloned millions of times: no heap)
 // ---------------------------------------------------------------------------------------
 
-/// A vector of at most `N` items stored inline.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// A vector of at most `N` items stored inline. Unused slots always hold `T::default()`,
+/// so equality may compare them; hashing skips them (fingerprints are the hot path).
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Slots<T, const N: usize> {
     len: u8,
     items: [T; N],
@@ -759,6 +760,15 @@ impl<T: Copy + Default, const N: usize> Slots<T, N> {
     /// No items.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+impl<T: Copy + Default + Hash, const N: usize> Hash for Slots<T, N> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u8(self.len);
+        for t in self.as_slice() {
+            t.hash(state);
+        }
     }
 }
 
