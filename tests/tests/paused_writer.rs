@@ -413,3 +413,26 @@ fn supersede_lists_do_not_grow_with_compactions() {
     );
     repo.cmd(&["check", "--read-data"]).assert_ok();
 }
+
+/// When the tree packs are the ones missing, prune cannot even walk the snapshots: it
+/// still refuses with the missing packs named and the way out, not a raw read error; and
+/// after `repair index` and `repair snapshots` it runs and `check --read-data` passes.
+#[test]
+fn missing_tree_packs_make_prune_refuse_and_repair_mends_it() {
+    let repo = Repo::new();
+    let work = tempdir();
+    let src = work.path().join("src");
+    write_random(&src.join("a"), MIB, 11);
+    repo.backup(&[&src], &[] as &[&str]);
+    for p in repo.packs() {
+        std::fs::remove_file(p).unwrap();
+    }
+    let p = repo.cmd(&["prune", "--safety-margin", "0s"]);
+    p.assert_code(1);
+    p.assert_stderr_contains("refusing to prune");
+    p.assert_stderr_contains("repair snapshots");
+    repo.cmd(&["repair", "index"]).assert_ok();
+    repo.cmd(&["repair", "snapshots"]).assert_ok();
+    prune_now(&repo);
+    repo.cmd(&["check", "--read-data"]).assert_ok();
+}

@@ -173,7 +173,7 @@ impl LiveSet {
 /// before its snapshot, so every listed snapshot's blobs are then in the index.
 fn live_set(repo: &Repository, snaps: &[Snapshot], view: &IndexView) -> Result<LiveSet> {
     let index = &view.index;
-    let live = referenced_blobs(repo, snaps, index)?;
+    let live = referenced_blobs(repo, snaps, index, &view.missing)?;
     let missing = live.missing(index);
     if missing > 0 {
         return Err(EngineError::Usage(format!(
@@ -209,11 +209,24 @@ pub fn load_snapshots(repo: &Repository) -> Result<Vec<Snapshot>> {
     Ok(snaps.into_iter().map(|(_, s)| s).collect())
 }
 
-fn referenced_blobs(repo: &Repository, snaps: &[Snapshot], index: &MasterIndex) -> Result<LiveSet> {
+/// Every blob the snapshots reference. A tree whose only copy is in a `missing` pack is
+/// counted but not read (what is below it is unknown; [`live_set`] refuses then).
+fn referenced_blobs(
+    repo: &Repository,
+    snaps: &[Snapshot],
+    index: &MasterIndex,
+    missing: &HashSet<Id>,
+) -> Result<LiveSet> {
     let mut live = LiveSet::new(index);
     let mut todo: Vec<Id> = snaps.iter().map(|s| s.tree).collect();
     while let Some(t) = todo.pop() {
         if !live.insert(index, BlobType::Tree, &t) {
+            continue;
+        }
+        if index
+            .get(BlobType::Tree, &t)
+            .is_some_and(|l| missing.contains(&l.pack))
+        {
             continue;
         }
         let tree = repo.load_tree(index, &t)?;
