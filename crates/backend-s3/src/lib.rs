@@ -1308,6 +1308,28 @@ impl StagedFile for S3Staged<'_> {
     }
 }
 
+impl S3Backend {
+    /// A HEAD of one repository file: its size and time stamp.
+    fn head(
+        &self,
+        kind: FileKind,
+        id: &Id,
+    ) -> Result<aws_sdk_s3::operation::head_object::HeadObjectOutput> {
+        let key = self.key(kind, id);
+        self.block_on(async {
+            let _permit = self.permit().await;
+            self.client
+                .head_object()
+                .bucket(&self.location.bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| self.describe.failure(e))
+        })
+        .map_err(|f| self.to_error("stat", &key, kind, id, f))
+    }
+}
+
 /// An S3 time stamp (`LastModified`: the server's clock, to the second) as ns since the epoch.
 fn date_ns(t: &aws_smithy_types::DateTime) -> i64 {
     t.secs()
@@ -1401,39 +1423,23 @@ impl Backend for S3Backend {
     }
 
     fn modified(&self, kind: FileKind, id: &Id) -> Result<Option<i64>> {
-        let key = self.key(kind, id);
-        self.block_on(async {
-            let _permit = self.permit().await;
-            let h = self
-                .client
-                .head_object()
-                .bucket(&self.location.bucket)
-                .key(&key)
-                .send()
-                .await
-                .map_err(|e| self.describe.failure(e))?;
-            Ok(h.last_modified().map(date_ns))
-        })
-        .map_err(|f| self.to_error("stat", &key, kind, id, f))
+        self.head(kind, id).map(|h| h.last_modified().map(date_ns))
     }
 
     fn size(&self, kind: FileKind, id: &Id) -> Result<u64> {
-        let key = self.key(kind, id);
-        self.block_on(async {
-            let _permit = self.permit().await;
-            let h = self
-                .client
-                .head_object()
-                .bucket(&self.location.bucket)
-                .key(&key)
-                .send()
-                .await
-                .map_err(|e| self.describe.failure(e))?;
-            h.content_length()
-                .and_then(|n| u64::try_from(n).ok())
-                .ok_or_else(|| Failure::permanent("no Content-Length in the reply"))
-        })
-        .map_err(|f| self.to_error("stat", &key, kind, id, f))
+        let h = self.head(kind, id)?;
+        h.content_length()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| {
+                let key = self.key(kind, id);
+                self.to_error(
+                    "stat",
+                    &key,
+                    kind,
+                    id,
+                    Failure::permanent("no Content-Length in the reply"),
+                )
+            })
     }
 
     fn write(&self, kind: FileKind, id: &Id, bytes: &[u8]) -> Result<()> {
