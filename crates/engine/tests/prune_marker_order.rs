@@ -64,6 +64,20 @@ impl Backend for Recording {
     }
 }
 
+/// Backs up a small tree and deletes its snapshot file: every pack is garbage. Returns them.
+fn garbage_packs(r: &Repository, dir: &std::path::Path, src: &std::path::Path) -> Vec<Id> {
+    std::fs::create_dir_all(src).unwrap();
+    std::fs::write(src.join("g"), vec![3u8; 300_000]).unwrap();
+    let gone = run_backup(r, src, None, 1);
+    std::fs::remove_file(dir.join(FileKind::Snapshot.path(&gone.id))).unwrap();
+    r.backend()
+        .list(FileKind::Pack)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
 fn options() -> PruneOptions {
     PruneOptions {
         dry_run: false,
@@ -154,18 +168,7 @@ fn leftover_superseded_marker_is_deleted_before_its_superseder() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("repo");
     let r = repo(&dir);
-    let src = d.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("g"), vec![3u8; 300_000]).unwrap();
-    let gone = run_backup(&r, &src, None, 1);
-    std::fs::remove_file(dir.join(FileKind::Snapshot.path(&gone.id))).unwrap();
-    let packs: Vec<Id> = r
-        .backend()
-        .list(FileKind::Pack)
-        .unwrap()
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let packs = garbage_packs(&r, &dir, &d.path().join("src"));
     let session = r.start_session(Role::Prune, "p").unwrap();
     let old = r
         .save_gc_marker(
@@ -217,18 +220,7 @@ fn sweep_waits_for_writers_that_started_before_a_late_marker_landed() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("repo");
     let r = repo(&dir);
-    let src = d.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("g"), vec![5u8; 300_000]).unwrap();
-    let gone = run_backup(&r, &src, None, 1);
-    std::fs::remove_file(dir.join(FileKind::Snapshot.path(&gone.id))).unwrap();
-    let packs: Vec<Id> = r
-        .backend()
-        .list(FileKind::Pack)
-        .unwrap()
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let packs = garbage_packs(&r, &dir, &d.path().join("src"));
     // A backup that started during the prune's stop, before the marker landed.
     let writer = r.begin_write("w").unwrap();
     let two_hours_ago = holdfast_engine::session::now_ns() - 7200 * 1_000_000_000;
