@@ -124,6 +124,25 @@ fn binary_is_stale(bin: &Path) -> bool {
     newest > bin_time
 }
 
+/// Waits until `ready` holds (polling), or panics after `limit`. Panics if the child
+/// exits first: it finished before it could be caught in the act (stopped, killed), so the
+/// data set is too small and the test would prove nothing.
+pub fn wait_until(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+    mut ready: impl FnMut() -> bool,
+) {
+    let start = std::time::Instant::now();
+    while !ready() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("holdfast finished ({status}) before {what}; the data set is too small to interrupt it");
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// Path of the `holdfast` binary under test.
 ///
 /// `HOLDFAST_BIN` overrides it. Otherwise it is `target/<profile>/holdfast` next to the

@@ -5,27 +5,11 @@ use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use holdfast_e2e::*;
 
 const MIB: u64 = 1024 * 1024;
-
-/// Waits until `ready` holds (polling), or panics after `limit`. Panics if the child
-/// exits first (it finished before it could be killed: the test proves nothing then).
-fn wait_until(child: &mut Child, limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    loop {
-        if ready() {
-            return;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("holdfast finished ({status}) before {what}; the data set is too small to interrupt it");
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
 
 fn kill9(mut child: Child) {
     child.kill().expect("SIGKILL");

@@ -8,7 +8,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use holdfast_e2e::*;
 
@@ -16,19 +16,6 @@ const MIB: u64 = 1024 * 1024;
 
 fn signal(child: &Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");
-}
-
-/// Waits until `ready` holds, or panics after `limit`; panics if the child exits first
-/// (then the data set was too small to catch it in the act, and the test proves nothing).
-fn wait_until(child: &mut Child, limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("holdfast finished ({status}) before {what}: the data set is too small");
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {

@@ -29,6 +29,14 @@ const STAMP_GRANULARITY_NS: i64 = 2_000_000_000;
 const REMOVED: &str =
     "its session file was removed from the repository (a prune judged the session stale)";
 
+/// Why a lease is lost when it ran out.
+fn expired_reason() -> String {
+    format!(
+        "no heartbeat reached the repository for {} minutes (the process was stopped or suspended, or the storage was unreachable)",
+        LEASE.as_secs() / 60
+    )
+}
+
 /// How often a session file is refreshed.
 pub const HEARTBEAT: Duration = Duration::from_secs(5 * 60);
 /// How long a heartbeat keeps the lease: well below the time after which a prune may judge
@@ -298,10 +306,7 @@ impl SessionGuard {
     pub fn check(&self) -> Result<()> {
         let mut g = self.shared.lock().expect("lock");
         if g.lost.is_none() && !g.lease.check(boot_time()) {
-            g.lost = Some(format!(
-                "no heartbeat reached the repository for {} minutes (the process was stopped or suspended, or the storage was unreachable)",
-                LEASE.as_secs() / 60
-            ));
+            g.lost = Some(expired_reason());
         }
         if g.lost.is_none() {
             if let Some(id) = g.file {
@@ -379,10 +384,7 @@ fn heartbeat(
         g.lease.lost = true;
         g.lost = Some(REMOVED.into());
     } else if !g.lease.renew(start, done) {
-        g.lost = Some(format!(
-            "no heartbeat reached the repository for {} minutes (the process was stopped or suspended, or the storage was unreachable)",
-            LEASE.as_secs() / 60
-        ));
+        g.lost = Some(expired_reason());
     }
     if g.lost.is_some() {
         drop(g);
