@@ -1,4 +1,9 @@
-//! The holdfast node agent: backs up a Kubernetes node's volumes on a schedule.
-//!
-//! Not built yet; the repository format and engine come first (see the issues).
+//! The holdfast node agent: finds the persistent volumes mounted on its node and backs them
+//! up into one repository on their schedules (`holdfast agent`, run as a DaemonSet).
 #![deny(missing_docs)]
+
+pub mod args;
+pub mod config;
+pub mod error;
+
+pub use error::{AgentError, Result};

@@ -1,0 +1,115 @@
+//! `holdfast agent` command-line arguments (parsed by the CLI, which hands them over).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+/// `holdfast agent`: back up this node's volumes, or print the install manifests.
+#[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentArgs {
+    /// What to do besides running (default: run as the node's backup agent).
+    #[command(subcommand)]
+    pub action: Option<AgentAction>,
+    /// How the agent runs.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands of `holdfast agent`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AgentAction {
+    /// Print the install manifests (Namespace, RBAC, ConfigMap, DaemonSet) as YAML.
+    Manifests(ManifestArgs),
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (for Loki, Elasticsearch, ...).
+    Json,
+}
+
+/// Options of the agent itself.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Configuration file (YAML; mounted from the agent's ConfigMap).
+    #[arg(long, env = "HOLDFAST_AGENT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The node this agent backs up (the DaemonSet sets it from spec.nodeName).
+    #[arg(long, env = "NODE_NAME", value_name = "NODE")]
+    pub node_name: Option<String>,
+    /// The kubelet's root directory, where pods' volumes are mounted (k3s uses the default
+    /// too).
+    #[arg(
+        long,
+        env = "HOLDFAST_KUBELET_DIR",
+        default_value = "/var/lib/kubelet",
+        value_name = "DIR"
+    )]
+    pub kubelet_dir: PathBuf,
+    /// Host name recorded in snapshots (default: the configuration's clusterName, else
+    /// `kubernetes`).
+    #[arg(long, env = "HOLDFAST_CLUSTER_NAME", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// The namespace the agent's Leases live in (the DaemonSet sets it from its own
+    /// namespace).
+    #[arg(
+        long,
+        env = "POD_NAMESPACE",
+        default_value = "holdfast-system",
+        value_name = "NS"
+    )]
+    pub lease_namespace: String,
+    /// Back up every volume this node is responsible for now, whatever the schedule, then
+    /// exit: 0 when all succeeded, 3 when some failed, 1 when none could be done.
+    #[arg(long)]
+    pub once: bool,
+    /// At most this many volumes at once (default: the configuration's, else 1).
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Upload limit, KiB/s (as restic's --limit-upload).
+    #[arg(long, value_name = "KIB_PER_S")]
+    pub limit_upload: Option<u64>,
+    /// Download limit, KiB/s (as restic's --limit-download).
+    #[arg(long, value_name = "KIB_PER_S")]
+    pub limit_download: Option<u64>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Do not lower the agent's CPU and IO priority (it runs at nice 10, IO class idle by
+    /// default, so workloads on the node come first).
+    #[arg(long)]
+    pub no_low_priority: bool,
+}
+
+/// Options of `holdfast agent manifests`.
+#[derive(Debug, Clone, Args)]
+pub struct ManifestArgs {
+    /// Namespace to install into.
+    #[arg(long, default_value = "holdfast-system")]
+    pub namespace: String,
+    /// Container image of holdfast.
+    #[arg(long, default_value = concat!("ghcr.io/holdfast/holdfast:", env!("CARGO_PKG_VERSION")))]
+    pub image: String,
+    /// Repository location written into the ConfigMap.
+    #[arg(
+        long,
+        value_name = "LOCATION",
+        default_value = "s3:http://backup.lan:9000/holdfast/cluster"
+    )]
+    pub repository: String,
+    /// Cluster name written into the ConfigMap (recorded as the snapshots' host).
+    #[arg(long, default_value = "kubernetes")]
+    pub cluster_name: String,
+    /// Secret (in the install namespace) holding `password`, and for S3
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    #[arg(long, default_value = "holdfast-repository")]
+    pub secret: String,
+    /// The kubelet's root directory on the nodes.
+    #[arg(long, default_value = "/var/lib/kubelet")]
+    pub kubelet_dir: PathBuf,
+}

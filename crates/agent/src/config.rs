@@ -1,0 +1,197 @@
+//! The agent's configuration file (`--config`, mounted from a ConfigMap; YAML).
+//!
+//! Every field has a default, so an empty file (or none) is a valid configuration; an
+//! unknown field is an error, so a typo is reported instead of silently ignored.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::AgentError;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentConfig {
+    /// Host name recorded in every snapshot (`--cluster-name` overrides; default `kubernetes`).
+    pub cluster_name: Option<String>,
+    /// Repository location (`-r`/`HOLDFAST_REPOSITORY` override it).
+    pub repository: Option<String>,
+    /// Per-volume defaults, overridden by annotations on the namespace, then the PVC.
+    pub defaults: VolumeDefaults,
+    /// Which namespaces' PVCs are considered at all.
+    pub namespaces: NamespaceFilter,
+    /// At most this many volumes backed up at once on one node.
+    pub concurrency: usize,
+    /// Upload limit for the repository, KiB/s (0: none).
+    pub limit_upload_kib: u64,
+    /// Download limit for the repository, KiB/s (0: none).
+    pub limit_download_kib: u64,
+    /// Cluster-wide maintenance done by one elected agent.
+    pub maintenance: Maintenance,
+    /// How long a volume's or the maintenance Lease lasts without renewal, seconds.
+    pub lease_seconds: u32,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            cluster_name: None,
+            repository: None,
+            defaults: VolumeDefaults::default(),
+            namespaces: NamespaceFilter::default(),
+            concurrency: 1,
+            limit_upload_kib: 0,
+            limit_download_kib: 0,
+            maintenance: Maintenance::default(),
+            lease_seconds: 120,
+        }
+    }
+}
+
+/// What a volume gets when neither its PVC nor its namespace says otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct VolumeDefaults {
+    /// Cron expression or `@daily`-style macro; empty opts every volume out by default.
+    pub schedule: String,
+    /// Retention, as in the `holdfast.io/keep` annotation (`daily=14,weekly=8`).
+    pub keep: String,
+    /// Globs left out of every volume's backup.
+    pub exclude: Vec<String>,
+}
+
+impl Default for VolumeDefaults {
+    fn default() -> Self {
+        VolumeDefaults {
+            schedule: "@daily".into(),
+            keep: "daily=14".into(),
+            exclude: Vec::new(),
+        }
+    }
+}
+
+/// Namespace allow and deny lists: a namespace is considered when the allow list is empty
+/// or names it, and the deny list does not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct NamespaceFilter {
+    /// Only these namespaces (empty: all).
+    pub include: Vec<String>,
+    /// Never these namespaces.
+    pub exclude: Vec<String>,
+}
+
+impl Default for NamespaceFilter {
+    fn default() -> Self {
+        NamespaceFilter {
+            include: Vec::new(),
+            exclude: vec![
+                "kube-system".into(),
+                "kube-public".into(),
+                "kube-node-lease".into(),
+            ],
+        }
+    }
+}
+
+impl NamespaceFilter {
+    /// Whether PVCs in `ns` are considered.
+    pub fn allows(&self, ns: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|n| n == ns))
+            && !self.exclude.iter().any(|n| n == ns)
+    }
+}
+
+/// Forget, prune and check, run by the agent that holds the maintenance Lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Maintenance {
+    /// Whether forget and prune run after backups (each PVC's retention).
+    pub prune: bool,
+    /// Schedule of `check --read-data-subset` (cron or macro; empty: never).
+    pub check_schedule: String,
+    /// The share of packs each check reads, as `check --read-data-subset` (`5%`, `1/7`).
+    pub check_read_data_subset: String,
+}
+
+impl Default for Maintenance {
+    fn default() -> Self {
+        Maintenance {
+            prune: true,
+            check_schedule: "@weekly".into(),
+            check_read_data_subset: "5%".into(),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<AgentConfig, AgentError> {
+        let text = std::fs::read_to_string(path).map_err(|e| AgentError::Config {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        Self::parse(&text).map_err(|detail| AgentError::Config {
+            path: path.display().to_string(),
+            detail,
+        })
+    }
+
+    /// Parses and validates configuration text (an empty text is the default configuration).
+    pub fn parse(text: &str) -> Result<AgentConfig, String> {
+        let cfg: AgentConfig = if text.trim().is_empty() {
+            AgentConfig::default()
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?
+        };
+        if cfg.concurrency == 0 {
+            return Err("concurrency must be at least 1".into());
+        }
+        if cfg.lease_seconds < 15 {
+            return Err("leaseSeconds must be at least 15".into());
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_is_the_default() {
+        assert_eq!(AgentConfig::parse("").unwrap(), AgentConfig::default());
+        assert_eq!(
+            AgentConfig::parse("\n# nothing\n").unwrap(),
+            AgentConfig::default()
+        );
+    }
+
+    #[test]
+    fn fields_are_camel_case_and_partial() {
+        let c = AgentConfig::parse(
+            "clusterName: homelab\ndefaults:\n  keep: daily=7\nnamespaces:\n  exclude: [scratch]\nconcurrency: 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.cluster_name.as_deref(), Some("homelab"));
+        assert_eq!(c.defaults.keep, "daily=7");
+        assert_eq!(
+            c.defaults.schedule, "@daily",
+            "unset fields keep their default"
+        );
+        assert!(!c.namespaces.allows("scratch"));
+        assert!(
+            c.namespaces.allows("kube-system"),
+            "a given list replaces the default"
+        );
+        assert_eq!(c.concurrency, 2);
+    }
+
+    #[test]
+    fn a_typo_is_an_error() {
+        let e = AgentConfig::parse("clustername: x\n").unwrap_err();
+        assert!(e.contains("clustername"), "{e}");
+        assert!(AgentConfig::parse("concurrency: 0\n").is_err());
+    }
+}

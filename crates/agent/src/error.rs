@@ -1,0 +1,40 @@
+//! What can go wrong in the agent, by what failed and on which object.
+
+use thiserror::Error;
+
+/// An agent error.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    /// The configuration file is unreadable or invalid.
+    #[error("configuration {path}: {detail}")]
+    Config {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A required setting is missing.
+    #[error("{0}")]
+    Usage(String),
+    /// The Kubernetes API failed.
+    #[error("Kubernetes API: {what}: {source}")]
+    Kube {
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The engine or repository failed.
+    #[error(transparent)]
+    Engine(#[from] holdfast_engine::EngineError),
+    /// The repository failed.
+    #[error(transparent)]
+    Repo(#[from] holdfast_repo::Error),
+    /// The kubelet directory does not look like one.
+    #[error("{0}")]
+    KubeletDir(String),
+}
+
+/// Shorthand.
+pub type Result<T, E = AgentError> = std::result::Result<T, E>;
