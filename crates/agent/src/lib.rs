@@ -5,5 +5,7 @@
 pub mod args;
 pub mod config;
 pub mod error;
+pub mod schedule;
+pub mod selection;
 
 pub use error::{AgentError, Result};
