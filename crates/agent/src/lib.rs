@@ -4,7 +4,9 @@
 
 pub mod args;
 pub mod config;
+pub mod discovery;
 pub mod error;
+pub mod kubelet;
 pub mod schedule;
 pub mod selection;
 
