@@ -7,6 +7,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod kubelet;
+pub mod lease;
 pub mod schedule;
 pub mod selection;
 
