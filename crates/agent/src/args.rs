@@ -77,6 +77,9 @@ pub struct RunArgs {
     /// Download limit, KiB/s (as restic's --limit-download).
     #[arg(long, value_name = "KIB_PER_S")]
     pub limit_download: Option<u64>,
+    /// Never do the cluster's maintenance (forget, prune, check) on this agent.
+    #[arg(long)]
+    pub no_maintenance: bool,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

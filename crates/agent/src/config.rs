@@ -109,6 +109,9 @@ impl NamespaceFilter {
 pub struct Maintenance {
     /// Whether forget and prune run after backups (each PVC's retention).
     pub prune: bool,
+    /// Forget and prune run at most this often, hours (the elected agent runs them after
+    /// a round of backups once this long has passed since the last time).
+    pub interval_hours: u32,
     /// Schedule of `check --read-data-subset` (cron or macro; empty: never).
     pub check_schedule: String,
     /// The share of packs each check reads, as `check --read-data-subset` (`5%`, `1/7`).
@@ -119,6 +122,7 @@ impl Default for Maintenance {
     fn default() -> Self {
         Maintenance {
             prune: true,
+            interval_hours: 12,
             check_schedule: "@weekly".into(),
             check_read_data_subset: "5%".into(),
         }

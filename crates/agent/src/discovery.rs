@@ -33,6 +33,8 @@ pub struct Volume {
     pub namespace: String,
     /// The PVC's name.
     pub pvc: String,
+    /// The PVC's UID (for Events about it).
+    pub pvc_uid: Option<String>,
     /// The PV bound to it.
     pub pv: String,
     /// Its StorageClass, if any.
@@ -105,12 +107,7 @@ pub fn volumes_on_node(
 ) -> Found {
     let pvc_by_key: HashMap<(String, String), &PersistentVolumeClaim> = pvcs
         .iter()
-        .filter_map(|c| {
-            Some((
-                (c.metadata.namespace.clone()?, c.metadata.name.clone()?),
-                c,
-            ))
-        })
+        .filter_map(|c| Some(((c.metadata.namespace.clone()?, c.metadata.name.clone()?), c)))
         .collect();
     let pv_by_name: HashMap<&str, &PersistentVolume> = pvs
         .iter()
@@ -118,7 +115,12 @@ pub fn volumes_on_node(
         .collect();
     let ns_ann: HashMap<&str, &BTreeMap<String, String>> = namespaces
         .iter()
-        .filter_map(|n| Some((n.metadata.name.as_deref()?, n.metadata.annotations.as_ref()?)))
+        .filter_map(|n| {
+            Some((
+                n.metadata.name.as_deref()?,
+                n.metadata.annotations.as_ref()?,
+            ))
+        })
         .collect();
 
     let mut found = Found::default();
@@ -171,11 +173,14 @@ pub fn volumes_on_node(
             let entry = by_key.entry(key).or_insert_with(|| Volume {
                 namespace: ns.to_string(),
                 pvc: claim.claim_name.clone(),
+                pvc_uid: pvc.metadata.uid.clone(),
                 pv: pv_name.to_string(),
                 storage_class: pv_spec
                     .and_then(|s| s.storage_class_name.clone())
                     .or_else(|| pvc.spec.as_ref().and_then(|s| s.storage_class_name.clone())),
-                driver: pv_spec.and_then(|s| s.csi.as_ref()).map(|c| c.driver.clone()),
+                driver: pv_spec
+                    .and_then(|s| s.csi.as_ref())
+                    .map(|c| c.driver.clone()),
                 mode,
                 access_modes: pvc
                     .spec
@@ -239,8 +244,10 @@ mod tests {
             .iter()
             .map(|c| json!({"name": format!("v-{c}"), "persistentVolumeClaim": {"claimName": c}}))
             .collect();
-        vols.push(json!({"name": "kube-api-access-abcde", "projected": {"sources": [
-            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}]}}));
+        vols.push(
+            json!({"name": "kube-api-access-abcde", "projected": {"sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}]}}),
+        );
         vols.push(json!({"name": "cache", "emptyDir": {}}));
         serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -273,11 +280,25 @@ mod tests {
     #[test]
     fn finds_pvcs_of_running_pods_on_this_node_only() {
         let pods = vec![
-            pod("app", "web-1", "u1", "node-a", "Running", &["data", "shared"]),
+            pod(
+                "app",
+                "web-1",
+                "u1",
+                "node-a",
+                "Running",
+                &["data", "shared"],
+            ),
             pod("app", "web-2", "u2", "node-a", "Running", &["shared"]),
             pod("app", "other", "u3", "node-b", "Running", &["elsewhere"]),
             pod("app", "done", "u4", "node-a", "Succeeded", &["old"]),
-            pod("app", "blk", "u5", "node-a", "Running", &["disk", "pending", "ghost"]),
+            pod(
+                "app",
+                "blk",
+                "u5",
+                "node-a",
+                "Running",
+                &["disk", "pending", "ghost"],
+            ),
         ];
         let pvcs = vec![
             pvc("app", "data", Some("pv-data"), &["ReadWriteOnce"]),

@@ -31,6 +31,9 @@ pub enum AgentError {
     /// The repository failed.
     #[error(transparent)]
     Repo(#[from] holdfast_repo::Error),
+    /// One volume cannot be backed up as asked (a missing subpath, an unmounted volume).
+    #[error("{0}")]
+    Volume(String),
     /// The kubelet directory does not look like one.
     #[error("{0}")]
     KubeletDir(String),

@@ -134,6 +134,7 @@ mod tests {
         Volume {
             namespace: "app".into(),
             pvc: "data".into(),
+            pvc_uid: None,
             pv: "pvc-1234".into(),
             storage_class: None,
             driver: None,
@@ -158,8 +159,10 @@ mod tests {
         let csi = k.join("pods/u2/volumes/kubernetes.io~csi/pvc-1234");
         std::fs::create_dir_all(csi.join("mount")).unwrap();
         std::fs::write(csi.join("vol_data.json"), "{}").unwrap();
-        std::fs::create_dir_all(k.join("pods/u2/volumes/kubernetes.io~projected/kube-api-access-x"))
-            .unwrap();
+        std::fs::create_dir_all(
+            k.join("pods/u2/volumes/kubernetes.io~projected/kube-api-access-x"),
+        )
+        .unwrap();
         // The first pod has no mount (replaced since listed); the second has it.
         let v = vol(VolumeMode::Filesystem, &["u1", "u2"]);
         assert_eq!(locate(k, &v).unwrap(), csi.join("mount"));
@@ -180,7 +183,10 @@ mod tests {
         std::fs::create_dir_all(d.path().join("pods/u1")).unwrap();
         check_dir(d.path(), &["u1".into(), "u2".into()]).unwrap();
         let e = check_dir(d.path(), &["u8".into(), "u9".into()]).unwrap_err();
-        assert!(e.contains("unexpected directory structure") && e.contains("--kubelet-dir"), "{e}");
+        assert!(
+            e.contains("unexpected directory structure") && e.contains("--kubelet-dir"),
+            "{e}"
+        );
         check_dir(d.path(), &[]).unwrap();
     }
 }

@@ -157,7 +157,10 @@ impl Leases {
                     spec.holder_identity = Some(self.holder.clone());
                     spec.lease_duration_seconds = Some(self.duration_s);
                     spec.renew_time = Some(now());
-                    let anns = lease.metadata.annotations.get_or_insert_with(Default::default);
+                    let anns = lease
+                        .metadata
+                        .annotations
+                        .get_or_insert_with(Default::default);
                     for (k, v) in annotations {
                         anns.entry(k.clone()).or_insert_with(|| v.clone());
                     }
@@ -189,7 +192,11 @@ impl Leases {
         if let Some(spec) = lease.spec.as_mut() {
             spec.renew_time = Some(now());
         }
-        match self.api.replace(&held.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&held.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(l) => {
                 held.lease = l;
                 Ok(true)
@@ -210,26 +217,47 @@ impl Leases {
 
     /// Sets an annotation on a held Lease (state that must survive the agent, like the
     /// time of the last check).
-    pub async fn annotate(&self, held: &mut Held, key: &str, value: &str) -> Result<(), kube::Error> {
+    pub async fn annotate(
+        &self,
+        held: &mut Held,
+        key: &str,
+        value: &str,
+    ) -> Result<(), kube::Error> {
         let mut lease = held.lease.clone();
         lease
             .metadata
             .annotations
             .get_or_insert_with(Default::default)
             .insert(key.to_string(), value.to_string());
-        held.lease = self.api.replace(&held.name, &PostParams::default(), &lease).await?;
+        held.lease = self
+            .api
+            .replace(&held.name, &PostParams::default(), &lease)
+            .await?;
         Ok(())
     }
 
-    /// Gives a held Lease up so another agent can take it at once. Failure is logged, not
-    /// returned: the Lease then simply expires.
+    /// Gives a held Lease up so another agent can take it at once (read fresh, since a
+    /// renewer may have advanced it; left alone if someone else holds it now). Failure is
+    /// logged, not returned: the Lease then simply expires.
     pub async fn release(&self, held: Held) {
-        let mut lease = held.lease;
-        if let Some(spec) = lease.spec.as_mut() {
-            spec.holder_identity = None;
-            spec.renew_time = Some(now());
+        let result = async {
+            let Some(mut lease) = self.api.get_opt(&held.name).await? else {
+                return Ok(());
+            };
+            if holder_of(&lease) != self.holder {
+                return Ok(());
+            }
+            if let Some(spec) = lease.spec.as_mut() {
+                spec.holder_identity = None;
+                spec.renew_time = Some(now());
+            }
+            self.api
+                .replace(&held.name, &PostParams::default(), &lease)
+                .await
+                .map(|_| ())
         }
-        if let Err(e) = self.api.replace(&held.name, &PostParams::default(), &lease).await {
+        .await;
+        if let Err(e) = result {
             tracing::warn!(lease = %held.name, error = %e, "cannot release the Lease; it expires on its own");
         }
     }

@@ -1,14 +1,132 @@
 //! The holdfast node agent: finds the persistent volumes mounted on its node and backs them
 //! up into one repository on their schedules (`holdfast agent`, run as a DaemonSet).
+//!
+//! Data flows one way: [`discovery`] (objects → this node's volumes), [`selection`]
+//! (annotations → schedule, subpaths, retention), [`schedule`] (due or not, from the
+//! repository's newest snapshot), [`kubelet`] (where the files are), [`lease`] (which
+//! agent does a volume), [`repo`] (the backup itself, through the engine), [`report`]
+//! (results, Events); [`maintenance`] runs forget, prune and check on one elected agent.
 #![deny(missing_docs)]
 
 pub mod args;
 pub mod config;
 pub mod discovery;
 pub mod error;
+pub mod kube_api;
 pub mod kubelet;
 pub mod lease;
+pub mod maintenance;
+pub mod repo;
+pub mod report;
+pub mod runner;
 pub mod schedule;
 pub mod selection;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 pub use error::{AgentError, Result};
+
+use args::{AgentAction, AgentArgs};
+use config::AgentConfig;
+use repo::RepoSettings;
+use runner::{Agent, Settings};
+
+/// How often the daemon looks for due volumes.
+const TICK: Duration = Duration::from_secs(60);
+
+/// Resolves flags, environment and configuration into the run's settings.
+pub fn settings(args: &AgentArgs, repo: RepoSettings) -> Result<Settings> {
+    let r = &args.run;
+    let config = match &r.config {
+        Some(p) => AgentConfig::load(p)?,
+        None => AgentConfig::default(),
+    };
+    let node = r
+        .node_name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            AgentError::Usage(
+                "no node name: set NODE_NAME (the DaemonSet sets it from spec.nodeName) or \
+             --node-name"
+                    .into(),
+            )
+        })?;
+    let location = repo
+        .location
+        .clone()
+        .or_else(|| config.repository.clone())
+        .ok_or_else(|| {
+            AgentError::Usage(
+                "no repository: set `repository` in the configuration, -r or \
+                 HOLDFAST_REPOSITORY"
+                    .into(),
+            )
+        })?;
+    let cluster = r
+        .cluster_name
+        .clone()
+        .or_else(|| config.cluster_name.clone())
+        .unwrap_or_else(|| "kubernetes".into());
+    let pod = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| hostname_of_process())
+        .unwrap_or_else(|| std::process::id().to_string());
+    let concurrency = r.concurrency.unwrap_or(config.concurrency).max(1);
+    Ok(Settings {
+        identity: format!("{node}/{pod}"),
+        node,
+        cluster,
+        kubelet_dir: r.kubelet_dir.clone(),
+        lease_namespace: r.lease_namespace.clone(),
+        concurrency,
+        location,
+        repo,
+        maintenance: !r.no_maintenance,
+        config,
+    })
+}
+
+fn hostname_of_process() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// `holdfast agent`: runs the agent (or prints the manifests); returns the exit code.
+/// `json`: print `--once`'s report as one JSON document.
+pub fn main(args: &AgentArgs, repo: RepoSettings, json: bool) -> Result<i32> {
+    if let Some(AgentAction::Manifests(m)) = &args.action {
+        let _ = m;
+        return Err(AgentError::Usage("manifests: not built yet".into()));
+    }
+    let s = settings(args, repo)?;
+    let once = args.run.once;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| AgentError::Usage(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        let agent = Agent::connect(s).await?;
+        if once {
+            let report = agent.run_once().await?;
+            if json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                for v in &report.volumes {
+                    println!("{}: {:?}: {}", v.key(), v.status, v.reason);
+                }
+                for u in &report.unmounted {
+                    println!("{u}: not mounted by any running pod: not backed up");
+                }
+            }
+            Ok(report.exit_code())
+        } else {
+            Arc::new(agent).run_daemon(TICK).await?;
+            Ok(0)
+        }
+    })
+}

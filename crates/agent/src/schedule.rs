@@ -55,10 +55,7 @@ impl Schedule {
             detail,
         };
         if !text.starts_with('@') && text.split_whitespace().count() != 5 {
-            return Err(err(format!(
-                "{} fields",
-                text.split_whitespace().count()
-            )));
+            return Err(err(format!("{} fields", text.split_whitespace().count())));
         }
         let parser = CronParser::builder()
             .seconds(Seconds::Disallowed)
@@ -171,7 +168,14 @@ mod tests {
 
     #[test]
     fn bad_schedules_are_refused_with_the_reason() {
-        for bad in ["", "* * * *", "0 0 * * * *", "61 * * * *", "@sometimes", "daily"] {
+        for bad in [
+            "",
+            "* * * *",
+            "0 0 * * * *",
+            "61 * * * *",
+            "@sometimes",
+            "daily",
+        ] {
             let e = Schedule::parse(bad, "k").unwrap_err();
             assert!(e.to_string().contains("expected 5 cron fields"), "{e}");
         }

@@ -239,7 +239,10 @@ mod tests {
             vec![PathBuf::from("config"), PathBuf::from("data/photos")]
         );
         let pvc = ann(&[(PATHS, "data,/")]);
-        assert!(resolve("a/b", "a", &pvc, &ann(&[]), &d).unwrap().paths.is_empty());
+        assert!(resolve("a/b", "a", &pvc, &ann(&[]), &d)
+            .unwrap()
+            .paths
+            .is_empty());
         let pvc = ann(&[(PATHS, "../etc")]);
         let e = resolve("a/b", "a", &pvc, &ann(&[]), &d).unwrap_err();
         assert_eq!(e.annotation, PATHS);
@@ -266,6 +269,9 @@ mod tests {
     fn a_bad_schedule_names_its_object() {
         let d = VolumeDefaults::default();
         let e = resolve("a/b", "a", &ann(&[]), &ann(&[(SCHEDULE, "daily")]), &d).unwrap_err();
-        assert_eq!((e.annotation, e.origin, e.object.as_str()), (SCHEDULE, Origin::Namespace, "a"));
+        assert_eq!(
+            (e.annotation, e.origin, e.object.as_str()),
+            (SCHEDULE, Origin::Namespace, "a")
+        );
     }
 }

@@ -1,0 +1,265 @@
+//! The agent's repository work: open once, find each volume's newest snapshot, back a
+//! volume up, forget by its retention, prune, check. Every function here blocks (the
+//! engine is synchronous); the async side calls them through `spawn_blocking`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use holdfast_engine::backup::{self, BackupReport, BackupRequest, ParentChoice, Source};
+use holdfast_engine::checker::{self, CheckOptions, CheckProgress, CheckReport, ReadData};
+use holdfast_engine::filter::PathFilter;
+use holdfast_engine::forget::{self, ForgetReport, ForgetRequest, ForgetSelection};
+use holdfast_engine::open::{CacheChoice, OpenOptions};
+use holdfast_engine::prune::{self, PruneOptions, PruneReport};
+use holdfast_engine::retention::{GroupBy, Policy};
+use holdfast_repo::repository::{Repository, SnapshotFilter};
+use holdfast_repo::Id;
+
+use crate::error::{AgentError, Result};
+
+/// Where the repository is and how to reach it: the CLI's global options, handed over.
+#[derive(Debug, Clone, Default)]
+pub struct RepoSettings {
+    /// `-r`/`HOLDFAST_REPOSITORY` (else the configuration's `repository`).
+    pub location: Option<String>,
+    /// `--password-file`/`HOLDFAST_PASSWORD_FILE` (a mounted Secret in the DaemonSet).
+    pub password_file: Option<PathBuf>,
+    /// `--password-command`.
+    pub password_command: Option<String>,
+    /// `--cache-dir`.
+    pub cache_dir: Option<PathBuf>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--s3-region`.
+    pub s3_region: Option<String>,
+}
+
+/// Tag keys of the agent's snapshots.
+pub mod tags {
+    /// `namespace=<ns>`.
+    pub const NAMESPACE: &str = "namespace";
+    /// `pvc=<name>`.
+    pub const PVC: &str = "pvc";
+    /// `pv=<name>`.
+    pub const PV: &str = "pv";
+    /// `storageclass=<name>`.
+    pub const STORAGE_CLASS: &str = "storageclass";
+    /// `method=live` (read from the running pod's mount) or, later, `snapshot`.
+    pub const METHOD: &str = "method";
+}
+
+/// One volume's backup, as the repository sees it.
+#[derive(Debug, Clone)]
+pub struct VolumeJob {
+    /// Recorded as the snapshot's host.
+    pub cluster: String,
+    /// The PVC's namespace.
+    pub namespace: String,
+    /// The PVC.
+    pub pvc: String,
+    /// Its PV.
+    pub pv: String,
+    /// Its StorageClass.
+    pub storage_class: Option<String>,
+    /// Where its files are (the kubelet's mount).
+    pub mount: PathBuf,
+    /// Subpaths to back up (empty: all).
+    pub paths: Vec<PathBuf>,
+    /// Globs left out.
+    pub exclude: Vec<String>,
+}
+
+impl VolumeJob {
+    /// The path the volume is recorded under: `/<namespace>/<pvc>`, whatever pod or node
+    /// it was read on.
+    pub fn logical_root(&self) -> PathBuf {
+        Path::new("/").join(&self.namespace).join(&self.pvc)
+    }
+
+    /// The snapshot filter that finds this volume's snapshots.
+    pub fn filter(&self) -> SnapshotFilter {
+        volume_filter(&self.cluster, &self.namespace, &self.pvc)
+    }
+}
+
+/// Snapshots of one volume: the cluster's host and its namespace and PVC tags.
+pub fn volume_filter(cluster: &str, namespace: &str, pvc: &str) -> SnapshotFilter {
+    SnapshotFilter {
+        hosts: vec![cluster.to_string()],
+        tags: vec![format!(
+            "{}={namespace},{}={pvc}",
+            tags::NAMESPACE,
+            tags::PVC
+        )],
+        paths: Vec::new(),
+    }
+}
+
+/// The tag value of `key` in a snapshot's tags.
+fn tag<'a>(tags: &'a [String], key: &str) -> Option<&'a str> {
+    tags.iter()
+        .find_map(|t| t.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}
+
+/// An open repository.
+pub struct Repo {
+    repo: Repository,
+}
+
+impl Repo {
+    /// Opens the repository at `location` with the password from the settings' sources.
+    pub fn open(location: &str, s: &RepoSettings) -> Result<Repo> {
+        let pw = holdfast_engine::password::non_interactive(
+            s.password_file.as_deref(),
+            s.password_command.as_deref(),
+        )?
+        .ok_or_else(|| {
+            AgentError::Usage(
+                "no repository password: mount the Secret and set HOLDFAST_PASSWORD_FILE \
+                 (or --password-file, HOLDFAST_PASSWORD)"
+                    .into(),
+            )
+        })?;
+        let cache = if s.no_cache {
+            CacheChoice::Off
+        } else if let Some(d) = &s.cache_dir {
+            CacheChoice::Dir(d.clone())
+        } else {
+            CacheChoice::Default
+        };
+        let opts = OpenOptions {
+            location: location.to_string(),
+            s3_region: s.s3_region.clone(),
+            cache,
+        };
+        let repo = holdfast_engine::open::open(&opts, &pw)?;
+        Ok(Repo { repo })
+    }
+
+    /// The repository.
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The newest snapshot time (ns since the epoch) of each volume of `cluster`, by
+    /// `namespace/pvc`.
+    pub fn newest_by_volume(&self, cluster: &str) -> Result<HashMap<String, i64>> {
+        let (all, bad) = self.repo.snapshots()?;
+        for e in bad {
+            tracing::warn!(error = %e, "unreadable snapshot file (left alone)");
+        }
+        let mut newest: HashMap<String, i64> = HashMap::new();
+        for (_, s) in all.iter().filter(|(_, s)| s.host == cluster) {
+            let (Some(ns), Some(pvc)) = (tag(&s.tags, tags::NAMESPACE), tag(&s.tags, tags::PVC))
+            else {
+                continue;
+            };
+            let e = newest.entry(format!("{ns}/{pvc}")).or_insert(i64::MIN);
+            *e = (*e).max(s.time_ns);
+        }
+        Ok(newest)
+    }
+
+    /// Backs up one volume. A missing subpath fails the volume: an empty backup would
+    /// look like success.
+    pub fn backup_volume(&self, job: &VolumeJob) -> Result<BackupReport> {
+        if !job.mount.is_dir() {
+            return Err(AgentError::Volume(format!(
+                "{} is not a directory (unmounted while listed?)",
+                job.mount.display()
+            )));
+        }
+        let root = job.logical_root();
+        let sources = if job.paths.is_empty() {
+            vec![Source::recorded_as(&job.mount, &root)]
+        } else {
+            let mut v = Vec::new();
+            for p in &job.paths {
+                let real = job.mount.join(p);
+                if std::fs::symlink_metadata(&real).is_err() {
+                    return Err(AgentError::Volume(format!(
+                        "subpath {:?} (holdfast.io/paths) does not exist in the volume",
+                        p.display().to_string()
+                    )));
+                }
+                v.push(Source::recorded_as(real, root.join(p)));
+            }
+            v
+        };
+        let mut req = BackupRequest::new(sources);
+        req.host = job.cluster.clone();
+        req.excludes = PathFilter::new(&job.exclude)?;
+        req.parent = ParentChoice::Matching(job.filter());
+        req.tags = vec![
+            format!("{}={}", tags::NAMESPACE, job.namespace),
+            format!("{}={}", tags::PVC, job.pvc),
+            format!("{}={}", tags::PV, job.pv),
+            format!("{}=live", tags::METHOD),
+        ];
+        if let Some(sc) = &job.storage_class {
+            req.tags.push(format!("{}={sc}", tags::STORAGE_CLASS));
+        }
+        let progress = holdfast_engine::archiver::BackupProgress::default();
+        Ok(backup::run(&self.repo, &req, &progress)?)
+    }
+
+    /// Forgets one volume's snapshots that its retention does not keep.
+    pub fn forget_volume(
+        &self,
+        cluster: &str,
+        namespace: &str,
+        pvc: &str,
+        policy: &Policy,
+    ) -> Result<ForgetReport> {
+        // One group: the filter already holds only this volume, and its snapshots stay one
+        // series when its subpaths or its PV change.
+        let req = ForgetRequest {
+            selection: ForgetSelection::Policy(
+                policy.clone(),
+                GroupBy {
+                    host: false,
+                    paths: false,
+                    tags: false,
+                },
+            ),
+            filter: volume_filter(cluster, namespace, pvc),
+            dry_run: false,
+        };
+        Ok(forget::forget(
+            &self.repo,
+            &req,
+            holdfast_engine::backup::now_ns(),
+        )?)
+    }
+
+    /// Prunes with the CLI's defaults (2 h safety margin, 10 % unused space).
+    pub fn prune(&self, host: &str) -> Result<PruneReport> {
+        let opts = PruneOptions {
+            dry_run: false,
+            margin_ns: 2 * 3600 * 1_000_000_000,
+            max_unused: 0.10,
+            host: host.to_string(),
+            index_file_entries: holdfast_repo::index::INDEX_FILE_ENTRIES,
+        };
+        Ok(prune::prune(&self.repo, &opts)?)
+    }
+
+    /// Checks the repository's structure and reads `subset` of its packs.
+    pub fn check(&self, subset: &str) -> Result<CheckReport> {
+        let read_data = ReadData::parse_subset(subset).map_err(AgentError::Usage)?;
+        let opts = CheckOptions {
+            read_data,
+            read_threads: 0,
+        };
+        Ok(checker::check(
+            &self.repo,
+            &opts,
+            &CheckProgress::default(),
+        )?)
+    }
+
+    /// Short hex of an ID, for messages.
+    pub fn short(id: &Id) -> String {
+        id.short()
+    }
+}

@@ -1,0 +1,139 @@
+//! Per-volume results: what the agent logs, puts in Events, prints for `--once`, and keeps
+//! for metrics and the UI.
+
+use serde::Serialize;
+
+use holdfast_repo::snapshot::Summary;
+
+/// How one volume's turn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// A snapshot was saved (possibly with unreadable entries: see `warnings`).
+    Succeeded,
+    /// Nothing was saved.
+    Failed,
+    /// Deliberately not backed up (opted out, another agent has it, block volume, ...).
+    Skipped,
+    /// Not due yet by its schedule.
+    NotDue,
+}
+
+/// One volume's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeResult {
+    /// The PVC's namespace.
+    pub namespace: String,
+    /// The PVC's name.
+    pub pvc: String,
+    /// Its PV.
+    pub pv: String,
+    /// The node whose agent handled it.
+    pub node: String,
+    /// How it ended.
+    pub status: Status,
+    /// Why (for failed and skipped volumes), or a one-line summary.
+    pub reason: String,
+    /// The snapshot saved, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// Its parent snapshot, if any (an incremental backup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The backup's counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+    /// Source entries that could not be read (the snapshot was saved without them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// When the turn started, seconds since the epoch.
+    pub started: i64,
+    /// How long it took, seconds.
+    pub seconds: f64,
+}
+
+impl VolumeResult {
+    /// `namespace/pvc`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.pvc)
+    }
+}
+
+/// What one `--once` run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunReport {
+    /// The node.
+    pub node: String,
+    /// Every volume considered, by key.
+    pub volumes: Vec<VolumeResult>,
+    /// PVCs that no running pod mounts (reported by the maintenance agent).
+    pub unmounted: Vec<String>,
+    /// What maintenance did, if this agent did it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<serde_json::Value>,
+}
+
+impl RunReport {
+    /// The exit code of `--once`: 0 when every volume that was attempted succeeded (or
+    /// none needed backing up), 3 when some failed, 1 when every attempted one failed.
+    pub fn exit_code(&self) -> i32 {
+        let failed = self
+            .volumes
+            .iter()
+            .filter(|v| v.status == Status::Failed)
+            .count();
+        let ok = self
+            .volumes
+            .iter()
+            .filter(|v| v.status == Status::Succeeded)
+            .count();
+        match (failed, ok) {
+            (0, _) => 0,
+            (_, 0) => 1,
+            _ => 3,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(status: Status) -> VolumeResult {
+        VolumeResult {
+            namespace: "a".into(),
+            pvc: "b".into(),
+            pv: "p".into(),
+            node: "n".into(),
+            status,
+            reason: String::new(),
+            snapshot: None,
+            parent: None,
+            summary: None,
+            warnings: vec![],
+            started: 0,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn exit_codes() {
+        let rep = |v: Vec<VolumeResult>| RunReport {
+            volumes: v,
+            ..Default::default()
+        };
+        assert_eq!(rep(vec![]).exit_code(), 0);
+        assert_eq!(
+            rep(vec![r(Status::Succeeded), r(Status::Skipped)]).exit_code(),
+            0
+        );
+        assert_eq!(
+            rep(vec![r(Status::Succeeded), r(Status::Failed)]).exit_code(),
+            3
+        );
+        assert_eq!(
+            rep(vec![r(Status::Failed), r(Status::Skipped)]).exit_code(),
+            1
+        );
+    }
+}
