@@ -223,6 +223,9 @@ pub enum Command {
         #[arg(long, value_name = "n/m|p%", value_parser = args::read_data_subset)]
         read_data_subset: Option<ReadData>,
     },
+    /// Run the Kubernetes node agent (as a DaemonSet): back up the PVCs on this node on
+    /// their schedules; `holdfast agent manifests` prints the install manifests.
+    Agent(holdfast_agent::args::AgentArgs),
 }
 
 /// Kinds of repository objects `cat` shows.

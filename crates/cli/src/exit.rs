@@ -1,5 +1,6 @@
 //! Exit codes, as scripts and the agent rely on them.
 
+use holdfast_agent::AgentError;
 use holdfast_engine::EngineError;
 use holdfast_repo::Error;
 
@@ -20,16 +21,32 @@ pub const NO_REPOSITORY: i32 = 10;
 /// The password opens no key file.
 pub const WRONG_PASSWORD: i32 = 12;
 
+/// The repository error an engine error carries, if any.
+fn engine_repo(e: &EngineError) -> Option<&Error> {
+    match e {
+        EngineError::Repo(r) => Some(r),
+        _ => None,
+    }
+}
+
 /// Maps an error chain to its exit code.
 pub fn code_for(e: &anyhow::Error) -> i32 {
     for cause in e.chain() {
-        let repo =
-            cause
-                .downcast_ref::<Error>()
-                .or_else(|| match cause.downcast_ref::<EngineError>() {
-                    Some(EngineError::Repo(r)) => Some(r),
-                    _ => None,
-                });
+        let agent = cause.downcast_ref::<AgentError>();
+        if matches!(
+            agent,
+            Some(AgentError::Usage(_) | AgentError::Config { .. })
+        ) {
+            return USAGE;
+        }
+        let repo = cause
+            .downcast_ref::<Error>()
+            .or_else(|| cause.downcast_ref::<EngineError>().and_then(engine_repo))
+            .or_else(|| match agent {
+                Some(AgentError::Repo(r)) => Some(r),
+                Some(AgentError::Engine(e)) => engine_repo(e),
+                _ => None,
+            });
         match repo {
             Some(Error::RepositoryNotFound { .. }) => return NO_REPOSITORY,
             Some(Error::WrongPassword { .. }) => return WRONG_PASSWORD,

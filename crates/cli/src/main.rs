@@ -87,21 +87,38 @@ fn error_text(e: &anyhow::Error) -> String {
     text
 }
 
+/// The agent logs its progress too (info), with times, as text or JSON lines.
+const AGENT_LOG: &str = "off,holdfast=warn,holdfast_cli=warn,holdfast_repo=warn,holdfast_engine=warn,holdfast_backend_s3=warn,holdfast_agent=info";
+
+/// Warnings from holdfast's own crates reach the user by default (a failed heartbeat, a
+/// damaged cache entry, a missing pack); HOLDFAST_LOG=debug (or any EnvFilter) shows more.
+fn init_logging(args: &cli::Args) {
+    let agent = match &args.command {
+        cli::Command::Agent(a) if a.action.is_none() => Some(a.run.log_format),
+        _ => None,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if agent.is_some() {
+            AGENT_LOG
+        } else {
+            DEFAULT_LOG
+        })
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    match agent {
+        Some(holdfast_agent::args::LogFormat::Json) => builder.json().init(),
+        Some(holdfast_agent::args::LogFormat::Text) => builder.with_target(false).init(),
+        None => builder.without_time().with_target(false).init(),
+    }
+}
+
 fn main() {
     default_sigpipe();
     let args = parse_args();
-    // Warnings from holdfast's own crates reach the user by default (a failed heartbeat, a
-    // damaged cache entry, a missing pack); HOLDFAST_LOG=debug (or any EnvFilter) shows more.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
-        )
-        .with_writer(std::io::stderr)
-        .without_time()
-        .with_target(false)
-        .with_ansi(false)
-        .init();
+    init_logging(&args);
     let code = match cmd::run(&args) {
         Ok(code) => code,
         Err(e) => {

@@ -1,6 +1,7 @@
 //! One module per command; this one holds what they share (opening the repository,
 //! resolving snapshots) and the dispatch.
 
+mod agent;
 mod backup;
 mod cat;
 mod check;
@@ -60,6 +61,7 @@ pub fn run(args: &Args) -> Result<i32> {
             read_data,
             read_data_subset,
         } => check::run(args, *read_data, *read_data_subset),
+        Command::Agent(a) => agent::run(args, a),
     }
 }
 
