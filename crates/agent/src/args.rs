@@ -68,6 +68,9 @@ pub struct RunArgs {
     /// exit: 0 when all succeeded, 3 when some failed, 1 when none could be done.
     #[arg(long)]
     pub once: bool,
+    /// How often the daemon looks for due volumes, seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub interval: u64,
     /// At most this many volumes at once (default: the configuration's, else 1).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,

@@ -32,9 +32,6 @@ use config::AgentConfig;
 use repo::RepoSettings;
 use runner::{Agent, Settings};
 
-/// How often the daemon looks for due volumes.
-const TICK: Duration = Duration::from_secs(60);
-
 /// Resolves flags, environment and configuration into the run's settings.
 pub fn settings(args: &AgentArgs, repo: RepoSettings) -> Result<Settings> {
     let r = &args.run;
@@ -103,7 +100,7 @@ pub fn main(args: &AgentArgs, repo: RepoSettings, json: bool) -> Result<i32> {
         return Err(AgentError::Usage("manifests: not built yet".into()));
     }
     let s = settings(args, repo)?;
-    let once = args.run.once;
+    let (once, tick) = (args.run.once, Duration::from_secs(args.run.interval));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -125,7 +122,7 @@ pub fn main(args: &AgentArgs, repo: RepoSettings, json: bool) -> Result<i32> {
             }
             Ok(report.exit_code())
         } else {
-            Arc::new(agent).run_daemon(TICK).await?;
+            Arc::new(agent).run_daemon(tick).await?;
             Ok(0)
         }
     })
