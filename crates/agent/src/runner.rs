@@ -459,6 +459,10 @@ impl Agent {
                 )));
             }
         }
+        // A wrong --kubelet-dir is a setup error: fail at start, not once a round.
+        let node_pods: Vec<Pod> = pods.0.state().iter().map(|p| (**p).clone()).collect();
+        let found = discovery::volumes_on_node(&self.s.node, &node_pods, &[], &[], &[]);
+        kubelet::check_dir(&self.s.kubelet_dir, &found.pod_uids).map_err(AgentError::KubeletDir)?;
         tracing::info!(node = %self.s.node, cluster = %self.s.cluster, "agent started");
         let running: Arc<Mutex<HashSet<String>>> = Arc::default();
         let mut interval = tokio::time::interval(tick);
