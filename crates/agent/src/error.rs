@@ -31,6 +31,14 @@ pub enum AgentError {
     /// The repository failed.
     #[error(transparent)]
     Repo(#[from] holdfast_repo::Error),
+    /// An install manifest could not be rendered (`holdfast agent manifests`).
+    #[error("rendering the {kind} manifest: {detail}")]
+    Manifest {
+        /// The object's kind.
+        kind: String,
+        /// What failed.
+        detail: String,
+    },
     /// The kubelet directory does not look like one.
     #[error("{0}")]
     KubeletDir(String),

@@ -5,5 +5,6 @@
 pub mod args;
 pub mod config;
 pub mod error;
+pub mod manifests;
 
 pub use error::{AgentError, Result};
