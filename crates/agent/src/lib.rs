@@ -6,5 +6,6 @@ pub mod args;
 pub mod config;
 pub mod error;
 pub mod manifests;
+pub mod priority;
 
 pub use error::{AgentError, Result};
