@@ -40,6 +40,8 @@ use crate::error::AgentError;
 pub const NAME: &str = "holdfast-agent";
 /// Where the ConfigMap's `config.yaml` appears in the container (the `--config` argument).
 pub const CONFIG_PATH: &str = "/etc/holdfast/config.yaml";
+/// Where the ConfigMap is mounted (its one file is [`CONFIG_PATH`]).
+pub const CONFIG_DIR: &str = "/etc/holdfast";
 /// Where the Secret's `password` key is mounted (`HOLDFAST_PASSWORD_FILE`).
 pub const PASSWORD_PATH: &str = "/etc/holdfast/secret/password";
 /// The cache directory on each node (`HOLDFAST_CACHE_DIR`, a hostPath).
@@ -353,9 +355,9 @@ const DAEMON_SET_COMMENT: &str = "\
 #   files. S3 packs are staged in /tmp (an emptyDir: the root filesystem is read-only).
 # - No CPU limit: throttling a backup only stretches it while the node is idle; the agent
 #   runs at nice 10 and IO class idle, so workloads come first. Memory is limited.
-# - The Secret volume holds only the key `password`, mode 0400 (defaultMode 256).
-# - The config file is mounted with subPath: a Secret volume cannot be nested inside a
-#   (read-only) ConfigMap volume at /etc/holdfast.
+# - The ConfigMap is mounted at /etc/holdfast and the Secret inside it at
+#   /etc/holdfast/secret (the kubelet creates the mount point; Kubernetes >= 1.10). The
+#   Secret volume holds only the key `password`, mode 0400 (defaultMode 256).
 # - No liveness probe: the agent serves no endpoint to probe yet.
 ";
 
@@ -448,8 +450,7 @@ fn daemon_set(args: &ManifestArgs, kubelet_pods: &str, config: &str) -> DaemonSe
             },
             VolumeMount {
                 read_only: Some(true),
-                sub_path: Some("config.yaml".into()),
-                ..mount("config", CONFIG_PATH)
+                ..mount("config", CONFIG_DIR)
             },
             VolumeMount {
                 read_only: Some(true),
@@ -826,6 +827,30 @@ mod tests {
             optional_secret_keys,
             ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
         );
+        // The files the arguments and environment name are where the volumes put them.
+        let value = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+                .unwrap()
+        };
+        let mounted = |name: &str| {
+            pod.containers[0]
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|m| m.name == name)
+                .unwrap()
+                .mount_path
+                .clone()
+        };
+        assert_eq!(
+            value("HOLDFAST_PASSWORD_FILE"),
+            format!("{}/password", mounted("secret"))
+        );
+        assert_eq!(format!("{}/config.yaml", mounted("config")), CONFIG_PATH);
+        assert_eq!(value("HOLDFAST_CACHE_DIR"), mounted("cache"));
     }
 
     #[test]
