@@ -34,6 +34,14 @@ pub enum AgentError {
     /// One volume cannot be backed up as asked (a missing subpath, an unmounted volume).
     #[error("{0}")]
     Volume(String),
+    /// An install manifest could not be rendered (`holdfast agent manifests`).
+    #[error("rendering the {kind} manifest: {detail}")]
+    Manifest {
+        /// The object's kind.
+        kind: String,
+        /// What failed.
+        detail: String,
+    },
     /// The kubelet directory does not look like one.
     #[error("{0}")]
     KubeletDir(String),

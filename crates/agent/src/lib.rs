@@ -16,6 +16,8 @@ pub mod kube_api;
 pub mod kubelet;
 pub mod lease;
 pub mod maintenance;
+pub mod manifests;
+pub mod priority;
 pub mod repo;
 pub mod report;
 pub mod runner;
@@ -96,10 +98,17 @@ fn hostname_of_process() -> Option<String> {
 /// `json`: print `--once`'s report as one JSON document.
 pub fn main(args: &AgentArgs, repo: RepoSettings, json: bool) -> Result<i32> {
     if let Some(AgentAction::Manifests(m)) = &args.action {
-        let _ = m;
-        return Err(AgentError::Usage("manifests: not built yet".into()));
+        print!("{}", manifests::render(m)?);
+        return Ok(0);
     }
     let s = settings(args, repo)?;
+    // Before any thread exists, so every thread inherits it (nice is per thread on Linux).
+    if !args.run.no_low_priority {
+        match priority::lower() {
+            Ok(r) => tracing::info!("priority: {r}"),
+            Err(e) => tracing::warn!(error = %e, "cannot lower the agent's priority"),
+        }
+    }
     let (once, tick) = (args.run.once, Duration::from_secs(args.run.interval));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

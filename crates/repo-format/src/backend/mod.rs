@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::id::Id;
 
 pub mod local;
+pub mod throttle;
 
 /// The kinds of stored file, each under its own prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
