@@ -10,6 +10,8 @@
 #   HOLDFAST_TEST_RGW=http://127.0.0.1:$RGW_PORT    HOLDFAST_TEST_MOTO=http://127.0.0.1:$MOTO_PORT
 #   HOLDFAST_TEST_RGW_LOG=<the RGW log file>        AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION
 #   NEXTEST_PROFILE=s3 (.config/nextest.toml: `cargo nextest run` then includes the S3 tests)
+#   HOLDFAST_TEST_CEPH_CONF=<ceph.conf> when ceph-mds is installed: the cluster then also
+#   serves a CephFS (one MDS), which the agent's tests mount with ceph-fuse
 # A server that cannot be started is left out of env.sh (and `start` exits non-zero); its
 # tests then fail (a plain `cargo nextest run` without env.sh skips them, and says so).
 #
@@ -43,12 +45,15 @@ start() {
         echo "export NEXTEST_PROFILE=s3"
     } >"$DIR/env.sh"
     if [[ "${SKIP_RGW:-0}" != 1 ]]; then
-        echo "--- starting Ceph RGW on 127.0.0.1:$RGW_PORT"
-        if MGR=0 MDS=0 RGW=1 RGW_PORT=$RGW_PORT MON_PORT=$MON_PORT S3_AK=$S3_AK S3_SK=$S3_SK \
+        local mds=0
+        command -v ceph-mds >/dev/null 2>&1 && mds=1
+        echo "--- starting Ceph RGW on 127.0.0.1:$RGW_PORT (CephFS: MDS=$mds)"
+        if MGR=0 MDS=$mds RGW=1 RGW_PORT=$RGW_PORT MON_PORT=$MON_PORT S3_AK=$S3_AK S3_SK=$S3_SK \
             setsid "$HERE/ceph-up.sh" "$DIR/ceph" </dev/null; then
             {
                 echo "export HOLDFAST_TEST_RGW=http://127.0.0.1:$RGW_PORT"
                 echo "export HOLDFAST_TEST_RGW_LOG=$DIR/ceph/log/client.rgw.x.log"
+                [[ $mds == 1 ]] && echo "export HOLDFAST_TEST_CEPH_CONF=$DIR/ceph/ceph.conf"
             } >>"$DIR/env.sh"
         else
             echo "Ceph RGW did not start" >&2
