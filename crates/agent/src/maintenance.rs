@@ -67,9 +67,11 @@ fn parse_time(v: Option<&str>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// Runs maintenance if this agent wins the Lease and it is time (`once`: whenever it wins);
-/// `None` when another agent has it or it is not time yet.
-pub async fn run(agent: &Agent, once: bool) -> Result<Option<MaintenanceReport>> {
+/// Runs maintenance if this agent wins the Lease and the last maintenance (by any agent) is
+/// at least `maintenance.intervalHours` old; `None` when another agent has it or it is not
+/// time yet. So of the agents of a cluster, started at once or one after another, one does
+/// it.
+pub async fn run(agent: &Agent) -> Result<Option<MaintenanceReport>> {
     let s = agent.settings().clone();
     let leases = agent.leases();
     let anns = BTreeMap::from([("holdfast.io/role".to_string(), "maintenance".to_string())]);
@@ -87,7 +89,7 @@ pub async fn run(agent: &Agent, once: bool) -> Result<Option<MaintenanceReport>>
     let now = Utc::now();
     let last = parse_time(held.annotation(LAST_MAINTENANCE));
     let interval = chrono::Duration::hours(i64::from(s.config.maintenance.interval_hours));
-    if !once && last.is_some_and(|t| now - t < interval) {
+    if last.is_some_and(|t| now - t < interval) {
         leases.release(held).await;
         return Ok(None);
     }

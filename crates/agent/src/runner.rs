@@ -420,7 +420,7 @@ impl Agent {
             ..Default::default()
         };
         if self.s.maintenance {
-            if let Some(m) = maintenance::run(self, true).await? {
+            if let Some(m) = maintenance::run(self).await? {
                 report.unmounted = m.unmounted.clone();
                 report.maintenance = serde_json::to_value(&m).ok();
             }
@@ -533,7 +533,7 @@ impl Agent {
                 });
             }
             if self.s.maintenance && jobs.is_empty() && backed_up_since_maintenance {
-                match maintenance::run(&self, false).await {
+                match maintenance::run(&self).await {
                     Ok(Some(_)) => backed_up_since_maintenance = false,
                     Ok(None) => {}
                     Err(e) => tracing::error!(error = %e, "maintenance failed"),

@@ -1,0 +1,734 @@
+//! End-to-end tests of `holdfast agent` over the real binary, against the in-tree fake
+//! Kubernetes API server (crates/fake-kube) and kubelet-like directory trees: no real API
+//! server can run here, so the agent's real kube client talks HTTP to a fake that is strict
+//! where the real one is.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use holdfast_e2e::{
+    assert_trees_equal, code, lorem, require, run_command, tempdir, wait_until, write_file,
+    write_random, Repo, Run, COMMAND_TIMEOUT,
+};
+use holdfast_fake_kube::fixtures::{Cluster, ClusterBuilder};
+use holdfast_fake_kube::kubelet::{self, KubeletLayout};
+use holdfast_fake_kube::FakeKube;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+/// The namespace of the agents' Leases.
+const AGENT_NS: &str = "holdfast-system";
+/// The host name the agents record.
+const CLUSTER: &str = "test-cluster";
+
+/// A fake cluster, a repository, and a kubelet directory per node.
+struct Env {
+    fake: FakeKube,
+    repo: Repo,
+    dir: TempDir,
+    kubeconfig: PathBuf,
+    cluster: Cluster,
+    layouts: BTreeMap<String, KubeletLayout>,
+}
+
+impl Env {
+    /// Seeds `builder` (plus the agents' namespace) and lays out every node's kubelet tree.
+    fn new(builder: ClusterBuilder) -> Env {
+        let fake = FakeKube::start_blocking();
+        let cluster = builder.namespace(AGENT_NS, &[]).seed(&fake);
+        let dir = tempdir();
+        let kubeconfig = dir.path().join("kubeconfig");
+        fake.write_kubeconfig(&kubeconfig)
+            .expect("write kubeconfig");
+        let mut layouts = BTreeMap::new();
+        for node in &cluster.nodes {
+            let root = dir.path().join("kubelet").join(node);
+            layouts.insert(
+                node.clone(),
+                kubelet::build(&root, &cluster, node).expect("kubelet tree"),
+            );
+        }
+        Env {
+            fake,
+            repo: Repo::new(),
+            dir,
+            kubeconfig,
+            cluster,
+            layouts,
+        }
+    }
+
+    /// The mounted directory of `claim` in pod `ns/pod`.
+    fn mount(&self, ns: &str, pod: &str, claim: &str) -> PathBuf {
+        let p = self.cluster.pod(ns, pod).expect("pod");
+        self.layouts[&p.node]
+            .path_of(ns, pod, claim)
+            .unwrap_or_else(|| panic!("no mount of {claim} in {ns}/{pod}"))
+            .to_path_buf()
+    }
+
+    fn kubelet_dir(&self, node: &str) -> PathBuf {
+        self.dir.path().join("kubelet").join(node)
+    }
+
+    /// `holdfast agent ARGS` as the agent of `node` (pod `agent-<node>`).
+    fn agent(&self, node: &str, args: &[&str]) -> Command {
+        let kd = self.kubelet_dir(node);
+        let mut all: Vec<String> = vec!["agent".into()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        all.extend([
+            "--kubelet-dir".into(),
+            kd.display().to_string(),
+            "--cluster-name".into(),
+            CLUSTER.into(),
+        ]);
+        let mut c = self.repo.command(&all);
+        c.env("KUBECONFIG", &self.kubeconfig)
+            .env("NODE_NAME", node)
+            .env("POD_NAME", format!("agent-{node}"))
+            .env("POD_NAMESPACE", AGENT_NS)
+            .env("HOLDFAST_LOG", "holdfast_agent=info,holdfast=warn");
+        c
+    }
+
+    /// `holdfast agent --once --json EXTRA` on `node`.
+    fn once(&self, node: &str, extra: &[&str]) -> Run {
+        let mut args = vec!["--once", "--json"];
+        args.extend(extra);
+        run_command(self.agent(node, &args), COMMAND_TIMEOUT)
+    }
+
+    /// Snapshots (JSON) of one volume.
+    fn snapshots_of(&self, ns: &str, pvc: &str) -> Vec<Value> {
+        self.repo.snapshots(&[
+            "--host",
+            CLUSTER,
+            "--tag",
+            &format!("namespace={ns},pvc={pvc}"),
+        ])
+    }
+
+    /// events.k8s.io/v1 Events about `ns/pvc`, as (type, reason, note).
+    fn events(&self, ns: &str, pvc: &str) -> Vec<(String, String, String)> {
+        self.fake
+            .list_values("events.k8s.io", "v1", "events", Some(ns))
+            .into_iter()
+            .filter(|e| {
+                e["regarding"]["name"] == pvc && e["regarding"]["kind"] == "PersistentVolumeClaim"
+            })
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap_or_default().to_string(),
+                    e["reason"].as_str().unwrap_or_default().to_string(),
+                    e["note"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Restores the newest snapshot of `ns/pvc` and returns where its root landed.
+    fn restore_volume(&self, ns: &str, pvc: &str) -> PathBuf {
+        let target = self.dir.path().join(format!("restore-{ns}-{pvc}"));
+        let tag = format!("namespace={ns},pvc={pvc}");
+        self.repo
+            .restore("latest", &target, &["--host", CLUSTER, "--tag", &tag])
+            .assert_ok();
+        target.join(ns).join(pvc)
+    }
+}
+
+/// The per-volume results of a `--once --json` run, by `namespace/pvc`.
+fn results(run: &Run) -> BTreeMap<String, Value> {
+    let v = run.json();
+    v["volumes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no volumes in the report\n{run}"))
+        .iter()
+        .map(|r| {
+            (
+                format!(
+                    "{}/{}",
+                    r["namespace"].as_str().unwrap(),
+                    r["pvc"].as_str().unwrap()
+                ),
+                r.clone(),
+            )
+        })
+        .collect()
+}
+
+fn status(results: &BTreeMap<String, Value>, key: &str) -> String {
+    results
+        .get(key)
+        .unwrap_or_else(|| panic!("{key} not in the results: {results:#?}"))["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Fills a directory with a few files and a subdirectory.
+fn fill(dir: &Path, seed: u64) {
+    write_file(&dir.join("a.txt"), lorem(3000 + seed as usize).as_bytes());
+    write_random(&dir.join("sub/blob.bin"), 200_000, seed);
+    write_file(
+        &dir.join("sub/deeper/c.txt"),
+        format!("volume {seed}\n").as_bytes(),
+    );
+}
+
+fn spawn(mut c: Command) -> Child {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.spawn().expect("spawn holdfast agent")
+}
+
+fn finish(child: Child) -> Run {
+    let output = child.wait_with_output().expect("wait for the agent");
+    Run {
+        cmdline: "holdfast agent".into(),
+        output,
+    }
+}
+
+/// Two agents (two nodes) at once into one repository: every selected PVC is backed up
+/// exactly once (the RWX one mounted on both nodes too), opt-outs by PVC and by namespace
+/// hold, subpaths and excludes apply, block volumes are reported, Events name the outcome,
+/// and each volume restores identical.
+#[test]
+fn two_agents_back_up_each_selected_volume_once() {
+    let env = Env::new(
+        ClusterBuilder::new()
+            .server_node("node-a")
+            .node("node-b")
+            .namespace("app", &[])
+            .namespace("scratch", &[("holdfast.io/schedule", "")])
+            .rbd_pvc("app", "db", "1Gi", &[])
+            .cephfs_pvc(
+                "app",
+                "media",
+                "10Gi",
+                &[
+                    ("holdfast.io/paths", "photos,docs"),
+                    ("holdfast.io/exclude", "*.tmp"),
+                ],
+            )
+            .rbd_pvc("app", "cache", "1Gi", &[("holdfast.io/schedule", "")])
+            .rbd_pvc("app", "web", "1Gi", &[])
+            .block_pvc("app", "raw", "1Gi", &[])
+            .rbd_pvc("app", "idle", "1Gi", &[])
+            .rbd_pvc("scratch", "tmp", "1Gi", &[])
+            .rbd_pvc(
+                "scratch",
+                "kept",
+                "1Gi",
+                &[("holdfast.io/schedule", "@daily")],
+            )
+            .pod("app", "db-0", "node-a", &["db", "media", "cache"])
+            .pod("app", "web-0", "node-b", &["web", "media", "raw"])
+            .pod("scratch", "job", "node-a", &["tmp", "kept"]),
+    );
+    fill(&env.mount("app", "db-0", "db"), 1);
+    let media = env.mount("app", "db-0", "media");
+    fill(&media.join("photos"), 2);
+    fill(&media.join("docs"), 3);
+    fill(&media.join("other"), 4);
+    write_file(&media.join("photos/upload.tmp"), b"partial upload");
+    // The same CephFS volume as node-b's kubelet mounts it: the same files and times.
+    let media_b = env.mount("app", "web-0", "media");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(media.join("."))
+        .arg(&media_b)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fill(&env.mount("app", "db-0", "cache"), 5);
+    fill(&env.mount("app", "web-0", "web"), 6);
+    fill(&env.mount("scratch", "job", "tmp"), 7);
+    fill(&env.mount("scratch", "job", "kept"), 8);
+
+    let a = spawn(env.agent("node-a", &["--once", "--json"]));
+    let b = spawn(env.agent("node-b", &["--once", "--json"]));
+    let (a, b) = (finish(a), finish(b));
+    a.assert_ok();
+    b.assert_ok();
+    let (ra, rb) = (results(&a), results(&b));
+
+    // Each selected volume: one snapshot, whichever agent took it.
+    for (ns, pvc) in [
+        ("app", "db"),
+        ("app", "media"),
+        ("app", "web"),
+        ("scratch", "kept"),
+    ] {
+        let snaps = env.snapshots_of(ns, pvc);
+        assert_eq!(snaps.len(), 1, "{ns}/{pvc}: {snaps:#?}\nA:\n{a}\nB:\n{b}");
+    }
+    let media_done: Vec<String> = [&ra, &rb].iter().map(|r| status(r, "app/media")).collect();
+    assert!(
+        media_done.contains(&"succeeded".to_string())
+            && media_done.contains(&"skipped".to_string()),
+        "the RWX volume is backed up by one agent and skipped by the other: {media_done:?}"
+    );
+    assert_eq!(status(&ra, "app/cache"), "skipped", "opted out on the PVC");
+    assert_eq!(
+        status(&ra, "scratch/tmp"),
+        "skipped",
+        "opted out on the namespace"
+    );
+    assert_eq!(
+        status(&ra, "scratch/kept"),
+        "succeeded",
+        "the PVC opts back in"
+    );
+    assert_eq!(status(&rb, "app/raw"), "skipped");
+    assert!(
+        rb["app/raw"]["reason"].as_str().unwrap().contains("block"),
+        "{rb:#?}"
+    );
+    assert!(env.snapshots_of("app", "cache").is_empty());
+    assert!(env.snapshots_of("scratch", "tmp").is_empty());
+    assert!(env.snapshots_of("app", "raw").is_empty());
+
+    // Snapshots: the cluster as host, stable logical paths, the volume's tags.
+    let db = &env.snapshots_of("app", "db")[0];
+    assert_eq!(db["host"], CLUSTER);
+    assert_eq!(db["paths"], json!(["/app/db"]));
+    let tags: Vec<&str> = db["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let pv = &env.cluster.pvc("app", "db").unwrap().pv_name;
+    for t in [
+        "namespace=app",
+        "pvc=db",
+        &format!("pv={pv}"),
+        "storageclass=rook-ceph-block",
+        "method=live",
+    ] {
+        assert!(tags.contains(&t), "tag {t} missing: {tags:?}");
+    }
+    let m = &env.snapshots_of("app", "media")[0];
+    assert_eq!(m["paths"], json!(["/app/media/docs", "/app/media/photos"]));
+
+    // Restores are identical; only the selected subpaths, without the excluded file.
+    assert_trees_equal(
+        &env.mount("app", "db-0", "db"),
+        &env.restore_volume("app", "db"),
+    );
+    let rm = env.restore_volume("app", "media");
+    std::fs::remove_file(media.join("photos/upload.tmp")).unwrap();
+    assert_trees_equal(&media.join("photos"), &rm.join("photos"));
+    assert_trees_equal(&media.join("docs"), &rm.join("docs"));
+    assert!(
+        !rm.join("other").exists(),
+        "a subpath not selected was backed up"
+    );
+    assert_trees_equal(
+        &env.mount("app", "web-0", "web"),
+        &env.restore_volume("app", "web"),
+    );
+
+    // Events on the PVCs.
+    let ev = env.events("app", "db");
+    assert!(
+        ev.iter()
+            .any(|(t, r, _)| t == "Normal" && r == "BackupSucceeded"),
+        "{ev:?}"
+    );
+    // One agent did the maintenance, and reported the PVC no pod mounts.
+    let unmounted: Vec<Value> = [a.json(), b.json()]
+        .iter()
+        .flat_map(|j| j["unmounted"].as_array().cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(unmounted, vec![json!("app/idle")], "A:\n{a}\nB:\n{b}");
+    let ev = env.events("app", "idle");
+    assert!(
+        ev.iter()
+            .any(|(t, r, _)| t == "Warning" && r == "NotBackedUp"),
+        "{ev:?}"
+    );
+    env.repo.cmd(&["check"]).assert_ok();
+}
+
+/// A pod recreated with a new UID on another node: the next backup finds its parent by the
+/// volume's tags and reads no file again.
+#[test]
+fn recreated_pod_on_another_node_is_backed_up_incrementally() {
+    let env = Env::new(
+        ClusterBuilder::new()
+            .node("node-a")
+            .node("node-b")
+            .namespace("app", &[])
+            .rbd_pvc("app", "db", "1Gi", &[])
+            .pod("app", "db-0", "node-a", &["db"]),
+    );
+    let old_mount = env.mount("app", "db-0", "db");
+    fill(&old_mount, 11);
+    let first = env.once("node-a", &["--no-maintenance"]);
+    first.assert_ok();
+    let first_id = results(&first)["app/db"]["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The pod moves to node-b under a new UID; the volume (same files, same inodes) follows.
+    let mut pod: Value = env
+        .fake
+        .get_value("", "v1", "pods", Some("app"), "db-0")
+        .expect("pod");
+    env.fake.delete::<Pod>(Some("app"), "db-0");
+    let new_uid = "4f7d2c1e-9a8b-4c3d-8e2f-1a2b3c4d5e6f";
+    pod["metadata"]["uid"] = json!(new_uid);
+    pod["metadata"]["resourceVersion"] = Value::Null;
+    pod["spec"]["nodeName"] = json!("node-b");
+    env.fake.insert(&pod);
+    let pv_dir = old_mount.parent().unwrap();
+    let new_csi = env
+        .kubelet_dir("node-b")
+        .join("pods")
+        .join(new_uid)
+        .join("volumes/kubernetes.io~csi");
+    std::fs::create_dir_all(&new_csi).unwrap();
+    std::fs::rename(pv_dir, new_csi.join(pv_dir.file_name().unwrap())).unwrap();
+
+    let second = env.once("node-b", &["--no-maintenance"]);
+    second.assert_ok();
+    let r = &results(&second)["app/db"];
+    assert_eq!(r["status"], "succeeded", "{second}");
+    assert_eq!(
+        r["parent"].as_str(),
+        Some(first_id.as_str()),
+        "parent found by tags: {r:#}"
+    );
+    assert_eq!(r["summary"]["bytes_read"], 0, "no file read again: {r:#}");
+    assert_eq!(r["summary"]["files_new"], 0, "{r:#}");
+    assert_eq!(r["summary"]["files_changed"], 0, "{r:#}");
+    let snaps = env.snapshots_of("app", "db");
+    assert_eq!(snaps.len(), 2);
+    assert!(snaps.iter().all(|s| s["paths"] == json!(["/app/db"])));
+}
+
+/// The daemon backs up what is due, then leaves it alone until its schedule fires again,
+/// and stops cleanly on SIGTERM.
+#[test]
+fn daemon_backs_up_due_volumes_once_and_skips_them_until_due() {
+    let env = Env::new(
+        ClusterBuilder::new()
+            .node("node-a")
+            .namespace("app", &[])
+            .rbd_pvc("app", "db", "1Gi", &[("holdfast.io/schedule", "@daily")])
+            .rbd_pvc(
+                "app",
+                "logs",
+                "1Gi",
+                &[("holdfast.io/schedule", "0 3 * * *")],
+            )
+            .pod("app", "db-0", "node-a", &["db", "logs"]),
+    );
+    fill(&env.mount("app", "db-0", "db"), 21);
+    fill(&env.mount("app", "db-0", "logs"), 22);
+    let child = spawn(env.agent("node-a", &["--interval", "1", "--no-maintenance"]));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    wait_until(Duration::from_secs(120), "both volumes backed up", || {
+        env.snapshots_of("app", "db").len() == 1 && env.snapshots_of("app", "logs").len() == 1
+    });
+    // Several more rounds: nothing is due.
+    std::thread::sleep(Duration::from_secs(4));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let run = finish(child);
+    run.assert_ok();
+    assert_eq!(env.snapshots_of("app", "db").len(), 1, "{run}");
+    assert_eq!(env.snapshots_of("app", "logs").len(), 1, "{run}");
+}
+
+/// An agent killed in the middle of a backup leaves nothing that blocks the next run, and
+/// the next run's results are correct.
+#[test]
+fn killed_agent_leaves_nothing_that_blocks_the_next_run() {
+    let env = Env::new(
+        ClusterBuilder::new()
+            .node("node-a")
+            .namespace("app", &[])
+            .rbd_pvc("app", "db", "1Gi", &[])
+            .pod("app", "db-0", "node-a", &["db"]),
+    );
+    let mount = env.mount("app", "db-0", "db");
+    fill(&mount, 31);
+    write_random(&mount.join("big.bin"), 24 << 20, 32);
+    // Slow uploads (1 MiB/s) keep the backup running long enough to be killed in it.
+    let mut child = spawn(env.agent("node-a", &["--once", "--json", "--limit-upload", "1024"]));
+    let lease = holdfast_agent::lease::volume_lease_name("app/db");
+    wait_until(
+        Duration::from_secs(60),
+        "the agent holds the volume's Lease",
+        || {
+            env.fake
+                .get_value(
+                    "coordination.k8s.io",
+                    "v1",
+                    "leases",
+                    Some(AGENT_NS),
+                    &lease,
+                )
+                .is_some_and(|l| l["spec"]["holderIdentity"] == "node-a/agent-node-a")
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    child.kill().unwrap();
+    let killed = finish(child);
+    assert_eq!(killed.code(), None, "killed before it finished: {killed}");
+    assert!(env.snapshots_of("app", "db").is_empty());
+
+    let next = env.once("node-a", &[]);
+    next.assert_ok();
+    assert_eq!(status(&results(&next), "app/db"), "succeeded", "{next}");
+    env.repo.cmd(&["check", "--read-data"]).assert_ok();
+    assert_trees_equal(&mount, &env.restore_volume("app", "db"));
+}
+
+/// An API server that is down fails the run clearly and writes nothing; one that answers
+/// 500 a few times delays it.
+#[test]
+fn api_server_down_or_failing() {
+    let env = Env::new(
+        ClusterBuilder::new()
+            .node("node-a")
+            .namespace("app", &[])
+            .rbd_pvc("app", "db", "1Gi", &[])
+            .pod("app", "db-0", "node-a", &["db"]),
+    );
+    fill(&env.mount("app", "db-0", "db"), 41);
+    env.fake.faults().set_unavailable(true);
+    let down = env.once("node-a", &[]);
+    down.assert_code(code::FAILURE);
+    down.assert_stderr_contains("Kubernetes API");
+    assert!(env.snapshots_of("app", "db").is_empty());
+
+    env.fake.faults().set_unavailable(false);
+    env.fake.faults().fail_next(3, 500);
+    let flaky = env.once("node-a", &[]);
+    flaky.assert_ok();
+    assert_eq!(status(&results(&flaky), "app/db"), "succeeded", "{flaky}");
+    assert_eq!(env.snapshots_of("app", "db").len(), 1);
+    env.repo.cmd(&["check"]).assert_ok();
+}
+
+/// A missing subpath fails that volume only, with an Event saying why; the run exits 3.
+#[test]
+fn missing_subpath_fails_only_its_volume() {
+    let env = Env::new(
+        ClusterBuilder::new()
+            .node("node-a")
+            .namespace("app", &[])
+            .rbd_pvc("app", "db", "1Gi", &[])
+            .cephfs_pvc("app", "files", "1Gi", &[("holdfast.io/paths", "data,gone")])
+            .pod("app", "db-0", "node-a", &["db", "files"]),
+    );
+    fill(&env.mount("app", "db-0", "db"), 51);
+    fill(&env.mount("app", "db-0", "files").join("data"), 52);
+    let run = env.once("node-a", &["--no-maintenance"]);
+    run.assert_code(code::PARTIAL);
+    let r = results(&run);
+    assert_eq!(status(&r, "app/db"), "succeeded");
+    assert_eq!(status(&r, "app/files"), "failed");
+    let reason = r["app/files"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("gone") && reason.contains("does not exist"),
+        "{reason}"
+    );
+    assert!(
+        env.snapshots_of("app", "files").is_empty(),
+        "no partial snapshot"
+    );
+    let ev = env.events("app", "files");
+    assert!(
+        ev.iter()
+            .any(|(t, r, n)| t == "Warning" && r == "BackupFailed" && n.contains("gone")),
+        "{ev:?}"
+    );
+}
+
+/// A Lease held by an agent that died blocks the volume only until it expires.
+#[test]
+fn lease_of_a_dead_agent_blocks_only_until_it_expires() {
+    let env = Env::new(
+        ClusterBuilder::new()
+            .node("node-a")
+            .namespace("app", &[])
+            .rbd_pvc("app", "db", "1Gi", &[])
+            .pod("app", "db-0", "node-a", &["db"]),
+    );
+    fill(&env.mount("app", "db-0", "db"), 61);
+    let name = holdfast_agent::lease::volume_lease_name("app/db");
+    let lease = |renewed: &str| {
+        json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name, "namespace": AGENT_NS},
+            "spec": {"holderIdentity": "node-x/agent-node-x", "leaseDurationSeconds": 60,
+                     "acquireTime": renewed, "renewTime": renewed}
+        })
+    };
+    let now = chrono_like_now(0);
+    env.fake.insert(&lease(&now));
+    let busy = env.once("node-a", &["--no-maintenance"]);
+    busy.assert_ok();
+    let r = results(&busy);
+    assert_eq!(status(&r, "app/db"), "skipped");
+    assert!(
+        r["app/db"]["reason"].as_str().unwrap().contains("node-x"),
+        "{r:#?}"
+    );
+    assert!(env.snapshots_of("app", "db").is_empty());
+
+    // Two minutes later, never renewed: expired.
+    env.fake.insert(&lease(&chrono_like_now(-120)));
+    let taken = env.once("node-a", &["--no-maintenance"]);
+    taken.assert_ok();
+    assert_eq!(status(&results(&taken), "app/db"), "succeeded", "{taken}");
+    let l = env
+        .fake
+        .get_value("coordination.k8s.io", "v1", "leases", Some(AGENT_NS), &name)
+        .unwrap();
+    assert_eq!(l["spec"]["leaseTransitions"], 1, "{l:#}");
+}
+
+/// A kubelet directory that is not the node's fails at once, naming the flag.
+#[test]
+fn wrong_kubelet_dir_is_a_clear_error() {
+    let env = Env::new(
+        ClusterBuilder::new()
+            .node("node-a")
+            .namespace("app", &[])
+            .rbd_pvc("app", "db", "1Gi", &[])
+            .pod("app", "db-0", "node-a", &["db"]),
+    );
+    let mut c = env.agent("node-a", &["--once"]);
+    // A later --kubelet-dir wins: point it at an empty directory.
+    let empty = env.dir.path().join("empty");
+    std::fs::create_dir_all(empty.join("pods")).unwrap();
+    c.arg("--kubelet-dir").arg(&empty);
+    let run = run_command(c, COMMAND_TIMEOUT);
+    run.assert_code(code::FAILURE);
+    run.assert_stderr_contains("--kubelet-dir");
+    assert!(env.snapshots_of("app", "db").is_empty());
+}
+
+/// `holdfast agent manifests` prints the install manifests.
+#[test]
+fn manifests_are_printed() {
+    let repo = Repo::uninit();
+    let run = repo.cmd(&[
+        "agent",
+        "manifests",
+        "--namespace",
+        "backup",
+        "--repository",
+        "s3:http://nas:9000/b/k",
+    ]);
+    run.assert_ok();
+    let out = run.stdout_str();
+    for kind in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "DaemonSet",
+        "ConfigMap",
+    ] {
+        assert!(
+            out.contains(&format!("kind: {kind}")),
+            "{kind} missing:\n{out}"
+        );
+    }
+    assert!(out.contains("namespace: backup"));
+    assert!(out.contains("s3:http://nas:9000/b/k"));
+}
+
+/// RFC 3339 with microseconds, `offset_s` from now (a Lease's MicroTime).
+fn chrono_like_now(offset_s: i64) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + offset_s;
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{t}"), "+%Y-%m-%dT%H:%M:%S.000000Z"])
+        .output()
+        .expect("date");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The agent on a real CephFS: the volume's directory is a bind mount of a subvolume-shaped
+/// directory of a ceph-fuse mount, as ceph-csi stages and the kubelet publishes it.
+mod cephfs {
+    use super::*;
+
+    struct Mounts(Vec<PathBuf>);
+    impl Drop for Mounts {
+        fn drop(&mut self) {
+            for m in self.0.iter().rev() {
+                let _ = Command::new("umount").arg("-l").arg(m).status();
+            }
+        }
+    }
+
+    #[test]
+    fn volume_on_cephfs_is_backed_up_and_restored() {
+        let conf = std::env::var_os("HOLDFAST_TEST_CEPH_CONF");
+        require(conf.is_some(), "a Ceph cluster with CephFS (HOLDFAST_TEST_CEPH_CONF; scripts/s3-test-servers.sh start)");
+        require(holdfast_e2e::is_root(), "root (ceph-fuse and bind mounts)");
+        let conf = PathBuf::from(conf.unwrap());
+        let env = Env::new(
+            ClusterBuilder::new()
+                .node("node-a")
+                .namespace("app", &[])
+                .cephfs_pvc("app", "share", "1Gi", &[("holdfast.io/paths", "data")])
+                .pod("app", "nas-0", "node-a", &["share"]),
+        );
+        let fsroot = env.dir.path().join("cephfs");
+        std::fs::create_dir_all(&fsroot).unwrap();
+        let st = Command::new("ceph-fuse")
+            .arg(&fsroot)
+            .env("CEPH_CONF", &conf)
+            .status()
+            .expect("run ceph-fuse");
+        assert!(st.success(), "ceph-fuse failed");
+        let mut mounts = Mounts(vec![fsroot.clone()]);
+        let sub = fsroot.join(format!(
+            "volumes/csi/csi-vol-{}/{}",
+            std::process::id(),
+            "5f1e"
+        ));
+        fill(&sub.join("data"), 71);
+        fill(&sub.join("skipped"), 72);
+        let target = env.mount("app", "nas-0", "share");
+        let st = Command::new("mount")
+            .arg("--bind")
+            .arg(&sub)
+            .arg(&target)
+            .status()
+            .unwrap();
+        assert!(st.success(), "bind mount failed");
+        mounts.0.push(target.clone());
+
+        let run = env.once("node-a", &["--no-maintenance"]);
+        run.assert_ok();
+        assert_eq!(status(&results(&run), "app/share"), "succeeded", "{run}");
+        let restored = env.restore_volume("app", "share");
+        assert_trees_equal(&sub.join("data"), &restored.join("data"));
+        assert!(!restored.join("skipped").exists());
+        // The second run reads nothing again (CephFS inode numbers and times are stable).
+        let again = env.once("node-a", &["--no-maintenance"]);
+        again.assert_ok();
+        assert_eq!(
+            results(&again)["app/share"]["summary"]["bytes_read"],
+            0,
+            "{again}"
+        );
+        drop(mounts);
+    }
+}
