@@ -61,7 +61,7 @@ pub struct RestoreProgress {
 }
 
 /// What a restore did.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct RestoreSummary {
     /// Regular files restored.
     pub files: u64,
@@ -73,6 +73,48 @@ pub struct RestoreSummary {
     pub bytes: u64,
     /// Problems that did not stop the restore (metadata that could not be set).
     pub warnings: Vec<String>,
+}
+
+/// What a restore of a snapshot did ([`restore_snapshot`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoreReport {
+    /// The snapshot restored.
+    pub snapshot_id: Id,
+    /// Where to.
+    pub target: PathBuf,
+    /// What was restored.
+    #[serde(flatten)]
+    pub summary: RestoreSummary,
+    /// How long it took, ns.
+    pub duration_ns: u64,
+}
+
+impl RestoreReport {
+    /// Whether everything was restored (no warnings).
+    pub fn is_complete(&self) -> bool {
+        self.summary.warnings.is_empty()
+    }
+}
+
+/// Restores the snapshot `spec` names (`latest`, an ID or a unique ID prefix, among those
+/// `filter` passes) as `opts` says: finds it, loads the index, restores.
+pub fn restore_snapshot(
+    repo: &Repository,
+    spec: &str,
+    filter: &holdfast_repo::repository::SnapshotFilter,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<RestoreReport> {
+    let (id, snap) = repo.find_snapshot(spec, filter)?;
+    let index = repo.load_index()?;
+    let started = std::time::Instant::now();
+    let summary = restore(repo, &index, &snap.tree, opts, progress)?;
+    Ok(RestoreReport {
+        snapshot_id: id,
+        target: opts.target.clone(),
+        summary,
+        duration_ns: started.elapsed().as_nanos() as u64,
+    })
 }
 
 struct Planned {
