@@ -552,12 +552,11 @@ impl Ctx<'_, '_> {
                 }
                 VEntry::Dir(grand) => {
                     let mut node = if entry.has_unmoved_source(&child, moved) {
-                        let meta = std::fs::symlink_metadata(&child).map_err(|e| {
-                            EngineError::Source {
+                        let meta =
+                            std::fs::symlink_metadata(&child).map_err(|e| EngineError::Source {
                                 path: child.clone(),
                                 source: e,
-                            }
-                        })?;
+                            })?;
                         fsmeta::capture(&child, name, &meta, &self.users).map_err(|e| {
                             EngineError::Source {
                                 path: child.clone(),

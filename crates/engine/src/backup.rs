@@ -297,13 +297,19 @@ mod tests {
         assert_eq!(one.snapshot.paths, [b"/ns/pvc".to_vec()]);
         assert_eq!(one.parent, None);
         assert!(one.is_complete(), "{:?}", one.warnings);
-        assert_eq!(names(&r, &one.snapshot.tree), [("ns".into(), NodeKind::Dir)]);
+        assert_eq!(
+            names(&r, &one.snapshot.tree),
+            [("ns".into(), NodeKind::Dir)]
+        );
         let ns = subtree(&r, &one.snapshot.tree, "ns");
         assert_eq!(names(&r, &ns), [("pvc".into(), NodeKind::Dir)]);
         let pvc = subtree(&r, &ns, "pvc");
         assert_eq!(
             names(&r, &pvc),
-            [("a.txt".into(), NodeKind::File), ("sub".into(), NodeKind::Dir)]
+            [
+                ("a.txt".into(), NodeKind::File),
+                ("sub".into(), NodeKind::Dir)
+            ]
         );
         // The synthetic directory: 0755, this process's owner.
         let index = r.load_index().unwrap();
@@ -342,7 +348,13 @@ mod tests {
         let r = repo(&d.path().join("repo"));
         let home = d.path().join("vol");
         fill(&home);
-        let req = |t| request(vec![Source::recorded_as(&home, "/ns/pvc/data")], ParentChoice::Auto, t);
+        let req = |t| {
+            request(
+                vec![Source::recorded_as(&home, "/ns/pvc/data")],
+                ParentChoice::Auto,
+                t,
+            )
+        };
         let one = run(&r, &req(1), &BackupProgress::default()).unwrap();
         let two = run(&r, &req(2), &BackupProgress::default()).unwrap();
         assert_eq!(two.parent, Some(one.snapshot_id));
@@ -357,13 +369,20 @@ mod tests {
         let (a, b) = (d.path().join("a"), d.path().join("b"));
         fill(&a);
         fill(&b);
-        let relative = request(vec![Source::recorded_as(&a, "ns/pvc")], ParentChoice::Auto, 1);
+        let relative = request(
+            vec![Source::recorded_as(&a, "ns/pvc")],
+            ParentChoice::Auto,
+            1,
+        );
         assert!(matches!(
             run(&r, &relative, &BackupProgress::default()),
             Err(crate::EngineError::Usage(_))
         ));
         let twice = request(
-            vec![Source::recorded_as(&a, "/x"), Source::recorded_as(&b, "/x/y")],
+            vec![
+                Source::recorded_as(&a, "/x"),
+                Source::recorded_as(&b, "/x/y"),
+            ],
             ParentChoice::Auto,
             1,
         );
@@ -407,9 +426,15 @@ mod tests {
             req.tags = tags.iter().map(|t| t.to_string()).collect();
             req
         };
-        let a1 = go(tagged(request(vec![Source::new(&a)], ParentChoice::Auto, 1), &["x"]));
+        let a1 = go(tagged(
+            request(vec![Source::new(&a)], ParentChoice::Auto, 1),
+            &["x"],
+        ));
         assert_eq!(a1.parent, None);
-        let a2 = go(tagged(request(vec![Source::new(&a)], ParentChoice::Auto, 2), &["y"]));
+        let a2 = go(tagged(
+            request(vec![Source::new(&a)], ParentChoice::Auto, 2),
+            &["y"],
+        ));
         let b1 = go(request(vec![Source::new(&b)], ParentChoice::Auto, 3));
         // Auto: same host and paths, newest first.
         assert_eq!(a2.parent, Some(a1.snapshot_id));
@@ -428,7 +453,10 @@ mod tests {
             go(request(vec![Source::new(&a)], by_tag("x"), 5)).parent,
             Some(a1.snapshot_id)
         );
-        assert_eq!(go(request(vec![Source::new(&b)], by_tag("x"), 6)).parent, None);
+        assert_eq!(
+            go(request(vec![Source::new(&b)], by_tag("x"), 6)).parent,
+            None
+        );
         // Id: that snapshot, by prefix, whatever its paths.
         let short = a1.snapshot_id.to_hex()[..10].to_string();
         assert_eq!(

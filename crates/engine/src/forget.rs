@@ -131,7 +131,9 @@ fn entry((id, s, reasons): (Id, &Snapshot, Vec<String>)) -> ForgetEntry {
 fn group_of(key: Option<GroupKey>) -> ForgetGroup {
     ForgetGroup {
         host: key.as_ref().and_then(|k| k.host.clone()),
-        paths: key.as_ref().and_then(|k| k.paths.as_deref().map(paths_text)),
+        paths: key
+            .as_ref()
+            .and_then(|k| k.paths.as_deref().map(paths_text)),
         tags: key.as_ref().and_then(|k| k.tags.clone()),
         keep: Vec::new(),
         remove: Vec::new(),
@@ -306,12 +308,25 @@ mod tests {
         let mut expected = ids[..2].to_vec();
         expected.sort();
         assert_eq!(removed, expected);
-        let left: Vec<Id> = r.snapshots().unwrap().0.into_iter().map(|(id, _)| id).collect();
+        let left: Vec<Id> = r
+            .snapshots()
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         assert_eq!(left.len(), 3);
         assert!(left.contains(&ids[2]) && left.contains(&ids[3]) && left.contains(&other));
         // The JSON form keeps the command-line tool's fields.
         let v = serde_json::to_value(&report).unwrap();
-        for k in ["dry_run", "policy", "groups", "removed", "would_remove", "errors"] {
+        for k in [
+            "dry_run",
+            "policy",
+            "groups",
+            "removed",
+            "would_remove",
+            "errors",
+        ] {
             assert!(v.get(k).is_some(), "{k} in {v}");
         }
         assert!(v.get("unreadable").is_none());

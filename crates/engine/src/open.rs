@@ -81,17 +81,35 @@ pub fn backend(opts: &OpenOptions) -> Result<Arc<dyn Backend>> {
 /// Opens the repository at `opts.location` with `password`, without a cache: for
 /// operations that verify what the repository itself holds (check, repair).
 pub fn open_uncached(opts: &OpenOptions, password: &[u8]) -> Result<Repository> {
-    let backend = backend(opts)?;
+    open_uncached_on(backend(opts)?, opts, password)
+}
+
+/// Opens the repository at `opts.location` with `password`, with the cache `opts.cache`
+/// chooses (see [`CacheChoice`]).
+pub fn open(opts: &OpenOptions, password: &[u8]) -> Result<Repository> {
+    open_on(backend(opts)?, opts, password)
+}
+
+/// [`open_uncached`] on a backend already made by [`backend`] (a caller that asks for the
+/// password only once the location is known to be usable).
+pub fn open_uncached_on(
+    backend: Arc<dyn Backend>,
+    opts: &OpenOptions,
+    password: &[u8],
+) -> Result<Repository> {
     Repository::open(backend, password).map_err(|source| EngineError::Open {
         location: opts.location.clone(),
         source,
     })
 }
 
-/// Opens the repository at `opts.location` with `password`, with the cache `opts.cache`
-/// chooses (see [`CacheChoice`]).
-pub fn open(opts: &OpenOptions, password: &[u8]) -> Result<Repository> {
-    let mut repo = open_uncached(opts, password)?;
+/// [`open`] on a backend already made by [`backend`].
+pub fn open_on(
+    backend: Arc<dyn Backend>,
+    opts: &OpenOptions,
+    password: &[u8],
+) -> Result<Repository> {
+    let mut repo = open_uncached_on(backend, opts, password)?;
     let cache = cache_for(opts, &repo);
     repo.set_cache(cache);
     Ok(repo)
@@ -129,7 +147,10 @@ mod tests {
     fn missing_repository_is_typed_and_named() {
         let d = tempfile::tempdir().unwrap();
         let loc = d.path().join("nothing-here").display().to_string();
-        for opts in [OpenOptions::new(loc.clone()), OpenOptions::new(format!("local:{loc}"))] {
+        for opts in [
+            OpenOptions::new(loc.clone()),
+            OpenOptions::new(format!("local:{loc}")),
+        ] {
             let e = open(&opts, b"pw").unwrap_err();
             assert!(
                 matches!(
@@ -138,7 +159,10 @@ mod tests {
                 ),
                 "{e:?}"
             );
-            assert_eq!(e.to_string(), format!("cannot open repository {}", opts.location));
+            assert_eq!(
+                e.to_string(),
+                format!("cannot open repository {}", opts.location)
+            );
         }
     }
 
@@ -152,7 +176,10 @@ mod tests {
         };
         let e = open(&opts, b"wrong").unwrap_err();
         assert!(
-            matches!(e.repo_error(), Some(holdfast_repo::Error::WrongPassword { .. })),
+            matches!(
+                e.repo_error(),
+                Some(holdfast_repo::Error::WrongPassword { .. })
+            ),
             "{e:?}"
         );
         let repo = open(&opts, b"pw").unwrap();

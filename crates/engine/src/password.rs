@@ -89,7 +89,10 @@ mod tests {
         assert_eq!(from_file(&f).unwrap().as_slice(), b"s3cret");
         assert_eq!(from_command("echo hi").unwrap().as_slice(), b"hi");
         assert_eq!(
-            non_interactive(Some(&f), Some("echo no")).unwrap().unwrap().as_slice(),
+            non_interactive(Some(&f), Some("echo no"))
+                .unwrap()
+                .unwrap()
+                .as_slice(),
             b"s3cret"
         );
     }

@@ -96,19 +96,18 @@ impl RestoreReport {
     }
 }
 
-/// Restores the snapshot `spec` names (`latest`, an ID or a unique ID prefix, among those
-/// `filter` passes) as `opts` says: finds it, loads the index, restores.
+/// Restores snapshot `id` (found with [`Repository::find_snapshot`]) as `opts` says:
+/// loads the index and restores its tree.
 pub fn restore_snapshot(
     repo: &Repository,
-    spec: &str,
-    filter: &holdfast_repo::repository::SnapshotFilter,
+    id: Id,
+    snapshot: &holdfast_repo::snapshot::Snapshot,
     opts: &RestoreOptions,
     progress: &RestoreProgress,
 ) -> Result<RestoreReport> {
-    let (id, snap) = repo.find_snapshot(spec, filter)?;
     let index = repo.load_index()?;
     let started = std::time::Instant::now();
-    let summary = restore(repo, &index, &snap.tree, opts, progress)?;
+    let summary = restore(repo, &index, &snapshot.tree, opts, progress)?;
     Ok(RestoreReport {
         snapshot_id: id,
         target: opts.target.clone(),

@@ -7,6 +7,15 @@ use super::{host_name, open, print_json};
 use crate::cli::{Args, PruneArgs};
 use crate::{exit, ui};
 
+/// A report with whether it was a dry run: `{"dry_run": ..., "report": {...}}`.
+#[derive(serde::Serialize)]
+pub struct DryRun<'a, T> {
+    /// Whether nothing was changed.
+    pub dry_run: bool,
+    /// What was (or would have been) done.
+    pub report: &'a T,
+}
+
 pub fn run(args: &Args, p: &PruneArgs) -> Result<i32> {
     let repo = open(args)?;
     run_on(args, &repo, p)
@@ -31,7 +40,10 @@ pub fn run_on(
     };
     let r = prune(repo, &opts)?;
     if args.json {
-        print_json(&serde_json::json!({"dry_run": p.dry_run, "report": r}));
+        print_json(&DryRun {
+            dry_run: p.dry_run,
+            report: &r,
+        })?;
     } else if !args.quiet {
         print_report(&r, p.dry_run);
     }
