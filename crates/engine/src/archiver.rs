@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use holdfast_chunker::{Chunker, ChunkerParams, GearTable};
-use holdfast_repo::blob::{BlobType, CompressionLevel};
+use holdfast_repo::blob::BlobType;
 use holdfast_repo::blob_store::BlobStore;
 use holdfast_repo::index::MasterIndex;
 use holdfast_repo::repository::Repository;
@@ -32,8 +32,8 @@ use holdfast_repo::writer::Writer;
 use holdfast_repo::Id;
 use rayon::prelude::*;
 
+use crate::backup::BackupRequest;
 use crate::error::{EngineError, Result};
-use crate::filter::PathFilter;
 use crate::fsmeta::{self, UserCache};
 
 /// One thing to back up: a path to read, and where the snapshot records it.
@@ -90,38 +90,6 @@ impl From<PathBuf> for Source {
     }
 }
 
-/// What to back up and how.
-#[derive(Debug, Clone)]
-pub struct BackupOptions {
-    /// What to read and where to record it.
-    pub sources: Vec<Source>,
-    /// Entries to leave out.
-    pub excludes: PathFilter,
-    /// Do not descend into other filesystems.
-    pub one_file_system: bool,
-    /// Leave out the contents of directories marked as caches (a `CACHEDIR.TAG` with the
-    /// standard signature); the directory and the tag are kept.
-    pub exclude_caches: bool,
-    /// Snapshot to compare with for unchanged files.
-    pub parent: Option<Id>,
-    /// Read every file even if unchanged.
-    pub force: bool,
-    /// Host name for the snapshot.
-    pub host: String,
-    /// User name for the snapshot.
-    pub user: String,
-    /// Tags for the snapshot.
-    pub tags: Vec<String>,
-    /// Snapshot time, ns since the epoch.
-    pub time_ns: i64,
-    /// Local time offset from UTC, seconds.
-    pub utc_offset_s: i32,
-    /// Recorded program version.
-    pub program_version: String,
-    /// zstd level.
-    pub compression: CompressionLevel,
-}
-
 /// Live counters a UI can poll while a backup runs.
 #[derive(Debug, Default)]
 pub struct BackupProgress {
@@ -171,7 +139,7 @@ struct Ctx<'a, 's> {
     store: &'s BlobStore<'a>,
     chunker: Chunker,
     users: UserCache,
-    opts: &'a BackupOptions,
+    opts: &'a BackupRequest,
     progress: &'a BackupProgress,
     counters: Counters,
     warnings: Mutex<Vec<String>>,
@@ -260,9 +228,14 @@ fn path_bytes(p: &Path) -> &[u8] {
 /// are written under the writer's session lease: a backup that was stopped or cut off for
 /// longer than the lease fails with [`holdfast_repo::Error::LeaseLost`] and saves nothing
 /// (SPEC.md §12.2).
+///
+/// `parent` is the snapshot to compare with (`opts.parent` is not looked at here: the
+/// caller has chosen, see [`crate::backup::choose_parent`]); [`crate::backup::run`] is the
+/// whole job around this.
 pub fn backup<'a>(
     writer: &'a Writer<'a>,
-    opts: &BackupOptions,
+    opts: &BackupRequest,
+    parent: Option<Id>,
     progress: &BackupProgress,
 ) -> Result<BackupOutcome> {
     let (repo, index) = (writer.repo(), writer.index());
@@ -280,7 +253,7 @@ pub fn backup<'a>(
         .unwrap_or(2);
     let ((root_tree, kept, counters, warnings, notices), totals) =
         BlobStore::pipelined(writer, opts.compression, sealers, |store| {
-            run_walk(repo, index, store, chunker, opts, progress)
+            run_walk(repo, index, store, chunker, opts, parent, progress)
         })?;
     let c = &counters;
     let summary = Summary {
@@ -312,7 +285,7 @@ pub fn backup<'a>(
         paths: kept.iter().map(|p| path_bytes(p).to_vec()).collect(),
         tags,
         tree: root_tree,
-        parent: opts.parent,
+        parent,
         program_version: opts.program_version.clone(),
         summary,
     };
@@ -335,7 +308,8 @@ fn run_walk<'a>(
     index: &'a MasterIndex,
     store: &BlobStore<'a>,
     chunker: Chunker,
-    opts: &'a BackupOptions,
+    opts: &'a BackupRequest,
+    parent: Option<Id>,
     progress: &'a BackupProgress,
 ) -> Result<WalkResult> {
     let ctx = Ctx {
@@ -437,7 +411,7 @@ fn run_walk<'a>(
         }
     }
 
-    let parent_root = match opts.parent {
+    let parent_root = match parent {
         Some(pid) => match repo.load_snapshot(&pid) {
             Ok(s) => Some(s.tree),
             Err(e) => {

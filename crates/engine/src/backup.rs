@@ -11,7 +11,7 @@ use holdfast_repo::snapshot::{Snapshot, Summary};
 use holdfast_repo::Id;
 use serde::Serialize;
 
-use crate::archiver::{self, BackupOptions, BackupProgress};
+use crate::archiver::{self, BackupProgress};
 use crate::error::Result;
 use crate::filter::PathFilter;
 use crate::listing::paths_text;
@@ -43,9 +43,11 @@ pub struct BackupRequest {
     pub excludes: PathFilter,
     /// Do not descend into other filesystems.
     pub one_file_system: bool,
-    /// Leave out the contents of directories with a `CACHEDIR.TAG`.
+    /// Leave out the contents of directories marked as caches (a `CACHEDIR.TAG` with the
+    /// standard signature); the directory and the tag are kept.
     pub exclude_caches: bool,
-    /// The parent snapshot.
+    /// How [`run`] chooses the snapshot to compare with for unchanged files
+    /// ([`archiver::backup`] is given the chosen one).
     pub parent: ParentChoice,
     /// Read every file even if the parent has it unchanged.
     pub force: bool,
@@ -146,22 +148,7 @@ pub fn run(
     // (SPEC.md §12.2): `begin_write` does both, in that order.
     let writer = repo.begin_write(&req.host)?;
     let parent = choose_parent(repo, req)?;
-    let opts = BackupOptions {
-        sources: req.sources.clone(),
-        excludes: req.excludes.clone(),
-        one_file_system: req.one_file_system,
-        exclude_caches: req.exclude_caches,
-        parent,
-        force: req.force,
-        host: req.host.clone(),
-        user: req.user.clone(),
-        tags: req.tags.clone(),
-        time_ns: req.time_ns,
-        utc_offset_s: req.utc_offset_s,
-        program_version: req.program_version.clone(),
-        compression: req.compression,
-    };
-    let outcome = archiver::backup(&writer, &opts, progress);
+    let outcome = archiver::backup(&writer, req, parent, progress);
     // The session ends here, whatever the outcome.
     drop(writer);
     let outcome = outcome?;
@@ -201,13 +188,7 @@ pub fn choose_parent(repo: &Repository, req: &BackupRequest) -> Result<Option<Id
     }
 }
 
-/// Now, ns since the epoch.
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+pub use holdfast_repo::session::now_ns;
 
 /// This machine's host name (`unknown` if it has none).
 pub fn host_name() -> String {

@@ -84,11 +84,16 @@ pub struct ForgetPlan {
 impl ForgetPlan {
     /// The snapshots the plan removes.
     pub fn to_remove(&self) -> Vec<Id> {
-        self.groups
-            .iter()
-            .flat_map(|g| g.remove.iter().map(|e| e.snapshot.id))
-            .collect()
+        removed_by(&self.groups)
     }
+}
+
+/// The snapshots that groups remove.
+fn removed_by(groups: &[ForgetGroup]) -> Vec<Id> {
+    groups
+        .iter()
+        .flat_map(|g| g.remove.iter().map(|e| e.snapshot.id))
+        .collect()
 }
 
 /// What a forget did.
@@ -114,10 +119,7 @@ pub struct ForgetReport {
 impl ForgetReport {
     /// The snapshots the plan removed or would remove.
     pub fn selected(&self) -> Vec<Id> {
-        self.groups
-            .iter()
-            .flat_map(|g| g.remove.iter().map(|e| e.snapshot.id))
-            .collect()
+        removed_by(&self.groups)
     }
 }
 

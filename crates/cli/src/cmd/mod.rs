@@ -84,37 +84,31 @@ pub fn backend(args: &Args) -> Result<Arc<dyn Backend>> {
 }
 
 /// Opens the repository with the password from the usual sources, with the local cache
-/// (for S3 repositories, unless `--no-cache`). The location is checked (and an S3
-/// backend's credentials found) before the password is asked for.
+/// (for S3 repositories, unless `--no-cache`).
 pub fn open(args: &Args) -> Result<Repository> {
-    let opts = open_options(args)?;
-    let backend = holdfast_engine::open::backend(&opts)?;
-    Ok(holdfast_engine::open::open_on(
-        backend,
-        &opts,
-        &password(args)?,
-    )?)
+    open_with(args, holdfast_engine::open::open_on)
 }
 
 /// Opens the repository without a cache: for commands that verify what the repository
 /// itself holds (check, repair).
 pub fn open_uncached(args: &Args) -> Result<Repository> {
-    let opts = open_options(args)?;
-    let backend = holdfast_engine::open::backend(&opts)?;
-    Ok(holdfast_engine::open::open_uncached_on(
-        backend,
-        &opts,
-        &password(args)?,
-    )?)
+    open_with(args, holdfast_engine::open::open_uncached_on)
 }
 
-/// The repository password from the global flags' sources (or a prompt).
-fn password(args: &Args) -> Result<password::Secret> {
-    password::get(
+/// Opens with `how`: the location is checked (and an S3 backend's credentials found)
+/// before the password is asked for.
+fn open_with(
+    args: &Args,
+    how: fn(Arc<dyn Backend>, &OpenOptions, &[u8]) -> holdfast_engine::Result<Repository>,
+) -> Result<Repository> {
+    let opts = open_options(args)?;
+    let backend = holdfast_engine::open::backend(&opts)?;
+    let pw = password::get(
         args.password_file.as_deref(),
         args.password_command.as_deref(),
         false,
-    )
+    )?;
+    Ok(how(backend, &opts, &pw)?)
 }
 
 /// Converts command-line filters.

@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use holdfast_engine::archiver::{backup, BackupOptions, BackupOutcome, BackupProgress, Source};
+use holdfast_engine::archiver::{backup, BackupOutcome, BackupProgress};
+use holdfast_engine::backup::{BackupRequest, ParentChoice, Source};
 use holdfast_engine::filter::PathFilter;
 use holdfast_engine::restorer::RestoreOptions;
-use holdfast_repo::blob::CompressionLevel;
 use holdfast_repo::repository::Repository;
 use holdfast_repo::Id;
 
@@ -16,31 +16,27 @@ use holdfast_repo::Id;
 mod testing;
 pub use testing::repo;
 
-/// Backup options for `src` on host "h" at `time_ns`.
-pub fn backup_options(src: &Path, parent: Option<Id>, time_ns: i64) -> BackupOptions {
-    BackupOptions {
-        sources: vec![Source::new(src)],
-        excludes: PathFilter::default(),
-        one_file_system: false,
-        exclude_caches: false,
-        parent,
-        force: false,
+/// A backup request for `src` on host "h" at `time_ns`.
+pub fn backup_options(src: &Path, time_ns: i64) -> BackupRequest {
+    BackupRequest {
         host: "h".into(),
         user: "u".into(),
-        tags: vec![],
         time_ns,
         utc_offset_s: 0,
         program_version: "test".into(),
-        compression: CompressionLevel::default(),
+        parent: ParentChoice::None,
+        ..BackupRequest::new(vec![Source::new(src)])
     }
 }
 
-/// Backs `src` up as a writer would (marked packs excluded from deduplication).
+/// Backs `src` up as a writer would (marked packs excluded from deduplication), compared
+/// with `parent`.
 pub fn run_backup(r: &Repository, src: &Path, parent: Option<Id>, time_ns: i64) -> BackupOutcome {
     let writer = r.begin_write("h").unwrap();
     backup(
         &writer,
-        &backup_options(src, parent, time_ns),
+        &backup_options(src, time_ns),
+        parent,
         &BackupProgress::default(),
     )
     .unwrap()
