@@ -238,6 +238,15 @@ mod tests {
         std::fs::write(dir.join("sub/b.bin"), vec![7u8; 100_000]).unwrap();
     }
 
+    /// A repository and two filled source directories in `dir`.
+    fn two_sources(dir: &Path) -> (Repository, PathBuf, PathBuf) {
+        let r = repo(&dir.join("repo"));
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        fill(&a);
+        fill(&b);
+        (r, a, b)
+    }
+
     /// The names in the tree `id`, and their kinds.
     fn names(r: &Repository, id: &Id) -> Vec<(String, NodeKind)> {
         let index = r.load_index().unwrap();
@@ -346,10 +355,7 @@ mod tests {
     #[test]
     fn recorded_paths_must_be_absolute_and_must_not_collide() {
         let d = tempfile::tempdir().unwrap();
-        let r = repo(&d.path().join("repo"));
-        let (a, b) = (d.path().join("a"), d.path().join("b"));
-        fill(&a);
-        fill(&b);
+        let (r, a, b) = two_sources(d.path());
         let relative = request(
             vec![Source::recorded_as(&a, "ns/pvc")],
             ParentChoice::Auto,
@@ -398,10 +404,7 @@ mod tests {
     #[test]
     fn parent_choices() {
         let d = tempfile::tempdir().unwrap();
-        let r = repo(&d.path().join("repo"));
-        let (a, b) = (d.path().join("a"), d.path().join("b"));
-        fill(&a);
-        fill(&b);
+        let (r, a, b) = two_sources(d.path());
         let go = |req: BackupRequest| run(&r, &req, &BackupProgress::default()).unwrap();
         let tagged = |mut req: BackupRequest, tags: &[&str]| {
             req.tags = tags.iter().map(|t| t.to_string()).collect();

@@ -132,6 +132,11 @@ fn cache_for(opts: &OpenOptions, repo: &Repository) -> Option<Cache> {
 mod tests {
     use super::*;
 
+    /// Asserts that `e` holds a repository error that `is` accepts.
+    fn assert_repo_error(e: &EngineError, is: fn(&holdfast_repo::Error) -> bool) {
+        assert!(e.repo_error().is_some_and(is), "{e:?}");
+    }
+
     #[test]
     fn unknown_scheme_is_refused_with_its_location() {
         let e = backend(&OpenOptions::new("ftp://host/repo")).unwrap_err();
@@ -152,13 +157,9 @@ mod tests {
             OpenOptions::new(format!("local:{loc}")),
         ] {
             let e = open(&opts, b"pw").unwrap_err();
-            assert!(
-                matches!(
-                    e.repo_error(),
-                    Some(holdfast_repo::Error::RepositoryNotFound { .. })
-                ),
-                "{e:?}"
-            );
+            assert_repo_error(&e, |r| {
+                matches!(r, holdfast_repo::Error::RepositoryNotFound { .. })
+            });
             assert_eq!(
                 e.to_string(),
                 format!("cannot open repository {}", opts.location)
@@ -175,13 +176,9 @@ mod tests {
             ..OpenOptions::new(d.path().display().to_string())
         };
         let e = open(&opts, b"wrong").unwrap_err();
-        assert!(
-            matches!(
-                e.repo_error(),
-                Some(holdfast_repo::Error::WrongPassword { .. })
-            ),
-            "{e:?}"
-        );
+        assert_repo_error(&e, |r| {
+            matches!(r, holdfast_repo::Error::WrongPassword { .. })
+        });
         let repo = open(&opts, b"pw").unwrap();
         assert!(repo.cache().is_none());
     }

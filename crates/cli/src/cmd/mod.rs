@@ -95,12 +95,13 @@ pub fn open_uncached(args: &Args) -> Result<Repository> {
     open_with(args, holdfast_engine::open::open_uncached_on)
 }
 
+/// A way to open a repository on a backend ([`holdfast_engine::open::open_on`] or
+/// [`holdfast_engine::open::open_uncached_on`]).
+type OpenOn = fn(Arc<dyn Backend>, &OpenOptions, &[u8]) -> holdfast_engine::Result<Repository>;
+
 /// Opens with `how`: the location is checked (and an S3 backend's credentials found)
 /// before the password is asked for.
-fn open_with(
-    args: &Args,
-    how: fn(Arc<dyn Backend>, &OpenOptions, &[u8]) -> holdfast_engine::Result<Repository>,
-) -> Result<Repository> {
+fn open_with(args: &Args, how: OpenOn) -> Result<Repository> {
     let opts = open_options(args)?;
     let backend = holdfast_engine::open::backend(&opts)?;
     let pw = password::get(
