@@ -1,11 +1,12 @@
-//! Results that describe what a repository holds: snapshot listings and statistics, as
-//! `Serialize` structs (the command-line tool prints them with `--json`, the agent reports
-//! them).
+//! Results that describe what a repository holds: snapshot listings, tree entries and
+//! statistics, as `Serialize` structs (the command-line tool prints them with `--json`,
+//! the agent reports them).
 
 use holdfast_repo::backend::FileKind;
 use holdfast_repo::blob::BlobType;
 use holdfast_repo::repository::Repository;
 use holdfast_repo::snapshot::{Snapshot, Summary};
+use holdfast_repo::tree::{Node, NodeKind};
 use holdfast_repo::Id;
 use serde::Serialize;
 
@@ -154,4 +155,55 @@ pub fn stats(repo: &Repository) -> Result<RepoStats> {
         st.blob_stored_bytes += b.stored_len as u64;
     }
     Ok(st)
+}
+
+/// One entry of a snapshot's tree, at its absolute path in the snapshot (what `ls` lists).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeEntry {
+    /// The absolute path in the snapshot.
+    pub path: String,
+    /// The entry's name.
+    pub name: String,
+    /// Its kind.
+    #[serde(rename = "type")]
+    pub kind: NodeKind,
+    /// Size in bytes (files: content; symlinks: target length).
+    pub size: u64,
+    /// Permission and special bits.
+    pub mode: u32,
+    /// Owner user ID.
+    pub uid: u32,
+    /// Owner group ID.
+    pub gid: u32,
+    /// Owner user name, empty if unknown.
+    pub user: String,
+    /// Owner group name, empty if unknown.
+    pub group: String,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Hard link count at backup time.
+    pub links: u64,
+    /// A symlink's target.
+    pub link_target: Option<String>,
+}
+
+impl NodeEntry {
+    /// The entry for node `n` at `path` (bytes; invalid UTF-8 is replaced in the text).
+    pub fn new(path: &[u8], n: &Node) -> NodeEntry {
+        NodeEntry {
+            path: String::from_utf8_lossy(path).into_owned(),
+            name: String::from_utf8_lossy(&n.name).into_owned(),
+            kind: n.kind,
+            size: n.size,
+            mode: n.mode,
+            uid: n.uid,
+            gid: n.gid,
+            user: n.user.clone(),
+            group: n.group.clone(),
+            mtime_ns: n.mtime_ns,
+            links: n.links,
+            link_target: (n.kind == NodeKind::Symlink)
+                .then(|| String::from_utf8_lossy(&n.link_target).into_owned()),
+        }
+    }
 }
