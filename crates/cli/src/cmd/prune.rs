@@ -1,9 +1,9 @@
 //! `holdfast prune`.
 
 use anyhow::{bail, Result};
-use holdfast_engine::prune::{prune, PruneOptions, PruneReport, INDEX_FILE_ENTRIES};
+use holdfast_engine::prune::{prune, PruneOptions, PruneReport};
 
-use super::{host_name, open, print_json};
+use super::{open, print_json};
 use crate::cli::{Args, PruneArgs};
 use crate::{exit, ui};
 
@@ -35,8 +35,7 @@ pub fn run_on(
         dry_run: p.dry_run,
         margin_ns,
         max_unused: p.max_unused / 100.0,
-        host: host_name(),
-        index_file_entries: INDEX_FILE_ENTRIES,
+        ..PruneOptions::default()
     };
     let r = prune(repo, &opts)?;
     if args.json {
