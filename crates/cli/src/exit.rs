@@ -23,13 +23,11 @@ pub const WRONG_PASSWORD: i32 = 12;
 /// Maps an error chain to its exit code.
 pub fn code_for(e: &anyhow::Error) -> i32 {
     for cause in e.chain() {
-        let repo =
+        let repo = cause.downcast_ref::<Error>().or_else(|| {
             cause
-                .downcast_ref::<Error>()
-                .or_else(|| match cause.downcast_ref::<EngineError>() {
-                    Some(EngineError::Repo(r)) => Some(r),
-                    _ => None,
-                });
+                .downcast_ref::<EngineError>()
+                .and_then(EngineError::repo_error)
+        });
         match repo {
             Some(Error::RepositoryNotFound { .. }) => return NO_REPOSITORY,
             Some(Error::WrongPassword { .. }) => return WRONG_PASSWORD,

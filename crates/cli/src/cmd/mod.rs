@@ -1,5 +1,6 @@
-//! One module per command; this one holds what they share (opening the repository,
-//! resolving snapshots) and the dispatch.
+//! One module per command; this one holds what they share (the global flags as the
+//! engine's [`OpenOptions`], opening the repository, snapshot filters, JSON output) and
+//! the dispatch.
 
 mod backup;
 mod cat;
