@@ -10,7 +10,7 @@
 //! warnings: the snapshot is still written, without that entry or with what was read,
 //! and the caller reports them (exit code 3). Repository failures abort the backup.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -171,9 +171,9 @@ impl Placed {
 impl VEntry {
     /// Whether some source below this entry is read from where it is recorded (then the
     /// directories on the way exist on disk and their metadata is read from there).
-    fn has_unmoved_source(&self, recorded: &Path, moved: &HashMap<PathBuf, PathBuf>) -> bool {
+    fn has_unmoved_source(&self, recorded: &Path, moved: &HashSet<PathBuf>) -> bool {
         match self {
-            VEntry::Source(_) => !moved.contains_key(recorded),
+            VEntry::Source(_) => !moved.contains(recorded),
             VEntry::Dir(m) => m
                 .iter()
                 .any(|(n, e)| e.has_unmoved_source(&recorded.join(OsStr::from_bytes(n)), moved)),
@@ -373,10 +373,11 @@ fn run_walk<'a>(
             unreadable.join("; ")
         )));
     }
-    let moved: HashMap<PathBuf, PathBuf> = present
+    // The recorded paths of the sources read from elsewhere.
+    let moved: HashSet<PathBuf> = present
         .iter()
         .filter(|p| p.is_moved())
-        .map(|p| (p.recorded.clone(), p.real.clone()))
+        .map(|p| p.recorded.clone())
         .collect();
     let mut root: BTreeMap<Vec<u8>, VEntry> = BTreeMap::new();
     for p in &present {
@@ -504,7 +505,7 @@ impl Ctx<'_, '_> {
         &self,
         path: &Path,
         children: &BTreeMap<Vec<u8>, VEntry>,
-        moved: &HashMap<PathBuf, PathBuf>,
+        moved: &HashSet<PathBuf>,
         parent: Option<Id>,
     ) -> Result<Id> {
         let parent_tree = self.load_parent_tree(parent);
