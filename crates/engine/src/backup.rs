@@ -24,8 +24,9 @@ pub enum ParentChoice {
     /// The newest snapshot of the same host with the same recorded paths.
     #[default]
     Auto,
-    /// The newest snapshot that passes the filter (hosts, tags, paths) and has the same
-    /// recorded paths.
+    /// The newest snapshot that passes the filter and has the same recorded paths. To
+    /// require several tags at once, give them as one comma-separated entry of
+    /// [`SnapshotFilter::tags`] (`"a,b"`); separate entries mean any of them.
     Matching(SnapshotFilter),
     /// This snapshot: `latest`, an ID or a unique ID prefix (as [`Repository::find_snapshot`]
     /// takes them).
