@@ -44,7 +44,7 @@ pub enum EngineError {
     /// A pattern or argument was not valid.
     #[error("{0}")]
     Usage(String),
-    /// A repository location with a scheme holdfast does not know (see [`crate::open`]).
+    /// A repository location with a scheme holdfast does not know (see [`crate::open::backend`]).
     #[error(
         "repository location {location:?}: unknown scheme; use a directory path, local:PATH or \
          s3:http://HOST:PORT/BUCKET/PREFIX, s3:https://HOST/BUCKET/PREFIX, s3:BUCKET/PREFIX"

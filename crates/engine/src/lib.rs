@@ -7,7 +7,7 @@
 //!
 //! The operations a program runs on a repository (the `holdfast` command and the
 //! Kubernetes agent both call these; results are `Serialize` structs):
-//! * [`open`]: a repository by its location, with its cache; [`password`]: a password
+//! * [`mod@open`]: a repository by its location, with its cache; [`password`]: a password
 //!   from a file, a command or the environment;
 //! * [`backup::run`]: a backup job (write session, parent choice, walk, snapshot), with
 //!   sources that may be recorded under another path than the one they are read from;
