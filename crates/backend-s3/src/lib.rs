@@ -553,7 +553,8 @@ impl S3Backend {
     /// Runs a future on the backend's runtime, blocking the calling thread until it is done.
     ///
     /// May be called from inside another tokio runtime (an async task, or a
-    /// `spawn_blocking` thread): see [`drive`]. SIGPIPE is blocked in the thread that polls
+    /// `spawn_blocking` thread): there the future is driven by a short-lived helper thread
+    /// that is in no runtime, while the caller waits. SIGPIPE is blocked in the thread that polls
     /// the future (see `sigpipe`): a connection reset by the server fails a request instead
     /// of killing a process that restored SIGPIPE's default action.
     pub fn block_on<F>(&self, f: F) -> F::Output
