@@ -554,9 +554,9 @@ impl S3Backend {
     ///
     /// May be called from inside another tokio runtime (an async task, or a
     /// `spawn_blocking` thread): there the future is driven by a short-lived helper thread
-    /// that is in no runtime, while the caller waits. SIGPIPE is blocked in the thread that polls
-    /// the future (see `sigpipe`): a connection reset by the server fails a request instead
-    /// of killing a process that restored SIGPIPE's default action.
+    /// that is in no runtime, while the caller waits. SIGPIPE is blocked in the thread
+    /// that polls the future (see `sigpipe`): a connection reset by the server fails a
+    /// request instead of killing a process that restored SIGPIPE's default action.
     pub fn block_on<F>(&self, f: F) -> F::Output
     where
         F: std::future::Future + Send,
