@@ -334,6 +334,43 @@ mod tests {
     }
 
     #[test]
+    fn restore_and_excludes_see_the_recorded_path() {
+        let d = tempfile::tempdir().unwrap();
+        let r = repo(&d.path().join("repo"));
+        let home = d.path().join("kubelet/mount");
+        fill(&home);
+        let mut req = request(
+            vec![Source::recorded_as(&home, "/ns/pvc")],
+            ParentChoice::Auto,
+            1,
+        );
+        req.excludes = PathFilter::new(&["/ns/pvc/sub"]).unwrap();
+        let one = run(&r, &req, &BackupProgress::default()).unwrap();
+        let target = d.path().join("restored");
+        let opts = crate::restorer::RestoreOptions {
+            target: target.clone(),
+            subpath: None,
+            includes: PathFilter::default(),
+            excludes: PathFilter::default(),
+            owners: false,
+        };
+        let (id, snap) = r.find_snapshot("latest", &Default::default()).unwrap();
+        assert_eq!(id, one.snapshot_id);
+        let report =
+            crate::restorer::restore_snapshot(&r, id, &snap, &opts, &Default::default()).unwrap();
+        assert!(report.is_complete(), "{:?}", report.summary.warnings);
+        assert_eq!(
+            std::fs::read(target.join("ns/pvc/a.txt")).unwrap(),
+            b"alpha"
+        );
+        assert!(
+            !target.join("ns/pvc/sub").exists(),
+            "excluded by its recorded path"
+        );
+        assert!(!target.join("kubelet").exists());
+    }
+
+    #[test]
     fn unchanged_recorded_source_gives_the_same_tree() {
         let d = tempfile::tempdir().unwrap();
         let r = repo(&d.path().join("repo"));

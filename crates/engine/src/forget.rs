@@ -340,6 +340,21 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_snapshots_are_reported_and_left_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let (r, ids, _) = setup(d.path());
+        let damaged = d.path().join("repo").join(FileKind::Snapshot.path(&ids[0]));
+        std::fs::write(&damaged, b"not a snapshot").unwrap();
+        let report = forget(&r, &request(keep_last(1), false), 10 * HOUR).unwrap();
+        assert_eq!(report.unreadable.len(), 1, "{:?}", report.unreadable);
+        assert!(!report.selected().contains(&ids[0]));
+        assert_eq!(report.removed.len(), 2);
+        assert!(damaged.exists());
+        let v = serde_json::to_value(&report).unwrap();
+        assert_eq!(v["unreadable"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
     fn by_id_and_empty_policy() {
         let d = tempfile::tempdir().unwrap();
         let (r, ids, _) = setup(d.path());
