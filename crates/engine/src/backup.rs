@@ -233,6 +233,11 @@ mod tests {
         }
     }
 
+    /// Runs `req`, which must succeed.
+    fn backup(r: &Repository, req: &BackupRequest) -> BackupReport {
+        run(r, req, &BackupProgress::default()).unwrap()
+    }
+
     fn fill(dir: &Path) {
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         std::fs::write(dir.join("a.txt"), b"alpha").unwrap();
@@ -278,12 +283,7 @@ mod tests {
         fill(&first_home);
         let src = |real: &Path| vec![Source::recorded_as(real, "/ns/pvc")];
 
-        let one = run(
-            &r,
-            &request(src(&first_home), ParentChoice::Auto, 1),
-            &BackupProgress::default(),
-        )
-        .unwrap();
+        let one = backup(&r, &request(src(&first_home), ParentChoice::Auto, 1));
         assert_eq!(one.paths, ["/ns/pvc"]);
         assert_eq!(one.snapshot.paths, [b"/ns/pvc".to_vec()]);
         assert_eq!(one.parent, None);
@@ -316,12 +316,10 @@ mod tests {
             hosts: vec!["h".into()],
             ..SnapshotFilter::default()
         };
-        let two = run(
+        let two = backup(
             &r,
             &request(src(&second_home), ParentChoice::Matching(filter), 2),
-            &BackupProgress::default(),
-        )
-        .unwrap();
+        );
         assert_eq!(two.parent, Some(one.snapshot_id));
         assert_eq!(two.paths, ["/ns/pvc"]);
         let s = &two.summary;
@@ -345,7 +343,7 @@ mod tests {
             1,
         );
         req.excludes = PathFilter::new(&["/ns/pvc/sub"]).unwrap();
-        let one = run(&r, &req, &BackupProgress::default()).unwrap();
+        let one = backup(&r, &req);
         let target = d.path().join("restored");
         let opts = crate::restorer::RestoreOptions {
             target: target.clone(),
@@ -383,8 +381,8 @@ mod tests {
                 t,
             )
         };
-        let one = run(&r, &req(1), &BackupProgress::default()).unwrap();
-        let two = run(&r, &req(2), &BackupProgress::default()).unwrap();
+        let one = backup(&r, &req(1));
+        let two = backup(&r, &req(2));
         assert_eq!(two.parent, Some(one.snapshot_id));
         assert_eq!(two.snapshot.tree, one.snapshot.tree);
         assert_eq!(two.summary.tree_blobs_added, 0);
@@ -423,12 +421,7 @@ mod tests {
         let r = repo(&d.path().join("repo"));
         let src = d.path().join("src");
         fill(&src);
-        let one = run(
-            &r,
-            &request(vec![Source::new(&src)], ParentChoice::None, 1),
-            &BackupProgress::default(),
-        )
-        .unwrap();
+        let one = backup(&r, &request(vec![Source::new(&src)], ParentChoice::None, 1));
         assert_eq!(one.paths, [src.display().to_string()]);
         // The directories on the way carry the real metadata.
         let index = r.load_index().unwrap();
@@ -443,7 +436,7 @@ mod tests {
     fn parent_choices() {
         let d = tempfile::tempdir().unwrap();
         let (r, a, b) = two_sources(d.path());
-        let go = |req: BackupRequest| run(&r, &req, &BackupProgress::default()).unwrap();
+        let go = |req: BackupRequest| backup(&r, &req);
         let tagged = |mut req: BackupRequest, tags: &[&str]| {
             req.tags = tags.iter().map(|t| t.to_string()).collect();
             req

@@ -157,53 +157,38 @@ pub fn stats(repo: &Repository) -> Result<RepoStats> {
     Ok(st)
 }
 
-/// One entry of a snapshot's tree, at its absolute path in the snapshot (what `ls` lists).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NodeEntry {
-    /// The absolute path in the snapshot.
-    pub path: String,
-    /// The entry's name.
-    pub name: String,
-    /// Its kind.
-    #[serde(rename = "type")]
-    pub kind: NodeKind,
-    /// Size in bytes (files: content; symlinks: target length).
-    pub size: u64,
-    /// Permission and special bits.
-    pub mode: u32,
-    /// Owner user ID.
-    pub uid: u32,
-    /// Owner group ID.
-    pub gid: u32,
-    /// Owner user name, empty if unknown.
-    pub user: String,
-    /// Owner group name, empty if unknown.
-    pub group: String,
-    /// Modification time, ns since the epoch.
-    pub mtime_ns: i64,
-    /// Hard link count at backup time.
-    pub links: u64,
-    /// A symlink's target.
-    pub link_target: Option<String>,
+/// One entry of a snapshot's tree at its absolute path in the snapshot, as `ls` lists
+/// it. Serialized as the path, the node's name, `type`, size, mode, owner (`uid`, `gid`,
+/// `user`, `group`), `mtime_ns`, `links` and a symlink's `link_target` (null for other
+/// kinds); names and paths as text, invalid UTF-8 replaced.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeEntry<'a> {
+    /// The absolute path in the snapshot, as bytes.
+    pub path: &'a [u8],
+    /// The node.
+    pub node: &'a Node,
 }
 
-impl NodeEntry {
-    /// The entry for node `n` at `path` (bytes; invalid UTF-8 is replaced in the text).
-    pub fn new(path: &[u8], n: &Node) -> NodeEntry {
-        NodeEntry {
-            path: String::from_utf8_lossy(path).into_owned(),
-            name: String::from_utf8_lossy(&n.name).into_owned(),
-            kind: n.kind,
-            size: n.size,
-            mode: n.mode,
-            uid: n.uid,
-            gid: n.gid,
-            user: n.user.clone(),
-            group: n.group.clone(),
-            mtime_ns: n.mtime_ns,
-            links: n.links,
-            link_target: (n.kind == NodeKind::Symlink)
-                .then(|| String::from_utf8_lossy(&n.link_target).into_owned()),
-        }
+impl Serialize for NodeEntry<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let n = self.node;
+        let mut st = s.serialize_struct("NodeEntry", 12)?;
+        st.serialize_field("path", &String::from_utf8_lossy(self.path))?;
+        st.serialize_field("name", &String::from_utf8_lossy(&n.name))?;
+        st.serialize_field("type", &n.kind)?;
+        st.serialize_field("size", &n.size)?;
+        st.serialize_field("mode", &n.mode)?;
+        st.serialize_field("uid", &n.uid)?;
+        st.serialize_field("gid", &n.gid)?;
+        st.serialize_field("user", &n.user)?;
+        st.serialize_field("group", &n.group)?;
+        st.serialize_field("mtime_ns", &n.mtime_ns)?;
+        st.serialize_field("links", &n.links)?;
+        st.serialize_field(
+            "link_target",
+            &(n.kind == NodeKind::Symlink).then(|| String::from_utf8_lossy(&n.link_target)),
+        )?;
+        st.end()
     }
 }

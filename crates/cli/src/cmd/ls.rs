@@ -39,7 +39,7 @@ struct Lister<'a> {
 impl Lister<'_> {
     fn print(&mut self, path: &[u8], n: &Node) -> Result<()> {
         if self.json {
-            let v = serde_json::to_value(NodeEntry::new(path, n))?;
+            let v = serde_json::to_value(NodeEntry { path, node: n })?;
             writeln!(self.out, "{v}")?;
         } else if self.long {
             writeln!(
