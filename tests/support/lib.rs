@@ -143,6 +143,42 @@ pub fn wait_until(
     }
 }
 
+/// Stops `child` with SIGSTOP and waits until every one of its threads is stopped.
+/// `kill(2)` only queues the signal: until each thread has taken it, the process may still
+/// finish a write (a pack renamed into place), so a test that counts files right after
+/// `kill` may miss one.
+pub fn stop_child(child: &std::process::Child) {
+    let pid = child.id() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("kill SIGSTOP");
+    let start = std::time::Instant::now();
+    let all_stopped = || {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            return true; // gone
+        };
+        tasks.filter_map(|t| t.ok()).all(|t| {
+            // The state is the field after the parenthesised command name.
+            fs::read_to_string(t.path().join("stat"))
+                .map(|st| {
+                    st.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().next())
+                        .is_none_or(|state| state == "T" || state == "t" || state == "Z")
+                })
+                .unwrap_or(true)
+        })
+    };
+    while !all_stopped() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "process {pid} did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// Path of the `holdfast` binary under test.
 ///
 /// `HOLDFAST_BIN` overrides it. Otherwise it is `target/<profile>/holdfast` next to the

@@ -61,7 +61,7 @@ fn frozen_backup_whose_session_went_stale_fails_cleanly_and_loses_nothing() {
         "packs appear in data/",
         || repo.packs().len() >= 3,
     );
-    signal(&child, nix::sys::signal::Signal::SIGSTOP);
+    stop_child(&child);
     assert!(
         repo.files("index").is_empty(),
         "the backup wrote an index file before it was stopped: the test must catch it earlier"
@@ -283,7 +283,7 @@ fn old_orphans_are_marked_while_a_backup_runs_and_its_own_packs_are_not() {
     wait_until(&mut running, Duration::from_secs(300), "new packs", || {
         repo.packs().len() >= old.len() + 3
     });
-    signal(&running, nix::sys::signal::Signal::SIGSTOP);
+    stop_child(&running);
     let new = repo.packs().len() - old.len();
     let report = prune_now(&repo);
     assert_eq!(

@@ -58,9 +58,17 @@
 //! default action is not killed by a dropped connection.
 //!
 //! The backend owns a small multi-threaded tokio runtime; the synchronous trait methods
-//! `block_on` it, so they may be called from any number of threads at once (but not from
-//! inside another tokio runtime). At most [`S3Options::concurrency`] requests are in flight;
+//! run their requests on it and wait, so they may be called from any number of threads at
+//! once, including threads that are inside another tokio runtime (see
+//! [`S3Backend::block_on`]). At most [`S3Options::concurrency`] requests are in flight;
 //! memory is bounded by what the callers pass in and read, plus one copy of each upload.
+//!
+//! # Async callers
+//! The [`Backend`] trait is synchronous: every call waits for its requests. Called from an
+//! async task, it works (no "Cannot start a runtime from within a runtime" panic) but the
+//! task's worker thread waits with it, so an async program (the Kubernetes agent) should
+//! still call the backend, and the engine above it, through
+//! `tokio::task::spawn_blocking`.
 
 #![warn(missing_docs)]
 
@@ -147,6 +155,43 @@ impl Drop for S3Backend {
             rt.shutdown_background();
         }
     }
+}
+
+/// Runs `f` on `rt` and waits for its output, from any thread.
+///
+/// Outside a tokio runtime the calling thread drives the future itself
+/// (`Runtime::block_on`), with SIGPIPE blocked meanwhile. Inside one (an async task, a
+/// `spawn_blocking` thread: `Handle::try_current()` is Ok) calling `block_on` of any
+/// runtime would panic ("Cannot start a runtime from within a runtime") or stall the
+/// caller's runtime, so the future is handed to a short-lived helper thread that is in no
+/// runtime, which drives it on `rt` while the caller waits for the result on a blocking
+/// join. A helper thread rather than `rt.spawn`: the backend's futures borrow the backend
+/// and the caller's buffers (they are not `'static`), and a scoped thread may borrow them
+/// safely. The helper thread costs some tens of microseconds, small beside a request.
+fn drive<F>(rt: &Runtime, f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_err() {
+        let _guard = sigpipe::Guard::new();
+        return rt.block_on(f);
+    }
+    std::thread::scope(|scope| {
+        let helper = std::thread::Builder::new()
+            .name("holdfast-s3-call".into())
+            .spawn_scoped(scope, || {
+                // The thread is ours and ends with the call: no mask to restore.
+                sigpipe::block_forever();
+                rt.block_on(f)
+            });
+        match helper {
+            Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            // No thread could be made (resource limits): nothing else can run the future
+            // without blocking inside the caller's runtime.
+            Err(e) => panic!("cannot start a thread for an S3 request: {e}"),
+        }
+    })
 }
 
 /// Why a request failed, as far as the callers care.
@@ -430,7 +475,7 @@ impl S3Backend {
                 "holdfast",
             ));
         }
-        let sdk = runtime.block_on(loader.load());
+        let sdk = drive(&runtime, loader.load());
         let reach = Arc::new(connect::Reach::default());
         let mut b = aws_sdk_s3::config::Builder::from(&sdk)
             // Ceph RGW 16 rejects the SDK's default streaming checksums.
@@ -454,7 +499,7 @@ impl S3Backend {
             let Some(chain) = sdk.credentials_provider() else {
                 return Err(S3Error::NoCredentials);
             };
-            let first = runtime.block_on(connect::resolve(&chain))?;
+            let first = drive(&runtime, connect::resolve(&chain))?;
             b = b.credentials_provider(connect::Primed::new(first, chain));
         }
         if sdk.region().is_none() {
@@ -505,17 +550,24 @@ impl S3Backend {
         &self.client
     }
 
-    /// Runs a future on the backend's runtime, blocking the calling thread.
+    /// Runs a future on the backend's runtime, blocking the calling thread until it is done.
     ///
-    /// SIGPIPE is blocked in the calling thread meanwhile (see `sigpipe`): a connection
-    /// reset by the server fails a request instead of killing a process that restored
-    /// SIGPIPE's default action.
-    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        let _guard = sigpipe::Guard::new();
-        self.runtime
-            .as_ref()
-            .expect("the runtime lives as long as the backend")
-            .block_on(f)
+    /// May be called from inside another tokio runtime (an async task, or a
+    /// `spawn_blocking` thread): there the future is driven by a short-lived helper thread
+    /// that is in no runtime, while the caller waits. SIGPIPE is blocked in the thread
+    /// that polls the future (see `sigpipe`): a connection reset by the server fails a
+    /// request instead of killing a process that restored SIGPIPE's default action.
+    pub fn block_on<F>(&self, f: F) -> F::Output
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        drive(
+            self.runtime
+                .as_ref()
+                .expect("the runtime lives as long as the backend"),
+            f,
+        )
     }
 
     fn key(&self, kind: FileKind, id: &Id) -> String {

@@ -21,14 +21,6 @@ pub const NO_REPOSITORY: i32 = 10;
 /// The password opens no key file.
 pub const WRONG_PASSWORD: i32 = 12;
 
-/// The repository error an engine error carries, if any.
-fn engine_repo(e: &EngineError) -> Option<&Error> {
-    match e {
-        EngineError::Repo(r) => Some(r),
-        _ => None,
-    }
-}
-
 /// Maps an error chain to its exit code.
 pub fn code_for(e: &anyhow::Error) -> i32 {
     for cause in e.chain() {
@@ -41,10 +33,14 @@ pub fn code_for(e: &anyhow::Error) -> i32 {
         }
         let repo = cause
             .downcast_ref::<Error>()
-            .or_else(|| cause.downcast_ref::<EngineError>().and_then(engine_repo))
+            .or_else(|| {
+                cause
+                    .downcast_ref::<EngineError>()
+                    .and_then(EngineError::repo_error)
+            })
             .or_else(|| match agent {
                 Some(AgentError::Repo(r)) => Some(r),
-                Some(AgentError::Engine(e)) => engine_repo(e),
+                Some(AgentError::Engine(e)) => e.repo_error(),
                 _ => None,
             });
         match repo {

@@ -1,28 +1,14 @@
 //! Where the password comes from, in restic's order: `--password-file`,
-//! `--password-command`, `HOLDFAST_PASSWORD`, then a prompt on a terminal.
+//! `--password-command`, `HOLDFAST_PASSWORD` (the engine's non-interactive sources,
+//! [`holdfast_engine::password`]), then a prompt on a terminal (here).
 
 use std::io::IsTerminal;
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+pub use holdfast_engine::password::Secret;
+use holdfast_engine::password::{self as sources, from_file};
 use zeroize::Zeroizing;
-
-/// A password, wiped from memory when dropped.
-pub type Secret = Zeroizing<Vec<u8>>;
-
-fn trim_newline(mut v: Vec<u8>) -> Vec<u8> {
-    while v.last() == Some(&b'\n') || v.last() == Some(&b'\r') {
-        v.pop();
-    }
-    v
-}
-
-fn read_file(f: &Path) -> Result<Secret> {
-    let v =
-        std::fs::read(f).with_context(|| format!("cannot read password file {}", f.display()))?;
-    Ok(Zeroizing::new(trim_newline(v)))
-}
 
 /// Gets the repository password; `confirm` (for `init`) asks twice on a terminal and
 /// refuses an empty password from any source.
@@ -35,23 +21,8 @@ pub fn get(file: Option<&Path>, command: Option<&str>, confirm: bool) -> Result<
 }
 
 fn get_any(file: Option<&Path>, command: Option<&str>, confirm: bool) -> Result<Secret> {
-    if let Some(f) = file {
-        return read_file(f);
-    }
-    if let Some(c) = command {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(c)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .with_context(|| format!("cannot run password command {c:?}"))?;
-        if !out.status.success() {
-            bail!("password command {c:?} failed ({})", out.status);
-        }
-        return Ok(Zeroizing::new(trim_newline(out.stdout)));
-    }
-    if let Ok(p) = std::env::var("HOLDFAST_PASSWORD") {
-        return Ok(Zeroizing::new(p.into_bytes()));
+    if let Some(pw) = sources::non_interactive(file, command)? {
+        return Ok(pw);
     }
     if std::io::stdin().is_terminal() {
         return prompt(
@@ -93,7 +64,7 @@ pub fn get_new(file: Option<&Path>) -> Result<Secret> {
 
 fn get_new_any(file: Option<&Path>) -> Result<Secret> {
     if let Some(f) = file {
-        return read_file(f);
+        return Ok(from_file(f)?);
     }
     if let Ok(p) = std::env::var("HOLDFAST_NEW_PASSWORD") {
         return Ok(Zeroizing::new(p.into_bytes()));

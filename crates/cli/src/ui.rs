@@ -13,18 +13,7 @@ pub fn size(n: u64) -> String {
 }
 
 /// RFC 3339 local-offset time for a snapshot.
-pub fn time(ns: i64, offset_s: i32) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let nsec = ns.rem_euclid(1_000_000_000) as u32;
-    let off = chrono::FixedOffset::east_opt(offset_s)
-        .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset"));
-    match chrono::DateTime::from_timestamp(secs, nsec) {
-        Some(t) => t
-            .with_timezone(&off)
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        None => format!("@{secs}"),
-    }
-}
+pub use holdfast_engine::listing::format_time as time;
 
 /// Where progress goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

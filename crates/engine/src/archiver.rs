@@ -10,7 +10,7 @@
 //! warnings: the snapshot is still written, without that entry or with what was read,
 //! and the caller reports them (exit code 3). Repository failures abort the backup.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use holdfast_chunker::{Chunker, ChunkerParams, GearTable};
-use holdfast_repo::blob::{BlobType, CompressionLevel};
+use holdfast_repo::blob::BlobType;
 use holdfast_repo::blob_store::BlobStore;
 use holdfast_repo::index::MasterIndex;
 use holdfast_repo::repository::Repository;
@@ -32,40 +32,62 @@ use holdfast_repo::writer::Writer;
 use holdfast_repo::Id;
 use rayon::prelude::*;
 
+use crate::backup::BackupRequest;
 use crate::error::{EngineError, Result};
-use crate::filter::PathFilter;
 use crate::fsmeta::{self, UserCache};
 
-/// What to back up and how.
-#[derive(Debug, Clone)]
-pub struct BackupOptions {
-    /// Source paths (made absolute and normalised).
-    pub paths: Vec<PathBuf>,
-    /// Entries to leave out.
-    pub excludes: PathFilter,
-    /// Do not descend into other filesystems.
-    pub one_file_system: bool,
-    /// Leave out the contents of directories marked as caches (a `CACHEDIR.TAG` with the
-    /// standard signature); the directory and the tag are kept.
-    pub exclude_caches: bool,
-    /// Snapshot to compare with for unchanged files.
-    pub parent: Option<Id>,
-    /// Read every file even if unchanged.
-    pub force: bool,
-    /// Host name for the snapshot.
-    pub host: String,
-    /// User name for the snapshot.
-    pub user: String,
-    /// Tags for the snapshot.
-    pub tags: Vec<String>,
-    /// Snapshot time, ns since the epoch.
-    pub time_ns: i64,
-    /// Local time offset from UTC, seconds.
-    pub utc_offset_s: i32,
-    /// Recorded program version.
-    pub program_version: String,
-    /// zstd level.
-    pub compression: CompressionLevel,
+/// One thing to back up: a path to read, and where the snapshot records it.
+///
+/// By default a source is recorded under its own absolute path. With `record_as` it is
+/// read from `path` but recorded under `record_as`: the snapshot's `paths`, its trees (so
+/// `ls` and `restore`), parent matching and exclude patterns with a `/` all see the
+/// recorded path. The Kubernetes agent reads a volume from its kubelet directory (which
+/// changes whenever the pod is recreated) and records it as `/<namespace>/<pvc>`.
+/// Directories above a recorded source get synthetic metadata (see [`backup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// Where to read (made absolute and normalised).
+    pub path: PathBuf,
+    /// Where to record it in the snapshot: an absolute path; `None` records `path`.
+    pub record_as: Option<PathBuf>,
+}
+
+impl Source {
+    /// A source recorded under its own path.
+    pub fn new(path: impl Into<PathBuf>) -> Source {
+        Source {
+            path: path.into(),
+            record_as: None,
+        }
+    }
+
+    /// A source read from `path` and recorded as `record_as`.
+    pub fn recorded_as(path: impl Into<PathBuf>, record_as: impl Into<PathBuf>) -> Source {
+        Source {
+            path: path.into(),
+            record_as: Some(record_as.into()),
+        }
+    }
+
+    /// The absolute, normalised path the snapshot records: `record_as` (which must be
+    /// absolute), else `path`.
+    pub fn recorded_path(&self) -> Result<PathBuf> {
+        match &self.record_as {
+            None => normalize_path(&self.path),
+            Some(r) if r.is_absolute() => normalize_path(r),
+            Some(r) => Err(EngineError::Usage(format!(
+                "the path to record {} for {} is not absolute",
+                r.display(),
+                self.path.display()
+            ))),
+        }
+    }
+}
+
+impl From<PathBuf> for Source {
+    fn from(path: PathBuf) -> Source {
+        Source::new(path)
+    }
 }
 
 /// Live counters a UI can poll while a backup runs.
@@ -117,7 +139,7 @@ struct Ctx<'a, 's> {
     store: &'s BlobStore<'a>,
     chunker: Chunker,
     users: UserCache,
-    opts: &'a BackupOptions,
+    opts: &'a BackupRequest,
     progress: &'a BackupProgress,
     counters: Counters,
     warnings: Mutex<Vec<String>>,
@@ -126,10 +148,56 @@ struct Ctx<'a, 's> {
     hardlinks: Mutex<HashMap<(u64, u64), StoredContent>>,
 }
 
-/// A directory of the virtual root: either backed up whole, or only on the way to one.
+/// A directory of the virtual root: either backed up whole (read from its real path), or
+/// only on the way to one.
 enum VEntry {
     Source(PathBuf),
     Dir(BTreeMap<Vec<u8>, VEntry>),
+}
+
+/// One source after normalisation: where it is read, where it is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Placed {
+    recorded: PathBuf,
+    real: PathBuf,
+}
+
+impl Placed {
+    fn is_moved(&self) -> bool {
+        self.recorded != self.real
+    }
+}
+
+impl VEntry {
+    /// Whether some source below this entry is read from where it is recorded (then the
+    /// directories on the way exist on disk and their metadata is read from there).
+    fn has_unmoved_source(&self, recorded: &Path, moved: &HashSet<PathBuf>) -> bool {
+        match self {
+            VEntry::Source(_) => !moved.contains(recorded),
+            VEntry::Dir(m) => m
+                .iter()
+                .any(|(n, e)| e.has_unmoved_source(&recorded.join(OsStr::from_bytes(n)), moved)),
+        }
+    }
+
+    /// The newest modification time of the moved sources below this entry, ns (0 if none
+    /// can be read).
+    fn newest_source_mtime(&self) -> i64 {
+        match self {
+            VEntry::Source(real) => std::fs::symlink_metadata(real)
+                .map(|m| {
+                    m.mtime()
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(m.mtime_nsec())
+                })
+                .unwrap_or(0),
+            VEntry::Dir(m) => m
+                .values()
+                .map(VEntry::newest_source_mtime)
+                .max()
+                .unwrap_or(0),
+        }
+    }
 }
 
 /// Makes a path absolute and removes `.` and `..` lexically (symlinks are not resolved:
@@ -160,9 +228,14 @@ fn path_bytes(p: &Path) -> &[u8] {
 /// are written under the writer's session lease: a backup that was stopped or cut off for
 /// longer than the lease fails with [`holdfast_repo::Error::LeaseLost`] and saves nothing
 /// (SPEC.md §12.2).
+///
+/// `parent` is the snapshot to compare with (`opts.parent` is not looked at here: the
+/// caller has chosen, see [`crate::backup::choose_parent`]); [`crate::backup::run`] is the
+/// whole job around this.
 pub fn backup<'a>(
     writer: &'a Writer<'a>,
-    opts: &BackupOptions,
+    opts: &BackupRequest,
+    parent: Option<Id>,
     progress: &BackupProgress,
 ) -> Result<BackupOutcome> {
     let (repo, index) = (writer.repo(), writer.index());
@@ -180,7 +253,7 @@ pub fn backup<'a>(
         .unwrap_or(2);
     let ((root_tree, kept, counters, warnings, notices), totals) =
         BlobStore::pipelined(writer, opts.compression, sealers, |store| {
-            run_walk(repo, index, store, chunker, opts, progress)
+            run_walk(repo, index, store, chunker, opts, parent, progress)
         })?;
     let c = &counters;
     let summary = Summary {
@@ -212,7 +285,7 @@ pub fn backup<'a>(
         paths: kept.iter().map(|p| path_bytes(p).to_vec()).collect(),
         tags,
         tree: root_tree,
-        parent: opts.parent,
+        parent,
         program_version: opts.program_version.clone(),
         summary,
     };
@@ -235,7 +308,8 @@ fn run_walk<'a>(
     index: &'a MasterIndex,
     store: &BlobStore<'a>,
     chunker: Chunker,
-    opts: &'a BackupOptions,
+    opts: &'a BackupRequest,
+    parent: Option<Id>,
     progress: &'a BackupProgress,
 ) -> Result<WalkResult> {
     let ctx = Ctx {
@@ -252,17 +326,31 @@ fn run_walk<'a>(
         hardlinks: Mutex::new(HashMap::new()),
     };
 
-    // Build the virtual root from the source paths; a path inside another is covered by it.
-    let mut paths: Vec<PathBuf> = opts
-        .paths
+    // Build the virtual root from the recorded paths; a path inside another is covered by
+    // it (when both are read from where they are recorded).
+    let mut placed: Vec<Placed> = opts
+        .sources
         .iter()
-        .map(|p| normalize_path(p))
+        .map(|src| {
+            Ok(Placed {
+                recorded: src.recorded_path()?,
+                real: normalize_path(&src.path)?,
+            })
+        })
         .collect::<Result<_>>()?;
-    paths.sort();
-    paths.dedup();
-    let mut kept: Vec<PathBuf> = Vec::new();
-    for p in paths {
-        if kept.iter().any(|k| p.starts_with(k)) {
+    placed.sort();
+    placed.dedup();
+    let mut kept: Vec<Placed> = Vec::new();
+    for p in placed {
+        if let Some(k) = kept.iter().find(|k| p.recorded.starts_with(&k.recorded)) {
+            if k.is_moved() || p.is_moved() || k.recorded == p.recorded {
+                return Err(EngineError::Usage(format!(
+                    "{} and {} would both be recorded at {} in the snapshot",
+                    k.real.display(),
+                    p.real.display(),
+                    p.recorded.display()
+                )));
+            }
             continue;
         }
         kept.push(p);
@@ -270,10 +358,10 @@ fn run_walk<'a>(
     let mut present = Vec::new();
     let mut unreadable = Vec::new();
     for p in &kept {
-        match std::fs::symlink_metadata(p) {
+        match std::fs::symlink_metadata(&p.real) {
             Ok(_) => present.push(p.clone()),
             Err(e) => {
-                let msg = format!("{}: {e}", p.display());
+                let msg = format!("{}: {e}", p.real.display());
                 ctx.warn(format!("{msg} (skipped)"));
                 unreadable.push(msg);
             }
@@ -285,9 +373,16 @@ fn run_walk<'a>(
             unreadable.join("; ")
         )));
     }
+    // The recorded paths of the sources read from elsewhere.
+    let moved: HashSet<PathBuf> = present
+        .iter()
+        .filter(|p| p.is_moved())
+        .map(|p| p.recorded.clone())
+        .collect();
     let mut root: BTreeMap<Vec<u8>, VEntry> = BTreeMap::new();
     for p in &present {
         let comps: Vec<Vec<u8>> = p
+            .recorded
             .components()
             .filter_map(|c| match c {
                 Component::Normal(n) => Some(n.as_bytes().to_vec()),
@@ -295,15 +390,16 @@ fn run_walk<'a>(
             })
             .collect();
         if comps.is_empty() {
-            // Backing up "/": its entries become the root's entries.
+            // Backing up "/" (or recording a source as "/"): its entries become the
+            // root's entries.
             root = BTreeMap::new();
-            root.insert(Vec::new(), VEntry::Source(PathBuf::from("/")));
+            root.insert(Vec::new(), VEntry::Source(p.real.clone()));
             break;
         }
         let mut level = &mut root;
         for (i, c) in comps.iter().enumerate() {
             if i + 1 == comps.len() {
-                level.insert(c.clone(), VEntry::Source(p.clone()));
+                level.insert(c.clone(), VEntry::Source(p.real.clone()));
             } else {
                 let e = level
                     .entry(c.clone())
@@ -316,7 +412,7 @@ fn run_walk<'a>(
         }
     }
 
-    let parent_root = match opts.parent {
+    let parent_root = match parent {
         Some(pid) => match repo.load_snapshot(&pid) {
             Ok(s) => Some(s.tree),
             Err(e) => {
@@ -330,13 +426,14 @@ fn run_walk<'a>(
         None => None,
     };
 
-    let root_tree = if let Some(VEntry::Source(_)) = root.get(&Vec::new()) {
-        ctx.dir_tree(Path::new("/"), parent_root, None)?
+    let root_tree = if let Some(VEntry::Source(real)) = root.get(&Vec::new()) {
+        ctx.dir_tree(real, Path::new("/"), parent_root, None)?
     } else {
-        ctx.virtual_tree(Path::new("/"), &root, parent_root)?
+        ctx.virtual_tree(Path::new("/"), &root, &moved, parent_root)?
     };
     let warnings = ctx.warnings.into_inner().unwrap_or_default();
     let notices = ctx.notices.into_inner().unwrap_or_default();
+    let kept = kept.into_iter().map(|p| p.recorded).collect();
     Ok((root_tree, kept, ctx.counters, warnings, notices))
 }
 
@@ -400,11 +497,15 @@ impl Ctx<'_, '_> {
         Ok(id)
     }
 
-    /// A directory on the way to the sources: real metadata, only the named children.
+    /// A directory on the way to the sources (`path` is where it is recorded): only the
+    /// named children. Its metadata is read from `path` on disk when a source below it is
+    /// read from where it is recorded; above sources recorded elsewhere only, it is
+    /// [`Self::synthetic_dir`].
     fn virtual_tree(
         &self,
         path: &Path,
         children: &BTreeMap<Vec<u8>, VEntry>,
+        moved: &HashSet<PathBuf>,
         parent: Option<Id>,
     ) -> Result<Id> {
         let parent_tree = self.load_parent_tree(parent);
@@ -420,28 +521,35 @@ impl Ctx<'_, '_> {
             match entry {
                 VEntry::Source(p) => {
                     let dev = std::fs::symlink_metadata(p).map(|m| m.dev()).unwrap_or(0);
-                    if let Some(n) = self.entry(p, name, pnode, dev)? {
+                    if let Some(n) = self.entry(p, &child, name, pnode, dev)? {
                         nodes.push(n);
                     }
                 }
                 VEntry::Dir(grand) => {
-                    let meta =
-                        std::fs::symlink_metadata(&child).map_err(|e| EngineError::Source {
-                            path: child.clone(),
-                            source: e,
-                        })?;
-                    let mut node =
+                    let mut node = if entry.has_unmoved_source(&child, moved) {
+                        let meta =
+                            std::fs::symlink_metadata(&child).map_err(|e| EngineError::Source {
+                                path: child.clone(),
+                                source: e,
+                            })?;
                         fsmeta::capture(&child, name, &meta, &self.users).map_err(|e| {
                             EngineError::Source {
                                 path: child.clone(),
                                 source: std::io::Error::other(e.to_string()),
                             }
-                        })?;
+                        })?
+                    } else {
+                        self.synthetic_dir(name, entry.newest_source_mtime())
+                    };
                     node.kind = NodeKind::Dir;
                     node.link_target.clear();
                     node.size = 0;
-                    node.subtree =
-                        Some(self.virtual_tree(&child, grand, pnode.and_then(|n| n.subtree))?);
+                    node.subtree = Some(self.virtual_tree(
+                        &child,
+                        grand,
+                        moved,
+                        pnode.and_then(|n| n.subtree),
+                    )?);
                     nodes.push(node);
                 }
             }
@@ -449,8 +557,33 @@ impl Ctx<'_, '_> {
         self.store_tree(&Tree { nodes })
     }
 
-    /// A real directory: every entry, in parallel.
-    fn dir_tree(&self, path: &Path, parent: Option<Id>, root_dev: Option<u64>) -> Result<Id> {
+    /// A directory that exists only in the snapshot, above sources recorded away from
+    /// where they are read: mode 0755, owned by this process's user and group, modified
+    /// at `mtime_ns` (the newest of those sources), no inode, device or attributes. Only
+    /// values that stay the same while the sources do, so that an unchanged source gives
+    /// an unchanged tree.
+    fn synthetic_dir(&self, name: &[u8], mtime_ns: i64) -> Node {
+        let mut node = Node::new(name.to_vec(), NodeKind::Dir);
+        node.mode = 0o755;
+        node.uid = nix::unistd::geteuid().as_raw();
+        node.gid = nix::unistd::getegid().as_raw();
+        node.user = self.users.user(node.uid);
+        node.group = self.users.group(node.gid);
+        node.mtime_ns = mtime_ns;
+        node.ctime_ns = mtime_ns;
+        node.links = 1;
+        node
+    }
+
+    /// A real directory: every entry, in parallel. `path` is where it is read, `recorded`
+    /// where the snapshot records it (what exclude patterns see).
+    fn dir_tree(
+        &self,
+        path: &Path,
+        recorded: &Path,
+        parent: Option<Id>,
+        root_dev: Option<u64>,
+    ) -> Result<Id> {
         let mut names: Vec<Vec<u8>> = match std::fs::read_dir(path) {
             Ok(rd) => {
                 let mut v = Vec::new();
@@ -486,12 +619,15 @@ impl Ctx<'_, '_> {
             .par_iter()
             .map(|name| {
                 let child = path.join(OsStr::from_bytes(name));
-                if !self.opts.excludes.is_empty() && self.opts.excludes.matches(path_bytes(&child))
+                let recorded_child = recorded.join(OsStr::from_bytes(name));
+                if !self.opts.excludes.is_empty()
+                    && self.opts.excludes.matches(path_bytes(&recorded_child))
                 {
                     return Ok(None);
                 }
                 self.entry(
                     &child,
+                    &recorded_child,
                     name,
                     parent_nodes.get(name.as_slice()).copied(),
                     root_dev.unwrap_or(0),
@@ -504,10 +640,12 @@ impl Ctx<'_, '_> {
         self.store_tree(&tree)
     }
 
-    /// One entry: metadata, and content or subtree.
+    /// One entry: metadata, and content or subtree. Read from `path`, recorded at
+    /// `recorded`.
     fn entry(
         &self,
         path: &Path,
+        recorded: &Path,
         name: &[u8],
         pnode: Option<&Node>,
         root_dev: u64,
@@ -538,7 +676,7 @@ impl Ctx<'_, '_> {
                 self.store_tree(&Tree::default())?
             } else {
                 let dev = if root_dev == 0 { meta.dev() } else { root_dev };
-                self.dir_tree(path, pnode.and_then(|p| p.subtree), Some(dev))?
+                self.dir_tree(path, recorded, pnode.and_then(|p| p.subtree), Some(dev))?
             };
             let prev = pnode
                 .filter(|p| p.kind == NodeKind::Dir)

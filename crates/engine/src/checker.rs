@@ -201,8 +201,9 @@ pub struct CheckCounts {
     pub blobs_verified: u64,
 }
 
-/// The outcome of a check.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+/// The outcome of a check. Serialized with an `ok` field beside the others
+/// ([`CheckReport::is_ok`]).
+#[derive(Debug, Clone, Default)]
 pub struct CheckReport {
     /// Problems that make the repository (or some snapshots) incomplete or damaged.
     pub errors: Vec<Problem>,
@@ -216,6 +217,18 @@ impl CheckReport {
     /// Whether no error was found.
     pub fn is_ok(&self) -> bool {
         self.errors.is_empty()
+    }
+}
+
+impl serde::Serialize for CheckReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("CheckReport", 4)?;
+        st.serialize_field("ok", &self.is_ok())?;
+        st.serialize_field("errors", &self.errors)?;
+        st.serialize_field("infos", &self.infos)?;
+        st.serialize_field("counts", &self.counts)?;
+        st.end()
     }
 }
 

@@ -44,6 +44,57 @@ pub enum EngineError {
     /// A pattern or argument was not valid.
     #[error("{0}")]
     Usage(String),
+    /// A repository location with a scheme holdfast does not know (see [`crate::open::backend`]).
+    #[error(
+        "repository location {location:?}: unknown scheme; use a directory path, local:PATH or \
+         s3:http://HOST:PORT/BUCKET/PREFIX, s3:https://HOST/BUCKET/PREFIX, s3:BUCKET/PREFIX"
+    )]
+    UnknownScheme {
+        /// The location as given.
+        location: String,
+    },
+    /// The S3 backend for a location could not be made: an invalid location, invalid
+    /// `HOLDFAST_S3_*` settings, no credentials. The message is the S3 error's own (it
+    /// names what to fix); the location is kept for callers.
+    #[error("{source}")]
+    S3 {
+        /// The location as given.
+        location: String,
+        /// Why.
+        #[source]
+        source: holdfast_backend_s3::S3Error,
+    },
+    /// The repository at a location could not be opened: none there
+    /// ([`holdfast_repo::Error::RepositoryNotFound`]), a wrong password
+    /// ([`holdfast_repo::Error::WrongPassword`]), damage or I/O errors.
+    #[error("cannot open repository {location}")]
+    Open {
+        /// The location as given.
+        location: String,
+        /// Why.
+        #[source]
+        source: holdfast_repo::Error,
+    },
+    /// A password source failed (see [`crate::password`]).
+    #[error("{what}")]
+    Password {
+        /// What failed, naming the file or command.
+        what: String,
+        /// The underlying I/O error, if any.
+        #[source]
+        source: Option<std::io::Error>,
+    },
+}
+
+impl EngineError {
+    /// The repository error at the root of this error, if there is one (a missing
+    /// repository, a wrong password, damage): callers map these to exit codes or retries.
+    pub fn repo_error(&self) -> Option<&holdfast_repo::Error> {
+        match self {
+            EngineError::Repo(e) | EngineError::Open { source: e, .. } => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// Result alias for the engine.

@@ -35,6 +35,20 @@ pub struct PruneOptions {
     pub index_file_entries: usize,
 }
 
+impl Default for PruneOptions {
+    /// What `holdfast prune` does without options: a 2 h safety margin, repacking down to
+    /// 10 % unused space, sessions named after this host, index files of the default size.
+    fn default() -> PruneOptions {
+        PruneOptions {
+            dry_run: false,
+            margin_ns: 2 * 3600 * 1_000_000_000,
+            max_unused: 0.10,
+            host: crate::backup::host_name(),
+            index_file_entries: INDEX_FILE_ENTRIES,
+        }
+    }
+}
+
 /// What a prune did (or, with `dry_run`, would do).
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct PruneReport {

@@ -61,7 +61,7 @@ pub struct RestoreProgress {
 }
 
 /// What a restore did.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct RestoreSummary {
     /// Regular files restored.
     pub files: u64,
@@ -73,6 +73,47 @@ pub struct RestoreSummary {
     pub bytes: u64,
     /// Problems that did not stop the restore (metadata that could not be set).
     pub warnings: Vec<String>,
+}
+
+/// What a restore of a snapshot did ([`restore_snapshot`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoreReport {
+    /// The snapshot restored.
+    pub snapshot_id: Id,
+    /// Where to.
+    pub target: PathBuf,
+    /// What was restored.
+    #[serde(flatten)]
+    pub summary: RestoreSummary,
+    /// How long it took, ns.
+    pub duration_ns: u64,
+}
+
+impl RestoreReport {
+    /// Whether everything was restored (no warnings).
+    pub fn is_complete(&self) -> bool {
+        self.summary.warnings.is_empty()
+    }
+}
+
+/// Restores snapshot `id` (found with [`Repository::find_snapshot`]) as `opts` says:
+/// loads the index and restores its tree.
+pub fn restore_snapshot(
+    repo: &Repository,
+    id: Id,
+    snapshot: &holdfast_repo::snapshot::Snapshot,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<RestoreReport> {
+    let index = repo.load_index()?;
+    let started = std::time::Instant::now();
+    let summary = restore(repo, &index, &snapshot.tree, opts, progress)?;
+    Ok(RestoreReport {
+        snapshot_id: id,
+        target: opts.target.clone(),
+        summary,
+        duration_ns: started.elapsed().as_nanos() as u64,
+    })
 }
 
 struct Planned {

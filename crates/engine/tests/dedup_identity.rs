@@ -17,9 +17,9 @@ fn file_equal_to_an_encoded_tree_round_trips() {
     std::fs::create_dir_all(src.join("empty")).unwrap();
     let tree_bytes = Tree::default().encode().unwrap();
     std::fs::write(src.join("looks-like-a-tree"), &tree_bytes).unwrap();
-    let opts = backup_options(&src, None, 1);
+    let opts = backup_options(&src, 1);
     let writer = r.begin_write("h").unwrap();
-    let out = backup(&writer, &opts, &BackupProgress::default()).unwrap();
+    let out = backup(&writer, &opts, None, &BackupProgress::default()).unwrap();
     drop(writer);
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
     let index = r.load_index().unwrap();

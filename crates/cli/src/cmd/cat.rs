@@ -8,9 +8,10 @@ use holdfast_repo::pack::read_header;
 use holdfast_repo::tree::Tree;
 use holdfast_repo::Id;
 
-use super::{open, print_json, snapshots::snapshot_json};
+use super::{open, print_json};
 use crate::cli::{Args, ObjectKind};
 use crate::exit;
+use holdfast_engine::listing::SnapshotEntry;
 
 /// Resolves a full ID or a unique prefix among the files of a kind.
 pub fn resolve(
@@ -52,7 +53,7 @@ pub fn run(args: &Args, kind: ObjectKind, id: Option<&str>) -> Result<i32> {
         }
         ObjectKind::Snapshot => {
             let id = resolve(&repo, FileKind::Snapshot, need_id()?)?;
-            snapshot_json(&id, &repo.load_snapshot(&id)?)
+            serde_json::to_value(SnapshotEntry::new(&id, &repo.load_snapshot(&id)?))?
         }
         ObjectKind::Index => {
             let id = resolve(&repo, FileKind::Index, need_id()?)?;
@@ -77,6 +78,6 @@ pub fn run(args: &Args, kind: ObjectKind, id: Option<&str>) -> Result<i32> {
             serde_json::to_value(&t)?
         }
     };
-    print_json(&v);
+    print_json(&v)?;
     Ok(exit::OK)
 }

@@ -130,12 +130,7 @@ pub fn run(args: &Args, read_data: bool, subset: Option<ReadData>) -> Result<i32
     bar.finish();
     let report = report?;
     if args.json {
-        print_json(&serde_json::json!({
-            "ok": report.is_ok(),
-            "errors": report.errors,
-            "infos": report.infos,
-            "counts": report.counts,
-        }));
+        print_json(&report)?;
     } else if !args.quiet || !report.is_ok() {
         print_report(&report, &read);
     }

@@ -4,19 +4,14 @@
 //! `prune`. An empty policy never removes anything: without `--keep-*` options and
 //! without snapshot IDs, `forget` refuses to run.
 
-use std::collections::HashSet;
-
 use anyhow::{bail, Result};
-use holdfast_engine::retention::{self, GroupKey, Policy};
-use holdfast_repo::backend::FileKind;
-use holdfast_repo::snapshot::Snapshot;
-use holdfast_repo::Id;
+use holdfast_engine::forget::{self, ForgetEntry, ForgetRequest, ForgetSelection};
+use holdfast_engine::retention::Policy;
 
-use super::snapshots::snapshot_json;
 use super::{filter, now_ns, open, print_json};
 use crate::args::Duration;
 use crate::cli::{Args, ForgetArgs, PruneArgs};
-use crate::{exit, ui};
+use crate::exit;
 
 /// The policy given by the `--keep-*` options (each checked by its value parser).
 fn policy(f: &ForgetArgs) -> Policy {
@@ -40,36 +35,7 @@ fn policy(f: &ForgetArgs) -> Policy {
     }
 }
 
-/// One group's outcome: kept and removed snapshots, each with its reasons.
-struct GroupOutcome {
-    key: Option<GroupKey>,
-    keep: Vec<(Id, Snapshot, Vec<String>)>,
-    remove: Vec<(Id, Snapshot, Vec<String>)>,
-}
-
-fn entry_json(id: &Id, s: &Snapshot, reasons: &[String]) -> serde_json::Value {
-    let mut v = snapshot_json(id, s);
-    if let Some(o) = v.as_object_mut() {
-        o.insert("reasons".into(), serde_json::json!(reasons));
-    }
-    v
-}
-
-fn group_json(g: &GroupOutcome) -> serde_json::Value {
-    let key = g.key.as_ref();
-    serde_json::json!({
-        "host": key.and_then(|k| k.host.clone()),
-        "paths": key.and_then(|k| k.paths.as_ref()).map(|p| p
-            .iter()
-            .map(|x| String::from_utf8_lossy(x).into_owned())
-            .collect::<Vec<_>>()),
-        "tags": key.and_then(|k| k.tags.clone()),
-        "keep": g.keep.iter().map(|(id, s, r)| entry_json(id, s, r)).collect::<Vec<_>>(),
-        "remove": g.remove.iter().map(|(id, s, r)| entry_json(id, s, r)).collect::<Vec<_>>(),
-    })
-}
-
-fn print_table(rows: &[(Id, Snapshot, Vec<String>)], with_reasons: bool) {
+fn print_table(rows: &[ForgetEntry], with_reasons: bool) {
     println!(
         "{:<10} {:<26} {:<16} {:<16} {:<28} paths",
         "ID",
@@ -78,16 +44,15 @@ fn print_table(rows: &[(Id, Snapshot, Vec<String>)], with_reasons: bool) {
         "tags",
         if with_reasons { "reasons" } else { "" }
     );
-    for (id, s, reasons) in rows {
-        let paths: Vec<String> = s
-            .paths
-            .iter()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .collect();
+    for ForgetEntry {
+        snapshot: s,
+        reasons,
+    } in rows
+    {
         println!(
             "{:<10} {:<26} {:<16} {:<16} {:<28} {}",
-            id.short(),
-            ui::time(s.time_ns, s.utc_offset_s),
+            s.short_id,
+            s.time,
             s.host,
             s.tags.join(","),
             if with_reasons {
@@ -95,14 +60,13 @@ fn print_table(rows: &[(Id, Snapshot, Vec<String>)], with_reasons: bool) {
             } else {
                 String::new()
             },
-            paths.join(" ")
+            s.paths.join(" ")
         );
     }
 }
 
 pub fn run(args: &Args, f: &ForgetArgs) -> Result<i32> {
     let policy = policy(f);
-    let group_by = f.group_by;
     if !f.snapshots.is_empty() && !policy.is_empty() {
         bail!("give either snapshot IDs or a policy (--keep-*), not both");
     }
@@ -113,82 +77,29 @@ pub fn run(args: &Args, f: &ForgetArgs) -> Result<i32> {
         );
     }
     let repo = open(args)?;
-    let sfilter = filter(&f.filter)?;
-
-    let mut groups: Vec<GroupOutcome> = Vec::new();
-    if !f.snapshots.is_empty() {
-        let mut seen = HashSet::new();
-        let mut remove = Vec::new();
-        for spec in &f.snapshots {
-            let (id, s) = repo.find_snapshot(spec, &sfilter)?;
-            if seen.insert(id) {
-                remove.push((id, s, vec!["named on the command line".to_string()]));
-            }
-        }
-        groups.push(GroupOutcome {
-            key: None,
-            keep: Vec::new(),
-            remove,
-        });
-    } else {
-        let (all, bad) = repo.snapshots()?;
-        for e in &bad {
-            eprintln!("holdfast: warning: {e} (left alone)");
-        }
-        let list: Vec<(Id, Snapshot)> = all
-            .into_iter()
-            .filter(|(_, s)| sfilter.matches(s))
-            .collect();
-        let now = now_ns();
-        for (key, snaps) in retention::group(&list, group_by) {
-            let by_id: std::collections::HashMap<Id, &Snapshot> =
-                snaps.iter().map(|(id, s)| (*id, s)).collect();
-            let mut g = GroupOutcome {
-                key: Some(key),
-                keep: Vec::new(),
-                remove: Vec::new(),
-            };
-            for d in retention::apply_at(&policy, &snaps, Some(now)) {
-                let s = by_id[&d.id].clone();
-                if d.keep {
-                    g.keep.push((d.id, s, d.reasons));
-                } else {
-                    g.remove.push((d.id, s, d.reasons));
-                }
-            }
-            groups.push(g);
-        }
+    let req = ForgetRequest {
+        selection: if f.snapshots.is_empty() {
+            ForgetSelection::Policy(policy, f.group_by)
+        } else {
+            ForgetSelection::Ids(f.snapshots.clone())
+        },
+        filter: filter(&f.filter)?,
+        dry_run: f.dry_run,
+    };
+    let plan = forget::plan(&repo, &req, now_ns())?;
+    for e in &plan.unreadable {
+        eprintln!("holdfast: warning: {e} (left alone)");
     }
-
-    let to_remove: Vec<Id> = groups
-        .iter()
-        .flat_map(|g| g.remove.iter().map(|(id, _, _)| *id))
-        .collect();
-    let mut removed = Vec::new();
-    let mut failures = Vec::new();
-    if !f.dry_run {
-        for id in &to_remove {
-            match repo.backend().remove(FileKind::Snapshot, id) {
-                Ok(()) => removed.push(*id),
-                Err(e) => failures.push(format!("cannot remove snapshot {id}: {e}")),
-            }
-        }
-    }
+    let report = forget::apply(&repo, &plan);
+    let failures = &report.errors;
 
     if args.json {
-        print_json(&serde_json::json!({
-            "dry_run": f.dry_run,
-            "policy": if f.snapshots.is_empty() { Some(policy.to_string()) } else { None },
-            "groups": groups.iter().map(group_json).collect::<Vec<_>>(),
-            "removed": removed,
-            "would_remove": if f.dry_run { to_remove.clone() } else { Vec::new() },
-            "errors": failures,
-        }));
+        print_json(&report)?;
     } else if !args.quiet {
-        if f.snapshots.is_empty() {
+        if let Some(policy) = &report.policy {
             println!("applying policy: {policy}");
         }
-        for g in &groups {
+        for g in &report.groups {
             if let Some(k) = &g.key {
                 println!("\nsnapshots of {k}:");
             }
@@ -209,19 +120,19 @@ pub fn run(args: &Args, f: &ForgetArgs) -> Result<i32> {
         if f.dry_run {
             println!(
                 "dry run: {} snapshots would be removed, nothing was changed",
-                to_remove.len()
+                report.would_remove.len()
             );
         } else {
-            println!("removed {} snapshots", removed.len());
+            println!("removed {} snapshots", report.removed.len());
         }
     }
-    for e in &failures {
+    for e in failures {
         eprintln!("holdfast: error: {e}");
     }
     if !failures.is_empty() {
         return Ok(exit::FAILURE);
     }
-    if f.prune && !to_remove.is_empty() {
+    if f.prune && !plan.to_remove().is_empty() {
         if !args.json && !args.quiet {
             println!("\nrunning prune");
         }

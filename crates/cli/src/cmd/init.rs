@@ -10,6 +10,17 @@ use crate::cli::Args;
 use crate::exit;
 use crate::password;
 
+/// What `init --json` prints.
+#[derive(serde::Serialize)]
+struct Created {
+    /// The location.
+    repository: String,
+    /// The new repository's ID.
+    id: holdfast_repo::Id,
+    /// Its first key.
+    key: holdfast_repo::Id,
+}
+
 pub fn run(
     args: &Args,
     pack_size_mib: u32,
@@ -38,9 +49,11 @@ pub fn run(
     let repo = Repository::init(backend.clone(), &pw, &opts)
         .with_context(|| format!("cannot create a repository at {}", backend.location()))?;
     if args.json {
-        print_json(
-            &serde_json::json!({"repository": backend.location(), "id": repo.config().repo_id, "key": repo.key_id()}),
-        );
+        print_json(&Created {
+            repository: backend.location(),
+            id: repo.config().repo_id,
+            key: repo.key_id(),
+        })?;
     } else if !args.quiet {
         println!(
             "created holdfast repository {} at {}",

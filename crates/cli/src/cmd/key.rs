@@ -21,7 +21,7 @@ pub fn run(args: &Args, action: &KeyAction) -> Result<i32> {
                         Err(e) => serde_json::json!({"id": id, "error": e.to_string()}),
                     })
                     .collect();
-                print_json(&serde_json::Value::Array(v));
+                print_json(&v)?;
             } else {
                 println!("  {:<10} {:<16} {:<12} created", "ID", "host", "user");
                 for (id, kf) in &keys {
@@ -43,18 +43,18 @@ pub fn run(args: &Args, action: &KeyAction) -> Result<i32> {
             let pw = password::get_new(new_password_file.as_deref())?;
             let kdf = current_kdf(&repo)?;
             let id = repo.add_key(&pw, kdf, now_ns(), &host_name(), &user_name())?;
-            report(args, "added key", &id);
+            report(args, "added key", &id)?;
         }
         KeyAction::Remove { id } => {
             let id = resolve(&repo, FileKind::Key, id)?;
             repo.remove_key(&id)?;
-            report(args, "removed key", &id);
+            report(args, "removed key", &id)?;
         }
         KeyAction::Passwd { new_password_file } => {
             let pw = password::get_new(new_password_file.as_deref())?;
             let kdf = current_kdf(&repo)?;
             let id = repo.change_password(&pw, kdf, now_ns(), &host_name(), &user_name())?;
-            report(args, "password changed; new key", &id);
+            report(args, "password changed; new key", &id)?;
         }
     }
     Ok(exit::OK)
@@ -68,10 +68,11 @@ fn current_kdf(repo: &holdfast_repo::repository::Repository) -> Result<KdfParams
         .unwrap_or(KdfParams::DEFAULT))
 }
 
-fn report(args: &Args, what: &str, id: &holdfast_repo::Id) {
+fn report(args: &Args, what: &str, id: &holdfast_repo::Id) -> Result<()> {
     if args.json {
-        print_json(&serde_json::json!({"result": what, "id": id}));
+        print_json(&serde_json::json!({"result": what, "id": id}))?;
     } else if !args.quiet {
         println!("{what} {}", id.short());
     }
+    Ok(())
 }

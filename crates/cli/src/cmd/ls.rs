@@ -5,6 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::Result;
+use holdfast_engine::listing::NodeEntry;
 use holdfast_engine::restorer::lookup;
 use holdfast_repo::index::MasterIndex;
 use holdfast_repo::repository::Repository;
@@ -14,24 +15,6 @@ use holdfast_repo::Id;
 use super::{filter, open};
 use crate::cli::{Args, Filter};
 use crate::{exit, ui};
-
-/// JSON form of a tree entry at an absolute path.
-pub fn node_json(path: &[u8], n: &Node) -> serde_json::Value {
-    serde_json::json!({
-        "path": String::from_utf8_lossy(path),
-        "name": String::from_utf8_lossy(&n.name),
-        "type": n.kind,
-        "size": n.size,
-        "mode": n.mode,
-        "uid": n.uid,
-        "gid": n.gid,
-        "user": n.user,
-        "group": n.group,
-        "mtime_ns": n.mtime_ns,
-        "links": n.links,
-        "link_target": if n.kind == NodeKind::Symlink { Some(String::from_utf8_lossy(&n.link_target)) } else { None },
-    })
-}
 
 fn kind_char(k: NodeKind) -> char {
     match k {
@@ -56,7 +39,8 @@ struct Lister<'a> {
 impl Lister<'_> {
     fn print(&mut self, path: &[u8], n: &Node) -> Result<()> {
         if self.json {
-            writeln!(self.out, "{}", node_json(path, n))?;
+            let v = serde_json::to_value(NodeEntry { path, node: n })?;
+            writeln!(self.out, "{v}")?;
         } else if self.long {
             writeln!(
                 self.out,

@@ -1,5 +1,6 @@
-//! One module per command; this one holds what they share (opening the repository,
-//! resolving snapshots) and the dispatch.
+//! One module per command; this one holds what they share (the global flags as the
+//! engine's [`OpenOptions`], opening the repository, snapshot filters, JSON output) and
+//! the dispatch.
 
 mod agent;
 mod backup;
@@ -18,11 +19,9 @@ mod stats;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
-use holdfast_backend_s3::{S3Backend, S3Options};
-use holdfast_repo::backend::local::LocalBackend;
+use anyhow::{bail, Result};
+use holdfast_engine::{CacheChoice, OpenOptions};
 use holdfast_repo::backend::Backend;
-use holdfast_repo::cache::Cache;
 use holdfast_repo::repository::{Repository, SnapshotFilter};
 
 use crate::cli::{Args, Command, Filter};
@@ -65,68 +64,55 @@ pub fn run(args: &Args) -> Result<i32> {
     }
 }
 
-/// The backend for the `-r` location.
-pub fn backend(args: &Args) -> Result<Arc<dyn Backend>> {
+/// The location and cache options of the global flags; an error without `-r`.
+pub fn open_options(args: &Args) -> Result<OpenOptions> {
     let Some(loc) = args.repo.as_deref() else {
         bail!("no repository given: use -r/--repo or set HOLDFAST_REPOSITORY");
     };
-    if let Some(rest) = loc.strip_prefix("local:") {
-        return Ok(Arc::new(LocalBackend::new(rest)));
-    }
-    if loc.starts_with("s3:") {
-        let mut options = S3Options::from_env()?;
-        options.region = args.s3_region.clone();
-        let b = S3Backend::new(loc, options)?;
-        return Ok(Arc::new(b));
-    }
-    if loc.contains("://") {
-        bail!(
-            "repository location {loc:?}: unknown scheme; use a directory path, local:PATH or \
-             s3:http://HOST:PORT/BUCKET/PREFIX, s3:https://HOST/BUCKET/PREFIX, s3:BUCKET/PREFIX"
-        );
-    }
-    Ok(Arc::new(LocalBackend::new(loc)))
+    let cache = match &args.cache_dir {
+        _ if args.no_cache => CacheChoice::Off,
+        Some(d) if !d.as_os_str().is_empty() => CacheChoice::Dir(d.clone()),
+        _ => CacheChoice::Default,
+    };
+    Ok(OpenOptions {
+        location: loc.to_string(),
+        s3_region: args.s3_region.clone(),
+        cache,
+    })
+}
+
+/// The backend for the `-r` location.
+pub fn backend(args: &Args) -> Result<Arc<dyn Backend>> {
+    Ok(holdfast_engine::open::backend(&open_options(args)?)?)
 }
 
 /// Opens the repository with the password from the usual sources, with the local cache
-/// (see [`cache_for`]).
+/// (for S3 repositories, unless `--no-cache`).
 pub fn open(args: &Args) -> Result<Repository> {
-    let mut repo = open_uncached(args)?;
-    let cache = cache_for(args, &repo);
-    repo.set_cache(cache);
-    Ok(repo)
-}
-
-/// The local cache for this repository: for S3 repositories unless `--no-cache` (a
-/// repository on a local path would only be copied to another local path).
-pub fn cache_for(args: &Args, repo: &Repository) -> Option<Cache> {
-    let remote = args.repo.as_deref().is_some_and(|l| l.starts_with("s3:"));
-    if args.no_cache || !remote {
-        return None;
-    }
-    let base = match &args.cache_dir {
-        Some(d) if !d.as_os_str().is_empty() => d.clone(),
-        _ => holdfast_repo::cache::default_dir()?,
-    };
-    Some(Cache::new(&base, &repo.config().repo_id))
+    open_with(args, holdfast_engine::open::open_on)
 }
 
 /// Opens the repository without a cache: for commands that verify what the repository
 /// itself holds (check, repair).
 pub fn open_uncached(args: &Args) -> Result<Repository> {
-    let backend = backend(args)?;
+    open_with(args, holdfast_engine::open::open_uncached_on)
+}
+
+/// A way to open a repository on a backend ([`holdfast_engine::open::open_on`] or
+/// [`holdfast_engine::open::open_uncached_on`]).
+type OpenOn = fn(Arc<dyn Backend>, &OpenOptions, &[u8]) -> holdfast_engine::Result<Repository>;
+
+/// Opens with `how`: the location is checked (and an S3 backend's credentials found)
+/// before the password is asked for.
+fn open_with(args: &Args, how: OpenOn) -> Result<Repository> {
+    let opts = open_options(args)?;
+    let backend = holdfast_engine::open::backend(&opts)?;
     let pw = password::get(
         args.password_file.as_deref(),
         args.password_command.as_deref(),
         false,
     )?;
-    let repo = Repository::open(backend, &pw).with_context(|| {
-        format!(
-            "cannot open repository {}",
-            args.repo.as_deref().unwrap_or("")
-        )
-    })?;
-    Ok(repo)
+    Ok(how(backend, &opts, &pw)?)
 }
 
 /// Converts command-line filters.
@@ -143,31 +129,13 @@ pub fn filter(f: &Filter) -> Result<SnapshotFilter> {
     })
 }
 
-/// Now, ns since the epoch.
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+pub use holdfast_engine::backup::{host_name, now_ns, user_name};
 
-/// This machine's host name.
-pub fn host_name() -> String {
-    hostname::get()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-/// The current user's name.
-pub fn user_name() -> String {
-    nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| nix::unistd::getuid().to_string())
-}
-
-/// Prints a JSON value on stdout.
-pub fn print_json(v: &serde_json::Value) {
+/// Prints a result as one JSON document on stdout. It goes through a `serde_json::Value`,
+/// whose objects keep their keys sorted: the output does not depend on the order of a
+/// struct's fields.
+pub fn print_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<()> {
+    let v = serde_json::to_value(v)?;
     println!("{v}");
+    Ok(())
 }

@@ -1,11 +1,20 @@
 //! `holdfast prune`.
 
 use anyhow::{bail, Result};
-use holdfast_engine::prune::{prune, PruneOptions, PruneReport, INDEX_FILE_ENTRIES};
+use holdfast_engine::prune::{prune, PruneOptions, PruneReport};
 
-use super::{host_name, open, print_json};
+use super::{open, print_json};
 use crate::cli::{Args, PruneArgs};
 use crate::{exit, ui};
+
+/// A report with whether it was a dry run: `{"dry_run": ..., "report": {...}}`.
+#[derive(serde::Serialize)]
+pub struct DryRun<'a, T> {
+    /// Whether nothing was changed.
+    pub dry_run: bool,
+    /// What was (or would have been) done.
+    pub report: &'a T,
+}
 
 pub fn run(args: &Args, p: &PruneArgs) -> Result<i32> {
     let repo = open(args)?;
@@ -26,12 +35,14 @@ pub fn run_on(
         dry_run: p.dry_run,
         margin_ns,
         max_unused: p.max_unused / 100.0,
-        host: host_name(),
-        index_file_entries: INDEX_FILE_ENTRIES,
+        ..PruneOptions::default()
     };
     let r = prune(repo, &opts)?;
     if args.json {
-        print_json(&serde_json::json!({"dry_run": p.dry_run, "report": r}));
+        print_json(&DryRun {
+            dry_run: p.dry_run,
+            report: &r,
+        })?;
     } else if !args.quiet {
         print_report(&r, p.dry_run);
     }

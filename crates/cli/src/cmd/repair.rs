@@ -3,6 +3,7 @@
 use anyhow::Result;
 use holdfast_engine::repair::{repair_index, repair_snapshots};
 
+use super::prune::DryRun;
 use super::{host_name, open_uncached, print_json};
 use crate::cli::{Args, RepairWhat};
 use crate::exit;
@@ -13,7 +14,10 @@ pub fn run(args: &Args, what: &RepairWhat) -> Result<i32> {
         RepairWhat::Index { dry_run } => {
             let r = repair_index(&repo, &host_name(), *dry_run)?;
             if args.json {
-                print_json(&serde_json::json!({"dry_run": dry_run, "report": r}));
+                print_json(&DryRun {
+                    dry_run: *dry_run,
+                    report: &r,
+                })?;
             } else if !args.quiet {
                 let would = if *dry_run { "would " } else { "" };
                 println!(
@@ -42,7 +46,7 @@ pub fn run(args: &Args, what: &RepairWhat) -> Result<i32> {
             let writer = repo.begin_write(&host_name())?;
             let reps = repair_snapshots(&writer, &index, *dry_run)?;
             if args.json {
-                print_json(&serde_json::json!({"dry_run": dry_run, "snapshots": reps}));
+                print_json(&serde_json::json!({"dry_run": dry_run, "snapshots": reps}))?;
             } else if !args.quiet {
                 if reps.is_empty() {
                     println!("no snapshot references missing data");

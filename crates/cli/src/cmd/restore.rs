@@ -35,7 +35,6 @@ pub fn run(args: &Args) -> Result<i32> {
     };
     let repo = open(args)?;
     let (id, snap) = repo.find_snapshot(&snapshot.snapshot, &filter(f)?)?;
-    let index = repo.load_index()?;
     let progress = Arc::new(RestoreProgress::default());
     let p2 = progress.clone();
     let bar = ui::Progress::start(
@@ -49,37 +48,28 @@ pub fn run(args: &Args) -> Result<i32> {
             )
         }),
     );
-    let started = std::time::Instant::now();
-    let summary = restorer::restore(&repo, &index, &snap.tree, &opts, &progress);
+    let report = restorer::restore_snapshot(&repo, id, &snap, &opts, &progress);
     bar.finish();
-    let summary = summary?;
+    let report = report?;
+    let summary = &report.summary;
     for w in &summary.warnings {
         eprintln!("holdfast: warning: {w}");
     }
     if args.json {
-        print_json(&serde_json::json!({
-            "snapshot_id": id,
-            "target": target,
-            "files": summary.files,
-            "dirs": summary.dirs,
-            "others": summary.others,
-            "bytes": summary.bytes,
-            "duration_ns": started.elapsed().as_nanos() as u64,
-            "warnings": summary.warnings,
-        }));
+        print_json(&report)?;
     } else if !args.quiet {
         println!(
             "restored snapshot {} to {}: {} files, {} directories, {} other entries, {} in {:.1}s",
-            id.short(),
+            report.snapshot_id.short(),
             target.display(),
             summary.files,
             summary.dirs,
             summary.others,
             ui::size(summary.bytes),
-            started.elapsed().as_secs_f64()
+            report.duration_ns as f64 / 1e9
         );
     }
-    if summary.warnings.is_empty() {
+    if report.is_complete() {
         Ok(exit::OK)
     } else {
         // Each was named above (and in the JSON); the exit code tells scripts that the

@@ -1,8 +1,7 @@
 //! `holdfast stats`: how big the repository is and what it holds.
 
 use anyhow::Result;
-use holdfast_repo::backend::FileKind;
-use holdfast_repo::blob::BlobType;
+use holdfast_engine::listing;
 
 use super::{open, print_json};
 use crate::cli::Args;
@@ -10,50 +9,33 @@ use crate::{exit, ui};
 
 pub fn run(args: &Args) -> Result<i32> {
     let repo = open(args)?;
-    let index = repo.load_index()?;
-    let (snaps, bad) = repo.snapshots()?;
-    let packs = repo.backend().list(FileKind::Pack)?;
-    let pack_bytes: u64 = packs.iter().map(|(_, s)| s).sum();
-    let (mut data, mut trees, mut raw, mut stored) = (0u64, 0u64, 0u64, 0u64);
-    for b in index.blobs() {
-        match b.ty {
-            BlobType::Data => data += 1,
-            BlobType::Tree => trees += 1,
-        }
-        raw += b.raw_len as u64;
-        stored += b.stored_len as u64;
-    }
-    let total_files: u64 = snaps.iter().map(|(_, s)| s.summary.bytes_total).sum();
+    let st = listing::stats(&repo)?;
     if args.json {
-        print_json(&serde_json::json!({
-            "snapshots": snaps.len(),
-            "damaged_snapshots": bad.len(),
-            "packs": packs.len(),
-            "pack_bytes": pack_bytes,
-            "data_blobs": data,
-            "tree_blobs": trees,
-            "blob_raw_bytes": raw,
-            "blob_stored_bytes": stored,
-            "snapshot_file_bytes": total_files,
-        }));
+        print_json(&st)?;
     } else {
-        println!("snapshots:        {}", snaps.len());
+        println!("snapshots:        {}", st.snapshots);
         println!(
             "packs:            {} ({})",
-            packs.len(),
-            ui::size(pack_bytes)
+            st.packs,
+            ui::size(st.pack_bytes)
         );
-        println!("blobs:            {data} data, {trees} tree");
+        println!(
+            "blobs:            {} data, {} tree",
+            st.data_blobs, st.tree_blobs
+        );
         println!(
             "unique content:   {} ({} stored)",
-            ui::size(raw),
-            ui::size(stored)
+            ui::size(st.blob_raw_bytes),
+            ui::size(st.blob_stored_bytes)
         );
-        println!("files in all snapshots: {}", ui::size(total_files));
-        if raw > 0 && total_files > 0 {
+        println!(
+            "files in all snapshots: {}",
+            ui::size(st.snapshot_file_bytes)
+        );
+        if st.blob_raw_bytes > 0 && st.snapshot_file_bytes > 0 {
             println!(
                 "deduplication and compression: {:.2}x",
-                total_files as f64 / pack_bytes.max(1) as f64
+                st.snapshot_file_bytes as f64 / st.pack_bytes.max(1) as f64
             );
         }
     }

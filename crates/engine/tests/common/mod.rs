@@ -3,59 +3,40 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use holdfast_engine::archiver::{backup, BackupOptions, BackupOutcome, BackupProgress};
+use holdfast_engine::archiver::{backup, BackupOutcome, BackupProgress};
+use holdfast_engine::backup::{BackupRequest, ParentChoice, Source};
 use holdfast_engine::filter::PathFilter;
 use holdfast_engine::restorer::RestoreOptions;
-use holdfast_repo::backend::local::LocalBackend;
-use holdfast_repo::blob::CompressionLevel;
-use holdfast_repo::keyfile::KdfParams;
-use holdfast_repo::repository::{InitOptions, Repository};
+use holdfast_repo::repository::Repository;
 use holdfast_repo::Id;
 
-/// A new repository in `dir` (password "pw", cheap key derivation, the smallest packs).
-pub fn repo(dir: &Path) -> Repository {
-    let opts = InitOptions {
-        chunk: (512 * 1024, 1024 * 1024, 8 * 1024 * 1024),
-        pack_size: 1 << 20,
-        kdf: KdfParams {
-            m_cost_kib: 8,
-            t_cost: 1,
-            p_cost: 1,
-        },
-        host: "h".into(),
-        user: "u".into(),
-        now_ns: 0,
-    };
-    Repository::init(Arc::new(LocalBackend::new(dir)), b"pw", &opts).unwrap()
-}
+// A new repository in a directory: shared with the unit tests.
+#[path = "../../src/testing.rs"]
+mod testing;
+pub use testing::repo;
 
-/// Backup options for `src` on host "h" at `time_ns`.
-pub fn backup_options(src: &Path, parent: Option<Id>, time_ns: i64) -> BackupOptions {
-    BackupOptions {
-        paths: vec![src.to_path_buf()],
-        excludes: PathFilter::default(),
-        one_file_system: false,
-        exclude_caches: false,
-        parent,
-        force: false,
+/// A backup request for `src` on host "h" at `time_ns`.
+pub fn backup_options(src: &Path, time_ns: i64) -> BackupRequest {
+    BackupRequest {
         host: "h".into(),
         user: "u".into(),
-        tags: vec![],
         time_ns,
         utc_offset_s: 0,
         program_version: "test".into(),
-        compression: CompressionLevel::default(),
+        parent: ParentChoice::None,
+        ..BackupRequest::new(vec![Source::new(src)])
     }
 }
 
-/// Backs `src` up as a writer would (marked packs excluded from deduplication).
+/// Backs `src` up as a writer would (marked packs excluded from deduplication), compared
+/// with `parent`.
 pub fn run_backup(r: &Repository, src: &Path, parent: Option<Id>, time_ns: i64) -> BackupOutcome {
     let writer = r.begin_write("h").unwrap();
     backup(
         &writer,
-        &backup_options(src, parent, time_ns),
+        &backup_options(src, time_ns),
+        parent,
         &BackupProgress::default(),
     )
     .unwrap()
