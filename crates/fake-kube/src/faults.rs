@@ -1,0 +1,142 @@
+//! Fault injection (failed answers, an unavailable server, delays) and the request log.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// One request as the fake saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// HTTP method, e.g. `GET`.
+    pub method: String,
+    /// URL path, e.g. `/api/v1/pods`.
+    pub path: String,
+    /// Raw query string (still percent-encoded), possibly empty.
+    pub query: String,
+    /// HTTP status code of the answer (200 for a watch that started).
+    pub status: u16,
+    /// Whether the answer came from an injected fault.
+    pub injected: bool,
+}
+
+impl RequestRecord {
+    /// The decoded value of a query parameter.
+    pub fn query_param(&self, key: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// Whether this was a watch request (`watch=true` or `watch=1`).
+    pub fn is_watch(&self) -> bool {
+        matches!(
+            self.query_param("watch").as_deref(),
+            Some("true") | Some("1")
+        )
+    }
+}
+
+#[derive(Debug)]
+struct Rule {
+    method: Option<String>,
+    path_contains: Option<String>,
+    remaining: usize,
+    code: u16,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    rules: Vec<Rule>,
+    unavailable: bool,
+    delay: Duration,
+    log: Vec<RequestRecord>,
+}
+
+/// The fault switches of one fake server (`FakeKube::faults()`). All methods take effect for the
+/// next request.
+#[derive(Debug, Default)]
+pub struct Faults {
+    state: Mutex<State>,
+}
+
+impl Faults {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Answers the next `n` requests (any path) with `code` and a matching `Status` body.
+    pub fn fail_next(&self, n: usize, code: u16) {
+        self.push(None, None, n, code);
+    }
+
+    /// Answers the next `n` requests whose path contains `path_substring` with `code`.
+    pub fn fail_matching(&self, path_substring: &str, n: usize, code: u16) {
+        self.push(None, Some(path_substring), n, code);
+    }
+
+    /// Like [`Faults::fail_matching`], for one HTTP method only (e.g. `"PUT"`).
+    pub fn fail_matching_method(&self, method: &str, path_substring: &str, n: usize, code: u16) {
+        self.push(Some(method), Some(path_substring), n, code);
+    }
+
+    fn push(&self, method: Option<&str>, path: Option<&str>, n: usize, code: u16) {
+        self.lock().rules.push(Rule {
+            method: method.map(|m| m.to_ascii_uppercase()),
+            path_contains: path.map(str::to_string),
+            remaining: n,
+            code,
+        });
+    }
+
+    /// While set, every request is answered 503 ServiceUnavailable.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.lock().unavailable = unavailable;
+    }
+
+    /// Delays every answer by `d` (zero turns it off).
+    pub fn delay(&self, d: Duration) {
+        self.lock().delay = d;
+    }
+
+    /// Removes all failure rules, the unavailable switch and the delay (not the log).
+    pub fn clear(&self) {
+        let mut s = self.lock();
+        s.rules.clear();
+        s.unavailable = false;
+        s.delay = Duration::ZERO;
+    }
+
+    /// The requests seen so far, oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.lock().log.clone()
+    }
+
+    /// Forgets the request log.
+    pub fn clear_requests(&self) {
+        self.lock().log.clear();
+    }
+
+    pub(crate) fn current_delay(&self) -> Duration {
+        self.lock().delay
+    }
+
+    /// The code to fail this request with, if a fault applies (consumes one use of a rule).
+    pub(crate) fn take_failure(&self, method: &str, path: &str) -> Option<u16> {
+        let mut s = self.lock();
+        if s.unavailable {
+            return Some(503);
+        }
+        let rule = s.rules.iter_mut().find(|r| {
+            r.remaining > 0
+                && r.method.as_deref().is_none_or(|m| m == method)
+                && r.path_contains.as_deref().is_none_or(|p| path.contains(p))
+        })?;
+        rule.remaining -= 1;
+        let code = rule.code;
+        s.rules.retain(|r| r.remaining > 0);
+        Some(code)
+    }
+
+    pub(crate) fn record(&self, rec: RequestRecord) {
+        self.lock().log.push(rec);
+    }
+}

@@ -1,0 +1,1 @@
+//! Real-shaped fixtures (being built).

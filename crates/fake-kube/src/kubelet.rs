@@ -1,0 +1,1 @@
+//! Kubelet directory builder (being built).
