@@ -68,7 +68,8 @@ impl Faults {
         self.push(None, None, n, code);
     }
 
-    /// Answers the next `n` requests whose path contains `path_substring` with `code`.
+    /// Answers the next `n` requests whose path (with its query, as `/api/v1/pods?watch=true&...`)
+    /// contains `path_substring` with `code`; `"watch=true"` fails only watches.
     pub fn fail_matching(&self, path_substring: &str, n: usize, code: u16) {
         self.push(None, Some(path_substring), n, code);
     }
@@ -120,7 +121,8 @@ impl Faults {
     }
 
     /// The code to fail this request with, if a fault applies (consumes one use of a rule).
-    pub(crate) fn take_failure(&self, method: &str, path: &str) -> Option<u16> {
+    pub(crate) fn take_failure(&self, method: &str, path_and_query: &str) -> Option<u16> {
+        let path = path_and_query;
         let mut s = self.lock();
         if s.unavailable {
             return Some(503);

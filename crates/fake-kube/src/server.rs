@@ -54,7 +54,12 @@ async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let (resp, injected) = match sh.faults.take_failure(method.as_str(), &path) {
+    let target = if query.is_empty() {
+        path.clone()
+    } else {
+        format!("{path}?{query}")
+    };
+    let (resp, injected) = match sh.faults.take_failure(method.as_str(), &target) {
         Some(code) => (error_response(&ApiError::for_code(code)), true),
         None => {
             let resp = match to_bytes(req.into_body(), 64 << 20).await {

@@ -88,3 +88,30 @@ async fn kube_default_client_retries_503_and_429() {
     assert!(t.elapsed() >= Duration::from_millis(900));
     assert_eq!(fake.requests().len(), 2);
 }
+
+#[tokio::test]
+async fn fail_matching_can_target_watches_only() {
+    use futures::StreamExt;
+    use kube::api::WatchParams;
+    let fake = FakeKube::start().await;
+    let pods: Api<Pod> = Api::default_namespaced(client_no_retry(&fake));
+    fake.faults().fail_matching("watch=true", 1, 500);
+    assert!(pods.list(&ListParams::default()).await.is_ok());
+    let s = status(
+        pods.watch(&WatchParams::default().timeout(1), "0")
+            .await
+            .map(|_| ()),
+    );
+    assert_eq!(s.code, 500);
+    let mut stream = pods
+        .watch(&WatchParams::default().timeout(1), "0")
+        .await
+        .unwrap()
+        .boxed();
+    // The stream ends at timeoutSeconds.
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while stream.next().await.is_some() {}
+    })
+    .await;
+    assert!(end.is_ok());
+}

@@ -107,3 +107,55 @@ async fn server_side_apply_creates_then_merges_and_needs_a_field_manager() {
     let s = status(cms.patch("s", &pp, &Patch::Apply(&wrong)).await);
     assert_eq!(s.code, 400);
 }
+
+#[tokio::test]
+async fn status_subresource_is_separate_from_the_main_resource() {
+    use k8s_openapi::api::core::v1::Pod;
+    let fake = FakeKube::start().await;
+    let pods: Api<Pod> = Api::default_namespaced(client(&fake));
+    pods.create(
+        &PostParams::default(),
+        &common::pod("s", "node-a", json!({})),
+    )
+    .await
+    .unwrap();
+    // Status in a main-resource patch is ignored, as on the real server.
+    let p = json!({"status": {"phase": "Running"}, "metadata": {"labels": {"x": "1"}}});
+    let out = pods
+        .patch("s", &PatchParams::default(), &Patch::Merge(&p))
+        .await
+        .unwrap();
+    assert_eq!(out.status.unwrap().phase.as_deref(), Some("Pending"));
+    assert_eq!(out.metadata.labels.unwrap()["x"], "1");
+    // Through /status it lands, and nothing else changes.
+    let p = json!({"status": {"phase": "Running"}, "metadata": {"labels": {"x": "2"}}});
+    let out = pods
+        .patch_status("s", &PatchParams::default(), &Patch::Merge(&p))
+        .await
+        .unwrap();
+    assert_eq!(out.status.unwrap().phase.as_deref(), Some("Running"));
+    assert_eq!(out.metadata.labels.unwrap()["x"], "1");
+    // A status-only change does not bump the generation.
+    assert_eq!(out.metadata.generation, Some(1));
+}
+
+#[tokio::test]
+async fn finalizers_hold_a_delete_until_removed() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use kube::api::DeleteParams;
+    let fake = FakeKube::start().await;
+    let cluster = holdfast_fake_kube::fixtures::ClusterBuilder::new()
+        .rbd_pvc("default", "data", "1Gi", &[])
+        .seed(&fake);
+    assert_eq!(cluster.pvcs.len(), 1);
+    let pvcs: Api<PersistentVolumeClaim> = Api::default_namespaced(client(&fake));
+    let answer = pvcs.delete("data", &DeleteParams::default()).await.unwrap();
+    let held = answer.left().expect("the object, still there");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert!(pvcs.get("data").await.is_ok());
+    let p = json!({"metadata": {"finalizers": null}});
+    pvcs.patch("data", &PatchParams::default(), &Patch::Merge(&p))
+        .await
+        .unwrap();
+    assert_eq!(status(pvcs.get("data").await).code, 404);
+}

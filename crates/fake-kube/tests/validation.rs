@@ -142,11 +142,6 @@ async fn lease_create_conflicting_update_and_field_types() {
 async fn unknown_fields_strict_rejects_default_warns() {
     let fake = FakeKube::start().await;
     let c = client(&fake);
-    let raw: Api<DynamicObject> = Api::namespaced_with(
-        c.clone(),
-        "default",
-        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Pod"), "pods"),
-    );
     let body: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "u"},
         "spec": {"containers": [{"name": "c", "image": "i"}], "colour": "blue"}
@@ -164,7 +159,15 @@ async fn unknown_fields_strict_rejects_default_warns() {
         "{}",
         s.message
     );
-    raw.create(&PostParams::default(), &body).await.unwrap();
+    // The default (Warn) accepts the object and says so in a Warning header.
+    let req = axum::http::Request::post("/api/v1/namespaces/default/pods")
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap();
+    let resp = c.send(req).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let warning = resp.headers().get("warning").unwrap().to_str().unwrap();
+    assert_eq!(warning, "299 - \"unknown field \\\"spec.colour\\\"\"");
     // The stored pod drops nothing the client sent (the real server would drop the field; the
     // fake keeps the JSON as sent), but typed readers still decode it.
     let pods: Api<Pod> = Api::default_namespaced(c);
