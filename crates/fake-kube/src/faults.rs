@@ -53,6 +53,13 @@ struct State {
 
 /// The fault switches of one fake server (`FakeKube::faults()`). All methods take effect for the
 /// next request.
+///
+/// Note: kube's default client (`Config::default_retry`, on by default in kube 5) retries 429,
+/// 503 and 504 answers up to 15 times with exponential backoff and honours `Retry-After` (the
+/// fake sends `Retry-After: 1` with 429). An agent on the default client therefore never sees a
+/// short run of those codes, and [`Faults::set_unavailable`] makes its calls hang for a long
+/// while rather than fail; use 500 (not retried) to make a call fail at once, or a client with
+/// `default_retry = false`.
 #[derive(Debug, Default)]
 pub struct Faults {
     state: Mutex<State>,

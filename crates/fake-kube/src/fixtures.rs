@@ -803,3 +803,39 @@ impl ClusterBuilder {
         c
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validation::{check_decode, FieldValidation};
+
+    #[test]
+    fn every_fixture_object_decodes_strictly_as_its_real_type() {
+        let c = ClusterBuilder::new()
+            .server_node("node-a")
+            .node("node-b")
+            .namespace("app", &[("a", "b")])
+            .rbd_pvc("app", "db", "1Gi", &[])
+            .cephfs_pvc("app", "shared", "1Gi", &[])
+            .block_pvc("app", "raw", "1Gi", &[])
+            .pod_with(
+                "app",
+                "p",
+                "node-a",
+                "Pending",
+                &[("db", true), ("shared", false), ("raw", false)],
+                &[("x", "y")],
+            )
+            .build();
+        let resources = crate::resources::default_resources();
+        for o in &c.objects {
+            let res = resources
+                .iter()
+                .find(|r| r.api_version() == o["apiVersion"] && r.kind == o["kind"])
+                .expect("served type");
+            let warnings = check_decode(res, o, FieldValidation::Strict)
+                .unwrap_or_else(|e| panic!("{} {}: {e}", res.kind, o["metadata"]["name"]));
+            assert!(warnings.is_empty());
+        }
+    }
+}
