@@ -60,9 +60,19 @@ struct State {
 /// short run of those codes, and [`Faults::set_unavailable`] makes its calls hang for a long
 /// while rather than fail; use 500 (not retried) to make a call fail at once, or a client with
 /// `default_retry = false`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Faults {
     state: Mutex<State>,
+    close: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            state: Mutex::default(),
+            close: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 impl Faults {
@@ -95,9 +105,22 @@ impl Faults {
         });
     }
 
-    /// While set, every request is answered 503 ServiceUnavailable.
+    /// While set, every request is answered 503 ServiceUnavailable; setting it also ends every
+    /// open watch stream, as an API server going away would.
     pub fn set_unavailable(&self, unavailable: bool) {
         self.lock().unavailable = unavailable;
+        if unavailable {
+            self.close_watches();
+        }
+    }
+
+    /// Ends every open watch stream (clients see the stream close and re-watch).
+    pub fn close_watches(&self) {
+        self.close.send_modify(|n| *n += 1);
+    }
+
+    pub(crate) fn watch_closer(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.close.subscribe()
     }
 
     /// Delays every answer by `d` (zero turns it off).

@@ -34,7 +34,8 @@
 //!   daemonsets; `dryRun=All`.
 //!
 //! ## Strict, as the real server is
-//! - Names (DNS-1123 subdomain; label for namespaces): 422 Invalid with `details.causes`.
+//! - Names (DNS-1123 subdomain; label for namespaces), label keys and values, annotation keys:
+//!   422 Invalid with `details.causes` (a label value like `@daily` is refused, as for real).
 //! - Creating in a namespace that does not exist: 404 `namespaces "x" not found`. A body
 //!   namespace or name that differs from the URL's: 400. A body kind/apiVersion that differs
 //!   from the URL's: 400.
@@ -99,7 +100,6 @@ pub(crate) struct Shared {
     resources: RwLock<Vec<ResourceType>>,
     pub(crate) faults: Faults,
     pub(crate) bookmark_interval: Duration,
-    pub(crate) close_watches: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -168,13 +168,11 @@ impl Builder {
     }
 
     fn shared(&self) -> Arc<Shared> {
-        let (close_watches, _) = tokio::sync::watch::channel(0u64);
         let sh = Arc::new(Shared {
             store: Mutex::new(StoreState::new(self.history_limit)),
             resources: RwLock::new(resources::default_resources()),
             faults: Faults::default(),
             bookmark_interval: self.bookmark_interval,
-            close_watches,
         });
         if self.default_namespaces {
             let res = sh
@@ -375,7 +373,7 @@ impl FakeKube {
 
     /// Ends every open watch stream (clients see the stream close and re-watch).
     pub fn close_watches(&self) {
-        self.shared.close_watches.send_modify(|n| *n += 1);
+        self.shared.faults.close_watches();
     }
 
     /// Stores an object directly (create or overwrite), bypassing validation and namespace

@@ -89,6 +89,62 @@ pub(crate) fn check_name(res: &ResourceType, name: &str) -> Result<(), ApiError>
     }
 }
 
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+const QUALIFIED_NAME_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+
+fn is_label_value(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.is_empty()
+        || (b.len() <= 63
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric())
+}
+
+/// Whether `k` is a qualified name (`[prefix/]name`), as label and annotation keys must be.
+pub fn is_qualified_name(k: &str) -> bool {
+    let (prefix, name) = match k.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    prefix.is_none_or(|p| !p.is_empty() && is_dns1123_subdomain(p))
+        && !name.is_empty()
+        && is_label_value(name)
+}
+
+/// Label keys and values, annotation keys (422 with the real messages).
+pub(crate) fn check_metadata(res: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let mut causes = Vec::new();
+    for (field, values) in [("metadata.labels", true), ("metadata.annotations", false)] {
+        let pointer = format!("/{}", field.replace('.', "/"));
+        let Some(map) = obj.pointer(&pointer).and_then(Value::as_object) else {
+            continue;
+        };
+        for (k, v) in map {
+            if !is_qualified_name(k) {
+                causes.push(Cause::invalid(field, &json!(k), QUALIFIED_NAME_MSG));
+            }
+            if values {
+                if let Some(s) = v.as_str() {
+                    if !is_label_value(s) {
+                        causes.push(Cause::invalid(field, &json!(s), LABEL_VALUE_MSG));
+                    }
+                }
+            }
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(res, name, causes))
+    }
+}
+
 /// Whether `s` has the MicroTime wire format `2006-01-02T15:04:05.000000Z07:00`.
 pub fn is_micro_time(s: &str) -> bool {
     let b = s.as_bytes();
@@ -362,6 +418,12 @@ mod tests {
         assert!(is_micro_time("2026-01-02T15:04:05.123456+01:00"));
         assert!(!is_micro_time("2026-01-02T15:04:05Z"));
         assert!(!is_micro_time("2026-01-02T15:04:05.123Z"));
+        assert!(is_qualified_name("holdfast.dev/schedule"));
+        assert!(is_qualified_name("app"));
+        assert!(!is_qualified_name("/app"));
+        assert!(!is_qualified_name("Bad_Prefix/app"));
+        assert!(is_label_value("") && is_label_value("v1.2_x"));
+        assert!(!is_label_value("@daily") && !is_label_value("a b"));
     }
 
     #[test]

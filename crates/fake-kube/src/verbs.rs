@@ -291,6 +291,7 @@ pub(crate) fn create_locked(
     }
     server_fields_on_create(&mut body);
     defaults_on_create(res, &mut body);
+    validation::check_metadata(res, &body)?;
     validation::check_kind_specific(res, &body)?;
     let warnings = validation::check_decode(res, &body, opts.fv)?;
     let object = if opts.dry_run {
@@ -412,6 +413,7 @@ pub(crate) fn update_locked(
         }
         meta.insert("resourceVersion".into(), json!(rv_of(&existing)));
     }
+    validation::check_metadata(res, &new)?;
     validation::check_kind_specific(res, &new)?;
     let warnings = validation::check_decode(res, &new, opts.fv)?;
     if new == existing || opts.dry_run {

@@ -145,7 +145,7 @@ pub(crate) fn start(
 
     let (mut tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     let interval = sh.bookmark_interval;
-    let mut close = sh.close_watches.subscribe();
+    let mut close = sh.faults.watch_closer();
     tokio::spawn(async move {
         for l in first {
             if tx.send(Ok(l)).await.is_err() {

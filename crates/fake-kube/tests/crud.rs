@@ -220,3 +220,30 @@ fn blocking_server_serves_sync_tests() {
     assert_eq!(n, 4);
     drop(fake);
 }
+
+#[tokio::test]
+async fn label_values_and_annotation_keys_are_validated() {
+    let fake = FakeKube::start().await;
+    let cms: Api<ConfigMap> = Api::default_namespaced(client(&fake));
+    let bad_label: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "l", "labels": {"holdfast.dev/schedule": "@daily"}}
+    }))
+    .unwrap();
+    let s = status(cms.create(&PostParams::default(), &bad_label).await);
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert_eq!(s.details.unwrap().causes[0].field, "metadata.labels");
+    // The same value is fine as an annotation; a bad annotation key is not.
+    let ok: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "l", "annotations": {"holdfast.dev/schedule": "@daily"}}
+    }))
+    .unwrap();
+    cms.create(&PostParams::default(), &ok).await.unwrap();
+    let bad_key: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "k", "annotations": {"bad key": "x"}}
+    }))
+    .unwrap();
+    assert_eq!(
+        status(cms.create(&PostParams::default(), &bad_key).await).code,
+        422
+    );
+}

@@ -115,3 +115,24 @@ async fn fail_matching_can_target_watches_only() {
     .await;
     assert!(end.is_ok());
 }
+
+#[tokio::test]
+async fn set_unavailable_ends_open_watches() {
+    use futures::StreamExt;
+    use kube::api::WatchParams;
+    let fake = FakeKube::start().await;
+    let pods: Api<Pod> = Api::default_namespaced(client_no_retry(&fake));
+    let mut stream = pods
+        .watch(&WatchParams::default().timeout(60), "0")
+        .await
+        .unwrap()
+        .boxed();
+    fake.faults().set_unavailable(true);
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while stream.next().await.is_some() {}
+    })
+    .await;
+    assert!(end.is_ok(), "the watch stream ended");
+    let s = status(pods.watch(&WatchParams::default(), "0").await.map(|_| ()));
+    assert_eq!(s.code, 503);
+}
