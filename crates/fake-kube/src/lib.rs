@@ -21,6 +21,24 @@
 //! # }
 //! ```
 //!
+//! ## For test writers
+//! - Start: [`FakeKube::start`] (async, current runtime) or [`FakeKube::start_blocking`] (own
+//!   thread and runtime, for sync tests); [`FakeKube::builder`] sets the bookmark interval, the
+//!   history size and whether `default`/`kube-system`/`kube-public`/`kube-node-lease` exist.
+//! - Connect: `kube::Config::new(fake.url().parse()?)`, or [`FakeKube::write_kubeconfig`] and
+//!   `KUBECONFIG` for `kube::Client::try_default()`.
+//! - Seed and inspect: [`fixtures::ClusterBuilder`], [`FakeKube::insert`] /
+//!   [`FakeKube::insert_yaml`] (no validation), typed [`FakeKube::get`] / [`FakeKube::list`] /
+//!   [`FakeKube::delete`], raw [`FakeKube::get_value`] / [`FakeKube::list_values`].
+//! - Kubelet tree on disk: [`kubelet::build`].
+//! - Faults and the request log: [`FakeKube::faults`] ([`Faults`]), [`FakeKube::requests`],
+//!   [`FakeKube::compact_history`] (next watch/continue from before is 410),
+//!   [`FakeKube::close_watches`].
+//! - More types: [`FakeKube::install_resource`] (e.g. VolumeSnapshots).
+//!
+//! Every write takes the next value of one global resourceVersion counter and emits a watch
+//! event; create sets `uid`, `creationTimestamp` and `generation: 1` (a spec change bumps it).
+//!
 //! ## Served
 //! - core v1 namespaces, nodes, pods, persistentvolumeclaims, persistentvolumes, events,
 //!   configmaps, secrets, serviceaccounts; storage.k8s.io/v1 storageclasses;
