@@ -223,3 +223,45 @@ async fn uninstalled_group_is_404_until_installed() {
     let gone = snaps.delete("snap-1", &Default::default()).await.unwrap();
     assert!(gone.is_left());
 }
+
+#[tokio::test]
+async fn kube_runtime_event_recorder_publishes_and_patches_a_series() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use kube::runtime::events::{Event as RtEvent, EventType, Recorder, Reporter};
+    use kube::Resource;
+    let fake = FakeKube::start().await;
+    holdfast_fake_kube::fixtures::ClusterBuilder::new()
+        .rbd_pvc("app", "data", "1Gi", &[])
+        .seed(&fake);
+    let c = client(&fake);
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(c.clone(), "app")
+        .get("data")
+        .await
+        .unwrap();
+    let recorder = Recorder::new(
+        c.clone(),
+        Reporter {
+            controller: "holdfast.dev/agent".into(),
+            instance: Some("holdfast-agent-node-a".into()),
+        },
+    );
+    let ev = RtEvent {
+        type_: EventType::Normal,
+        reason: "BackupSucceeded".into(),
+        note: Some("snapshot 1a2b3c stored".into()),
+        action: "Backup".into(),
+        secondary: None,
+    };
+    recorder.publish(&ev, &pvc.object_ref(&())).await.unwrap();
+    recorder.publish(&ev, &pvc.object_ref(&())).await.unwrap();
+    let events: Vec<Event> = fake.list(Some("app"));
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!(e.series.as_ref().unwrap().count, 2);
+    assert_eq!(e.regarding.as_ref().unwrap().name.as_deref(), Some("data"));
+    let log = fake.requests();
+    assert!(log.iter().any(|r| r.method == "POST"
+        && r.path == "/apis/events.k8s.io/v1/namespaces/app/events"
+        && r.status == 201));
+    assert!(log.iter().any(|r| r.method == "PATCH" && r.status == 200));
+}
