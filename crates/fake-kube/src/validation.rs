@@ -257,6 +257,20 @@ pub(crate) fn check_kind_specific(res: &ResourceType, obj: &Value) -> Result<(),
                     ),
                 }),
             }
+            if let Some(series) = obj.get("series").filter(|s| s.is_object()) {
+                check_micro_time(res, obj, "/series/lastObservedTime")?;
+                let count = series.get("count").and_then(Value::as_i64).unwrap_or(0);
+                if count < 2 {
+                    causes.push(Cause::invalid(
+                        "series.count",
+                        &json!(count),
+                        "should be at least 2",
+                    ));
+                }
+                if series.get("lastObservedTime").is_none_or(Value::is_null) {
+                    causes.push(Cause::required("series.lastObservedTime"));
+                }
+            }
             if obj
                 .get("note")
                 .and_then(Value::as_str)
