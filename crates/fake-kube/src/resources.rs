@@ -1,0 +1,128 @@
+//! The resource types the fake serves: group, version, plural, kind and scope.
+
+/// One served resource type (one entry of an `APIResourceList`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceType {
+    /// API group; empty for the core group.
+    pub group: String,
+    /// API version, e.g. `v1`.
+    pub version: String,
+    /// URL path segment, e.g. `pods`.
+    pub plural: String,
+    /// Singular name, e.g. `pod`.
+    pub singular: String,
+    /// Kind, e.g. `Pod`.
+    pub kind: String,
+    /// Whether objects live in a namespace.
+    pub namespaced: bool,
+    /// Short names for discovery, e.g. `po`.
+    pub short_names: Vec<String>,
+    /// Whether the resource has a `status` subresource (writes to the main resource keep the
+    /// stored status; writes to `/status` change only the status).
+    pub has_status: bool,
+    /// Whether it is one of the fake's built-in types (as opposed to one installed by a test,
+    /// which behaves like a custom resource).
+    pub builtin: bool,
+}
+
+impl ResourceType {
+    /// A resource type without short names or status subresource (like a custom resource).
+    pub fn new(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool) -> Self {
+        ResourceType {
+            group: group.into(),
+            version: version.into(),
+            plural: plural.into(),
+            singular: kind.to_lowercase(),
+            kind: kind.into(),
+            namespaced,
+            short_names: Vec::new(),
+            has_status: false,
+            builtin: false,
+        }
+    }
+
+    /// `v1` for the core group, `<group>/<version>` otherwise.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `pods` for the core group, `leases.coordination.k8s.io` otherwise (as in messages).
+    pub fn group_resource(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// Whether this type is `(group, version, plural)`.
+    pub fn is(&self, group: &str, version: &str, plural: &str) -> bool {
+        self.group == group && self.version == version && self.plural == plural
+    }
+}
+
+fn builtin(
+    group: &str,
+    plural: &str,
+    kind: &str,
+    namespaced: bool,
+    short: &[&str],
+    has_status: bool,
+) -> ResourceType {
+    let mut r = ResourceType::new(group, "v1", plural, kind, namespaced);
+    r.short_names = short.iter().map(|s| s.to_string()).collect();
+    r.has_status = has_status;
+    r.builtin = true;
+    r
+}
+
+/// The types a fresh fake serves.
+pub(crate) fn default_resources() -> Vec<ResourceType> {
+    vec![
+        builtin("", "namespaces", "Namespace", false, &["ns"], true),
+        builtin("", "nodes", "Node", false, &["no"], true),
+        builtin("", "pods", "Pod", true, &["po"], true),
+        builtin(
+            "",
+            "persistentvolumeclaims",
+            "PersistentVolumeClaim",
+            true,
+            &["pvc"],
+            true,
+        ),
+        builtin(
+            "",
+            "persistentvolumes",
+            "PersistentVolume",
+            false,
+            &["pv"],
+            true,
+        ),
+        builtin("", "events", "Event", true, &["ev"], false),
+        builtin("", "configmaps", "ConfigMap", true, &["cm"], false),
+        builtin("", "secrets", "Secret", true, &[], false),
+        builtin(
+            "",
+            "serviceaccounts",
+            "ServiceAccount",
+            true,
+            &["sa"],
+            false,
+        ),
+        builtin(
+            "storage.k8s.io",
+            "storageclasses",
+            "StorageClass",
+            false,
+            &["sc"],
+            false,
+        ),
+        builtin("coordination.k8s.io", "leases", "Lease", true, &[], false),
+        builtin("events.k8s.io", "events", "Event", true, &["ev"], false),
+        builtin("apps", "daemonsets", "DaemonSet", true, &["ds"], true),
+    ]
+}
