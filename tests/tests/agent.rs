@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use holdfast_e2e::{
-    assert_trees_equal, code, lorem, require, run_command, tempdir, wait_until, write_file,
+    assert_trees_equal, exit as code, lorem, require, run_command, tempdir, wait_until, write_file,
     write_random, Repo, Run, COMMAND_TIMEOUT,
 };
 use holdfast_fake_kube::fixtures::{Cluster, ClusterBuilder};
@@ -432,11 +432,17 @@ fn daemon_backs_up_due_volumes_once_and_skips_them_until_due() {
     );
     fill(&env.mount("app", "db-0", "db"), 21);
     fill(&env.mount("app", "db-0", "logs"), 22);
-    let child = spawn(env.agent("node-a", &["--interval", "1", "--no-maintenance"]));
+    let mut child = spawn(env.agent("node-a", &["--interval", "1", "--no-maintenance"]));
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    wait_until(Duration::from_secs(120), "both volumes backed up", || {
-        env.snapshots_of("app", "db").len() == 1 && env.snapshots_of("app", "logs").len() == 1
-    });
+    wait_until(
+        &mut child,
+        Duration::from_secs(120),
+        "both volumes backed up",
+        || {
+            std::thread::sleep(Duration::from_millis(300));
+            env.snapshots_of("app", "db").len() == 1 && env.snapshots_of("app", "logs").len() == 1
+        },
+    );
     // Several more rounds: nothing is due.
     std::thread::sleep(Duration::from_secs(4));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
@@ -464,6 +470,7 @@ fn killed_agent_leaves_nothing_that_blocks_the_next_run() {
     let mut child = spawn(env.agent("node-a", &["--once", "--json", "--limit-upload", "1024"]));
     let lease = holdfast_agent::lease::volume_lease_name("app/db");
     wait_until(
+        &mut child,
         Duration::from_secs(60),
         "the agent holds the volume's Lease",
         || {
@@ -503,13 +510,14 @@ fn api_server_down_or_failing() {
             .pod("app", "db-0", "node-a", &["db"]),
     );
     fill(&env.mount("app", "db-0", "db"), 41);
-    env.fake.faults().set_unavailable(true);
+    // 500 (kube's client itself retries 503 and 429 for minutes, which looks like a hang).
+    env.fake.faults().fail_next(10_000, 500);
     let down = env.once("node-a", &[]);
     down.assert_code(code::FAILURE);
     down.assert_stderr_contains("Kubernetes API");
     assert!(env.snapshots_of("app", "db").is_empty());
 
-    env.fake.faults().set_unavailable(false);
+    env.fake.faults().clear();
     env.fake.faults().fail_next(3, 500);
     let flaky = env.once("node-a", &[]);
     flaky.assert_ok();

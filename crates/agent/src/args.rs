@@ -74,12 +74,6 @@ pub struct RunArgs {
     /// At most this many volumes at once (default: the configuration's, else 1).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
-    /// Upload limit, KiB/s (as restic's --limit-upload).
-    #[arg(long, value_name = "KIB_PER_S")]
-    pub limit_upload: Option<u64>,
-    /// Download limit, KiB/s (as restic's --limit-download).
-    #[arg(long, value_name = "KIB_PER_S")]
-    pub limit_download: Option<u64>,
     /// Never do the cluster's maintenance (forget, prune, check) on this agent.
     #[arg(long)]
     pub no_maintenance: bool,

@@ -35,7 +35,7 @@ use repo::RepoSettings;
 use runner::{Agent, Settings};
 
 /// Resolves flags, environment and configuration into the run's settings.
-pub fn settings(args: &AgentArgs, repo: RepoSettings) -> Result<Settings> {
+pub fn settings(args: &AgentArgs, mut repo: RepoSettings) -> Result<Settings> {
     let r = &args.run;
     let config = match &r.config {
         Some(p) => AgentConfig::load(p)?,
@@ -72,6 +72,11 @@ pub fn settings(args: &AgentArgs, repo: RepoSettings) -> Result<Settings> {
         .ok()
         .or_else(|| hostname_of_process())
         .unwrap_or_else(|| std::process::id().to_string());
+    let nonzero = |v: u64| (v > 0).then_some(v);
+    repo.limit_upload_kib = repo.limit_upload_kib.or(nonzero(config.limit_upload_kib));
+    repo.limit_download_kib = repo
+        .limit_download_kib
+        .or(nonzero(config.limit_download_kib));
     let concurrency = r.concurrency.unwrap_or(config.concurrency).max(1);
     Ok(Settings {
         identity: format!("{node}/{pod}"),

@@ -32,6 +32,10 @@ pub struct RepoSettings {
     pub no_cache: bool,
     /// `--s3-region`.
     pub s3_region: Option<String>,
+    /// `--limit-upload`, KiB/s (else the configuration's `limitUploadKib`).
+    pub limit_upload_kib: Option<u64>,
+    /// `--limit-download`, KiB/s (else the configuration's `limitDownloadKib`).
+    pub limit_download_kib: Option<u64>,
 }
 
 /// Tag keys of the agent's snapshots.
@@ -131,6 +135,8 @@ impl Repo {
             location: location.to_string(),
             s3_region: s.s3_region.clone(),
             cache,
+            limit_upload_kib: s.limit_upload_kib,
+            limit_download_kib: s.limit_download_kib,
         };
         let repo = holdfast_engine::open::open(&opts, &pw)?;
         Ok(Repo { repo })

@@ -58,6 +58,22 @@ pub struct Args {
     /// Use no local cache: read everything from the repository.
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// Limit uploads to the repository to this many KiB/s (as restic's --limit-upload).
+    #[arg(
+        long,
+        env = "HOLDFAST_LIMIT_UPLOAD",
+        global = true,
+        value_name = "KIB_PER_S"
+    )]
+    pub limit_upload: Option<u64>,
+    /// Limit downloads from the repository to this many KiB/s.
+    #[arg(
+        long,
+        env = "HOLDFAST_LIMIT_DOWNLOAD",
+        global = true,
+        value_name = "KIB_PER_S"
+    )]
+    pub limit_download: Option<u64>,
     /// Machine-readable output: one JSON document, or JSON lines for streams.
     #[arg(long, global = true)]
     pub json: bool,

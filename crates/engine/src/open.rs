@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use holdfast_backend_s3::{S3Backend, S3Options};
 use holdfast_repo::backend::local::LocalBackend;
+use holdfast_repo::backend::throttle::Throttled;
 use holdfast_repo::backend::Backend;
 use holdfast_repo::cache::Cache;
 use holdfast_repo::repository::Repository;
@@ -42,6 +43,10 @@ pub struct OpenOptions {
     pub s3_region: Option<String>,
     /// The local cache.
     pub cache: CacheChoice,
+    /// Upload limit, KiB/s (`None` or 0: none), as restic's `--limit-upload`.
+    pub limit_upload_kib: Option<u64>,
+    /// Download limit, KiB/s (`None` or 0: none).
+    pub limit_download_kib: Option<u64>,
 }
 
 impl OpenOptions {
@@ -54,9 +59,17 @@ impl OpenOptions {
     }
 }
 
-/// The storage backend for `opts.location`; nothing is read yet (an S3 backend resolves
-/// its credentials, failing at once when there are none).
+/// The storage backend for `opts.location`, throttled to the options' limits; nothing is
+/// read yet (an S3 backend resolves its credentials, failing at once when there are none).
 pub fn backend(opts: &OpenOptions) -> Result<Arc<dyn Backend>> {
+    Ok(Throttled::wrap(
+        unthrottled(opts)?,
+        opts.limit_upload_kib,
+        opts.limit_download_kib,
+    ))
+}
+
+fn unthrottled(opts: &OpenOptions) -> Result<Arc<dyn Backend>> {
     let loc = opts.location.as_str();
     if let Some(rest) = loc.strip_prefix("local:") {
         return Ok(Arc::new(LocalBackend::new(rest)));

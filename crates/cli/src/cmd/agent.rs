@@ -14,6 +14,8 @@ pub fn run(args: &Args, a: &AgentArgs) -> Result<i32> {
         cache_dir: args.cache_dir.clone(),
         no_cache: args.no_cache,
         s3_region: args.s3_region.clone(),
+        limit_upload_kib: args.limit_upload,
+        limit_download_kib: args.limit_download,
     };
     Ok(holdfast_agent::main(a, repo, args.json)?)
 }

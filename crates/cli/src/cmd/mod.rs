@@ -78,6 +78,8 @@ pub fn open_options(args: &Args) -> Result<OpenOptions> {
         location: loc.to_string(),
         s3_region: args.s3_region.clone(),
         cache,
+        limit_upload_kib: args.limit_upload,
+        limit_download_kib: args.limit_download,
     })
 }
 
