@@ -75,8 +75,12 @@ impl Env {
     }
 
     /// `holdfast agent ARGS` as the agent of `node` (pod `agent-<node>`).
+    /// A node name of the form `DIR-as-NODE` uses `DIR`'s kubelet directory for `NODE`.
     fn agent(&self, node: &str, args: &[&str]) -> Command {
-        let kd = self.kubelet_dir(node);
+        let (kd, node) = match node.split_once("-as-") {
+            Some((dir, node)) => (self.kubelet_dir(dir), node),
+            None => (self.kubelet_dir(node), node),
+        };
         let mut all: Vec<String> = vec!["agent".into()];
         all.extend(args.iter().map(|a| a.to_string()));
         all.extend([
@@ -321,7 +325,13 @@ fn two_agents_back_up_each_selected_volume_once() {
         &env.restore_volume("app", "db"),
     );
     let rm = env.restore_volume("app", "media");
+    // Compare without the excluded file (and with the directory's time as backed up).
+    let md = std::fs::metadata(media.join("photos")).unwrap();
     std::fs::remove_file(media.join("photos/upload.tmp")).unwrap();
+    {
+        use std::os::unix::fs::MetadataExt;
+        holdfast_e2e::set_mtime(&media.join("photos"), md.mtime(), md.mtime_nsec());
+    }
     assert_trees_equal(&media.join("photos"), &rm.join("photos"));
     assert_trees_equal(&media.join("docs"), &rm.join("docs"));
     assert!(
@@ -615,11 +625,10 @@ fn wrong_kubelet_dir_is_a_clear_error() {
             .rbd_pvc("app", "db", "1Gi", &[])
             .pod("app", "db-0", "node-a", &["db"]),
     );
-    let mut c = env.agent("node-a", &["--once"]);
-    // A later --kubelet-dir wins: point it at an empty directory.
-    let empty = env.dir.path().join("empty");
+    // A kubelet directory of another machine: a pods/ directory without these pods.
+    let empty = env.dir.path().join("kubelet").join("elsewhere");
     std::fs::create_dir_all(empty.join("pods")).unwrap();
-    c.arg("--kubelet-dir").arg(&empty);
+    let c = env.agent("elsewhere-as-node-a", &["--once"]);
     let run = run_command(c, COMMAND_TIMEOUT);
     run.assert_code(code::FAILURE);
     run.assert_stderr_contains("--kubelet-dir");
