@@ -715,6 +715,16 @@ mod cephfs {
             .expect("run ceph-fuse");
         assert!(st.success(), "ceph-fuse failed");
         let mut mounts = Mounts(vec![fsroot.clone()]);
+        let fstype = Command::new("findmnt")
+            .args(["-n", "-o", "FSTYPE"])
+            .arg(&fsroot)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&fstype.stdout).trim(),
+            "fuse.ceph-fuse",
+            "not a CephFS mount"
+        );
         let sub = fsroot.join(format!(
             "volumes/csi/csi-vol-{}/{}",
             std::process::id(),

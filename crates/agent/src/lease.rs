@@ -45,7 +45,7 @@ impl Held {
 #[derive(Debug)]
 pub enum Claim {
     /// Taken (or still ours).
-    Acquired(Held),
+    Acquired(Box<Held>),
     /// Another agent holds it and it has not expired.
     Busy {
         /// Its holder.
@@ -133,10 +133,10 @@ impl Leases {
                     };
                     match self.api.create(&PostParams::default(), &lease).await {
                         Ok(l) => {
-                            return Ok(Claim::Acquired(Held {
+                            return Ok(Claim::Acquired(Box::new(Held {
                                 name: name.to_string(),
                                 lease: l,
-                            }))
+                            })))
                         }
                         Err(kube::Error::Api(s)) if s.code == 409 => continue,
                         Err(e) => return Err(e),
@@ -166,10 +166,10 @@ impl Leases {
                     }
                     match self.api.replace(name, &PostParams::default(), &lease).await {
                         Ok(l) => {
-                            return Ok(Claim::Acquired(Held {
+                            return Ok(Claim::Acquired(Box::new(Held {
                                 name: name.to_string(),
                                 lease: l,
-                            }))
+                            })))
                         }
                         Err(kube::Error::Api(s)) if s.code == 409 => continue,
                         Err(e) => return Err(e),

@@ -70,7 +70,7 @@ pub fn settings(args: &AgentArgs, mut repo: RepoSettings) -> Result<Settings> {
         .unwrap_or_else(|| "kubernetes".into());
     let pod = std::env::var("POD_NAME")
         .ok()
-        .or_else(|| hostname_of_process())
+        .or_else(hostname_of_process)
         .unwrap_or_else(|| std::process::id().to_string());
     let nonzero = |v: u64| (v > 0).then_some(v);
     repo.limit_upload_kib = repo.limit_upload_kib.or(nonzero(config.limit_upload_kib));

@@ -80,7 +80,7 @@ pub async fn run(agent: &Agent) -> Result<Option<MaintenanceReport>> {
     })
     .await?
     {
-        Claim::Acquired(h) => h,
+        Claim::Acquired(h) => *h,
         Claim::Busy { holder } => {
             tracing::debug!(%holder, "maintenance is another agent's");
             return Ok(None);

@@ -257,7 +257,7 @@ impl Agent {
         })
         .await;
         let held = match claim {
-            Ok(Claim::Acquired(h)) => h,
+            Ok(Claim::Acquired(h)) => *h,
             Ok(Claim::Busy { holder }) => {
                 return result(
                     s,
