@@ -17,7 +17,7 @@ pub enum AgentError {
     #[error("{0}")]
     Usage(String),
     /// The Kubernetes API failed.
-    #[error("Kubernetes API: {what}: {source}")]
+    #[error("Kubernetes API: {what}: {}", kube_message(.source))]
     Kube {
         /// What was being done.
         what: String,
@@ -49,3 +49,11 @@ pub enum AgentError {
 
 /// Shorthand.
 pub type Result<T, E = AgentError> = std::result::Result<T, E>;
+
+/// A kube error in one line: the API server's message and code, not the whole Status.
+pub fn kube_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} (HTTP {} {})", s.message, s.code, s.reason),
+        other => other.to_string(),
+    }
+}

@@ -128,10 +128,13 @@ pub fn main(args: &AgentArgs, repo: RepoSettings, json: bool) -> Result<i32> {
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {
                 for v in &report.volumes {
-                    println!("{}: {:?}: {}", v.key(), v.status, v.reason);
+                    println!("{}: {}: {}", v.key(), v.status, v.reason);
                 }
                 for u in &report.unmounted {
                     println!("{u}: not mounted by any running pod: not backed up");
+                }
+                if let Some(m) = &report.maintenance {
+                    println!("maintenance (this agent was elected): {m}");
                 }
             }
             Ok(report.exit_code())

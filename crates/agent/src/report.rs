@@ -19,6 +19,17 @@ pub enum Status {
     NotDue,
 }
 
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+            Status::NotDue => "not due",
+        })
+    }
+}
+
 /// One volume's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct VolumeResult {

@@ -109,6 +109,18 @@ impl Agent {
         let repo = tokio::task::spawn_blocking(move || Repo::open(&location, &settings))
             .await
             .map_err(|e| AgentError::Usage(format!("repository open task failed: {e}")))??;
+        // The Leases' namespace must exist: say so now, not once per volume.
+        let ns_api = Api::<Namespace>::all(client.clone());
+        match kube_api::retry("read the agent's namespace", || ns_api.get_opt(&s.lease_namespace)).await? {
+            Some(_) => {}
+            None => {
+                return Err(AgentError::Usage(format!(
+                    "the namespace {:?} for the agent's Leases does not exist: create it, or set \
+                     --lease-namespace (POD_NAMESPACE) to the agent's own namespace",
+                    s.lease_namespace
+                )))
+            }
+        }
         let leases = Leases::new(
             Api::<Lease>::namespaced(client.clone(), &s.lease_namespace),
             s.identity.clone(),
@@ -420,9 +432,18 @@ impl Agent {
             ..Default::default()
         };
         if self.s.maintenance {
-            if let Some(m) = maintenance::run(self).await? {
-                report.unmounted = m.unmounted.clone();
-                report.maintenance = serde_json::to_value(&m).ok();
+            // Maintenance is the cluster's, not this node's: its failure is logged (and
+            // retried next time), it does not fail this node's backups.
+            match maintenance::run(self).await {
+                Ok(Some(m)) => {
+                    report.unmounted = m.unmounted.clone();
+                    report.maintenance = serde_json::to_value(&m).ok();
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "maintenance failed");
+                    report.maintenance = Some(serde_json::json!({"error": e.to_string()}));
+                }
             }
         }
         Ok(report)

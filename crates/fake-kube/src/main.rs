@@ -4,6 +4,8 @@
 //! ```text
 //! fake-kube --port 0 --seed objects.yaml --kubeconfig /tmp/kubeconfig [--bookmark-interval-ms 1000]
 //! fake-kube --example-seed 3 > objects.yaml   # a small Rook-Ceph cluster as a seed file
+//! fake-kube --demo /tmp/demo --kubeconfig /tmp/demo/kubeconfig   # a seeded 2-node cluster
+//!     # and its kubelet trees (/tmp/demo/kubelet/<node>) with a few files in each volume
 //! ```
 
 use std::path::PathBuf;
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use holdfast_fake_kube::fixtures::ClusterBuilder;
-use holdfast_fake_kube::FakeKube;
+use holdfast_fake_kube::{kubelet, FakeKube};
 
 /// Command-line arguments.
 #[derive(Parser, Debug)]
@@ -36,6 +38,11 @@ struct Args {
     /// node) to stdout and exit.
     #[arg(long)]
     example_seed: Option<usize>,
+    /// Seed a small 2-node Rook-Ceph cluster and lay out its nodes' kubelet directories under
+    /// DIR/kubelet/<node>, with a few files in every filesystem volume: a cluster to run
+    /// `holdfast agent --kubelet-dir DIR/kubelet/<node>` against by hand.
+    #[arg(long, value_name = "DIR", conflicts_with = "seed")]
+    demo: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -54,6 +61,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let text = std::fs::read_to_string(seed)?;
         let n = fake.insert_yaml(&text)?.len();
         eprintln!("seeded {n} objects from {}", seed.display());
+    }
+    if let Some(dir) = &args.demo {
+        let cluster = ClusterBuilder::large(2, 4, 6)
+            .namespace("holdfast-system", &[])
+            .seed(&fake);
+        for node in &cluster.nodes {
+            let layout = kubelet::build(&dir.join("kubelet").join(node), &cluster, node)?;
+            for v in layout.volumes.iter().filter(|v| !v.block) {
+                std::fs::create_dir_all(v.path.join("data"))?;
+                std::fs::write(
+                    v.path.join("data/hello.txt"),
+                    format!("volume {}/{} on {node}\n", v.namespace, v.claim),
+                )?;
+            }
+        }
+        eprintln!(
+            "seeded a {}-node cluster; kubelet directories under {}",
+            cluster.nodes.len(),
+            dir.join("kubelet").display()
+        );
     }
     if let Some(path) = &args.kubeconfig {
         fake.write_kubeconfig(path)?;
