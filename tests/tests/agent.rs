@@ -61,6 +61,17 @@ impl Env {
         }
     }
 
+    /// One node, one RBD PVC `app/db` mounted by pod `app/db-0`.
+    fn one_volume() -> Env {
+        Env::new(
+            ClusterBuilder::new()
+                .node("node-a")
+                .namespace("app", &[])
+                .rbd_pvc("app", "db", "1Gi", &[])
+                .pod("app", "db-0", "node-a", &["db"]),
+        )
+    }
+
     /// The mounted directory of `claim` in pod `ns/pod`.
     fn mount(&self, ns: &str, pod: &str, claim: &str) -> PathBuf {
         let p = self.cluster.pod(ns, pod).expect("pod");
@@ -466,13 +477,7 @@ fn daemon_backs_up_due_volumes_once_and_skips_them_until_due() {
 /// the next run's results are correct.
 #[test]
 fn killed_agent_leaves_nothing_that_blocks_the_next_run() {
-    let env = Env::new(
-        ClusterBuilder::new()
-            .node("node-a")
-            .namespace("app", &[])
-            .rbd_pvc("app", "db", "1Gi", &[])
-            .pod("app", "db-0", "node-a", &["db"]),
-    );
+    let env = Env::one_volume();
     let mount = env.mount("app", "db-0", "db");
     fill(&mount, 31);
     write_random(&mount.join("big.bin"), 24 << 20, 32);
@@ -512,13 +517,7 @@ fn killed_agent_leaves_nothing_that_blocks_the_next_run() {
 /// 500 a few times delays it.
 #[test]
 fn api_server_down_or_failing() {
-    let env = Env::new(
-        ClusterBuilder::new()
-            .node("node-a")
-            .namespace("app", &[])
-            .rbd_pvc("app", "db", "1Gi", &[])
-            .pod("app", "db-0", "node-a", &["db"]),
-    );
+    let env = Env::one_volume();
     fill(&env.mount("app", "db-0", "db"), 41);
     // 500 (kube's client itself retries 503 and 429 for minutes, which looks like a hang).
     env.fake.faults().fail_next(10_000, 500);
@@ -574,13 +573,7 @@ fn missing_subpath_fails_only_its_volume() {
 /// A Lease held by an agent that died blocks the volume only until it expires.
 #[test]
 fn lease_of_a_dead_agent_blocks_only_until_it_expires() {
-    let env = Env::new(
-        ClusterBuilder::new()
-            .node("node-a")
-            .namespace("app", &[])
-            .rbd_pvc("app", "db", "1Gi", &[])
-            .pod("app", "db-0", "node-a", &["db"]),
-    );
+    let env = Env::one_volume();
     fill(&env.mount("app", "db-0", "db"), 61);
     let name = holdfast_agent::lease::volume_lease_name("app/db");
     let lease = |renewed: &str| {
@@ -618,13 +611,7 @@ fn lease_of_a_dead_agent_blocks_only_until_it_expires() {
 /// A kubelet directory that is not the node's fails at once, naming the flag.
 #[test]
 fn wrong_kubelet_dir_is_a_clear_error() {
-    let env = Env::new(
-        ClusterBuilder::new()
-            .node("node-a")
-            .namespace("app", &[])
-            .rbd_pvc("app", "db", "1Gi", &[])
-            .pod("app", "db-0", "node-a", &["db"]),
-    );
+    let env = Env::one_volume();
     // A kubelet directory of another machine: a pods/ directory without these pods.
     let empty = env.dir.path().join("kubelet").join("elsewhere");
     std::fs::create_dir_all(empty.join("pods")).unwrap();
@@ -758,4 +745,30 @@ mod cephfs {
         );
         drop(mounts);
     }
+}
+
+/// Settings that are missing are usage errors (exit 2) that say what to set, before anything
+/// is contacted.
+#[test]
+fn missing_settings_are_usage_errors() {
+    let env = Env::one_volume();
+    let mut c = env.agent("node-a", &["--once"]);
+    c.env_remove("NODE_NAME");
+    let run = run_command(c, COMMAND_TIMEOUT);
+    run.assert_code(code::USAGE);
+    run.assert_stderr_contains("NODE_NAME");
+
+    let mut c = env.agent("node-a", &["--once"]);
+    c.env("POD_NAMESPACE", "nowhere");
+    let run = run_command(c, COMMAND_TIMEOUT);
+    run.assert_code(code::USAGE);
+    run.assert_stderr_contains("\"nowhere\"");
+
+    let cfg = env.dir.path().join("agent.yaml");
+    write_file(&cfg, b"concurency: 2\n");
+    let mut c = env.agent("node-a", &["--once"]);
+    c.env("HOLDFAST_AGENT_CONFIG", &cfg);
+    let run = run_command(c, COMMAND_TIMEOUT);
+    run.assert_code(code::USAGE);
+    run.assert_stderr_contains("concurency");
 }

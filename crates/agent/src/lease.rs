@@ -79,6 +79,19 @@ fn is_free(lease: &Lease, me: &str, at: Timestamp) -> bool {
     renewed.0 + dur < at
 }
 
+/// The outcome of a create or replace that takes a Lease: taken, lost to another writer
+/// (409: `None`, read again), or failed.
+fn taken(name: &str, written: Result<Lease, kube::Error>) -> Result<Option<Claim>, kube::Error> {
+    match written {
+        Ok(lease) => Ok(Some(Claim::Acquired(Box::new(Held {
+            name: name.to_string(),
+            lease,
+        })))),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn holder_of(lease: &Lease) -> String {
     lease
         .spec
@@ -131,15 +144,9 @@ impl Leases {
                             ..Default::default()
                         }),
                     };
-                    match self.api.create(&PostParams::default(), &lease).await {
-                        Ok(l) => {
-                            return Ok(Claim::Acquired(Box::new(Held {
-                                name: name.to_string(),
-                                lease: l,
-                            })))
-                        }
-                        Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                        Err(e) => return Err(e),
+                    let written = self.api.create(&PostParams::default(), &lease).await;
+                    if let Some(claim) = taken(name, written)? {
+                        return Ok(claim);
                     }
                 }
                 Some(mut lease) => {
@@ -164,15 +171,9 @@ impl Leases {
                     for (k, v) in annotations {
                         anns.entry(k.clone()).or_insert_with(|| v.clone());
                     }
-                    match self.api.replace(name, &PostParams::default(), &lease).await {
-                        Ok(l) => {
-                            return Ok(Claim::Acquired(Box::new(Held {
-                                name: name.to_string(),
-                                lease: l,
-                            })))
-                        }
-                        Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                        Err(e) => return Err(e),
+                    let written = self.api.replace(name, &PostParams::default(), &lease).await;
+                    if let Some(claim) = taken(name, written)? {
+                        return Ok(claim);
                     }
                 }
             }

@@ -111,7 +111,11 @@ impl Agent {
             .map_err(|e| AgentError::Usage(format!("repository open task failed: {e}")))??;
         // The Leases' namespace must exist: say so now, not once per volume.
         let ns_api = Api::<Namespace>::all(client.clone());
-        match kube_api::retry("read the agent's namespace", || ns_api.get_opt(&s.lease_namespace)).await? {
+        match kube_api::retry("read the agent's namespace", || {
+            ns_api.get_opt(&s.lease_namespace)
+        })
+        .await?
+        {
             Some(_) => {}
             None => {
                 return Err(AgentError::Usage(format!(

@@ -276,6 +276,18 @@ impl Selectors {
         })
     }
 
+    /// The selectors of a request's `labelSelector` and `fieldSelector` query parameters.
+    pub(crate) fn from_query(
+        q: &std::collections::HashMap<String, String>,
+        res: &ResourceType,
+    ) -> Result<Selectors, ApiError> {
+        Self::parse(
+            q.get("labelSelector").map(String::as_str),
+            q.get("fieldSelector").map(String::as_str),
+            res,
+        )
+    }
+
     pub(crate) fn matches(&self, obj: &Value) -> bool {
         self.labels.matches(obj) && self.fields.matches(obj)
     }

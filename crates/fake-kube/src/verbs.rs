@@ -149,11 +149,7 @@ pub(crate) fn list(
     ns: Option<&str>,
     q: &Query,
 ) -> Result<Value, ApiError> {
-    let sel = Selectors::parse(
-        q.get("labelSelector").map(String::as_str),
-        q.get("fieldSelector").map(String::as_str),
-        res,
-    )?;
+    let sel = Selectors::from_query(q, res)?;
     let limit: usize = match q.get("limit") {
         None => 0,
         Some(l) => l
@@ -673,11 +669,7 @@ pub(crate) fn delete_collection(
     ns: Option<&str>,
     q: &Query,
 ) -> Result<Value, ApiError> {
-    let sel = Selectors::parse(
-        q.get("labelSelector").map(String::as_str),
-        q.get("fieldSelector").map(String::as_str),
-        res,
-    )?;
+    let sel = Selectors::from_query(q, res)?;
     let mut st = sh.lock();
     let victims: Vec<(String, String)> = st
         .list(res, ns)

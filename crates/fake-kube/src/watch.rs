@@ -80,11 +80,7 @@ pub(crate) fn start(
     ns: Option<String>,
     q: &Query,
 ) -> Result<Response, ApiError> {
-    let sel = Selectors::parse(
-        q.get("labelSelector").map(String::as_str),
-        q.get("fieldSelector").map(String::as_str),
-        &res,
-    )?;
+    let sel = Selectors::from_query(q, &res)?;
     let timeout = match q.get("timeoutSeconds") {
         None => Duration::from_secs(1800),
         Some(t) => Duration::from_secs(t.parse().map_err(|_| {
