@@ -354,7 +354,11 @@ const DAEMON_SET_COMMENT: &str = "\
 #   incremental backup would otherwise download again; it holds only encrypted repository
 #   files. S3 packs are staged in /tmp (an emptyDir: the root filesystem is read-only).
 # - No CPU limit: throttling a backup only stretches it while the node is idle; the agent
-#   runs at nice 10 and IO class idle, so workloads come first. Memory is limited.
+#   runs at nice 10 and IO class idle, so workloads come first. Memory is limited to
+#   512Mi: measured enough for large files of any size and up to about 2 million small
+#   files per volume (the idle agent holds about 67 MiB). Raise it to 1Gi for more small
+#   files, a repository past about 5 million blobs (every backup loads its whole index,
+#   32 bytes per blob) or concurrency above 1. See BENCHMARKS.md, \"Agent (issue 10)\".
 # - The ConfigMap is mounted at /etc/holdfast and the Secret inside it at
 #   /etc/holdfast/secret (the kubelet creates the mount point; Kubernetes >= 1.10). The
 #   Secret volume holds only the key `password`, mode 0400 (defaultMode 256).
