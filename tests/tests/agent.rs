@@ -654,16 +654,9 @@ fn manifests_are_printed() {
 
 /// RFC 3339 with microseconds, `offset_s` from now (a Lease's MicroTime).
 fn chrono_like_now(offset_s: i64) -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        + offset_s;
-    let out = Command::new("date")
-        .args(["-u", "-d", &format!("@{t}"), "+%Y-%m-%dT%H:%M:%S.000000Z"])
-        .output()
-        .expect("date");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    let t = Timestamp::now() + SignedDuration::from_secs(offset_s);
+    t.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()
 }
 
 /// The agent on a real CephFS: the volume's directory is a bind mount of a subvolume-shaped

@@ -13,7 +13,6 @@ use holdfast_engine::open::{CacheChoice, OpenOptions};
 use holdfast_engine::prune::{self, PruneOptions, PruneReport};
 use holdfast_engine::retention::{GroupBy, Policy};
 use holdfast_repo::repository::{Repository, SnapshotFilter};
-use holdfast_repo::Id;
 
 use crate::error::{AgentError, Result};
 
@@ -262,10 +261,5 @@ impl Repo {
             &opts,
             &CheckProgress::default(),
         )?)
-    }
-
-    /// Short hex of an ID, for messages.
-    pub fn short(id: &Id) -> String {
-        id.short()
     }
 }

@@ -148,7 +148,7 @@ impl Agent {
     }
 
     /// Runs a blocking repository operation off the async threads.
-    async fn blocking<T: Send + 'static>(
+    pub(crate) async fn with_repo<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Repo) -> Result<T> + Send + 'static,
     ) -> Result<T> {
@@ -161,7 +161,7 @@ impl Agent {
     /// The newest snapshot time of each volume, ns.
     async fn newest(&self) -> Result<HashMap<String, i64>> {
         let cluster = self.s.cluster.clone();
-        self.blocking(move |r| r.newest_by_volume(&cluster)).await
+        self.with_repo(move |r| r.newest_by_volume(&cluster)).await
     }
 
     /// Decides what to do with each volume on this node: results for those not backed up
@@ -332,7 +332,7 @@ impl Agent {
         });
         tracing::info!(volume = %key, pv = %v.pv, mount = %p.job.mount.display(), "backing up");
         let job = p.job.clone();
-        let outcome = self.blocking(move |r| r.backup_volume(&job)).await;
+        let outcome = self.with_repo(move |r| r.backup_volume(&job)).await;
         renewer.abort();
         self.leases.release(held).await;
         let mut r = result(s, v, Status::Succeeded, String::new(), t0, started_s);
@@ -381,16 +381,27 @@ impl Agent {
             _ => return,
         };
         let Some(v) = v else { return };
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("PersistentVolumeClaim".into()),
-            name: Some(v.pvc.clone()),
-            namespace: Some(v.namespace.clone()),
-            uid: v.pvc_uid.clone(),
-            ..Default::default()
-        };
-        let mut note = r.reason.clone();
-        note.truncate(1000);
+        let reference = pvc_reference(&v.namespace, &v.pvc, v.pvc_uid.clone());
+        self.publish(&reference, type_, reason, r.reason.clone())
+            .await;
+    }
+
+    /// Records an Event about `reference` (its note cut to the 1 kB the API allows); a
+    /// failure is logged: Events are reports, never the reason a backup fails.
+    async fn publish(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        mut note: String,
+    ) {
+        if note.len() > 1000 {
+            let mut cut = 1000;
+            while !note.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            note.truncate(cut);
+        }
         let ev = Event {
             type_,
             reason: reason.into(),
@@ -398,8 +409,8 @@ impl Agent {
             action: "Backup".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &reference).await {
-            tracing::warn!(volume = %r.key(), error = %e, "cannot record the Event");
+        if let Err(e) = self.recorder.publish(&ev, reference).await {
+            tracing::warn!(object = ?reference.name, error = %e, "cannot record the Event");
         }
     }
 
@@ -467,16 +478,16 @@ impl Agent {
         let pvs = cache::<PersistentVolume>(Api::all(self.client.clone()), Default::default());
         let nss = cache::<Namespace>(Api::all(self.client.clone()), Default::default());
         for (what, r) in [
-            ("pods", pods.0.clone().wait_until_ready().await.is_ok()),
+            ("pods", pods.clone().wait_until_ready().await.is_ok()),
             (
                 "persistentvolumeclaims",
-                pvcs.0.clone().wait_until_ready().await.is_ok(),
+                pvcs.clone().wait_until_ready().await.is_ok(),
             ),
             (
                 "persistentvolumes",
-                pvs.0.clone().wait_until_ready().await.is_ok(),
+                pvs.clone().wait_until_ready().await.is_ok(),
             ),
-            ("namespaces", nss.0.clone().wait_until_ready().await.is_ok()),
+            ("namespaces", nss.clone().wait_until_ready().await.is_ok()),
         ] {
             if !r {
                 return Err(AgentError::Usage(format!(
@@ -485,7 +496,7 @@ impl Agent {
             }
         }
         // A wrong --kubelet-dir is a setup error: fail at start, not once a round.
-        let node_pods: Vec<Pod> = pods.0.state().iter().map(|p| (**p).clone()).collect();
+        let node_pods: Vec<Pod> = pods.state().iter().map(|p| (**p).clone()).collect();
         let found = discovery::volumes_on_node(&self.s.node, &node_pods, &[], &[], &[]);
         kubelet::check_dir(&self.s.kubelet_dir, &found.pod_uids).map_err(AgentError::KubeletDir)?;
         tracing::info!(node = %self.s.node, cluster = %self.s.cluster, "agent started");
@@ -509,10 +520,10 @@ impl Agent {
                 }
             }
             let inv = Inventory {
-                pods: pods.0.state().iter().map(|p| (**p).clone()).collect(),
-                pvcs: pvcs.0.state().iter().map(|p| (**p).clone()).collect(),
-                pvs: pvs.0.state().iter().map(|p| (**p).clone()).collect(),
-                namespaces: nss.0.state().iter().map(|p| (**p).clone()).collect(),
+                pods: pods.state().iter().map(|p| (**p).clone()).collect(),
+                pvcs: pvcs.state().iter().map(|p| (**p).clone()).collect(),
+                pvs: pvs.state().iter().map(|p| (**p).clone()).collect(),
+                namespaces: nss.state().iter().map(|p| (**p).clone()).collect(),
             };
             let newest = match self.newest().await {
                 Ok(n) => n,
@@ -582,39 +593,32 @@ impl Agent {
         &self.leases
     }
 
-    /// Runs a blocking repository operation (for maintenance).
-    pub(crate) async fn with_repo<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Repo) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        self.blocking(f).await
-    }
-
     /// Reports a Warning Event on a PVC (maintenance's findings).
     pub(crate) async fn warn_pvc(&self, pvc: &PersistentVolumeClaim, reason: &str, note: String) {
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("PersistentVolumeClaim".into()),
-            name: pvc.metadata.name.clone(),
-            namespace: pvc.metadata.namespace.clone(),
-            uid: pvc.metadata.uid.clone(),
-            ..Default::default()
-        };
-        let ev = Event {
-            type_: EventType::Warning,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Backup".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &reference).await {
-            tracing::warn!(error = %e, "cannot record the Event");
-        }
+        let reference = pvc_reference(
+            pvc.metadata.namespace.as_deref().unwrap_or_default(),
+            pvc.metadata.name.as_deref().unwrap_or_default(),
+            pvc.metadata.uid.clone(),
+        );
+        self.publish(&reference, EventType::Warning, reason, note)
+            .await;
+    }
+}
+
+/// A reference to a PVC, for Events about it.
+fn pvc_reference(namespace: &str, name: &str, uid: Option<String>) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("PersistentVolumeClaim".into()),
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+        uid,
+        ..Default::default()
     }
 }
 
 /// A watch cache of `api` (the stream is driven by a task of its own, with backoff).
-fn cache<K>(api: Api<K>, cfg: watcher::Config) -> (reflector::Store<K>,)
+fn cache<K>(api: Api<K>, cfg: watcher::Config) -> reflector::Store<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -636,7 +640,7 @@ where
             }
         }
     });
-    (reader,)
+    reader
 }
 
 /// Resolves when the process is asked to stop.
