@@ -21,6 +21,40 @@ pub struct AgentArgs {
 pub enum AgentAction {
     /// Print the install manifests (Namespace, RBAC, ConfigMap, DaemonSet) as YAML.
     Manifests(ManifestArgs),
+    /// Restore a volume's snapshot into a PVC (new, the same, or one folder of it), on this
+    /// agent's node: `kubectl exec -n holdfast-system <agent pod> -- holdfast agent restore ...`.
+    Restore(RestoreArgs),
+}
+
+/// Options of `holdfast agent restore`.
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// Namespace of the backed-up PVC (and of the target).
+    #[arg(long, short = 'n')]
+    pub namespace: String,
+    /// The backed-up PVC.
+    #[arg(long)]
+    pub pvc: String,
+    /// Snapshot ID (or unique prefix) of that PVC, or `latest`.
+    #[arg(long, default_value = "latest", value_name = "ID")]
+    pub snapshot: String,
+    /// Restore into this PVC (created when it does not exist) instead of the backed-up one.
+    #[arg(long, value_name = "PVC")]
+    pub to: Option<String>,
+    /// Size of a PVC created by the restore (default: the source's, else the data's plus a
+    /// quarter).
+    #[arg(long, value_name = "QUANTITY")]
+    pub size: Option<String>,
+    /// StorageClass of a PVC created by the restore (default: the source's): restoring
+    /// with another class migrates a volume.
+    #[arg(long, value_name = "CLASS")]
+    pub storage_class: Option<String>,
+    /// Restore only this folder or file of the volume, into the same place in the target.
+    #[arg(long, value_name = "SUBPATH")]
+    pub path: Option<String>,
+    /// Restore into a PVC that running pods use.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// How log lines are written.

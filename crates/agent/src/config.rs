@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
+use crate::selection::SnapshotSource;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +30,8 @@ pub struct AgentConfig {
     pub limit_download_kib: u64,
     /// Cluster-wide maintenance done by one elected agent.
     pub maintenance: Maintenance,
+    /// Point-in-time reads from CSI VolumeSnapshots.
+    pub snapshots: Snapshots,
     /// How long a volume's or the maintenance Lease lasts without renewal, seconds.
     pub lease_seconds: u32,
 }
@@ -44,6 +47,7 @@ impl Default for AgentConfig {
             limit_upload_kib: 0,
             limit_download_kib: 0,
             maintenance: Maintenance::default(),
+            snapshots: Snapshots::default(),
             lease_seconds: 120,
         }
     }
@@ -59,6 +63,10 @@ pub struct VolumeDefaults {
     pub keep: String,
     /// Globs left out of every volume's backup.
     pub exclude: Vec<String>,
+    /// Where volumes are read from (`auto`: a CSI VolumeSnapshot where possible, else the
+    /// live mount; `csi`, `live`, `cephfs-snapdir`), as the `holdfast.io/snapshot-source`
+    /// annotation.
+    pub snapshot_source: SnapshotSource,
 }
 
 impl Default for VolumeDefaults {
@@ -67,6 +75,35 @@ impl Default for VolumeDefaults {
             schedule: "@daily".into(),
             keep: "daily=14".into(),
             exclude: Vec::new(),
+            snapshot_source: SnapshotSource::Auto,
+        }
+    }
+}
+
+/// How volumes are read from CSI VolumeSnapshots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Snapshots {
+    /// Seconds a VolumeSnapshot may take to become ready to use.
+    pub ready_timeout_seconds: u64,
+    /// Seconds the PVC made from it may take to be bound.
+    pub bind_timeout_seconds: u64,
+    /// Seconds the pause pod that mounts it may take to run.
+    pub pod_timeout_seconds: u64,
+    /// Image of the pause pod (it only holds the volume mounted).
+    pub pause_image: String,
+    /// Back up PVCs that no pod mounts, from snapshots (by one agent per round).
+    pub unmounted: bool,
+}
+
+impl Default for Snapshots {
+    fn default() -> Self {
+        Snapshots {
+            ready_timeout_seconds: 600,
+            bind_timeout_seconds: 300,
+            pod_timeout_seconds: 300,
+            pause_image: crate::expose::PAUSE_IMAGE.into(),
+            unmounted: true,
         }
     }
 }
@@ -151,6 +188,11 @@ impl AgentConfig {
         };
         if cfg.concurrency == 0 {
             return Err("concurrency must be at least 1".into());
+        }
+        let t = &cfg.snapshots;
+        if t.ready_timeout_seconds == 0 || t.bind_timeout_seconds == 0 || t.pod_timeout_seconds == 0
+        {
+            return Err("snapshots: timeouts must be at least 1 second".into());
         }
         if cfg.lease_seconds < 15 {
             return Err("leaseSeconds must be at least 15".into());

@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod};
 use serde::Serialize;
 
+use crate::temporary;
+
 /// A pod that uses a volume on this node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PodRef {
@@ -22,7 +24,7 @@ pub struct PodRef {
 pub enum VolumeMode {
     /// Mounted as a directory.
     Filesystem,
-    /// Attached as a device (`volumeDevices`): not backed up yet.
+    /// Attached as a device (`volumeDevices`): backed up as one image file.
     Block,
 }
 
@@ -45,6 +47,8 @@ pub struct Volume {
     pub mode: VolumeMode,
     /// Access modes of the PVC (`ReadWriteOnce`, `ReadWriteMany`, ...).
     pub access_modes: Vec<String>,
+    /// Its size (`status.capacity.storage`, else the request), as a quantity (`10Gi`).
+    pub capacity: Option<String>,
     /// The pods on this node that use it (oldest first, by name when equal).
     pub pods: Vec<PodRef>,
     /// The PVC's annotations.
@@ -155,6 +159,9 @@ pub fn volumes_on_node(
                 unusable.insert(skey, "the PVC does not exist".into());
                 continue;
             };
+            if temporary::is_temporary(&pvc.metadata) {
+                continue; // the agent's own snapshot or restore volume
+            }
             let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
             let pv_name = pvc.spec.as_ref().and_then(|s| s.volume_name.as_deref());
             let (Some("Bound"), Some(pv_name)) = (phase, pv_name) else {
@@ -165,32 +172,9 @@ pub fn volumes_on_node(
                 unusable.insert(skey, format!("its PV {pv_name} does not exist"));
                 continue;
             };
-            let pv_spec = pv.spec.as_ref();
-            let mode = match pv_spec.and_then(|s| s.volume_mode.as_deref()) {
-                Some("Block") => VolumeMode::Block,
-                _ => VolumeMode::Filesystem,
-            };
-            let entry = by_key.entry(key).or_insert_with(|| Volume {
-                namespace: ns.to_string(),
-                pvc: claim.claim_name.clone(),
-                pvc_uid: pvc.metadata.uid.clone(),
-                pv: pv_name.to_string(),
-                storage_class: pv_spec
-                    .and_then(|s| s.storage_class_name.clone())
-                    .or_else(|| pvc.spec.as_ref().and_then(|s| s.storage_class_name.clone())),
-                driver: pv_spec
-                    .and_then(|s| s.csi.as_ref())
-                    .map(|c| c.driver.clone()),
-                mode,
-                access_modes: pvc
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.access_modes.clone())
-                    .unwrap_or_default(),
-                pods: Vec::new(),
-                pvc_annotations: pvc.metadata.annotations.clone().unwrap_or_default(),
-                namespace_annotations: ns_ann.get(ns).map(|a| (*a).clone()).unwrap_or_default(),
-            });
+            let entry = by_key
+                .entry(key)
+                .or_insert_with(|| volume_of(pvc, pv, ns_ann.get(ns).copied()));
             if !entry.pods.iter().any(|p| p.uid == uid) {
                 entry.pods.push(PodRef {
                     name: name.to_string(),
@@ -207,8 +191,100 @@ pub fn volumes_on_node(
     found
 }
 
-/// PVCs that no active pod mounts, anywhere (`pods` must be every pod of the cluster):
-/// this agent reads live mounts only, so they are reported, not backed up.
+/// The [`Volume`] of a bound PVC and its PV (no pods yet).
+fn volume_of(
+    pvc: &PersistentVolumeClaim,
+    pv: &PersistentVolume,
+    ns_annotations: Option<&BTreeMap<String, String>>,
+) -> Volume {
+    let pv_spec = pv.spec.as_ref();
+    let pvc_spec = pvc.spec.as_ref();
+    let mode = match pv_spec.and_then(|s| s.volume_mode.as_deref()) {
+        Some("Block") => VolumeMode::Block,
+        _ => VolumeMode::Filesystem,
+    };
+    let capacity = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("storage"))
+        .or_else(|| {
+            pvc_spec
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage"))
+        })
+        .map(|q| q.0.clone());
+    Volume {
+        namespace: pvc.metadata.namespace.clone().unwrap_or_default(),
+        pvc: pvc.metadata.name.clone().unwrap_or_default(),
+        pvc_uid: pvc.metadata.uid.clone(),
+        pv: pv.metadata.name.clone().unwrap_or_default(),
+        storage_class: pv_spec
+            .and_then(|s| s.storage_class_name.clone())
+            .or_else(|| pvc_spec.and_then(|s| s.storage_class_name.clone())),
+        driver: pv_spec
+            .and_then(|s| s.csi.as_ref())
+            .map(|c| c.driver.clone()),
+        mode,
+        access_modes: pvc_spec
+            .and_then(|s| s.access_modes.clone())
+            .unwrap_or_default(),
+        capacity,
+        pods: Vec::new(),
+        pvc_annotations: pvc.metadata.annotations.clone().unwrap_or_default(),
+        namespace_annotations: ns_annotations.cloned().unwrap_or_default(),
+    }
+}
+
+/// Bound PVCs that no active pod mounts, anywhere (`pods` must be every pod of the
+/// cluster), as volumes without pods: backed up from a VolumeSnapshot where the driver
+/// has one. The agent's own temporary PVCs are left out.
+pub fn unmounted_volumes(
+    pods: &[Pod],
+    pvcs: &[PersistentVolumeClaim],
+    pvs: &[PersistentVolume],
+    namespaces: &[Namespace],
+) -> Vec<Volume> {
+    let unmounted_keys = unmounted(pods, pvcs);
+    let pv_by_name: HashMap<&str, &PersistentVolume> = pvs
+        .iter()
+        .filter_map(|v| Some((v.metadata.name.as_deref()?, v)))
+        .collect();
+    let mut out = Vec::new();
+    for c in pvcs {
+        let key = format!(
+            "{}/{}",
+            c.metadata.namespace.as_deref().unwrap_or_default(),
+            c.metadata.name.as_deref().unwrap_or_default()
+        );
+        if unmounted_keys.binary_search(&key).is_err() || temporary::is_temporary(&c.metadata) {
+            continue;
+        }
+        let bound = c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        let Some(pv) = c
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.as_deref())
+            .and_then(|n| pv_by_name.get(n))
+        else {
+            continue;
+        };
+        if !bound || c.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let ns = namespaces
+            .iter()
+            .find(|n| n.metadata.name == c.metadata.namespace)
+            .and_then(|n| n.metadata.annotations.as_ref());
+        out.push(volume_of(c, pv, ns));
+    }
+    out.sort_by_key(Volume::key);
+    out
+}
+
+/// PVCs that no active pod mounts, anywhere (`pods` must be every pod of the cluster),
+/// sorted; the agent's own temporary PVCs are left out.
 pub fn unmounted(pods: &[Pod], pvcs: &[PersistentVolumeClaim]) -> Vec<String> {
     let mut used = std::collections::HashSet::new();
     for p in pods.iter().filter(|p| is_active(p)) {
@@ -221,6 +297,7 @@ pub fn unmounted(pods: &[Pod], pvcs: &[PersistentVolumeClaim]) -> Vec<String> {
     }
     let mut out: Vec<String> = pvcs
         .iter()
+        .filter(|c| !temporary::is_temporary(&c.metadata))
         .filter_map(|c| {
             Some(format!(
                 "{}/{}",

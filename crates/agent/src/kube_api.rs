@@ -105,3 +105,13 @@ pub async fn inventory(client: &Client, node: Option<&str>) -> Result<Inventory>
         namespaces,
     })
 }
+
+/// Every pod of the cluster (for PVCs that no pod mounts).
+pub async fn all_pods(client: &Client) -> Result<Vec<Pod>> {
+    list_all(
+        Api::<Pod>::all(client.clone()),
+        ListParams::default(),
+        "list pods",
+    )
+    .await
+}

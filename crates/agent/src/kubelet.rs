@@ -31,35 +31,67 @@ pub enum LocateError {
         /// What matched.
         found: Vec<String>,
     },
-    /// A block volume: attached as a device, not backed up yet.
-    #[error("PV {pv} is a block volume (volumeMode: Block); block volumes are not backed up yet")]
-    Block {
-        /// The PV.
-        pv: String,
-    },
 }
 
-/// The directory holding `volume`'s files, from the first of its pods that has it mounted.
-pub fn locate(kubelet_dir: &Path, volume: &Volume) -> Result<PathBuf, LocateError> {
-    if volume.mode == VolumeMode::Block {
-        return Err(LocateError::Block {
-            pv: volume.pv.clone(),
-        });
+/// Where a volume is on this node: the directory with its files, or its block device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Located {
+    /// A filesystem volume's mounted directory.
+    Dir(PathBuf),
+    /// A block volume's device (`volumeDevices/<plugin>/<pv>`).
+    Device(PathBuf),
+}
+
+impl Located {
+    /// The path, whichever it is.
+    pub fn path(&self) -> &Path {
+        match self {
+            Located::Dir(p) | Located::Device(p) => p,
+        }
     }
+}
+
+/// Where `volume` is, from the first of its pods that has it.
+pub fn locate(kubelet_dir: &Path, volume: &Volume) -> Result<Located, LocateError> {
+    let uids: Vec<String> = volume.pods.iter().map(|p| p.uid.clone()).collect();
+    locate_pv(kubelet_dir, &volume.pv, &uids, volume.mode)
+}
+
+/// Where PV `pv` is in the first of the pods `pod_uids` that has it: `volumes/<plugin>/<pv>`
+/// (with `mount/` for CSI) for filesystem volumes, `volumeDevices/<plugin>/<pv>` for block.
+pub fn locate_pv(
+    kubelet_dir: &Path,
+    pv: &str,
+    pod_uids: &[String],
+    mode: VolumeMode,
+) -> Result<Located, LocateError> {
     let pods_dir = kubelet_dir.join("pods");
-    for pod in &volume.pods {
-        let vols = pods_dir.join(&pod.uid).join("volumes");
+    let sub = match mode {
+        VolumeMode::Filesystem => "volumes",
+        VolumeMode::Block => "volumeDevices",
+    };
+    for uid in pod_uids {
+        let vols = pods_dir.join(uid).join(sub);
         let Ok(plugins) = std::fs::read_dir(&vols) else {
             continue;
         };
         let mut found = Vec::new();
         for plugin in plugins.flatten() {
-            let dir = plugin.path().join(&volume.pv);
-            let csi_mount = dir.join("mount");
-            if csi_mount.is_dir() {
-                found.push(csi_mount);
-            } else if dir.is_dir() && !dir.join("vol_data.json").exists() {
-                found.push(dir);
+            let at = plugin.path().join(pv);
+            match mode {
+                VolumeMode::Block => {
+                    if at.exists() && !at.is_dir() {
+                        found.push(Located::Device(at));
+                    }
+                }
+                VolumeMode::Filesystem => {
+                    let csi_mount = at.join("mount");
+                    if csi_mount.is_dir() {
+                        found.push(Located::Dir(csi_mount));
+                    } else if at.is_dir() && !at.join("vol_data.json").exists() {
+                        found.push(Located::Dir(at));
+                    }
+                }
             }
         }
         match found.len() {
@@ -67,22 +99,20 @@ pub fn locate(kubelet_dir: &Path, volume: &Volume) -> Result<PathBuf, LocateErro
             1 => return Ok(found.remove(0)),
             _ => {
                 return Err(LocateError::Ambiguous {
-                    pv: volume.pv.clone(),
+                    pv: pv.to_string(),
                     dir: vols.display().to_string(),
-                    found: found.iter().map(|p| p.display().to_string()).collect(),
+                    found: found
+                        .iter()
+                        .map(|p| p.path().display().to_string())
+                        .collect(),
                 })
             }
         }
     }
     Err(LocateError::NotMounted {
-        pv: volume.pv.clone(),
+        pv: pv.to_string(),
         dir: pods_dir.display().to_string(),
-        pods: volume
-            .pods
-            .iter()
-            .map(|p| p.uid.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        pods: pod_uids.join(", "),
     })
 }
 
@@ -140,6 +170,7 @@ mod tests {
             driver: None,
             mode,
             access_modes: vec![],
+            capacity: None,
             pods: uids
                 .iter()
                 .map(|u| PodRef {
@@ -165,11 +196,19 @@ mod tests {
         .unwrap();
         // The first pod has no mount (replaced since listed); the second has it.
         let v = vol(VolumeMode::Filesystem, &["u1", "u2"]);
-        assert_eq!(locate(k, &v).unwrap(), csi.join("mount"));
+        assert_eq!(locate(k, &v).unwrap(), Located::Dir(csi.join("mount")));
         let e = locate(k, &vol(VolumeMode::Filesystem, &["u1"])).unwrap_err();
         assert!(matches!(e, LocateError::NotMounted { .. }), "{e}");
+        // A block volume is its device under volumeDevices/, not a directory.
         let e = locate(k, &vol(VolumeMode::Block, &["u2"])).unwrap_err();
-        assert!(e.to_string().contains("not backed up yet"), "{e}");
+        assert!(matches!(e, LocateError::NotMounted { .. }), "{e}");
+        let dev = k.join("pods/u2/volumeDevices/kubernetes.io~csi/pvc-1234");
+        std::fs::create_dir_all(dev.parent().unwrap()).unwrap();
+        std::fs::write(&dev, b"").unwrap();
+        assert_eq!(
+            locate(k, &vol(VolumeMode::Block, &["u2"])).unwrap(),
+            Located::Device(dev)
+        );
         // A CSI volume whose mount/ is gone (unmounted) is not mistaken for its parent.
         std::fs::remove_dir(csi.join("mount")).unwrap();
         assert!(locate(k, &v).is_err());

@@ -12,6 +12,7 @@ pub mod args;
 pub mod config;
 pub mod discovery;
 pub mod error;
+pub mod expose;
 pub mod kube_api;
 pub mod kubelet;
 pub mod lease;
@@ -20,9 +21,13 @@ pub mod manifests;
 pub mod priority;
 pub mod repo;
 pub mod report;
+pub mod restore;
 pub mod runner;
 pub mod schedule;
 pub mod selection;
+pub mod snapdir;
+pub mod snapshot_api;
+pub mod temporary;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,7 +97,7 @@ pub fn settings(args: &AgentArgs, mut repo: RepoSettings) -> Result<Settings> {
     })
 }
 
-fn hostname_of_process() -> Option<String> {
+pub(crate) fn hostname_of_process() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
@@ -120,7 +125,36 @@ pub fn main(args: &AgentArgs, repo: RepoSettings, json: bool) -> Result<i32> {
         .enable_all()
         .build()
         .map_err(|e| AgentError::Usage(format!("cannot start the async runtime: {e}")))?;
+    let restore = match &args.action {
+        Some(AgentAction::Restore(r)) => Some(r.clone()),
+        _ => None,
+    };
     runtime.block_on(async move {
+        if let Some(r) = restore {
+            // A restore runs beside the daemon in the same pod: it must not sweep the
+            // daemon's objects as leftovers.
+            let agent = Agent::connect_with(s, false).await?;
+            let report = restore::run(&agent, &r).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                println!(
+                    "restored snapshot {} (data from {}) into {}{}: {} files, {} directories, {:.1} MiB{}",
+                    &report.snapshot[..8],
+                    report.snapshot_time,
+                    report.target,
+                    if report.path.is_empty() { String::new() } else { format!(" (folder {})", report.path) },
+                    report.files,
+                    report.dirs,
+                    report.bytes as f64 / 1048576.0,
+                    if report.created_pvc { "; the PVC was created" } else { "" }
+                );
+                for w in &report.warnings {
+                    println!("warning: {w}");
+                }
+            }
+            return Ok(if report.warnings.is_empty() { 0 } else { 3 });
+        }
         let agent = Agent::connect(s).await?;
         if once {
             let report = agent.run_once().await?;

@@ -119,8 +119,21 @@ async fn maintain(
         .collect();
     let empty = BTreeMap::new();
 
-    // PVCs no pod mounts: reported, not backed up (reading them needs a snapshot).
+    // PVCs no pod mounts: backed up from snapshots where a class serves their driver (by
+    // the agent holding the unmounted-PVC Lease); the others are reported.
     let unmounted = discovery::unmounted(&inv.pods, &inv.pvcs);
+    let classes = crate::snapshot_api::classes(agent.client()).await?;
+    let driver_of = |pvc: &k8s_openapi::api::core::v1::PersistentVolumeClaim| {
+        let pv = pvc.spec.as_ref()?.volume_name.as_deref()?;
+        inv.pvs
+            .iter()
+            .find(|v| v.metadata.name.as_deref() == Some(pv))?
+            .spec
+            .as_ref()?
+            .csi
+            .as_ref()
+            .map(|c| c.driver.clone())
+    };
     for pvc in &inv.pvcs {
         let (Some(ns), Some(name)) = (&pvc.metadata.namespace, &pvc.metadata.name) else {
             continue;
@@ -137,14 +150,24 @@ async fn maintain(
             &s.config.defaults,
         );
         let Ok(sel) = sel else { continue };
-        if sel.schedule.is_some() && unmounted.contains(&key) {
-            tracing::warn!(volume = %key, "no running pod mounts this PVC: it is not backed up");
+        let from_snapshot = s.config.snapshots.unmounted
+            && sel.source != crate::selection::SnapshotSource::Live
+            && match (&classes, driver_of(pvc)) {
+                (Some(cl), Some(d)) => matches!(
+                    crate::snapshot_api::choose_class(cl, &d, sel.snapshot_class.as_deref()),
+                    Ok(Some(_))
+                ),
+                _ => false,
+            };
+        if sel.schedule.is_some() && unmounted.contains(&key) && !from_snapshot {
+            tracing::warn!(volume = %key, "no running pod mounts this PVC and it cannot be read from a snapshot: it is not backed up");
             agent
                 .warn_pvc(
                     pvc,
                     "NotBackedUp",
-                    "no running pod mounts this PVC, and the agent reads volumes through their \
-                     pods' mounts: it is not backed up"
+                    "no running pod mounts this PVC, and it cannot be read from a VolumeSnapshot \
+                     (no snapshot API, no VolumeSnapshotClass for its driver, or \
+                     snapshots.unmounted is off): it is not backed up"
                         .into(),
                 )
                 .await;

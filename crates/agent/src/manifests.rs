@@ -204,12 +204,27 @@ pub fn render(args: &ManifestArgs) -> Result<String, AgentError> {
     let cluster_role = ClusterRole {
         metadata: meta(NAME, None),
         rules: Some(vec![
-            // Which pods run on this node, which PVCs they mount, and the namespaces'
-            // holdfast.io annotations (schedule, retention, opt-out).
+            // Which pods run on this node, which PVCs they mount; the short-lived PVCs made
+            // from VolumeSnapshots and the pause pods that mount them on the agent's node
+            // (point-in-time reads), and the targets and pods of `agent restore`.
             rule(
                 &[""],
-                &["pods", "persistentvolumeclaims", "namespaces"],
-                &["get", "list", "watch"],
+                &["pods", "persistentvolumeclaims"],
+                &["get", "list", "watch", "create", "delete"],
+            ),
+            // The namespaces' holdfast.io annotations (schedule, retention, opt-out).
+            rule(&[""], &["namespaces"], &["get", "list", "watch"]),
+            // Point-in-time copies: a VolumeSnapshot per backup, deleted after it; the
+            // classes that serve a driver; the content's handle and creation time.
+            rule(
+                &["snapshot.storage.k8s.io"],
+                &["volumesnapshots"],
+                &["get", "list", "create", "delete"],
+            ),
+            rule(
+                &["snapshot.storage.k8s.io"],
+                &["volumesnapshotclasses", "volumesnapshotcontents"],
+                &["get", "list"],
             ),
             // A PVC's volume: its driver, and where the kubelet mounted it.
             rule(&[""], &["persistentvolumes"], &["get", "list", "watch"]),
@@ -315,7 +330,7 @@ pub fn render(args: &ManifestArgs) -> Result<String, AgentError> {
 const NAMESPACE_COMMENT: &str = "\
 # The agents' namespace: their Leases, ConfigMap and Secret live here.
 # Pod Security level `privileged`: the agent mounts the kubelet's pod directory as a
-# hostPath volume and adds the DAC_READ_SEARCH capability, both of which `baseline`
+# hostPath volume and adds the DAC_READ_SEARCH (and restore's) capabilities, which `baseline`
 # (and so `restricted`) forbid. Nothing else should run in this namespace.
 ";
 
@@ -340,12 +355,12 @@ const CONFIG_MAP_COMMENT: &str = "\
 
 const DAEMON_SET_COMMENT: &str = "\
 # One agent per node, backing up the volumes of the pods on that node.
-# - runAsUser 0 with every capability dropped but DAC_READ_SEARCH: reads any file and
-#   directory whatever its owner and mode, and can write none it does not own. FOWNER is
-#   left out: it would let O_NOATIME work on files root does not own, but also lets
-#   chmod/utimes/xattr writes bypass ownership on the volumes; without it the agent falls
-#   back to a plain open (relatime may update atime). SYS_NICE is not needed: lowering
-#   one's own CPU priority (nice 10) and IO class idle need no privilege.
+# - runAsUser 0 with every capability dropped but DAC_READ_SEARCH (read any file and
+#   directory whatever its owner and mode) and, for `holdfast agent restore`, CHOWN,
+#   DAC_OVERRIDE and FOWNER (write the restored files with their owners, modes and times
+#   into a volume whose files belong to the application's user). Drop those three if you
+#   never restore from the agent. SYS_NICE is not needed: lowering one's own CPU priority
+#   (nice 10) and IO class idle need no privilege.
 # - The kubelet's pods directory is mounted read-only at the same path as on the host, so
 #   the paths the kubelet reports need no translation, with HostToContainer propagation so
 #   volumes mounted after the agent started are visible. Note that readOnly is not
@@ -483,7 +498,12 @@ fn daemon_set(args: &ManifestArgs, kubelet_pods: &str, config: &str) -> DaemonSe
             allow_privilege_escalation: Some(false),
             capabilities: Some(Capabilities {
                 drop: Some(strings(&["ALL"])),
-                add: Some(strings(&["DAC_READ_SEARCH"])),
+                add: Some(strings(&[
+                    "DAC_READ_SEARCH",
+                    "CHOWN",
+                    "DAC_OVERRIDE",
+                    "FOWNER",
+                ])),
             }),
             ..SecurityContext::default()
         }),
@@ -720,7 +740,18 @@ mod tests {
                 .collect()
         };
         assert_eq!(verbs_on("", "nodes"), ["get"]);
-        assert_eq!(verbs_on("", "pods"), ["get", "list", "watch"]);
+        assert_eq!(
+            verbs_on("", "pods"),
+            ["get", "list", "watch", "create", "delete"]
+        );
+        assert_eq!(
+            verbs_on("snapshot.storage.k8s.io", "volumesnapshots"),
+            ["get", "list", "create", "delete"]
+        );
+        assert_eq!(
+            verbs_on("snapshot.storage.k8s.io", "volumesnapshotcontents"),
+            ["get", "list"]
+        );
         assert_eq!(verbs_on("", "persistentvolumes"), ["get", "list", "watch"]);
         assert_eq!(verbs_on("", "events"), ["create", "patch"]);
         assert_eq!(verbs_on("events.k8s.io", "events"), ["create", "patch"]);
@@ -729,7 +760,8 @@ mod tests {
             ["get", "list"]
         );
         assert!(verbs_on("coordination.k8s.io", "leases").contains(&"delete".to_string()));
-        // The only writes are Events (cluster-wide) and Leases (the Role, namespaced).
+        // The only cluster-wide writes are Events and the short-lived objects of
+        // point-in-time reads and restores; no update or patch of anyone's objects.
         let cr: ClusterRole = typed(&docs);
         for r in cr.rules.unwrap() {
             let writes = r
@@ -737,7 +769,17 @@ mod tests {
                 .iter()
                 .any(|v| !["get", "list", "watch"].contains(&v.as_str()));
             if writes {
-                assert_eq!(r.resources.as_deref(), Some(&["events".to_string()][..]));
+                let res = r.resources.clone().unwrap_or_default();
+                let ok = res == ["events"]
+                    || res == ["pods", "persistentvolumeclaims"]
+                    || res == ["volumesnapshots"];
+                assert!(ok, "{r:?}");
+                if res != ["events"] {
+                    assert!(
+                        !r.verbs.iter().any(|v| v == "update" || v == "patch"),
+                        "{r:?}"
+                    );
+                }
             }
         }
     }
@@ -810,7 +852,10 @@ mod tests {
         assert_ne!(sc.privileged, Some(true));
         let caps = sc.capabilities.unwrap();
         assert_eq!(caps.drop.unwrap(), ["ALL"]);
-        assert_eq!(caps.add.unwrap(), ["DAC_READ_SEARCH"]);
+        assert_eq!(
+            caps.add.unwrap(),
+            ["DAC_READ_SEARCH", "CHOWN", "DAC_OVERRIDE", "FOWNER"]
+        );
         assert_eq!(pod.host_network, None);
         assert_eq!(pod.host_pid, None);
         assert_eq!(pod.priority_class_name, None);

@@ -45,6 +45,9 @@ pub struct VolumeResult {
     pub status: Status,
     /// Why (for failed and skipped volumes), or a one-line summary.
     pub reason: String,
+    /// How it was read (`live`, `snapshot`), when it was backed up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
     /// The snapshot saved, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
@@ -77,8 +80,12 @@ pub struct RunReport {
     pub node: String,
     /// Every volume considered, by key.
     pub volumes: Vec<VolumeResult>,
-    /// PVCs that no running pod mounts (reported by the maintenance agent).
+    /// PVCs that no running pod mounts and that cannot be read from a snapshot (reported
+    /// by the maintenance agent).
     pub unmounted: Vec<String>,
+    /// Leftovers of an earlier, killed run that this agent deleted at its start.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub swept: Vec<String>,
     /// What maintenance did, if this agent did it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<serde_json::Value>,
@@ -118,6 +125,7 @@ mod tests {
             node: "n".into(),
             status,
             reason: String::new(),
+            method: None,
             snapshot: None,
             parent: None,
             summary: None,

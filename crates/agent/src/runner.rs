@@ -20,13 +20,17 @@ use kube::{Api, Client};
 use crate::config::AgentConfig;
 use crate::discovery::{self, Volume};
 use crate::error::{AgentError, Result};
+use crate::expose::{Exposer, FromSnapshot};
 use crate::kube_api::{self, Inventory};
-use crate::kubelet::{self, LocateError};
+use crate::kubelet::{self, Located};
 use crate::lease::{self, Claim, Leases};
 use crate::maintenance;
-use crate::repo::{Repo, RepoSettings, VolumeJob};
+use crate::repo::{Method, Repo, RepoSettings, VolumeJob};
 use crate::report::{RunReport, Status, VolumeResult};
-use crate::selection;
+use crate::selection::{self, Selection, SnapshotSource};
+use crate::snapdir;
+use crate::snapshot_api::{self, Class, Timeouts};
+use crate::temporary;
 
 /// Everything a run needs to know, resolved from flags, environment and configuration.
 #[derive(Debug, Clone)]
@@ -53,11 +57,38 @@ pub struct Settings {
     pub maintenance: bool,
 }
 
+/// How a planned volume is read.
+enum Read {
+    /// From a directory or device that is there now: a pod's live mount, or a CephFS
+    /// snapshot directory.
+    Direct {
+        /// Where.
+        at: Located,
+        /// Live or snapshot.
+        method: Method,
+        /// The time the data is from, if not the backup's start.
+        time_ns: Option<i64>,
+        /// The storage snapshot, if any.
+        handle: Option<String>,
+    },
+    /// From a new CSI VolumeSnapshot of this class, exposed on this node.
+    Snapshot {
+        /// The VolumeSnapshotClass.
+        class: String,
+    },
+}
+
 /// A volume ready to be backed up.
 struct Planned {
     volume: Volume,
-    job: VolumeJob,
+    selection: Selection,
+    read: Read,
+    /// Why it is read another way than asked (published once per volume).
+    fallback: Option<String>,
 }
+
+/// The Lease of the agent that backs up PVCs no pod mounts (one agent per round).
+pub const UNMOUNTED_LEASE: &str = "holdfast-unmounted";
 
 /// The agent: a client, the open repository, Leases, an Event recorder and the results.
 pub struct Agent {
@@ -66,6 +97,11 @@ pub struct Agent {
     repo: Arc<Repo>,
     leases: Leases,
     recorder: Recorder,
+    exposer: Exposer,
+    /// Volumes already warned about reading live instead of from a snapshot.
+    warned: Mutex<HashSet<String>>,
+    /// Leftovers of an earlier run deleted at the start.
+    swept: Vec<String>,
     /// The newest result per volume (`namespace/pvc`), for metrics and the UI.
     pub results: Arc<Mutex<BTreeMap<String, VolumeResult>>>,
 }
@@ -89,6 +125,7 @@ fn result(
         node: s.node.clone(),
         status,
         reason: reason.into(),
+        method: None,
         snapshot: None,
         parent: None,
         summary: None,
@@ -99,8 +136,14 @@ fn result(
 }
 
 impl Agent {
-    /// Connects to the API server and opens the repository.
+    /// Connects to the API server, opens the repository and deletes what an earlier,
+    /// killed agent on this node left behind.
     pub async fn connect(s: Settings) -> Result<Agent> {
+        Self::connect_with(s, true).await
+    }
+
+    /// [`Agent::connect`]; `sweep`: delete this node's leftovers first.
+    pub async fn connect_with(s: Settings, sweep: bool) -> Result<Agent> {
         let client = Client::try_default().await.map_err(|e| AgentError::Kube {
             what: "connect (in-cluster service account, or KUBECONFIG)".into(),
             source: e,
@@ -137,18 +180,44 @@ impl Agent {
                 instance: Some(s.identity.clone()),
             },
         );
+        let t = &s.config.snapshots;
+        let exposer = Exposer {
+            client: client.clone(),
+            node: s.node.clone(),
+            kubelet_dir: s.kubelet_dir.clone(),
+            owner: s.identity.clone(),
+            pause_image: t.pause_image.clone(),
+            timeouts: Timeouts {
+                ready: Duration::from_secs(t.ready_timeout_seconds),
+                bound: Duration::from_secs(t.bind_timeout_seconds),
+                running: Duration::from_secs(t.pod_timeout_seconds),
+                poll: Duration::from_millis(500),
+            },
+        };
+        // What a killed predecessor on this node left behind goes first: its snapshots and
+        // volumes hold storage, its pods hold mounts.
+        let swept = if sweep {
+            temporary::sweep(&client, &s.node, chrono::Utc::now())
+                .await?
+                .deleted
+        } else {
+            Vec::new()
+        };
         Ok(Agent {
             s,
             client,
             repo: Arc::new(repo),
             leases,
             recorder,
+            exposer,
+            warned: Mutex::default(),
+            swept,
             results: Arc::default(),
         })
     }
 
     /// Runs a blocking repository operation off the async threads.
-    pub(crate) async fn with_repo<T: Send + 'static>(
+    pub async fn with_repo<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Repo) -> Result<T> + Send + 'static,
     ) -> Result<T> {
@@ -172,6 +241,7 @@ impl Agent {
         newest: &HashMap<String, i64>,
         once: bool,
         started_s: i64,
+        classes: Option<&[Class]>,
     ) -> Result<(Vec<VolumeResult>, Vec<Planned>)> {
         let s = &self.s;
         let found =
@@ -180,9 +250,22 @@ impl Agent {
         for u in &found.unusable {
             tracing::warn!(volume = %u.key, reason = %u.reason, "PVC cannot be backed up");
         }
+        Ok(self.plan_volumes(found.volumes, newest, once, started_s, classes))
+    }
+
+    /// Plans `volumes` (mounted here, or mounted nowhere: then only a snapshot can be read).
+    fn plan_volumes(
+        &self,
+        volumes: Vec<Volume>,
+        newest: &HashMap<String, i64>,
+        once: bool,
+        started_s: i64,
+        classes: Option<&[Class]>,
+    ) -> (Vec<VolumeResult>, Vec<Planned>) {
+        let s = &self.s;
         let now = chrono::Utc::now();
         let (mut done, mut planned) = (Vec::new(), Vec::new());
-        for v in found.volumes {
+        for v in volumes {
             let t0 = Instant::now();
             let key = v.key();
             if !s.config.namespaces.allows(&v.namespace) {
@@ -231,30 +314,227 @@ impl Agent {
                     continue;
                 }
             }
-            let mount = match kubelet::locate(&s.kubelet_dir, &v) {
-                Ok(m) => m,
-                Err(e @ LocateError::Block { .. }) => {
-                    done.push(result(s, &v, Status::Skipped, e.to_string(), t0, started_s));
-                    continue;
-                }
-                Err(e) => {
-                    done.push(result(s, &v, Status::Failed, e.to_string(), t0, started_s));
-                    continue;
-                }
-            };
-            let job = VolumeJob {
-                cluster: s.cluster.clone(),
-                namespace: v.namespace.clone(),
-                pvc: v.pvc.clone(),
-                pv: v.pv.clone(),
-                storage_class: v.storage_class.clone(),
-                mount,
-                paths: sel.paths.clone(),
-                exclude: sel.exclude.clone(),
-            };
-            planned.push(Planned { volume: v, job });
+            match self.choose_read(&v, &sel, classes, now) {
+                Ok((read, fallback)) => planned.push(Planned {
+                    volume: v,
+                    selection: sel,
+                    read,
+                    fallback,
+                }),
+                Err((status, why)) => done.push(result(s, &v, status, why, t0, started_s)),
+            }
         }
-        Ok((done, planned))
+        (done, planned)
+    }
+
+    /// How to read a volume: its `holdfast.io/snapshot-source`, what the cluster offers,
+    /// and whether a pod here mounts it. The second value says why a volume is read live
+    /// although a snapshot was asked for.
+    fn choose_read(
+        &self,
+        v: &Volume,
+        sel: &Selection,
+        classes: Option<&[Class]>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(Read, Option<String>), (Status, String)> {
+        let mounted = !v.pods.is_empty();
+        let live = || -> Result<Read, (Status, String)> {
+            match kubelet::locate(&self.s.kubelet_dir, v) {
+                Ok(at) => Ok(Read::Direct {
+                    at,
+                    method: Method::Live,
+                    time_ns: None,
+                    handle: None,
+                }),
+                Err(e) => Err((Status::Failed, e.to_string())),
+            }
+        };
+        let mut why_not = None;
+        if sel.source == SnapshotSource::Live {
+            return if mounted {
+                live().map(|r| (r, None))
+            } else {
+                Err((
+                    Status::Skipped,
+                    "no pod mounts it, and holdfast.io/snapshot-source is live".into(),
+                ))
+            };
+        }
+        if sel.source == SnapshotSource::CephfsSnapdir && mounted {
+            let at = kubelet::locate(&self.s.kubelet_dir, v)
+                .map_err(|e| (Status::Failed, e.to_string()))?;
+            let period = sel.schedule.as_ref().and_then(|s| s.period(now));
+            match snapdir::newest(at.path(), now, period) {
+                Ok(snap) => {
+                    return Ok((
+                        Read::Direct {
+                            at: Located::Dir(snap.path),
+                            method: Method::Snapshot,
+                            time_ns: Some(snap.time.timestamp_nanos_opt().unwrap_or(0)),
+                            handle: Some(format!(".snap/{}", snap.name)),
+                        },
+                        None,
+                    ))
+                }
+                Err(e) => why_not = Some(format!("no usable CephFS snapshot directory: {e}")),
+            }
+        }
+        let class = match (classes, v.driver.as_deref()) {
+            (None, _) => Err(
+                "the cluster has no VolumeSnapshot API (snapshot.storage.k8s.io/v1; \
+                 k3s does not install the snapshot controller)"
+                    .to_string(),
+            ),
+            (_, None) => Err("its PV is not a CSI volume".to_string()),
+            (Some(cl), Some(driver)) => {
+                match snapshot_api::choose_class(cl, driver, sel.snapshot_class.as_deref()) {
+                    Ok(Some(c)) => Ok(c),
+                    Ok(None) => Err(format!("no VolumeSnapshotClass serves its driver {driver}")),
+                    // A class named but wrong is a mistake to fix, not a reason to read live.
+                    Err(e) => return Err((Status::Failed, e)),
+                }
+            }
+        };
+        match class {
+            Ok(class) => Ok((Read::Snapshot { class }, why_not)),
+            Err(e) => {
+                let why = match why_not {
+                    Some(w) => format!("{w}; {e}"),
+                    None => e,
+                };
+                if sel.source == SnapshotSource::Csi {
+                    Err((
+                        Status::Failed,
+                        format!("holdfast.io/snapshot-source is csi but {why}"),
+                    ))
+                } else if !mounted {
+                    Err((
+                        Status::Skipped,
+                        format!("no pod mounts it, and it cannot be read from a snapshot: {why}"),
+                    ))
+                } else {
+                    live().map(|r| (r, Some(format!("read live (not point-in-time): {why}"))))
+                }
+            }
+        }
+    }
+
+    /// The repository job for a volume read from `at`.
+    fn job(
+        &self,
+        v: &Volume,
+        sel: &Selection,
+        at: Located,
+        method: Method,
+        time_ns: Option<i64>,
+        handle: Option<String>,
+    ) -> VolumeJob {
+        VolumeJob {
+            cluster: self.s.cluster.clone(),
+            namespace: v.namespace.clone(),
+            pvc: v.pvc.clone(),
+            pv: v.pv.clone(),
+            storage_class: v.storage_class.clone(),
+            mount: at,
+            method,
+            time_ns,
+            snapshot_handle: handle,
+            paths: sel.paths.clone(),
+            exclude: sel.exclude.clone(),
+        }
+    }
+
+    /// Backs up `v` from a new VolumeSnapshot of `class`: snapshot, wait until ready, a
+    /// PVC from it and a pause pod that mounts it on this node, the backup from the kubelet
+    /// path, then everything deleted again whatever happened.
+    async fn backup_from_snapshot(
+        &self,
+        v: &Volume,
+        sel: &Selection,
+        class: &str,
+    ) -> Result<(holdfast_engine::backup::BackupReport, Vec<String>)> {
+        let run = temporary::run_id();
+        let name = temporary::object_name(&v.pvc, &run);
+        let ns = v.namespace.as_str();
+        let source = v.key();
+        let x = &self.exposer;
+        let outcome = async {
+            snapshot_api::create(
+                &self.client,
+                ns,
+                &v.pvc,
+                &name,
+                class,
+                &self.s.node,
+                &run,
+                &self.s.identity,
+            )
+            .await?;
+            let ready = snapshot_api::wait_ready(&self.client, ns, &name, &x.timeouts).await?;
+            let size = larger_quantity(ready.restore_size.as_deref(), v.capacity.as_deref())
+                .unwrap_or("1Gi")
+                .to_string();
+            // CephFS: a read-only volume from a snapshot is shallow (backed by the snapshot,
+            // no copy); other drivers clone, and the pod mounts the clone read-only.
+            let is_cephfs = v.driver.as_deref().is_some_and(|d| d.contains("cephfs"));
+            x.create_pvc_from_snapshot(&FromSnapshot {
+                namespace: ns,
+                name: &name,
+                snapshot: &name,
+                storage_class: v.storage_class.as_deref(),
+                size: &size,
+                mode: v.mode,
+                access_mode: if is_cephfs {
+                    "ReadOnlyMany"
+                } else {
+                    "ReadWriteOnce"
+                },
+                source: &source,
+                run: &run,
+            })
+            .await?;
+            x.create_pod(
+                ns,
+                &name,
+                &name,
+                v.mode,
+                true,
+                temporary::ROLE_SNAPSHOT_READ,
+                &run,
+                &source,
+            )
+            .await?;
+            let exposed = x.wait_mounted(ns, &name, &name, v.mode).await?;
+            tracing::info!(volume = %source, snapshot = %name, created = %ready.created,
+                at = %exposed.at.path().display(), "reading the volume's snapshot");
+            let job = self.job(
+                v,
+                sel,
+                exposed.at,
+                Method::Snapshot,
+                Some(ready.created.timestamp_nanos_opt().unwrap_or(0)),
+                ready.handle.clone().or(Some(format!("{ns}/{name}"))),
+            );
+            self.with_repo(move |r| r.backup_volume(&job)).await
+        }
+        .await;
+        // Pod, PVC, snapshot: each depends on the next. A failure to delete is reported; the
+        // next start of this agent deletes what is left.
+        let mut cleanup = Vec::new();
+        for (kind, r) in [
+            ("pod", x.delete_pod(ns, &name).await),
+            ("PVC", x.delete_pvc(ns, &name).await),
+            (
+                "VolumeSnapshot",
+                snapshot_api::delete(&self.client, ns, &name).await,
+            ),
+        ] {
+            if let Err(e) = r {
+                tracing::warn!(volume = %source, error = %e, "cannot delete the temporary {kind}");
+                cleanup.push(format!("temporary {kind} {ns}/{name} not deleted: {e}"));
+            }
+        }
+        outcome.map(|rep| (rep, cleanup))
     }
 
     /// One volume's turn: its Lease, a last look at the repository for shared volumes,
@@ -286,7 +566,7 @@ impl Agent {
             }
             Err(e) => return result(s, v, Status::Failed, e.to_string(), t0, started_s),
         };
-        if v.is_shared() {
+        if v.is_shared() || v.pods.is_empty() {
             // Two agents that started together: the second finds the first's snapshot.
             match self.newest().await {
                 Ok(n) if n.get(&key).is_some_and(|t| *t >= run_start_ns) => {
@@ -330,14 +610,32 @@ impl Agent {
                 }
             }
         });
-        tracing::info!(volume = %key, pv = %v.pv, mount = %p.job.mount.display(), "backing up");
-        let job = p.job.clone();
-        let outcome = self.with_repo(move |r| r.backup_volume(&job)).await;
+        let outcome = match p.read {
+            Read::Direct {
+                at,
+                method,
+                time_ns,
+                handle,
+            } => {
+                tracing::info!(volume = %key, pv = %v.pv, at = %at.path().display(), method = method.as_str(), "backing up");
+                let job = self.job(v, &p.selection, at, method, time_ns, handle);
+                self.with_repo(move |r| r.backup_volume(&job))
+                    .await
+                    .map(|rep| (rep, method, Vec::new()))
+            }
+            Read::Snapshot { class } => {
+                tracing::info!(volume = %key, pv = %v.pv, class = %class, "backing up from a VolumeSnapshot");
+                self.backup_from_snapshot(v, &p.selection, &class)
+                    .await
+                    .map(|(rep, cleanup)| (rep, Method::Snapshot, cleanup))
+            }
+        };
         renewer.abort();
         self.leases.release(held).await;
         let mut r = result(s, v, Status::Succeeded, String::new(), t0, started_s);
         match outcome {
-            Ok(rep) => {
+            Ok((rep, method, cleanup)) => {
+                r.method = Some(method.as_str().to_string());
                 let sm = &rep.summary;
                 r.reason = format!(
                     "snapshot {}: {} files new, {} changed, {} unchanged; {} bytes added",
@@ -351,6 +649,7 @@ impl Agent {
                 r.parent = rep.parent.map(|p| p.to_string());
                 r.summary = Some(rep.summary.clone());
                 r.warnings = rep.warnings.clone();
+                r.warnings.extend(cleanup);
             }
             Err(e) => {
                 r.status = Status::Failed;
@@ -414,11 +713,68 @@ impl Agent {
         }
     }
 
+    /// Says once per volume (per process) that it is read live although a point-in-time
+    /// snapshot was wanted, as a Warning Event on its PVC.
+    async fn warn_fallback(&self, p: &Planned) {
+        let Some(why) = &p.fallback else { return };
+        let key = p.volume.key();
+        if !self.warned.lock().expect("warned").insert(key.clone()) {
+            return;
+        }
+        tracing::warn!(volume = %key, "{why}");
+        let v = &p.volume;
+        let reference = pvc_reference(&v.namespace, &v.pvc, v.pvc_uid.clone());
+        self.publish(
+            &reference,
+            EventType::Warning,
+            "SnapshotUnavailable",
+            why.clone(),
+        )
+        .await;
+    }
+
+    /// The cluster's VolumeSnapshotClasses; `None` when the snapshot API is not installed.
+    async fn classes(&self) -> Result<Option<Vec<Class>>> {
+        snapshot_api::classes(&self.client).await
+    }
+
+    /// PVCs that no pod mounts, planned by the one agent that holds [`UNMOUNTED_LEASE`]
+    /// (taken each round, so it moves when its holder goes away); they are read from
+    /// snapshots on this node. `inv`'s pods are not used: every pod is listed here.
+    async fn plan_unmounted(
+        &self,
+        inv: &Inventory,
+        newest: &HashMap<String, i64>,
+        once: bool,
+        started_s: i64,
+        classes: Option<&[Class]>,
+    ) -> Result<(Vec<VolumeResult>, Vec<Planned>, Option<lease::Held>)> {
+        if !self.s.config.snapshots.unmounted || classes.is_none() {
+            return Ok(Default::default());
+        }
+        let anns = BTreeMap::from([(
+            "holdfast.io/role".to_string(),
+            "backs up PVCs that no pod mounts".to_string(),
+        )]);
+        let claim = kube_api::retry("take the Lease for unmounted PVCs", || {
+            self.leases.try_acquire(UNMOUNTED_LEASE, &anns)
+        })
+        .await?;
+        let Claim::Acquired(held) = claim else {
+            return Ok(Default::default());
+        };
+        let pods = kube_api::all_pods(&self.client).await?;
+        let volumes = discovery::unmounted_volumes(&pods, &inv.pvcs, &inv.pvs, &inv.namespaces);
+        let (done, planned) = self.plan_volumes(volumes, newest, once, started_s, classes);
+        Ok((done, planned, Some(*held)))
+    }
+
     /// Backs up the planned volumes, at most `concurrency` at once.
     async fn run_planned(&self, planned: Vec<Planned>, run_start_ns: i64) -> Vec<VolumeResult> {
         let n = self.s.concurrency.max(1);
         futures::stream::iter(planned)
             .map(|p| async move {
+                self.warn_fallback(&p).await;
                 let v = p.volume.clone();
                 let r = self.run_volume(p, run_start_ns).await;
                 self.record(Some(&v), &r).await;
@@ -435,15 +791,26 @@ impl Agent {
         let started_s = now_s();
         let inv = kube_api::inventory(&self.client, Some(&self.s.node)).await?;
         let newest = HashMap::new();
-        let (mut done, planned) = self.plan(&inv, &newest, true, started_s)?;
+        let classes = self.classes().await?;
+        let (mut done, mut planned) =
+            self.plan(&inv, &newest, true, started_s, classes.as_deref())?;
+        let (more_done, more, unmounted_lease) = self
+            .plan_unmounted(&inv, &newest, true, started_s, classes.as_deref())
+            .await?;
+        done.extend(more_done);
+        planned.extend(more);
         for r in &done {
             self.record(None, r).await;
         }
         done.extend(self.run_planned(planned, run_start_ns).await);
         done.sort_by_key(|r| r.key());
+        if let Some(held) = unmounted_lease {
+            self.leases.release(held).await;
+        }
         let mut report = RunReport {
             node: self.s.node.clone(),
             volumes: done,
+            swept: self.swept.clone(),
             ..Default::default()
         };
         if self.s.maintenance {
@@ -533,13 +900,32 @@ impl Agent {
                 }
             };
             let run_start_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-            let (done, planned) = match self.plan(&inv, &newest, false, now_s()) {
-                Ok(x) => x,
+            let classes = match self.classes().await {
+                Ok(c) => c,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot plan this round");
+                    tracing::error!(error = %e, "cannot list VolumeSnapshotClasses; trying again next round");
                     continue;
                 }
             };
+            let (mut done, mut planned) =
+                match self.plan(&inv, &newest, false, now_s(), classes.as_deref()) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot plan this round");
+                        continue;
+                    }
+                };
+            match self
+                .plan_unmounted(&inv, &newest, false, now_s(), classes.as_deref())
+                .await
+            {
+                // The Lease stays held (renewed each round) while this agent runs.
+                Ok((d, p, _held)) => {
+                    done.extend(d);
+                    planned.extend(p);
+                }
+                Err(e) => tracing::error!(error = %e, "cannot plan the PVCs no pod mounts"),
+            }
             for r in &done {
                 if r.status != Status::NotDue {
                     let seen = self
@@ -561,6 +947,7 @@ impl Agent {
                 let (me, running, sem) = (self.clone(), running.clone(), sem.clone());
                 jobs.spawn(async move {
                     let _permit = sem.acquire_owned().await;
+                    me.warn_fallback(&p).await;
                     let v = p.volume.clone();
                     let r = me.run_volume(p, run_start_ns).await;
                     me.record(Some(&v), &r).await;
@@ -586,6 +973,11 @@ impl Agent {
     /// The Kubernetes client.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Creates and waits for the objects that mount volumes on this node.
+    pub fn exposer(&self) -> &Exposer {
+        &self.exposer
     }
 
     /// The Leases.
@@ -656,5 +1048,65 @@ async fn shutdown() {
     tokio::select! {
         _ = term => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Bytes of a Kubernetes quantity (`10Gi`, `500M`, `1e9`, `1073741824`); `None` if it is
+/// not one.
+fn quantity_bytes(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let m = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "m" => 1e-3,
+        _ => return None,
+    };
+    Some(n * m)
+}
+
+/// The larger of two quantities (either may be missing or unparsable).
+fn larger_quantity<'a>(a: Option<&'a str>, b: Option<&'a str>) -> Option<&'a str> {
+    match (a, b) {
+        (Some(a), Some(b)) => match (quantity_bytes(a), quantity_bytes(b)) {
+            (Some(x), Some(y)) if y > x => Some(b),
+            (Some(_), _) => Some(a),
+            (None, _) => Some(b),
+        },
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_compare_by_bytes() {
+        assert_eq!(quantity_bytes("10Gi"), Some(10.0 * 1024f64.powi(3)));
+        assert_eq!(quantity_bytes("1500M"), Some(1.5e9));
+        assert_eq!(quantity_bytes("1e3"), Some(1000.0));
+        assert_eq!(quantity_bytes("12"), Some(12.0));
+        assert_eq!(quantity_bytes("5Xi"), None);
+        assert_eq!(larger_quantity(Some("1Gi"), Some("1500M")), Some("1500M"));
+        assert_eq!(larger_quantity(Some("2Gi"), Some("1500M")), Some("2Gi"));
+        assert_eq!(larger_quantity(None, Some("1Gi")), Some("1Gi"));
+        assert_eq!(larger_quantity(Some("junk"), Some("1Gi")), Some("1Gi"));
+        assert_eq!(larger_quantity(None, None), None);
     }
 }

@@ -100,6 +100,12 @@ impl Schedule {
             .map(|t| t + self.jitter)
     }
 
+    /// The time between the schedule's last firing and its next one around `now` (a day
+    /// for `@daily`): how old a snapshot may be and still count as this period's.
+    pub fn period(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
+        Some(self.next_fire(now)? - self.last_fire(now)?)
+    }
+
     /// Whether a volume whose newest snapshot was taken at `newest` is due at `now`.
     pub fn is_due(&self, newest: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
         match (newest, self.last_fire(now)) {

@@ -18,6 +18,42 @@ pub const PATHS: &str = "holdfast.io/paths";
 pub const EXCLUDE: &str = "holdfast.io/exclude";
 /// Annotation: retention, e.g. `daily=14,weekly=8`.
 pub const KEEP: &str = "holdfast.io/keep";
+/// Annotation: where the data is read from ([`SnapshotSource`]).
+pub const SNAPSHOT_SOURCE: &str = "holdfast.io/snapshot-source";
+/// Annotation: the VolumeSnapshotClass to snapshot the volume with.
+pub const SNAPSHOT_CLASS: &str = "holdfast.io/snapshot-class";
+
+/// Where a volume's data is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotSource {
+    /// A CSI VolumeSnapshot where the cluster has the snapshot API and a class for the
+    /// volume's driver (point in time); else the live mount, with a warning once.
+    #[default]
+    Auto,
+    /// A CSI VolumeSnapshot, or the backup fails (never a live read).
+    Csi,
+    /// The live mount of the pod that uses it (files may change while they are read).
+    Live,
+    /// The newest CephFS snapshot under the mount's `.snap` directory, if it is newer than
+    /// the schedule's period (the user schedules CephFS snapshots); else as `auto`.
+    CephfsSnapdir,
+}
+
+impl SnapshotSource {
+    /// Parses an annotation value.
+    pub fn parse(v: &str) -> Result<SnapshotSource, String> {
+        match v.trim() {
+            "" | "auto" => Ok(SnapshotSource::Auto),
+            "csi" => Ok(SnapshotSource::Csi),
+            "live" => Ok(SnapshotSource::Live),
+            "cephfs-snapdir" => Ok(SnapshotSource::CephfsSnapdir),
+            other => Err(format!(
+                "{other:?} is not one of auto, csi, live, cephfs-snapdir"
+            )),
+        }
+    }
+}
 
 /// Where a setting came from, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -44,6 +80,10 @@ pub struct Selection {
     pub exclude: Vec<String>,
     /// Retention; `None`: keep every snapshot.
     pub keep: Option<Policy>,
+    /// Where the data is read from.
+    pub source: SnapshotSource,
+    /// The VolumeSnapshotClass asked for (else the driver's default).
+    pub snapshot_class: Option<String>,
 }
 
 /// An annotation that could not be understood, named with its object.
@@ -189,12 +229,24 @@ pub fn resolve(
     };
     let (keep_v, o) = pick(KEEP, pvc, ns, &defaults.keep);
     let keep = parse_keep(keep_v).map_err(|d| err(KEEP, o, d))?;
+    let default_source = match defaults.snapshot_source {
+        SnapshotSource::Auto => "auto",
+        SnapshotSource::Csi => "csi",
+        SnapshotSource::Live => "live",
+        SnapshotSource::CephfsSnapdir => "cephfs-snapdir",
+    };
+    let (source_v, o) = pick(SNAPSHOT_SOURCE, pvc, ns, default_source);
+    let source = SnapshotSource::parse(source_v).map_err(|d| err(SNAPSHOT_SOURCE, o, d))?;
+    let (class_v, _) = pick(SNAPSHOT_CLASS, pvc, ns, "");
+    let snapshot_class = Some(class_v.trim().to_string()).filter(|c| !c.is_empty());
     Ok(Selection {
         schedule,
         schedule_origin,
         paths,
         exclude,
         keep,
+        source,
+        snapshot_class,
     })
 }
 
@@ -263,6 +315,35 @@ mod tests {
         let e = resolve("a/b", "a", &ann(&[(KEEP, "daily=x")]), &ann(&[]), &d).unwrap_err();
         assert_eq!(e.origin, Origin::Pvc);
         assert_eq!(e.object, "a/b");
+    }
+
+    #[test]
+    fn snapshot_source_and_class() {
+        let d = VolumeDefaults::default();
+        let s = resolve("a/b", "a", &ann(&[]), &ann(&[]), &d).unwrap();
+        assert_eq!(s.source, SnapshotSource::Auto);
+        assert_eq!(s.snapshot_class, None);
+        let ns = ann(&[(SNAPSHOT_SOURCE, "live"), (SNAPSHOT_CLASS, "fast")]);
+        let s = resolve(
+            "a/b",
+            "a",
+            &ann(&[(SNAPSHOT_SOURCE, "cephfs-snapdir")]),
+            &ns,
+            &d,
+        )
+        .unwrap();
+        assert_eq!(s.source, SnapshotSource::CephfsSnapdir);
+        assert_eq!(s.snapshot_class.as_deref(), Some("fast"));
+        let e = resolve(
+            "a/b",
+            "a",
+            &ann(&[(SNAPSHOT_SOURCE, "snap")]),
+            &ann(&[]),
+            &d,
+        )
+        .unwrap_err();
+        assert_eq!(e.annotation, SNAPSHOT_SOURCE);
+        assert!(e.detail.contains("auto, csi, live, cephfs-snapdir"), "{e}");
     }
 
     #[test]
