@@ -211,6 +211,44 @@ pub fn storage_class_cephfs() -> Value {
     })
 }
 
+/// Rook's example VolumeSnapshotClass for a ceph-csi driver (`csi-rbdplugin-snapclass` for
+/// RBD, `csi-cephfsplugin-snapclass` for CephFS: snapshotter secret, deletionPolicy Delete),
+/// annotated as the default class for its driver.
+pub fn snapshot_class(driver: &str) -> Value {
+    let (name, secret) = if driver == CEPHFS_DRIVER {
+        ("csi-cephfsplugin-snapclass", "rook-csi-cephfs-provisioner")
+    } else {
+        ("csi-rbdplugin-snapclass", "rook-csi-rbd-provisioner")
+    };
+    json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshotClass",
+        "metadata": {
+            "name": name,
+            "uid": new_uid(),
+            "creationTimestamp": TIME,
+            "annotations": {crate::csi::DEFAULT_CLASS_ANNOTATION: "true"},
+        },
+        "driver": driver,
+        "parameters": {
+            "clusterID": CLUSTER_ID,
+            "csi.storage.k8s.io/snapshotter-secret-name": secret,
+            "csi.storage.k8s.io/snapshotter-secret-namespace": "rook-ceph",
+        },
+        "deletionPolicy": "Delete",
+    })
+}
+
+/// Serves the external-snapshotter's three types (`snapshot.storage.k8s.io/v1`
+/// VolumeSnapshot, VolumeSnapshotContent, VolumeSnapshotClass, with status subresources) on
+/// `fake`, as installing the CRDs does. Without it the snapshot API is absent (404, and no
+/// such group in discovery), as on a cluster without the snapshot controller.
+pub fn install_snapshot_api(fake: &FakeKube) {
+    for r in crate::resources::volume_snapshot_resources() {
+        fake.install(r);
+    }
+}
+
 /// A bound PVC and its PV, as made by what [`ClusterBuilder`] records.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PvcInfo {
@@ -556,6 +594,7 @@ pub struct ClusterBuilder {
     namespaces: Vec<(String, Vec<(String, String)>)>,
     pvcs: Vec<(PvcInfo, Vec<(String, String)>)>,
     pods: Vec<(PodInfo, Vec<(String, String)>)>,
+    snapshot_classes: bool,
 }
 
 fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -576,6 +615,14 @@ impl ClusterBuilder {
     /// An empty cluster.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The CSI snapshot API (the external-snapshotter's CRDs, installed by [`ClusterBuilder::seed`]
+    /// with [`install_snapshot_api`]) and one default VolumeSnapshotClass per ceph-csi driver
+    /// ([`snapshot_class`]), as Rook's examples make them.
+    pub fn snapshot_classes(mut self) -> Self {
+        self.snapshot_classes = true;
+        self
     }
 
     /// A worker node (k3s agent).
@@ -777,6 +824,10 @@ impl ClusterBuilder {
         c.namespaces = seen_ns.into_iter().collect();
         objects.push(storage_class_rbd());
         objects.push(storage_class_cephfs());
+        if self.snapshot_classes {
+            objects.push(snapshot_class(RBD_DRIVER));
+            objects.push(snapshot_class(CEPHFS_DRIVER));
+        }
         for (i, (name, server)) in self.nodes.iter().enumerate() {
             objects.push(node(name, *server, i));
             c.nodes.push(name.clone());
@@ -797,6 +848,9 @@ impl ClusterBuilder {
     /// Inserts everything into `fake` (namespaces first) and returns what it made.
     pub fn seed(&self, fake: &FakeKube) -> Cluster {
         let c = self.build();
+        if self.snapshot_classes {
+            install_snapshot_api(fake);
+        }
         for o in &c.objects {
             fake.insert(o);
         }

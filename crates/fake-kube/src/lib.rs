@@ -84,6 +84,7 @@
 //! contents at once.
 #![deny(missing_docs)]
 
+pub mod csi;
 pub mod error;
 pub mod faults;
 pub mod fixtures;
@@ -375,6 +376,19 @@ impl FakeKube {
             .unwrap_or_else(|e| e.into_inner());
         r.retain(|x| !x.is(&res.group, &res.version, &res.plural));
         r.push(res);
+    }
+
+    /// Stops serving a resource type (its objects are forgotten): e.g. to make the snapshot
+    /// API absent again. Returns whether it was served.
+    pub fn uninstall_resource(&self, group: &str, version: &str, plural: &str) -> bool {
+        let mut r = self
+            .shared
+            .resources
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let before = r.len();
+        r.retain(|x| !x.is(group, version, plural));
+        before != r.len()
     }
 
     /// The current (last handed out) resourceVersion.

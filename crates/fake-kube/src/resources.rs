@@ -126,3 +126,35 @@ pub(crate) fn default_resources() -> Vec<ResourceType> {
         builtin("apps", "daemonsets", "DaemonSet", true, &["ds"], true),
     ]
 }
+
+/// The external-snapshotter's CRDs (`snapshot.storage.k8s.io/v1`), each with a status
+/// subresource: `volumesnapshots` (namespaced, short name `vs`), `volumesnapshotcontents`
+/// (cluster, `vsc`/`vscs`) and `volumesnapshotclasses` (cluster, `vsclass`/`vsclasses`).
+/// Install them with [`crate::FakeKube::install`] (or
+/// [`crate::fixtures::ClusterBuilder::snapshot_classes`]).
+pub fn volume_snapshot_resources() -> Vec<ResourceType> {
+    let mk = |plural: &str, kind: &str, namespaced: bool, short: &[&str]| {
+        let mut r = ResourceType::new(SNAPSHOT_GROUP, "v1", plural, kind, namespaced);
+        r.short_names = short.iter().map(|s| s.to_string()).collect();
+        r.has_status = true;
+        r
+    };
+    vec![
+        mk("volumesnapshots", "VolumeSnapshot", true, &["vs"]),
+        mk(
+            "volumesnapshotcontents",
+            "VolumeSnapshotContent",
+            false,
+            &["vsc", "vscs"],
+        ),
+        mk(
+            "volumesnapshotclasses",
+            "VolumeSnapshotClass",
+            false,
+            &["vsclass", "vsclasses"],
+        ),
+    ]
+}
+
+/// The API group of CSI volume snapshots.
+pub const SNAPSHOT_GROUP: &str = "snapshot.storage.k8s.io";

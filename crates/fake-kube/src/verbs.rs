@@ -212,6 +212,12 @@ fn generated_name(prefix: &str) -> String {
 /// What the real server resets on create, per type.
 fn defaults_on_create(res: &ResourceType, obj: &mut Value) {
     if !res.builtin {
+        // A custom resource with a status subresource ignores the status sent on create.
+        if res.has_status {
+            if let Some(m) = obj.as_object_mut() {
+                m.remove("status");
+            }
+        }
         return;
     }
     match (res.group.as_str(), res.plural.as_str()) {
@@ -371,7 +377,7 @@ pub(crate) fn update_locked(
         let mut merged = existing.clone();
         merged["status"] = new.get("status").cloned().unwrap_or(json!({}));
         new = merged;
-    } else if res.has_status && res.builtin {
+    } else if res.has_status {
         match existing.get("status") {
             Some(s) => new["status"] = s.clone(),
             None => {

@@ -46,3 +46,41 @@ pub fn client_no_retry(fake: &FakeKube) -> kube::Client {
     cfg.default_retry = false;
     kube::Client::try_from(cfg).expect("client")
 }
+
+/// Makes sure the environment provides `what` (`have`) before a test relies on it; panics
+/// otherwise, naming what is missing, so that a test that cannot run never passes. (A copy of
+/// `holdfast_e2e::require`, which this crate cannot depend on.)
+#[track_caller]
+pub fn require(have: bool, what: &str) {
+    if have {
+        return;
+    }
+    let test = std::thread::current()
+        .name()
+        .filter(|n| *n != "main")
+        .map(|n| format!(" {n}"))
+        .unwrap_or_default();
+    let in_ci = matches!(std::env::var("CI"), Ok(v) if !v.is_empty() && v != "0" && v != "false");
+    if in_ci {
+        panic!("test{test} did not run: it needs {what}, which CI must provide");
+    }
+    panic!(
+        "test{test} did not run: it needs {what}, which this environment lacks. Run it where \
+         that is available (CI runs the tests as root with what `.ci/run` installs), or leave \
+         it out explicitly (cargo nextest run -E 'not test(NAME)')"
+    );
+}
+
+/// Whether `cmd` is on PATH.
+pub fn have_command(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
