@@ -12,6 +12,7 @@ use holdfast_e2e::{
     assert_trees_equal, exit as code, lorem, require, run_command, tempdir, wait_until, write_file,
     write_random, Repo, Run, COMMAND_TIMEOUT,
 };
+use holdfast_fake_kube::csi::{CsiSim, Storage};
 use holdfast_fake_kube::fixtures::{Cluster, ClusterBuilder};
 use holdfast_fake_kube::kubelet::{self, KubeletLayout};
 use holdfast_fake_kube::FakeKube;
@@ -26,6 +27,9 @@ const CLUSTER: &str = "test-cluster";
 
 /// A fake cluster, a repository, and a kubelet directory per node.
 struct Env {
+    /// The CSI simulator, if started ([`Env::with_sim`]); dropped first, so its mounts go
+    /// before the directories under them.
+    sim: Option<CsiSim>,
     fake: FakeKube,
     repo: Repo,
     dir: TempDir,
@@ -52,6 +56,7 @@ impl Env {
             );
         }
         Env {
+            sim: None,
             fake,
             repo: Repo::new(),
             dir,
@@ -70,6 +75,54 @@ impl Env {
                 .rbd_pvc("app", "db", "1Gi", &[])
                 .pod("app", "db-0", "node-a", &["db"]),
         )
+    }
+
+    /// Starts the CSI simulator (snapshot controller, ceph-csi, PV controller, scheduler and
+    /// kubelets for every node) on `storage` (made in the test's directory).
+    fn with_sim(mut self, storage: impl FnOnce(&Path) -> Storage) -> Env {
+        let roots: Vec<(String, PathBuf)> = self
+            .cluster
+            .nodes
+            .iter()
+            .map(|n| (n.clone(), self.kubelet_dir(n)))
+            .collect();
+        let nodes: Vec<(&str, &Path)> = roots.iter().map(|(n, p)| (n.as_str(), p.as_path())).collect();
+        let storage = storage(&self.dir.path().join("storage"));
+        self.sim = Some(CsiSim::start(&self.fake, &nodes, storage).expect("CSI simulator"));
+        self
+    }
+
+    fn sim(&self) -> &CsiSim {
+        self.sim.as_ref().expect("the CSI simulator is started")
+    }
+
+    /// Gives `claim` (mounted by `ns/pod`) storage from the simulator; returns its path.
+    fn source(&self, ns: &str, pod: &str, claim: &str) -> PathBuf {
+        let pvc = self.cluster.pvc(ns, claim).expect("claim");
+        let path = self.mount(ns, pod, claim);
+        self.sim().add_source(pvc, &path).expect("source volume")
+    }
+
+    /// The agent's temporary objects still in the fake, as `kind ns/name`.
+    fn temporaries(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (group, plural) in [
+            ("", "pods"),
+            ("", "persistentvolumeclaims"),
+            ("snapshot.storage.k8s.io", "volumesnapshots"),
+        ] {
+            let version = "v1";
+            for o in self.fake.list_values(group, version, plural, None) {
+                if o["metadata"]["labels"]["holdfast.io/role"].is_string() {
+                    out.push(format!(
+                        "{plural} {}/{}",
+                        o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                        o["metadata"]["name"].as_str().unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// The mounted directory of `claim` in pod `ns/pod`.
@@ -764,4 +817,257 @@ fn missing_settings_are_usage_errors() {
     let run = run_command(c, COMMAND_TIMEOUT);
     run.assert_code(code::USAGE);
     run.assert_stderr_contains("concurency");
+}
+
+/// Point-in-time backups from CSI VolumeSnapshots, with the CSI simulator on plain
+/// directories (a snapshot is a copy taken when the VolumeSnapshot is made): the agent's
+/// whole flow, its failures and its cleanup, without Ceph or root.
+mod snapshots {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// One node, RBD PVC `app/db` mounted by `app/db-0`, the snapshot API and its classes,
+    /// the simulator; the source filled with `fill(.., 41)`.
+    fn env() -> (Env, PathBuf) {
+        let env = Env::new(
+            ClusterBuilder::new()
+                .node("node-a")
+                .namespace("app", &[])
+                .rbd_pvc("app", "db", "1Gi", &[])
+                .pod("app", "db-0", "node-a", &["db"])
+                .snapshot_classes(),
+        )
+        .with_sim(Storage::dir);
+        let src = env.source("app", "db-0", "db");
+        fill(&src, 41);
+        (env, src)
+    }
+
+    /// What a snapshot's tag `key` says.
+    fn tag(snap: &Value, key: &str) -> Option<String> {
+        snap["tags"].as_array()?.iter().find_map(|t| {
+            t.as_str()?
+                .strip_prefix(key)?
+                .strip_prefix('=')
+                .map(str::to_string)
+        })
+    }
+
+    /// A file rewritten while the backup runs is restored as it was when the snapshot was
+    /// taken; the snapshot's time is the VolumeSnapshot's; nothing is left behind.
+    #[test]
+    fn backup_reads_the_snapshot_not_the_live_volume() {
+        let (env, src) = env();
+        let before = env.dir.path().join("before");
+        std::fs::create_dir_all(&before).unwrap();
+        let st = Command::new("cp").arg("-a").arg(format!("{}/.", src.display())).arg(&before).status().unwrap();
+        assert!(st.success());
+        let taken: Arc<Mutex<Option<chrono::DateTime<chrono::Utc>>>> = Arc::default();
+        let (t2, s2) = (taken.clone(), src.clone());
+        env.sim().on_snapshot_taken(move |_| {
+            *t2.lock().unwrap() = Some(chrono::Utc::now());
+            // The application writes on after the snapshot.
+            std::fs::write(s2.join("a.txt"), b"written after the snapshot\n").unwrap();
+            std::fs::remove_file(s2.join("sub/blob.bin")).unwrap();
+        });
+        let run = env.once("node-a", &["--no-maintenance"]);
+        run.assert_ok();
+        let r = &results(&run)["app/db"];
+        assert_eq!(r["status"], "succeeded", "{run}");
+        assert_eq!(r["method"], "snapshot", "{run}");
+        assert_eq!(
+            std::fs::read(src.join("a.txt")).unwrap(),
+            b"written after the snapshot\n",
+            "the hook ran"
+        );
+        assert_trees_equal(&before, &env.restore_volume("app", "db"));
+        let snaps = env.snapshots_of("app", "db");
+        assert_eq!(snaps.len(), 1);
+        assert_eq!(tag(&snaps[0], "method").as_deref(), Some("snapshot"));
+        assert!(tag(&snaps[0], "snapshot-handle").is_some(), "{:?}", snaps[0]);
+        // The record's time is the snapshot's creation (RFC 3339 to the second), not the
+        // backup's start or end.
+        let t = chrono::DateTime::parse_from_rfc3339(snaps[0]["time"].as_str().unwrap()).unwrap();
+        let taken = taken.lock().unwrap().expect("snapshot taken");
+        let d = (t.with_timezone(&chrono::Utc) - taken).num_milliseconds().abs();
+        assert!(d < 1500, "snapshot time {t} vs taken {taken}");
+        assert!(env.temporaries().is_empty(), "{:?}", env.temporaries());
+        env.sim()
+            .wait_clean(Duration::from_secs(10))
+            .unwrap_or_else(|s| panic!("storage left behind: {s:?}"));
+        // A second run is incremental against the first (same recorded paths).
+        let again = env.once("node-a", &["--no-maintenance"]);
+        again.assert_ok();
+        let r = &results(&again)["app/db"];
+        assert!(r["parent"].is_string(), "{again}");
+        assert!(env.temporaries().is_empty());
+    }
+
+    /// Without the snapshot API the volume is read live, tagged so, with one Warning Event.
+    #[test]
+    fn no_snapshot_api_reads_live_and_warns() {
+        let env = Env::one_volume();
+        fill(&env.mount("app", "db-0", "db"), 42);
+        let run = env.once("node-a", &["--no-maintenance"]);
+        run.assert_ok();
+        assert_eq!(results(&run)["app/db"]["method"], "live", "{run}");
+        let warned: Vec<_> = env
+            .events("app", "db")
+            .into_iter()
+            .filter(|(t, r, _)| t == "Warning" && r == "SnapshotUnavailable")
+            .collect();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(warned[0].2.contains("no VolumeSnapshot API"), "{warned:?}");
+        let snaps = env.snapshots_of("app", "db");
+        assert_eq!(tag(&snaps[0], "method").as_deref(), Some("live"));
+        // `csi` refuses to read live.
+        let mut pvc = env
+            .fake
+            .get_value("", "v1", "persistentvolumeclaims", Some("app"), "db")
+            .unwrap();
+        pvc["metadata"]["annotations"]["holdfast.io/snapshot-source"] = json!("csi");
+        env.fake.insert(&pvc);
+        let run = env.once("node-a", &["--no-maintenance"]);
+        assert_eq!(run.code(), Some(code::FAILURE), "{run}");
+        let r = &results(&run)["app/db"];
+        assert_eq!(r["status"], "failed");
+        assert!(r["reason"].as_str().unwrap().contains("snapshot-source is csi"), "{run}");
+    }
+
+    fn write_config(env: &Env, text: &str) -> PathBuf {
+        let p = env.dir.path().join("agent.yaml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Each step's failure (snapshot error, not ready in time, PVC not bound, pod not
+    /// running) fails the volume with that step named, in the result and the Event; nothing
+    /// is left behind.
+    #[test]
+    fn each_failing_step_is_named_and_cleaned_up() {
+        let (env, _src) = env();
+        let cfg = write_config(
+            &env,
+            "snapshots:\n  readyTimeoutSeconds: 2\n  bindTimeoutSeconds: 2\n  podTimeoutSeconds: 2\n",
+        );
+        let cfg = cfg.display().to_string();
+        let sim = env.sim();
+        let cases: Vec<(&str, Box<dyn Fn(bool)>)> = vec![
+            ("failed: rbd: pool full", Box::new(|on| sim.snapshot_error(on.then_some("rbd: pool full")))),
+            ("not ready to use within 2 s", Box::new(|on| sim.snapshots_never_ready(on))),
+            ("not bound within 2 s", Box::new(|on| sim.pvcs_never_bind(on))),
+            ("not running within 2 s", Box::new(|on| sim.pods_unschedulable(on.then_some("0/1 nodes are available")))),
+        ];
+        for (want, knob) in &cases {
+            knob(true);
+            let run = env.once("node-a", &["--no-maintenance", "--config", &cfg]);
+            knob(false);
+            assert_eq!(run.code(), Some(code::FAILURE), "{want}: {run}");
+            let r = &results(&run)["app/db"];
+            assert_eq!(r["status"], "failed", "{want}: {run}");
+            let reason = r["reason"].as_str().unwrap();
+            assert!(reason.contains(want), "{want}: {reason}");
+            assert!(
+                env.events("app", "db").iter().any(|(t, r, n)| t == "Warning" && r == "BackupFailed" && n.contains(want)),
+                "{want}: {:?}",
+                env.events("app", "db")
+            );
+            assert!(env.temporaries().is_empty(), "{want}: {:?}", env.temporaries());
+            sim.wait_clean(Duration::from_secs(10))
+                .unwrap_or_else(|s| panic!("{want}: storage left behind: {s:?}"));
+        }
+        assert!(env.snapshots_of("app", "db").is_empty());
+    }
+
+    /// An agent killed after the VolumeSnapshot, after the PVC, after the pod, or while it
+    /// reads leaves objects behind; its next start deletes them and the backup succeeds.
+    #[test]
+    fn a_killed_agents_leftovers_are_deleted_at_the_next_start() {
+        let (env, src) = env();
+        write_random(&src.join("big.bin"), 12 << 20, 43);
+        let sim = env.sim();
+        let count = |plural: &str| {
+            env.temporaries()
+                .iter()
+                .filter(|t| t.starts_with(plural))
+                .count()
+        };
+        let steps: Vec<(&str, Box<dyn Fn(bool)>, Box<dyn Fn() -> bool>)> = vec![
+            ("after the VolumeSnapshot", Box::new(|on| sim.snapshots_never_ready(on)),
+                Box::new(|| count("volumesnapshots") == 1)),
+            ("after the PVC", Box::new(|on| sim.pvcs_never_bind(on)),
+                Box::new(|| count("persistentvolumeclaims") == 1)),
+            ("after the pod", Box::new(|on| sim.pods_unschedulable(on.then_some("0/1 nodes are available"))),
+                Box::new(|| count("pods") == 1)),
+            ("while reading", Box::new(|_| {}), Box::new(|| {
+                env.fake.list_values("", "v1", "pods", Some("app")).iter().any(|p| {
+                    p["metadata"]["labels"]["holdfast.io/role"].is_string() && p["status"]["phase"] == "Running"
+                })
+            })),
+        ];
+        for (step, knob, reached) in &steps {
+            knob(true);
+            let mut child = spawn(env.agent("node-a", &["--once", "--json", "--no-maintenance", "--limit-upload", "1024"]));
+            wait_until(&mut child, Duration::from_secs(60), step, || reached());
+            if *step == "while reading" {
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            child.kill().unwrap();
+            let killed = finish(child);
+            assert_eq!(killed.code(), None, "{step}: killed before it finished: {killed}");
+            knob(false);
+            assert!(!env.temporaries().is_empty(), "{step}: something to clean up");
+            let next = env.once("node-a", &["--no-maintenance"]);
+            next.assert_ok();
+            let r = results(&next);
+            assert_eq!(status(&r, "app/db"), "succeeded", "{step}: {next}");
+            let swept = next.json()["swept"].as_array().cloned().unwrap_or_default();
+            assert!(!swept.is_empty(), "{step}: nothing swept: {next}");
+            assert!(env.temporaries().is_empty(), "{step}: {:?}", env.temporaries());
+            sim.wait_clean(Duration::from_secs(10))
+                .unwrap_or_else(|s| panic!("{step}: storage left behind: {s:?}"));
+        }
+        env.repo.cmd(&["check", "--read-data"]).assert_ok();
+        assert_trees_equal(&src, &env.restore_volume("app", "db"));
+    }
+
+    /// A PVC that no pod mounts is backed up from a snapshot, once, by the one agent that
+    /// holds the unmounted-PVC Lease, on its own node.
+    #[test]
+    fn unmounted_pvc_is_backed_up_from_a_snapshot_once() {
+        let env = Env::new(
+            ClusterBuilder::new()
+                .node("node-a")
+                .node("node-b")
+                .namespace("app", &[])
+                .rbd_pvc("app", "db", "1Gi", &[])
+                .rbd_pvc("app", "archive", "1Gi", &[])
+                .pod("app", "db-0", "node-a", &["db"])
+                .pod("app", "helper-0", "node-a", &["archive"])
+                .snapshot_classes(),
+        )
+        .with_sim(Storage::dir);
+        fill(&env.source("app", "db-0", "db"), 44);
+        let archive = env.source("app", "helper-0", "archive");
+        fill(&archive, 45);
+        // The pod that used it is gone: nothing mounts `archive` now.
+        env.fake.delete::<Pod>(Some("app"), "helper-0");
+        let a = spawn(env.agent("node-a", &["--once", "--json", "--no-maintenance"]));
+        let b = spawn(env.agent("node-b", &["--once", "--json", "--no-maintenance"]));
+        let (a, b) = (finish(a), finish(b));
+        a.assert_ok();
+        b.assert_ok();
+        let done: Vec<String> = [&a, &b]
+            .iter()
+            .flat_map(|r| results(r).into_iter())
+            .filter(|(k, v)| k == "app/archive" && v["status"] == "succeeded")
+            .map(|(_, v)| v["node"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(done.len(), 1, "backed up once\n{a}\n{b}");
+        let snaps = env.snapshots_of("app", "archive");
+        assert_eq!(snaps.len(), 1);
+        assert_eq!(tag(&snaps[0], "method").as_deref(), Some("snapshot"));
+        assert_trees_equal(&archive, &env.restore_volume("app", "archive"));
+        assert!(env.temporaries().is_empty(), "{:?}", env.temporaries());
+    }
 }

@@ -336,8 +336,10 @@ const NAMESPACE_COMMENT: &str = "\
 
 const CLUSTER_ROLE_COMMENT: &str = "\
 # What the agent reads cluster-wide: only metadata. No Secrets (the agent's own Secret
-# reaches it as a mounted volume and environment, which needs no RBAC), no exec, no
-# writes except Events.
+# reaches it as a mounted volume and environment, which needs no RBAC), no exec. Writes:
+# Events, and short-lived VolumeSnapshots, PVCs and pause pods (labelled
+# app.kubernetes.io/managed-by=holdfast, holdfast.io/role) for point-in-time reads and
+# restores; never an update of anyone else's object.
 ";
 
 const ROLE_COMMENT: &str = "\
