@@ -800,3 +800,32 @@ mod ceph {
         }
     }
 }
+
+/// The snapshot types behave as CRDs with a status subresource: status sent on create or on a
+/// write to the main resource is ignored; `/status` writes only the status.
+#[tokio::test]
+async fn snapshot_types_have_a_status_subresource() {
+    let fake = FakeKube::start_blocking();
+    holdfast_fake_kube::fixtures::install_snapshot_api(&fake);
+    let api: Api<DynamicObject> = Api::all_with(client(&fake), &vsc_resource());
+    let mut o = DynamicObject::new("c1", &vsc_resource());
+    o.data = json!({"spec": {"driver": "d", "deletionPolicy": "Delete"}, "status": {"readyToUse": true}});
+    let made = api.create(&PostParams::default(), &o).await.unwrap();
+    assert!(made.data.get("status").is_none(), "{made:?}");
+    let mut st = made.clone();
+    st.data["status"] = json!({"readyToUse": false});
+    let st = api
+        .replace_status("c1", &PostParams::default(), &st)
+        .await
+        .unwrap();
+    assert_eq!(st.data["status"]["readyToUse"], false);
+    let mut main = st.clone();
+    main.data["status"] = json!({"readyToUse": true});
+    main.data["spec"]["deletionPolicy"] = json!("Retain");
+    let main = api
+        .replace("c1", &PostParams::default(), &main)
+        .await
+        .unwrap();
+    assert_eq!(main.data["spec"]["deletionPolicy"], "Retain");
+    assert_eq!(main.data["status"]["readyToUse"], false, "status kept");
+}
