@@ -34,7 +34,12 @@
 //! - Faults and the request log: [`FakeKube::faults`] ([`Faults`]), [`FakeKube::requests`],
 //!   [`FakeKube::compact_history`] (next watch/continue from before is 410),
 //!   [`FakeKube::close_watches`].
-//! - More types: [`FakeKube::install_resource`] (e.g. VolumeSnapshots).
+//! - More types: [`FakeKube::install_resource`] / [`FakeKube::uninstall_resource`]; the CSI
+//!   snapshot API: [`fixtures::ClusterBuilder::snapshot_classes`] or
+//!   [`fixtures::install_snapshot_api`].
+//! - Controllers, ceph-csi and kubelets for snapshot-based backups (VolumeSnapshots, PVCs from
+//!   them, pods that mount them, on plain directories or a real Ceph cluster):
+//!   [`csi::CsiSim`].
 //!
 //! Every write takes the next value of one global resourceVersion counter and emits a watch
 //! event; create sets `uid`, `creationTimestamp` and `generation: 1` (a spec change bumps it).
@@ -77,7 +82,7 @@
 //! ## Not done
 //! No authentication, admission, RBAC enforcement, garbage collection or owner references,
 //! scheduling, controllers (a DaemonSet makes no pods, a PVC is not bound by anything but a
-//! fixture), field managers (apply never conflicts), strategic-merge list merging (lists are
+//! fixture or [`csi::CsiSim`], which also schedules and starts pods that mount PVCs), field managers (apply never conflicts), strategic-merge list merging (lists are
 //! replaced), protobuf or table output, aggregated discovery, `resourceVersionMatch`, or
 //! consistent snapshots across list pages (later pages see current objects). Deleting a pod
 //! removes it at once (there is no kubelet to confirm); deleting a namespace removes its
@@ -378,8 +383,8 @@ impl FakeKube {
         r.push(res);
     }
 
-    /// Stops serving a resource type (its objects are forgotten): e.g. to make the snapshot
-    /// API absent again. Returns whether it was served.
+    /// Stops serving a resource type (404, and gone from discovery; its stored objects are
+    /// unreachable): e.g. to make the snapshot API absent again. Returns whether it was served.
     pub fn uninstall_resource(&self, group: &str, version: &str, plural: &str) -> bool {
         let mut r = self
             .shared

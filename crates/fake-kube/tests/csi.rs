@@ -287,9 +287,26 @@ fn read_data(path: &Path, block: bool) -> String {
     }
 }
 
+/// What [`whole_flow`] saw: the snapshot handle and the file system type mounted at the pause
+/// pod's volume path (None when not a mount point: the Dir backend copies).
+struct Seen {
+    handle: String,
+    fstype: Option<String>,
+}
+
+fn fstype(path: &Path) -> Option<String> {
+    let out = std::process::Command::new("findmnt")
+        .args(["-n", "-o", "FSTYPE", "--mountpoint"])
+        .arg(path)
+        .output()
+        .ok()?;
+    let t = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !t.is_empty()).then_some(t)
+}
+
 /// The agent's whole flow for one claim; proves the pause pod sees the data as of the
 /// snapshot although the source changed right after it was taken.
-async fn whole_flow(env: &Env, claim: &str, kind: VolumeKind) {
+async fn whole_flow(env: &Env, claim: &str, kind: VolumeKind) -> Seen {
     let block = kind.is_block();
     let src = env.source(claim);
     write_data(&src, block, "v1");
@@ -340,7 +357,10 @@ async fn whole_flow(env: &Env, claim: &str, kind: VolumeKind) {
     assert_eq!(content["status"]["readyToUse"], true);
     assert!(content["status"]["creationTime"].as_i64().unwrap() > 1_700_000_000_000_000_000);
     assert!(content["status"]["restoreSize"].as_u64().unwrap() > 0);
-    let handle = content["status"]["snapshotHandle"].as_str().unwrap();
+    let handle = content["status"]["snapshotHandle"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(!handle.is_empty());
     assert_eq!(env.sim.storage_state().snapshots, vec![handle.to_string()]);
 
@@ -409,23 +429,31 @@ async fn whole_flow(env: &Env, claim: &str, kind: VolumeKind) {
     assert_eq!(read_data(&path, block), "v1", "the snapshot's data");
     assert_eq!(read_data(&src, block), "v2", "the source changed after");
     assert_eq!(env.sim.storage_state().published, vec![path.clone()]);
+    let fstype = fstype(&path);
 
     env.delete_all("hf-reader", "hf-restore", "hf-snap").await;
     env.assert_clean().await;
     assert!(!pod_dir.exists(), "the pod's directory is removed");
     assert_eq!(read_data(&src, block), "v2", "the source is left alone");
+    Seen { handle, fstype }
 }
 
 #[tokio::test]
 async fn dir_backend_filesystem_flow() {
     let env = Env::dir_backend();
-    whole_flow(&env, "db", VolumeKind::Rbd).await;
+    let seen = whole_flow(&env, "db", VolumeKind::Rbd).await;
+    assert_eq!(seen.fstype, None, "copied, not mounted");
 }
 
 #[tokio::test]
 async fn dir_backend_block_flow() {
     let env = Env::dir_backend();
-    whole_flow(&env, "raw", VolumeKind::RbdBlock).await;
+    let seen = whole_flow(&env, "raw", VolumeKind::RbdBlock).await;
+    assert!(
+        seen.handle.contains("snapshots/csi-snap-"),
+        "{}",
+        seen.handle
+    );
 }
 
 #[tokio::test]
@@ -695,7 +723,15 @@ mod ceph {
 
     async fn flow(claim: &str, kind: VolumeKind) {
         let env = env();
-        whole_flow(&env, claim, kind).await;
+        let seen = whole_flow(&env, claim, kind).await;
+        let (handle, fs) = match kind {
+            VolumeKind::Rbd => ("rbd/csi-vol-", "ext4"),
+            VolumeKind::RbdBlock => ("rbd/csi-vol-", "devtmpfs"),
+            VolumeKind::CephFs => ("volumes/csi/csi-vol-", "fuse.ceph-fuse"),
+        };
+        assert!(seen.handle.starts_with(handle), "{}", seen.handle);
+        assert!(seen.handle.contains("@csi-snap-"), "{}", seen.handle);
+        assert_eq!(seen.fstype.as_deref(), Some(fs));
         // Only the source is left on Ceph: its image and no snapshot (RBD), nothing (CephFS).
         let objs = env.sim.storage_state().ceph_objects;
         let want = usize::from(kind != VolumeKind::CephFs);
@@ -763,4 +799,33 @@ mod ceph {
             assert!(!ls.lines().any(|l| l == i), "image {i} left: {ls}");
         }
     }
+}
+
+/// The snapshot types behave as CRDs with a status subresource: status sent on create or on a
+/// write to the main resource is ignored; `/status` writes only the status.
+#[tokio::test]
+async fn snapshot_types_have_a_status_subresource() {
+    let fake = FakeKube::start_blocking();
+    holdfast_fake_kube::fixtures::install_snapshot_api(&fake);
+    let api: Api<DynamicObject> = Api::all_with(client(&fake), &vsc_resource());
+    let mut o = DynamicObject::new("c1", &vsc_resource());
+    o.data = json!({"spec": {"driver": "d", "deletionPolicy": "Delete"}, "status": {"readyToUse": true}});
+    let made = api.create(&PostParams::default(), &o).await.unwrap();
+    assert!(made.data.get("status").is_none(), "{made:?}");
+    let mut st = made.clone();
+    st.data["status"] = json!({"readyToUse": false});
+    let st = api
+        .replace_status("c1", &PostParams::default(), &st)
+        .await
+        .unwrap();
+    assert_eq!(st.data["status"]["readyToUse"], false);
+    let mut main = st.clone();
+    main.data["status"] = json!({"readyToUse": true});
+    main.data["spec"]["deletionPolicy"] = json!("Retain");
+    let main = api
+        .replace("c1", &PostParams::default(), &main)
+        .await
+        .unwrap();
+    assert_eq!(main.data["spec"]["deletionPolicy"], "Retain");
+    assert_eq!(main.data["status"]["readyToUse"], false, "status kept");
 }

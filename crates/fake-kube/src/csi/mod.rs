@@ -280,7 +280,16 @@ impl CsiSim {
             .name("csi-sim".into())
             .spawn(move || {
                 while !i2.stop.load(Ordering::SeqCst) {
-                    i2.tick();
+                    // A bug in one step must not silently stop the whole simulator.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| i2.tick()));
+                    if let Err(p) = r {
+                        let msg = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        i2.error(format!("simulator step panicked: {msg}"));
+                    }
                     std::thread::sleep(POLL);
                 }
             })?;
