@@ -1092,22 +1092,35 @@ impl Ctx<'_, '_> {
         let mut content = Vec::new();
         let mut pos = 0u64;
         let mut resync = Resync::new(&extents);
-        while let Some(e) = resync.start_region() {
-            // Every extent still to come starts after `pos`, a base boundary.
-            let restart = layout.restart_before(e.offset).max(pos);
-            layout.copy(pos, restart, &mut content);
-            self.progress.bytes.fetch_add(restart - pos, Ordering::Relaxed);
+        // Where reading goes on after skipping part of a zero run, within a region.
+        let mut skipped_to: Option<u64> = None;
+        loop {
+            let start = match skipped_to.take() {
+                Some(q) => q,
+                None => {
+                    let Some(e) = resync.start_region() else {
+                        break;
+                    };
+                    // Every extent still to come starts after `pos`, a base boundary.
+                    let restart = layout.restart_before(e.offset).max(pos);
+                    layout.copy(pos, restart, &mut content);
+                    self.progress
+                        .bytes
+                        .fetch_add(restart - pos, Ordering::Relaxed);
+                    restart
+                }
+            };
             let region: Vec<(u64, u64)> = ranges
                 .iter()
-                .filter(|r| r.0 + r.1 > restart)
-                .map(|&(o, l)| (o.max(restart), o + l - o.max(restart)))
+                .filter(|r| r.0 + r.1 > start)
+                .map(|&(o, l)| (o.max(start), o + l - o.max(start)))
                 .collect();
             let (reached, stopped) =
-                self.chunk_ranges(file, restart, &region, &mut content, &mut |p| {
+                self.chunk_ranges(file, start, &region, &mut content, &mut |p| {
                     resync.can_end_at(p, &layout)
                 })?;
             if !stopped {
-                let data_end = region.last().map_or(restart, |r| r.0 + r.1);
+                let data_end = region.last().map_or(start, |r| r.0 + r.1);
                 if reached < data_end {
                     return Err(ReadError::Io(std::io::Error::other(
                         "the image shrank while it was read",
@@ -1119,6 +1132,16 @@ impl Ctx<'_, '_> {
                 break;
             }
             pos = reached;
+            if !layout.is_boundary(pos) {
+                // Inside an unchanged zero run: skip the zero chunks a full read would cut.
+                let q = layout
+                    .zero_skip(pos, resync.next_offset(size))
+                    .expect("the stop was for a zero run");
+                image::push_zeros(&mut content, q - pos);
+                self.progress.bytes.fetch_add(q - pos, Ordering::Relaxed);
+                pos = q;
+                skipped_to = Some(q);
+            }
         }
         layout.copy(pos, size, &mut content);
         self.progress.bytes.fetch_add(size - pos, Ordering::Relaxed);

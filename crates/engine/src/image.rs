@@ -183,6 +183,25 @@ impl BaseLayout {
         }
     }
 
+    /// Where a read that reached `p` (a chunk boundary of the new image) may skip to when
+    /// `p` lies inside a zero run of the base, the bytes from `p` to before `limit` (the
+    /// next change) being unchanged: the last point of the zero-chunk grid from `p` whose
+    /// deciding byte is still a zero of that run. A full read would cut only zero chunks
+    /// up to there. `None` if that is `p` itself or `p` is not in a zero run.
+    pub(crate) fn zero_skip(&self, p: u64, limit: u64) -> Option<u64> {
+        let i = self.refs.partition_point(|r| r.0 <= p).checked_sub(1)?;
+        let &(start, c, n) = self.refs.get(i)?;
+        if !matches!(c, ContentRef::Zeros(_)) || p < start || p >= start + n {
+            return None;
+        }
+        let last = (start + n).min(limit).checked_sub(1)?;
+        if last <= p {
+            return None;
+        }
+        let q = p + (last - p) / self.zero_chunk * self.zero_chunk;
+        (q > p).then_some(q)
+    }
+
     /// Appends the base's refs for `from .. to` to `out` (zero runs merged). `from` and
     /// `to` are boundaries or lie inside zero runs.
     pub(crate) fn copy(&self, from: u64, to: u64, out: &mut Vec<ContentRef>) {
@@ -248,16 +267,23 @@ impl<'a> Resync<'a> {
         Some(e)
     }
 
-    /// Whether the region may end at a chunk cut at `p`: every extent starting at or
-    /// before `p` is covered (a cut at `p` was decided by byte `p`, which must be one the
-    /// base also had), `p` is at or past the end of them all, and the base has a boundary
-    /// there.
+    /// Whether the read may stop at a chunk cut at `p`: every extent starting at or before
+    /// `p` is covered (a cut at `p` was decided by byte `p`, which must be one the base
+    /// also had), `p` is at or past the end of them all, and the base has a boundary there
+    /// (resynchronised) or a zero run to skip ([`BaseLayout::zero_skip`]).
     pub(crate) fn can_end_at(&mut self, p: u64, base: &BaseLayout) -> bool {
         while let Some(e) = self.extents.get(self.next).filter(|e| e.offset <= p) {
             self.must_reach = self.must_reach.max(e.end());
             self.next += 1;
         }
-        p >= self.must_reach && p < base.size && base.is_boundary(p)
+        p >= self.must_reach
+            && p < base.size
+            && (base.is_boundary(p) || base.zero_skip(p, self.next_offset(base.size)).is_some())
+    }
+
+    /// Where the next extent not yet covered starts (`size` if none).
+    pub(crate) fn next_offset(&self, size: u64) -> u64 {
+        self.extents.get(self.next).map_or(size, |e| e.offset)
     }
 }
 
@@ -504,6 +530,17 @@ mod tests {
         let mut out = vec![ContentRef::Zeros(1)];
         l.copy(26, 60, &mut out);
         assert_eq!(out, vec![ContentRef::Zeros(25), ContentRef::Blob(id(2))]);
+    }
+
+    #[test]
+    fn zero_runs_are_skipped_on_the_grid_up_to_their_last_zero() {
+        let l = layout(); // zeros 10..50, grid 8
+        assert_eq!(l.zero_skip(13, 60), Some(45), "13 + 4·8, byte 45 < 50");
+        assert_eq!(l.zero_skip(13, 30), Some(29), "before the next change at 30");
+        assert_eq!(l.zero_skip(13, 20), None, "less than one zero chunk");
+        assert_eq!(l.zero_skip(5, 60), None, "in a blob");
+        assert_eq!(l.zero_skip(50, 60), None, "a boundary, not inside");
+        assert_eq!(l.zero_skip(10, 60), Some(42));
     }
 
     #[test]
