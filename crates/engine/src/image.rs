@@ -99,9 +99,8 @@ pub fn parse_extents_json(text: &str) -> std::result::Result<Vec<Extent>, String
         #[serde(alias = "len")]
         length: u64,
     }
-    let entries: Vec<Entry> = serde_json::from_str(text).map_err(|e| {
-        format!("not a JSON list of {{\"offset\": …, \"length\": …}} objects: {e}")
-    })?;
+    let entries: Vec<Entry> = serde_json::from_str(text)
+        .map_err(|e| format!("not a JSON list of {{\"offset\": …, \"length\": …}} objects: {e}"))?;
     Ok(entries
         .into_iter()
         .map(|e| Extent::new(e.offset, e.length))
@@ -470,14 +469,28 @@ mod tests {
     #[test]
     fn extents_are_sorted_merged_and_clipped() {
         let got = normalize_extents(
-            &[e(100, 10), e(0, 5), e(5, 5), e(105, 20), e(200, 0), e(990, 50), e(2000, 1)],
+            &[
+                e(100, 10),
+                e(0, 5),
+                e(5, 5),
+                e(105, 20),
+                e(200, 0),
+                e(990, 50),
+                e(2000, 1),
+            ],
             1000,
         );
         assert_eq!(got, vec![e(0, 10), e(100, 25), e(990, 10)]);
         assert_eq!(normalize_extents(&[], 10), vec![]);
-        assert_eq!(normalize_extents(&[e(u64::MAX - 1, 5)], u64::MAX), vec![e(u64::MAX - 1, 1)]);
+        assert_eq!(
+            normalize_extents(&[e(u64::MAX - 1, 5)], u64::MAX),
+            vec![e(u64::MAX - 1, 1)]
+        );
         // Contained ranges vanish into the outer one.
-        assert_eq!(normalize_extents(&[e(0, 100), e(10, 5)], 1000), vec![e(0, 100)]);
+        assert_eq!(
+            normalize_extents(&[e(0, 100), e(10, 5)], 1000),
+            vec![e(0, 100)]
+        );
     }
 
     #[test]
@@ -487,7 +500,10 @@ mod tests {
             parse_extents_json(rbd).unwrap(),
             vec![e(0, 4194304), e(8388608, 4096)]
         );
-        assert_eq!(parse_extents_json(r#"[{"offset":1,"len":2}]"#).unwrap(), vec![e(1, 2)]);
+        assert_eq!(
+            parse_extents_json(r#"[{"offset":1,"len":2}]"#).unwrap(),
+            vec![e(1, 2)]
+        );
         assert_eq!(parse_extents_json("[]").unwrap(), vec![]);
         assert!(parse_extents_json(r#"{"offset":1}"#).is_err());
         assert!(parse_extents_json(r#"[{"offset":1}]"#).is_err());
@@ -499,7 +515,11 @@ mod tests {
 
     fn layout() -> BaseLayout {
         // blob 0..10, zeros 10..50 (grid 8), blob 50..60
-        let content = [ContentRef::Blob(id(1)), ContentRef::Zeros(40), ContentRef::Blob(id(2))];
+        let content = [
+            ContentRef::Blob(id(1)),
+            ContentRef::Zeros(40),
+            ContentRef::Blob(id(2)),
+        ];
         BaseLayout::new(&content, 60, 8, |_| Some(10)).unwrap()
     }
 
@@ -525,7 +545,11 @@ mod tests {
         l.copy(0, 26, &mut out);
         assert_eq!(
             out,
-            vec![ContentRef::Zeros(3), ContentRef::Blob(id(1)), ContentRef::Zeros(16)]
+            vec![
+                ContentRef::Zeros(3),
+                ContentRef::Blob(id(1)),
+                ContentRef::Zeros(16)
+            ]
         );
         let mut out = vec![ContentRef::Zeros(1)];
         l.copy(26, 60, &mut out);
@@ -536,7 +560,11 @@ mod tests {
     fn zero_runs_are_skipped_on_the_grid_up_to_their_last_zero() {
         let l = layout(); // zeros 10..50, grid 8
         assert_eq!(l.zero_skip(13, 60), Some(45), "13 + 4·8, byte 45 < 50");
-        assert_eq!(l.zero_skip(13, 30), Some(29), "before the next change at 30");
+        assert_eq!(
+            l.zero_skip(13, 30),
+            Some(29),
+            "before the next change at 30"
+        );
         assert_eq!(l.zero_skip(13, 20), None, "less than one zero chunk");
         assert_eq!(l.zero_skip(5, 60), None, "in a blob");
         assert_eq!(l.zero_skip(50, 60), None, "a boundary, not inside");

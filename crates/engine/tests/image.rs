@@ -79,12 +79,7 @@ struct Pair {
     full_node: Node,
 }
 
-fn backup_pair(
-    dir: &Path,
-    old: &[u8],
-    new: &[u8],
-    extents: Vec<Extent>,
-) -> (Repository, Pair) {
+fn backup_pair(dir: &Path, old: &[u8], new: &[u8], extents: Vec<Extent>) -> (Repository, Pair) {
     let r = small_chunk_repo(&dir.join("repo"));
     let img = dir.join("img");
     std::fs::write(&img, old).unwrap();
@@ -164,7 +159,11 @@ fn changed_extents_read_little_and_equal_a_full_read() {
     old[4 << 20..9 << 20].fill(0); // never written
     let mut new = old.clone();
     // Three rewrites: one in data, one inside the zero area, one at the very end.
-    let writes = [(1_000_000usize, 4096usize), (6 << 20, 65536), ((16 << 20) - 100, 100)];
+    let writes = [
+        (1_000_000usize, 4096usize),
+        (6 << 20, 65536),
+        ((16 << 20) - 100, 100),
+    ];
     for &(o, l) in &writes {
         rng.fill_bytes(&mut new[o..o + l]);
     }
@@ -175,12 +174,19 @@ fn changed_extents_read_little_and_equal_a_full_read() {
         .chain([Extent::new(1_002_000, 10)]) // overlapping
         .collect();
     let (r, p) = backup_pair(d.path(), &old, &new, extents);
-    assert!(p.incremental.notices.is_empty(), "{:?}", p.incremental.notices);
+    assert!(
+        p.incremental.notices.is_empty(),
+        "{:?}",
+        p.incremental.notices
+    );
     assert_eq!(p.incremental_node.content, p.full_node.content);
     assert_eq!(p.incremental_node.size, new.len() as u64);
     assert!(dumped(&r, &p.incremental_node) == new, "restore differs");
     let read = p.incremental.snapshot.summary.bytes_read;
-    assert!(read < 2 << 20, "read {read} bytes of 16 MiB for 3 small changes");
+    assert!(
+        read < 2 << 20,
+        "read {read} bytes of 16 MiB for 3 small changes"
+    );
     assert!(read >= 4096 + 65536 + 100, "read {read}");
 }
 
@@ -268,7 +274,10 @@ fn write_into_overwrites_a_file_in_place_and_punches_holes() {
     std::fs::write(&img, &data).unwrap();
     let out = image_backup(&r, Source::image(&img, RECORDED), 1);
     let node = node_of(&r, &out, RECORDED);
-    assert!(node.content.iter().any(|c| matches!(c, ContentRef::Zeros(n) if *n >= 5 << 20)));
+    assert!(node
+        .content
+        .iter()
+        .any(|c| matches!(c, ContentRef::Zeros(n) if *n >= 5 << 20)));
     // A target full of other bytes, longer than the image.
     let target = d.path().join("target");
     std::fs::write(&target, vec![0xffu8; 9 << 20]).unwrap();
@@ -279,13 +288,16 @@ fn write_into_overwrites_a_file_in_place_and_punches_holes() {
     assert!(std::fs::read(&target).unwrap() == data, "target differs");
     use std::os::unix::fs::MetadataExt;
     let blocks = std::fs::metadata(&target).unwrap().blocks() * 512;
-    assert!(blocks < 3 << 20, "zero runs were not punched: {blocks} bytes allocated");
+    assert!(
+        blocks < 3 << 20,
+        "zero runs were not punched: {blocks} bytes allocated"
+    );
 }
 
 /// An image and the writes made to it since: each write `(offset, len, kind)` with kind
 /// 0 random bytes, 1 zeros, 2 the bytes already there (a change list may over-report).
-fn image_and_writes() -> impl Strategy<Value = (Vec<u8>, Vec<(usize, usize, u8)>, Vec<(usize, usize)>, u64)>
-{
+fn image_and_writes(
+) -> impl Strategy<Value = (Vec<u8>, Vec<(usize, usize, u8)>, Vec<(usize, usize)>, u64)> {
     (1usize..700_000, any::<u64>()).prop_flat_map(|(size, seed)| {
         let write = (0..size, 1usize..200_000, 0u8..3);
         let extra = (0..size + 1000, 0usize..50_000);
