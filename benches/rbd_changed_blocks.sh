@@ -47,7 +47,7 @@ rbd pool init rbd
 rbd create rbd/img --size ${SIZE_MIB}M
 
 # Fill, snapshot; rewrite objects; snapshot (librbd writes; no FUSE in the way).
-python3 - "$CEPH_CONF" "$SIZE_MIB" <<'EOF'
+/usr/bin/python3 - "$CEPH_CONF" "$SIZE_MIB" <<'EOF'   # Debian's python3-rados/python3-rbd
 import os, random, sys, rados, rbd
 conf, size_mib = sys.argv[1], int(sys.argv[2])
 obj = 4 << 20
@@ -109,8 +109,15 @@ check() { # check SNAPSHOT_ID RBD_SNAP
     [ "$a" = "$b" ] && echo "  restore of ${1:0:8} equals rbd export img@$2 (sha256 ${a:0:16})" \
         || { echo "  MISMATCH: holdfast ${a:0:16} vs rbd export img@$2 ${b:0:16}" >&2; exit 1; }
 }
-python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(f"s1 -> s2: {len(d)} extents, {sum(e[\"length\"] for e in d)/2**20:.1f} MiB changed")' "$W/s1-s2.json"
-python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(f"s2 -> s3: {len(d)} extents, {sum(e[\"length\"] for e in d)/2**20:.1f} MiB changed")' "$W/s2-s3.json"
+diff_stats() {
+    python3 - "$W/$1-$2.json" "$1" "$2" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(f"{sys.argv[2]} -> {sys.argv[3]}: {len(d)} extents, {sum(e['length'] for e in d) / 2**20:.1f} MiB changed")
+EOF
+}
+diff_stats s1 s2
+diff_stats s2 s3
 
 backup "full s1" --device "$FUSE/clone-s1"
 FULL=$(id_of "full s1")

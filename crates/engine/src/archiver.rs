@@ -994,13 +994,27 @@ impl Ctx<'_, '_> {
             n.size = size;
             n
         } else if meta.is_file() {
-            match fsmeta::capture(path, name, &meta, &self.users) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.warn(format!("{e} (skipped)"));
-                    return Ok(None);
-                }
-            }
+            // The file's own metadata, without extended attributes: an image's are not
+            // part of the volume (and FUSE images such as rbd-fuse's refuse to list them).
+            let mut n = Node::new(name.to_vec(), NodeKind::File);
+            n.mode = meta.mode() & 0o7777;
+            n.uid = meta.uid();
+            n.gid = meta.gid();
+            n.user = self.users.user(n.uid);
+            n.group = self.users.group(n.gid);
+            n.mtime_ns = meta
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.mtime_nsec());
+            n.ctime_ns = meta
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.ctime_nsec());
+            n.inode = meta.ino();
+            n.device = meta.dev();
+            n.links = meta.nlink();
+            n.size = meta.len();
+            n
         } else {
             self.warn(format!(
                 "{}: not a block device or regular file; cannot read it as an image (skipped)",
@@ -1026,19 +1040,14 @@ impl Ctx<'_, '_> {
                 return Ok(None);
             }
         }
-        if !device {
-            if let Ok(after) = file.metadata() {
-                let after_mtime = after
-                    .mtime()
-                    .saturating_mul(1_000_000_000)
-                    .saturating_add(after.mtime_nsec());
-                if after.len() != node.size || after_mtime != node.mtime_ns {
-                    self.warn(format!(
-                        "{}: changed while it was read (the stored copy may mix old and new data)",
-                        path.display()
-                    ));
-                }
-            }
+        // An image is meant to be read from a snapshot or a quiesced device; only a change
+        // of size is noticed (FUSE images such as rbd-fuse's report a new mtime on every
+        // stat, so the mtime cannot tell).
+        if !device && file.metadata().is_ok_and(|after| after.len() != node.size) {
+            self.warn(format!(
+                "{}: its size changed while it was read (the stored copy may mix old and new data)",
+                path.display()
+            ));
         }
         self.count_file(pnode, node.size);
         self.progress.entries.fetch_add(1, Ordering::Relaxed);
