@@ -206,8 +206,11 @@ fn block_loop_device_backup_and_dump_onto_device() {
     let before = du(&repo.path);
     let b = repo.backup(&[] as &[&str], &["--device".as_ref(), dev.path.as_os_str()]);
     let grown = du(&repo.path) - before;
+    // The same bytes as the file, but a device has no holes: the chunks next to each of
+    // the file's holes (where a file read restarts the chunker) are new, the rest is
+    // deduplicated (without it: 170 MiB).
     assert!(
-        grown < 8 * MIB,
+        grown < 170 * MIB * 15 / 100,
         "the device's content is the file's: stored {grown} bytes"
     );
     assert_eq!(

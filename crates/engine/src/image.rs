@@ -168,7 +168,7 @@ impl BaseLayout {
         // The ref holding byte offset - 1.
         let i = self
             .refs
-            .partition_point(|r| r.0 <= offset - 1)
+            .partition_point(|r| r.0 < offset)
             .saturating_sub(1);
         let Some(&(start, c, _)) = self.refs.get(i) else {
             return 0;

@@ -294,10 +294,13 @@ fn write_into_overwrites_a_file_in_place_and_punches_holes() {
     );
 }
 
+/// A generated case: the old image, the writes, extra extents that changed nothing, and a
+/// seed for the new bytes.
+type Case = (Vec<u8>, Vec<(usize, usize, u8)>, Vec<(usize, usize)>, u64);
+
 /// An image and the writes made to it since: each write `(offset, len, kind)` with kind
 /// 0 random bytes, 1 zeros, 2 the bytes already there (a change list may over-report).
-fn image_and_writes(
-) -> impl Strategy<Value = (Vec<u8>, Vec<(usize, usize, u8)>, Vec<(usize, usize)>, u64)> {
+fn image_and_writes() -> impl Strategy<Value = Case> {
     (1usize..700_000, any::<u64>()).prop_flat_map(|(size, seed)| {
         let write = (0..size, 1usize..200_000, 0u8..3);
         let extra = (0..size + 1000, 0usize..50_000);
