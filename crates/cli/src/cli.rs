@@ -7,7 +7,7 @@ use holdfast_engine::checker::ReadData;
 use holdfast_engine::retention::GroupBy;
 use holdfast_repo::keyfile::KdfParams;
 
-use crate::args::{self, duration, Duration, SnapshotPath, TagList};
+use crate::args::{self, duration, Duration, ExtentList, SnapshotPath, TagList};
 
 /// What `holdfast --help` ends with: the exit codes scripts rely on (see `exit.rs`).
 pub const EXIT_CODES_HELP: &str = "\
@@ -122,11 +122,25 @@ pub enum Command {
         )]
         kdf_iterations: u32,
     },
-    /// Back up files and directories.
+    /// Back up files and directories, or the content of a block device (--device).
     Backup {
         /// Paths to back up.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "device")]
         paths: Vec<PathBuf>,
+        /// Back up the content of this block device (or image file) as one regular file,
+        /// recorded at its own absolute path or at --device-name. Zeros and holes are
+        /// stored as nothing; may be given with PATHS.
+        #[arg(long, value_name = "PATH")]
+        device: Option<PathBuf>,
+        /// Record the --device image as this absolute file path in the snapshot.
+        #[arg(long, value_name = "PATH", requires = "device", value_parser = args::absolute_path)]
+        device_name: Option<PathBuf>,
+        /// With --device and --parent: read only the byte ranges listed in this JSON file
+        /// (as `rbd diff --from-snap S --format json` prints them, or
+        /// [{"offset":N,"length":N},...]) and take the rest from the image in the --parent
+        /// snapshot. Ranges left out are trusted to be unchanged.
+        #[arg(long, value_name = "FILE", requires_all = ["device", "parent"], value_parser = args::extents_file)]
+        changed_extents: Option<ExtentList>,
         /// Tag the snapshot (repeatable).
         #[arg(long = "tag")]
         tags: Vec<String>,
@@ -188,12 +202,17 @@ pub enum Command {
         #[command(flatten)]
         filter: Filter,
     },
-    /// Write one file of a snapshot to standard output.
+    /// Write one file of a snapshot to standard output, or onto a device (--onto).
     Dump {
         /// Snapshot ID, unique prefix or "latest".
         snapshot: String,
         /// Absolute path of the file inside the snapshot.
         path: PathBuf,
+        /// Write the file in place onto this existing block device (at least as large) or
+        /// regular file, instead of standard output. Zero runs are zeroed there (a device
+        /// is not known to be empty); a regular file becomes sparse and is cut to size.
+        #[arg(long, value_name = "DEVICE")]
+        onto: Option<PathBuf>,
         #[command(flatten)]
         filter: Filter,
     },

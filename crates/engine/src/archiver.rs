@@ -15,7 +15,7 @@ use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -35,6 +35,7 @@ use rayon::prelude::*;
 use crate::backup::BackupRequest;
 use crate::error::{EngineError, Result};
 use crate::fsmeta::{self, UserCache};
+use crate::image::{self, BaseLayout, ImageBase, Resync};
 
 /// One thing to back up: a path to read, and where the snapshot records it.
 ///
@@ -44,12 +45,36 @@ use crate::fsmeta::{self, UserCache};
 /// recorded path. The Kubernetes agent reads a volume from its kubelet directory (which
 /// changes whenever the pod is recreated) and records it as `/<namespace>/<pvc>`.
 /// Directories above a recorded source get synthetic metadata (see [`backup`]).
+///
+/// An image source ([`Source::image`]) reads the content of a block device or regular
+/// file as one regular file (see [`SourceKind::Image`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
     /// Where to read (made absolute and normalised).
     pub path: PathBuf,
     /// Where to record it in the snapshot: an absolute path; `None` records `path`.
     pub record_as: Option<PathBuf>,
+    /// A directory tree (the default) or an image.
+    pub kind: SourceKind,
+}
+
+/// How a [`Source`] is read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SourceKind {
+    /// Whatever is at the path (a directory and everything below it, a file, a symlink,
+    /// ...), as it is: the usual backup.
+    #[default]
+    Tree,
+    /// The content of a block device or regular file (symlinks followed), recorded as one
+    /// regular file of the device's size: mode 0600, owner 0:0 and modified at the
+    /// snapshot's time for a device; a regular file's own metadata. Holes and all-zero
+    /// chunks become zero runs. It is always read, never skipped as unchanged by its
+    /// metadata; with a `base` only around the changed extents (see [`crate::image`]).
+    /// Directories above it get synthetic metadata, as above sources recorded elsewhere.
+    Image {
+        /// The snapshot with the previous image and the extents changed since, if known.
+        base: Option<ImageBase>,
+    },
 }
 
 impl Source {
@@ -58,7 +83,34 @@ impl Source {
         Source {
             path: path.into(),
             record_as: None,
+            kind: SourceKind::Tree,
         }
+    }
+
+    /// The content of the block device or regular file at `path`, recorded as the regular
+    /// file `record_as` (an absolute path; give `path` itself to record it where it is).
+    pub fn image(path: impl Into<PathBuf>, record_as: impl Into<PathBuf>) -> Source {
+        Source {
+            path: path.into(),
+            record_as: Some(record_as.into()),
+            kind: SourceKind::Image { base: None },
+        }
+    }
+
+    /// For an image source: read only around `base.extents` and reuse the content of the
+    /// image at the same recorded path in `base.snapshot` elsewhere. Falls back to reading
+    /// the whole image (with a notice in the report) when that snapshot or file cannot be
+    /// used. No effect on a tree source.
+    pub fn changed_since(mut self, base: ImageBase) -> Source {
+        if let SourceKind::Image { base: b } = &mut self.kind {
+            *b = Some(base);
+        }
+        self
+    }
+
+    /// Whether this is an image source.
+    pub fn is_image(&self) -> bool {
+        matches!(self.kind, SourceKind::Image { .. })
     }
 
     /// A source read from `path` and recorded as `record_as`.
@@ -66,6 +118,7 @@ impl Source {
         Source {
             path: path.into(),
             record_as: Some(record_as.into()),
+            kind: SourceKind::Tree,
         }
     }
 
@@ -151,7 +204,7 @@ struct Ctx<'a, 's> {
 /// A directory of the virtual root: either backed up whole (read from its real path), or
 /// only on the way to one.
 enum VEntry {
-    Source(PathBuf),
+    Source(Placed),
     Dir(BTreeMap<Vec<u8>, VEntry>),
 }
 
@@ -160,11 +213,14 @@ enum VEntry {
 struct Placed {
     recorded: PathBuf,
     real: PathBuf,
+    kind: SourceKind,
 }
 
 impl Placed {
+    /// Whether the directories above its recorded path are not the real ones: it is read
+    /// from elsewhere, or it is an image (recorded as a file, whatever the path holds).
     fn is_moved(&self) -> bool {
-        self.recorded != self.real
+        self.recorded != self.real || self.kind != SourceKind::Tree
     }
 }
 
@@ -181,19 +237,30 @@ impl VEntry {
     }
 
     /// The newest modification time of the moved sources below this entry, ns (0 if none
-    /// can be read).
-    fn newest_source_mtime(&self) -> i64 {
+    /// can be read); an image of a block device counts as modified at `now_ns`, the time
+    /// it is recorded with.
+    fn newest_source_mtime(&self, now_ns: i64) -> i64 {
         match self {
-            VEntry::Source(real) => std::fs::symlink_metadata(real)
-                .map(|m| {
-                    m.mtime()
-                        .saturating_mul(1_000_000_000)
-                        .saturating_add(m.mtime_nsec())
+            VEntry::Source(p) => {
+                let meta = if p.kind == SourceKind::Tree {
+                    std::fs::symlink_metadata(&p.real)
+                } else {
+                    std::fs::metadata(&p.real)
+                };
+                meta.map(|m| {
+                    if p.kind != SourceKind::Tree && m.file_type().is_block_device() {
+                        now_ns
+                    } else {
+                        m.mtime()
+                            .saturating_mul(1_000_000_000)
+                            .saturating_add(m.mtime_nsec())
+                    }
                 })
-                .unwrap_or(0),
+                .unwrap_or(0)
+            }
             VEntry::Dir(m) => m
                 .values()
-                .map(VEntry::newest_source_mtime)
+                .map(|e| e.newest_source_mtime(now_ns))
                 .max()
                 .unwrap_or(0),
         }
@@ -335,6 +402,7 @@ fn run_walk<'a>(
             Ok(Placed {
                 recorded: src.recorded_path()?,
                 real: normalize_path(&src.path)?,
+                kind: src.kind.clone(),
             })
         })
         .collect::<Result<_>>()?;
@@ -389,17 +457,23 @@ fn run_walk<'a>(
                 _ => None,
             })
             .collect();
+        if comps.is_empty() && p.kind != SourceKind::Tree {
+            return Err(EngineError::Usage(format!(
+                "the image {} cannot be recorded as /: give it a file path",
+                p.real.display()
+            )));
+        }
         if comps.is_empty() {
             // Backing up "/" (or recording a source as "/"): its entries become the
             // root's entries.
             root = BTreeMap::new();
-            root.insert(Vec::new(), VEntry::Source(p.real.clone()));
+            root.insert(Vec::new(), VEntry::Source(p.clone()));
             break;
         }
         let mut level = &mut root;
         for (i, c) in comps.iter().enumerate() {
             if i + 1 == comps.len() {
-                level.insert(c.clone(), VEntry::Source(p.real.clone()));
+                level.insert(c.clone(), VEntry::Source(p.clone()));
             } else {
                 let e = level
                     .entry(c.clone())
@@ -426,8 +500,8 @@ fn run_walk<'a>(
         None => None,
     };
 
-    let root_tree = if let Some(VEntry::Source(real)) = root.get(&Vec::new()) {
-        ctx.dir_tree(real, Path::new("/"), parent_root, None)?
+    let root_tree = if let Some(VEntry::Source(p)) = root.get(&Vec::new()) {
+        ctx.dir_tree(&p.real, Path::new("/"), parent_root, None)?
     } else {
         ctx.virtual_tree(Path::new("/"), &root, &moved, parent_root)?
     };
@@ -519,9 +593,16 @@ impl Ctx<'_, '_> {
             let child = path.join(OsStr::from_bytes(name));
             let pnode = find(name);
             match entry {
+                VEntry::Source(p) if p.kind != SourceKind::Tree => {
+                    if let Some(n) = self.image_entry(p, name, pnode)? {
+                        nodes.push(n);
+                    }
+                }
                 VEntry::Source(p) => {
-                    let dev = std::fs::symlink_metadata(p).map(|m| m.dev()).unwrap_or(0);
-                    if let Some(n) = self.entry(p, &child, name, pnode, dev)? {
+                    let dev = std::fs::symlink_metadata(&p.real)
+                        .map(|m| m.dev())
+                        .unwrap_or(0);
+                    if let Some(n) = self.entry(&p.real, &child, name, pnode, dev)? {
                         nodes.push(n);
                     }
                 }
@@ -539,7 +620,7 @@ impl Ctx<'_, '_> {
                             }
                         })?
                     } else {
-                        self.synthetic_dir(name, entry.newest_source_mtime())
+                        self.synthetic_dir(name, entry.newest_source_mtime(self.opts.time_ns))
                     };
                     node.kind = NodeKind::Dir;
                     node.link_target.clear();
@@ -723,19 +804,7 @@ impl Ctx<'_, '_> {
                 return Ok(true);
             }
         }
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc_noatime() | nix::libc::O_NOFOLLOW)
-            .open(path)
-        {
-            Ok(f) => Ok(f),
-            Err(e) if e.raw_os_error() == Some(nix::libc::EPERM) => OpenOptions::new()
-                .read(true)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(path),
-            Err(e) => Err(e),
-        };
-        let file = match file {
+        let file = match open_for_reading(path, nix::libc::O_NOFOLLOW) {
             Ok(f) => f,
             Err(e) => {
                 self.warn(format!("{}: cannot open: {e} (skipped)", path.display()));
@@ -789,22 +858,49 @@ impl Ctx<'_, '_> {
     /// chunks become zero runs. Returns the content and the number of bytes covered.
     fn read_content(&self, file: &File, node: &Node) -> Result<(Vec<ContentRef>, u64), ReadError> {
         let mut content: Vec<ContentRef> = Vec::new();
-        let push_zeros = |content: &mut Vec<ContentRef>, n: u64| {
-            if n == 0 {
-                return;
-            }
-            if let Some(ContentRef::Zeros(z)) = content.last_mut() {
-                *z += n;
-            } else {
-                content.push(ContentRef::Zeros(n));
-            }
-        };
         let ranges = fsmeta::data_ranges(file, node.size)
             .map_err(|e| ReadError::Io(std::io::Error::other(e.to_string())))?;
-        let mut pos = 0u64;
+        let (mut pos, _) = self.chunk_ranges(file, 0, &ranges, &mut content, &mut |_| false)?;
+        // Trailing hole (only if the file still has that size; a device's is its size).
+        if pos < node.size {
+            let now = match file.metadata() {
+                Ok(m) if m.file_type().is_block_device() => node.size,
+                Ok(m) => m.len(),
+                Err(_) => pos,
+            };
+            let end = now.min(node.size);
+            if end > pos {
+                image::push_zeros(&mut content, end - pos);
+                pos = end;
+            }
+        }
+        Ok((content, pos))
+    }
+
+    /// Chunks the data `ranges` of `file` (sorted, disjoint, at or after `from`; what lies
+    /// between them is a hole), appending content refs to `content`: holes and all-zero
+    /// chunks as zero runs, new chunks stored. After each chunk and each hole, `stop` is
+    /// asked whether to end there, given the position reached. Returns the position
+    /// reached and whether `stop` ended the read; a range that ends early (the file shrank
+    /// while being read) ends it too.
+    fn chunk_ranges(
+        &self,
+        file: &File,
+        from: u64,
+        ranges: &[(u64, u64)],
+        content: &mut Vec<ContentRef>,
+        stop: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<(u64, bool), ReadError> {
+        let mut pos = from;
         let mut f = file;
-        for (off, len) in ranges {
-            push_zeros(&mut content, off - pos);
+        for &(off, len) in ranges {
+            if off > pos {
+                image::push_zeros(content, off - pos);
+                pos = off;
+                if stop(pos) {
+                    return Ok((pos, true));
+                }
+            }
             f.seek(SeekFrom::Start(off)).map_err(ReadError::Io)?;
             // Chunks are read straight into recycled buffers that travel to the sealers.
             let mut stream = self
@@ -812,38 +908,268 @@ impl Ctx<'_, '_> {
                 .stream(f.take(len))
                 .with_size_hint(len)
                 .with_buffers(|| self.store.buffer());
-            while let Some(chunk) = stream.next_chunk().map_err(ReadError::Io)? {
+            let mut stopped = false;
+            let mut done = 0u64;
+            let outcome = loop {
+                let chunk = match stream.next_chunk() {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(ReadError::Io(e)),
+                };
                 let n = chunk.len() as u64;
-                self.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
+                done += n;
                 self.progress.bytes.fetch_add(n, Ordering::Relaxed);
                 if is_zero(&chunk) {
-                    push_zeros(&mut content, n);
+                    image::push_zeros(content, n);
                     self.store.recycle(chunk);
                 } else {
                     let id = self.store.id_of(&chunk);
-                    self.store
-                        .add_owned(BlobType::Data, id, chunk)
-                        .map_err(ReadError::Repo)?;
+                    if let Err(e) = self.store.add_owned(BlobType::Data, id, chunk) {
+                        break Err(ReadError::Repo(e));
+                    }
                     content.push(ContentRef::Blob(id));
                 }
+                if stop(off + done) {
+                    stopped = true;
+                    break Ok(());
+                }
+            };
+            // Every byte taken from the file counts, also what was read past a stop.
+            self.counters
+                .bytes_read
+                .fetch_add(stream.bytes_read(), Ordering::Relaxed);
+            outcome?;
+            pos = off + done;
+            if stopped {
+                return Ok((pos, true));
             }
-            let got = stream.bytes_read();
-            pos = off + got;
-            if got < len {
+            if done < len {
                 // The file shrank while being read: keep what was there.
                 break;
             }
         }
-        // Trailing hole (only if the file still has that size).
-        if pos < node.size {
-            let now = file.metadata().map(|m| m.len()).unwrap_or(pos);
-            let end = now.min(node.size);
-            if end > pos {
-                push_zeros(&mut content, end - pos);
-                pos = end;
+        Ok((pos, false))
+    }
+
+    /// An image source's node: a block device's or regular file's content as one regular
+    /// file (see [`SourceKind::Image`]). `None` (with a warning) if it cannot be read.
+    fn image_entry(&self, p: &Placed, name: &[u8], pnode: Option<&Node>) -> Result<Option<Node>> {
+        let SourceKind::Image { base } = &p.kind else {
+            unreachable!("called for image sources")
+        };
+        let path = &p.real;
+        let file = match open_for_reading(path, 0) {
+            Ok(f) => f,
+            Err(e) => {
+                self.warn(format!("{}: cannot open: {e} (skipped)", path.display()));
+                return Ok(None);
+            }
+        };
+        let meta = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                self.warn(format!("{}: {e} (skipped)", path.display()));
+                return Ok(None);
+            }
+        };
+        let device = meta.file_type().is_block_device();
+        let mut node = if device {
+            let size = match image::image_size(&file) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.warn(format!(
+                        "{}: cannot find the device's size: {e} (skipped)",
+                        path.display()
+                    ));
+                    return Ok(None);
+                }
+            };
+            let mut n = Node::new(name.to_vec(), NodeKind::File);
+            n.mode = 0o600;
+            n.user = self.users.user(0);
+            n.group = self.users.group(0);
+            n.mtime_ns = self.opts.time_ns;
+            n.ctime_ns = self.opts.time_ns;
+            n.links = 1;
+            n.size = size;
+            n
+        } else if meta.is_file() {
+            // The file's own metadata, without extended attributes: an image's are not
+            // part of the volume (and FUSE images such as rbd-fuse's refuse to list them).
+            let mut n = Node::new(name.to_vec(), NodeKind::File);
+            n.mode = meta.mode() & 0o7777;
+            n.uid = meta.uid();
+            n.gid = meta.gid();
+            n.user = self.users.user(n.uid);
+            n.group = self.users.group(n.gid);
+            n.mtime_ns = meta
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.mtime_nsec());
+            n.ctime_ns = meta
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.ctime_nsec());
+            n.inode = meta.ino();
+            n.device = meta.dev();
+            n.links = meta.nlink();
+            n.size = meta.len();
+            n
+        } else {
+            self.warn(format!(
+                "{}: not a block device or regular file; cannot read it as an image (skipped)",
+                path.display()
+            ));
+            return Ok(None);
+        };
+        let read = match base {
+            Some(b) => match self.read_changed(&file, &node, b, &p.recorded) {
+                Ok(None) => self.read_content(&file, &node),
+                r => r.map(|c| c.expect("Some")),
+            },
+            None => self.read_content(&file, &node),
+        };
+        match read {
+            Ok((content, len)) => {
+                node.content = content;
+                node.size = len;
+            }
+            Err(ReadError::Repo(e)) => return Err(e.into()),
+            Err(ReadError::Io(e)) => {
+                self.warn(format!("{}: read failed: {e} (skipped)", path.display()));
+                return Ok(None);
             }
         }
-        Ok((content, pos))
+        // An image is meant to be read from a snapshot or a quiesced device; only a change
+        // of size is noticed (FUSE images such as rbd-fuse's report a new mtime on every
+        // stat, so the mtime cannot tell).
+        if !device && file.metadata().is_ok_and(|after| after.len() != node.size) {
+            self.warn(format!(
+                "{}: its size changed while it was read (the stored copy may mix old and new data)",
+                path.display()
+            ));
+        }
+        self.count_file(pnode, node.size);
+        self.progress.entries.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(node))
+    }
+
+    /// Reads an image only around the changed extents of `base`, reusing the content refs
+    /// of the image at `recorded` in the base snapshot elsewhere (see [`crate::image`]).
+    /// `Ok(None)` (with a notice) when the base cannot be used: the caller reads it all.
+    fn read_changed(
+        &self,
+        file: &File,
+        node: &Node,
+        base: &ImageBase,
+        recorded: &Path,
+    ) -> Result<Option<StoredContent>, ReadError> {
+        let size = node.size;
+        let fallback = |why: String| {
+            self.notice(format!(
+                "{}: the changed extents since snapshot {} cannot be used ({why}); reading the whole image",
+                recorded.display(),
+                base.snapshot.short()
+            ));
+            Ok(None)
+        };
+        let bnode = match image::base_node(self.repo, self.index, &base.snapshot, recorded) {
+            Ok(n) => n,
+            Err(why) => return fallback(why),
+        };
+        if bnode.size != size {
+            return fallback(format!(
+                "the image there has {} bytes, this one {size}",
+                bnode.size
+            ));
+        }
+        let max = self.chunker.params().max as usize;
+        let zero_chunk = self.chunker.find_cut(&vec![0u8; max], false).unwrap_or(max) as u64;
+        let layout = match BaseLayout::new(&bnode.content, size, zero_chunk, |id| {
+            if self.store.has(BlobType::Data, id) {
+                image::blob_len(self.index, id)
+            } else {
+                None
+            }
+        }) {
+            Ok(l) => l,
+            Err(why) => return fallback(why),
+        };
+        let extents = image::normalize_extents(&base.extents, size);
+        let ranges = fsmeta::data_ranges(file, size)
+            .map_err(|e| ReadError::Io(std::io::Error::other(e.to_string())))?;
+        let mut content = Vec::new();
+        let mut pos = 0u64;
+        let mut resync = Resync::new(&extents);
+        // Where reading goes on after skipping part of a zero run, within a region.
+        let mut skipped_to: Option<u64> = None;
+        loop {
+            let start = match skipped_to.take() {
+                Some(q) => q,
+                None => {
+                    let Some(e) = resync.start_region() else {
+                        break;
+                    };
+                    // Every extent still to come starts after `pos`, a base boundary.
+                    let restart = layout.restart_before(e.offset).max(pos);
+                    layout.copy(pos, restart, &mut content);
+                    self.progress
+                        .bytes
+                        .fetch_add(restart - pos, Ordering::Relaxed);
+                    restart
+                }
+            };
+            let region: Vec<(u64, u64)> = ranges
+                .iter()
+                .filter(|r| r.0 + r.1 > start)
+                .map(|&(o, l)| (o.max(start), o + l - o.max(start)))
+                .collect();
+            let (reached, stopped) =
+                self.chunk_ranges(file, start, &region, &mut content, &mut |p| {
+                    resync.can_end_at(p, &layout)
+                })?;
+            if !stopped {
+                let data_end = region.last().map_or(start, |r| r.0 + r.1);
+                if reached < data_end {
+                    return Err(ReadError::Io(std::io::Error::other(
+                        "the image shrank while it was read",
+                    )));
+                }
+                // No resynchronisation before the end: the rest is a hole.
+                image::push_zeros(&mut content, size - reached);
+                pos = size;
+                break;
+            }
+            pos = reached;
+            if !layout.is_boundary(pos) {
+                // Inside an unchanged zero run: skip the zero chunks a full read would cut.
+                let q = layout
+                    .zero_skip(pos, resync.next_offset(size))
+                    .expect("the stop was for a zero run");
+                image::push_zeros(&mut content, q - pos);
+                self.progress.bytes.fetch_add(q - pos, Ordering::Relaxed);
+                pos = q;
+                skipped_to = Some(q);
+            }
+        }
+        layout.copy(pos, size, &mut content);
+        self.progress.bytes.fetch_add(size - pos, Ordering::Relaxed);
+        Ok(Some((content, size)))
+    }
+}
+
+/// Opens a file to read its content, without updating its access time where allowed,
+/// with `flags` added (`O_NOFOLLOW`).
+fn open_for_reading(path: &Path, flags: i32) -> std::io::Result<File> {
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_noatime() | flags)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(nix::libc::EPERM) => {
+            OpenOptions::new().read(true).custom_flags(flags).open(path)
+        }
+        r => r,
     }
 }
 

@@ -26,6 +26,7 @@ pub mod error;
 pub mod filter;
 pub mod forget;
 pub mod fsmeta;
+pub mod image;
 pub mod listing;
 pub mod open;
 pub mod password;

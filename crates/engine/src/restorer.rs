@@ -535,6 +535,45 @@ pub fn dump(
 ) -> Result<u64> {
     let zeros = vec![0u8; 1 << 16];
     let mut written = 0u64;
+    for_each_piece(repo, index, node, |_, piece| {
+        match piece {
+            ContentPiece::Data(b) => {
+                out.write_all(b).map_err(EngineError::Output)?;
+                written += b.len() as u64;
+            }
+            ContentPiece::Zeros(z) => {
+                let mut left = z;
+                while left > 0 {
+                    let k = left.min(zeros.len() as u64) as usize;
+                    out.write_all(&zeros[..k]).map_err(EngineError::Output)?;
+                    left -= k as u64;
+                }
+                written += z;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(written)
+}
+
+/// One piece of a file's content, as [`for_each_piece`] hands it out.
+#[derive(Debug)]
+pub enum ContentPiece<'a> {
+    /// Data (a blob's plaintext).
+    Data(&'a [u8]),
+    /// This many zero bytes.
+    Zeros(u64),
+}
+
+/// Calls `f` with each piece of a file's content and its offset, in order: blobs window
+/// by window, each window's blobs read in parallel.
+pub fn for_each_piece(
+    repo: &Repository,
+    index: &MasterIndex,
+    node: &Node,
+    mut f: impl FnMut(u64, ContentPiece<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut at = 0u64;
     let mut rest = node.content.as_slice();
     while !rest.is_empty() {
         let mut planned = 0u64;
@@ -567,23 +606,18 @@ pub fn dump(
         for r in ready {
             match r {
                 Ready::Data(b) => {
-                    out.write_all(&b).map_err(EngineError::Output)?;
-                    written += b.len() as u64;
+                    f(at, ContentPiece::Data(&b))?;
+                    at += b.len() as u64;
                 }
                 Ready::Zeros(z) => {
-                    let mut left = z;
-                    while left > 0 {
-                        let k = left.min(zeros.len() as u64) as usize;
-                        out.write_all(&zeros[..k]).map_err(EngineError::Output)?;
-                        left -= k as u64;
-                    }
-                    written += z;
+                    f(at, ContentPiece::Zeros(z))?;
+                    at += z;
                 }
             }
         }
         rest = tail;
     }
-    Ok(written)
+    Ok(())
 }
 
 /// Bytes of a pack read at once by a restore: blobs lying within this span are fetched in

@@ -11,6 +11,29 @@ use holdfast_engine::checker::ReadData;
 use holdfast_engine::filter::PathFilter;
 use holdfast_engine::retention::{self, GroupBy};
 
+/// An absolute path (`--device-name`).
+pub fn absolute_path(s: &str) -> Result<std::path::PathBuf, String> {
+    let p = std::path::PathBuf::from(s);
+    if p.is_absolute() && p.components().count() > 1 {
+        Ok(p)
+    } else {
+        Err("expected an absolute file path, like /volumes/db".to_string())
+    }
+}
+
+/// The byte ranges of a `--changed-extents` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtentList(pub Vec<holdfast_engine::image::Extent>);
+
+/// `--changed-extents`: a JSON file of byte ranges, read and checked while the command line
+/// is read.
+pub fn extents_file(s: &str) -> Result<ExtentList, String> {
+    let text = std::fs::read_to_string(s).map_err(|e| format!("cannot read {s}: {e}"))?;
+    holdfast_engine::image::parse_extents_json(&text)
+        .map(ExtentList)
+        .map_err(|e| format!("{s}: {e}"))
+}
+
 /// A percentage from 0 to 100, with or without `%` (`--max-unused`).
 pub fn percent(s: &str) -> Result<f64, String> {
     let t = s.trim();

@@ -7,6 +7,7 @@ use anyhow::Result;
 use holdfast_engine::archiver::BackupProgress;
 use holdfast_engine::backup::{self, BackupRequest, ParentChoice, Source};
 use holdfast_engine::filter::PathFilter;
+use holdfast_engine::image::ImageBase;
 use holdfast_engine::scanner;
 
 use super::{now_ns, open, print_json};
@@ -17,6 +18,9 @@ use crate::{exit, ui};
 fn request(args: &Args) -> Result<BackupRequest> {
     let Command::Backup {
         paths,
+        device,
+        device_name,
+        changed_extents: _,
         tags,
         host,
         excludes,
@@ -33,7 +37,12 @@ fn request(args: &Args) -> Result<BackupRequest> {
     for f in exclude_files {
         patterns.extend(PathFilter::read_pattern_file(f)?);
     }
-    let mut req = BackupRequest::new(paths.iter().cloned().map(Source::new).collect());
+    let mut sources: Vec<Source> = paths.iter().cloned().map(Source::new).collect();
+    if let Some(dev) = device {
+        let abs = std::path::absolute(dev)?;
+        sources.push(Source::image(dev, device_name.clone().unwrap_or(abs)));
+    }
+    let mut req = BackupRequest::new(sources);
     req.excludes = PathFilter::new(&patterns)?;
     req.one_file_system = *one_file_system;
     req.exclude_caches = *exclude_caches;
@@ -57,6 +66,21 @@ fn request(args: &Args) -> Result<BackupRequest> {
 pub fn run(args: &Args) -> Result<i32> {
     let mut req = request(args)?;
     let repo = open(args)?;
+    // Changed extents are relative to the image in the parent snapshot.
+    if let Command::Backup {
+        changed_extents: Some(extents),
+        parent: Some(spec),
+        ..
+    } = &args.command
+    {
+        let (base, _) = repo.find_snapshot(spec, &Default::default())?;
+        for s in req.sources.iter_mut().filter(|s| s.is_image()) {
+            *s = s.clone().changed_since(ImageBase {
+                snapshot: base,
+                extents: extents.0.clone(),
+            });
+        }
+    }
     // The snapshot's time is when the backup starts, after the password and the key.
     req.time_ns = now_ns();
     let progress = Arc::new(BackupProgress::default());

@@ -48,8 +48,9 @@ pub fn run(args: &Args) -> Result<i32> {
         Command::Dump {
             snapshot,
             path,
+            onto,
             filter,
-        } => restore::dump(args, snapshot, path, filter),
+        } => restore::dump(args, snapshot, path, onto.as_deref(), filter),
         Command::Cat { kind, id } => cat::run(args, *kind, id.as_deref()),
         Command::Key { action } => key::run(args, action),
         Command::Stats => stats::run(args),

@@ -86,7 +86,7 @@ pub fn run(args: &Args) -> Result<i32> {
     }
 }
 
-pub fn dump(args: &Args, spec: &str, path: &Path, f: &Filter) -> Result<i32> {
+pub fn dump(args: &Args, spec: &str, path: &Path, onto: Option<&Path>, f: &Filter) -> Result<i32> {
     let repo = open(args)?;
     let (_, snap) = repo.find_snapshot(spec, &filter(f)?)?;
     let index = repo.load_index()?;
@@ -96,6 +96,21 @@ pub fn dump(args: &Args, spec: &str, path: &Path, f: &Filter) -> Result<i32> {
     };
     if node.kind != NodeKind::File {
         bail!("{} is not a regular file in the snapshot (it is a {:?}); use `holdfast restore` for directories", path.display(), node.kind);
+    }
+    if let Some(target) = onto {
+        let r = holdfast_engine::image::write_into(&repo, &index, &node, target)?;
+        if args.json {
+            print_json(&r)?;
+        } else if !args.quiet {
+            println!(
+                "wrote {} onto {}: {} of data, {} zeroed",
+                path.display(),
+                target.display(),
+                ui::size(r.data_bytes),
+                ui::size(r.zeroed_bytes)
+            );
+        }
+        return Ok(exit::OK);
     }
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     restorer::dump(&repo, &index, &node, &mut out)?;
