@@ -214,9 +214,7 @@ impl Repo {
                             .into(),
                     ));
                 }
-                // IMAGE_PENDING: Source::image lands with the engine's image sources.
-                let _ = dev;
-                return Err(AgentError::Volume("block volumes: pending".into()));
+                vec![Source::image(dev, root.join(BLOCK_IMAGE_NAME))]
             }
             Located::Dir(mount) => {
                 if !mount.is_dir() {

@@ -414,9 +414,16 @@ fn write_data(
     match at {
         Located::Device(dev) => {
             let image = format!("{root}/{BLOCK_IMAGE_NAME}");
-            // IMAGE_PENDING: writing an image onto a device lands with the engine's images.
-            let _ = (dev, image, &index, tree, progress);
-            Err(AgentError::Volume("block restore: pending".into()))
+            let node = restorer::lookup(repo, &index, tree, image.as_bytes())?
+                .ok_or_else(|| AgentError::Usage(format!("{image} is not in the snapshot")))?;
+            progress.bytes_total.store(node.size, std::sync::atomic::Ordering::Relaxed);
+            let w = holdfast_engine::image::write_into(repo, &index, &node, dev)?;
+            progress.bytes.store(w.bytes, std::sync::atomic::Ordering::Relaxed);
+            Ok(holdfast_engine::restorer::RestoreSummary {
+                files: 1,
+                bytes: w.data_bytes,
+                ..Default::default()
+            })
         }
         Located::Dir(mount) => {
             let is_whole = sub.as_os_str().is_empty();
