@@ -1,6 +1,8 @@
 //! The CSI simulator (`holdfast_fake_kube::csi`) driven through the real kube client exactly as
 //! the agent's snapshot-based backup drives a cluster: VolumeSnapshot -> PVC from it -> pause
-//! pod pinned to the node -> read the kubelet path -> delete all three. The Dir backend runs
+//! pod pinned to the node -> read the kubelet path -> delete all three; and as its restore
+//! does: a new empty PVC (or the app's own claim) -> read-write pod writes through the kubelet
+//! path -> pod deleted, the claim keeps the data (`CsiSim::volume_path`). The Dir backend runs
 //! everywhere; the `ceph::` tests run the same flow on a real Ceph cluster (RBD filesystem and
 //! block volumes, CephFS) and are selected like the other Ceph tests (`.config/nextest.toml`).
 
@@ -817,8 +819,8 @@ async fn empty_volume_flow(env: &Env, kind: VolumeKind, size: &str) -> String {
     if !env.sim.storage_state().ceph_objects.is_empty() && kind != VolumeKind::CephFs {
         // Ceph RBD: the data path is the raw image.
         assert_eq!(
-            std::fs::metadata(&data).unwrap().len() >= quantity(size).unwrap(),
-            true
+            Some(std::fs::metadata(&data).unwrap().len()),
+            quantity(size)
         );
     } else {
         assert_eq!(read_data(&data, block), "restored", "what the pod wrote");
@@ -1061,6 +1063,40 @@ mod ceph {
         let pv = empty_volume_flow(&env, VolumeKind::Rbd, "64Mi").await;
         let objs = env.sim.storage_state().ceph_objects;
         assert!(objs.is_empty(), "{pv}: {objs:?}");
+        let dir = env.dir.path().to_path_buf();
+        drop(env);
+        assert_nothing_mounted(&dir);
+    }
+
+    /// A restore pod on the app's node mounting the app's RBD claim read-write shares the
+    /// attached image (bind mount of the app's mount, not a second mount of the same ext4):
+    /// both paths show the same file system.
+    #[tokio::test]
+    async fn rbd_pod_writes_into_a_source_claim() {
+        let env = env();
+        let src = env.source("db");
+        write_data(&src, false, "v1");
+        env.create_pod_mode("hf-restore-pod", "db", "node-a", false, false)
+            .await;
+        let pv = env.cluster.pvc("app", "db").unwrap().pv_name.clone();
+        let root_a = env.dir.path().join("kubelet/node-a");
+        let path = env
+            .wait_running("hf-restore-pod", &root_a, &pv, false)
+            .await;
+        assert_eq!(read_data(&path, false), "v1");
+        write_data(&path, false, "restored");
+        assert_eq!(read_data(&src, false), "restored", "one file system");
+        env.delete_pod("hf-restore-pod").await;
+        env.sim
+            .wait_clean(Duration::from_secs(60))
+            .unwrap_or_else(|left| panic!("left behind: {left:?}"));
+        assert_eq!(read_data(&src, false), "restored");
+        assert_eq!(
+            fstype(&src).as_deref(),
+            Some("ext4"),
+            "the source stays mounted"
+        );
+        assert!(env.sim.errors().is_empty(), "{:?}", env.sim.errors());
         let dir = env.dir.path().to_path_buf();
         drop(env);
         assert_nothing_mounted(&dir);

@@ -1320,16 +1320,12 @@ impl Inner {
             return None;
         }
         let content = s(&vs, "/status/boundVolumeSnapshotContentName");
-        let Some(vsc) = self.get(SNAPSHOT_GROUP, "volumesnapshotcontents", "", &content) else {
-            return None;
-        };
+        let vsc = self.get(SNAPSHOT_GROUP, "volumesnapshotcontents", "", &content)?;
         let snap = lock(&self.state)
             .snaps
             .get(&content)
             .and_then(|r| r.snap.clone());
-        let Some(snap) = snap else {
-            return None;
-        };
+        let snap = snap?;
         if s(&vsc, "/spec/driver") != driver {
             self.note_once(
                 &uid,
