@@ -86,7 +86,10 @@ impl Env {
             .iter()
             .map(|n| (n.clone(), self.kubelet_dir(n)))
             .collect();
-        let nodes: Vec<(&str, &Path)> = roots.iter().map(|(n, p)| (n.as_str(), p.as_path())).collect();
+        let nodes: Vec<(&str, &Path)> = roots
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.as_path()))
+            .collect();
         let storage = storage(&self.dir.path().join("storage"));
         self.sim = Some(CsiSim::start(&self.fake, &nodes, storage).expect("CSI simulator"));
         self
@@ -132,7 +135,11 @@ impl Env {
         while !self.temporaries().is_empty() && t0.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(self.temporaries().is_empty(), "{what}: left behind: {:?}", self.temporaries());
+        assert!(
+            self.temporaries().is_empty(),
+            "{what}: left behind: {:?}",
+            self.temporaries()
+        );
     }
 
     /// The mounted directory of `claim` in pod `ns/pod`.
@@ -870,7 +877,12 @@ mod snapshots {
         let (env, src) = env();
         let before = env.dir.path().join("before");
         std::fs::create_dir_all(&before).unwrap();
-        let st = Command::new("cp").arg("-a").arg(format!("{}/.", src.display())).arg(&before).status().unwrap();
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", src.display()))
+            .arg(&before)
+            .status()
+            .unwrap();
         assert!(st.success());
         let taken: Arc<Mutex<Option<chrono::DateTime<chrono::Utc>>>> = Arc::default();
         let (t2, s2) = (taken.clone(), src.clone());
@@ -895,12 +907,18 @@ mod snapshots {
         let snaps = env.snapshots_of("app", "db");
         assert_eq!(snaps.len(), 1);
         assert_eq!(tag(&snaps[0], "method").as_deref(), Some("snapshot"));
-        assert!(tag(&snaps[0], "snapshot-handle").is_some(), "{:?}", snaps[0]);
+        assert!(
+            tag(&snaps[0], "snapshot-handle").is_some(),
+            "{:?}",
+            snaps[0]
+        );
         // The record's time is the snapshot's creation (RFC 3339 to the second), not the
         // backup's start or end.
         let t = chrono::DateTime::parse_from_rfc3339(snaps[0]["time"].as_str().unwrap()).unwrap();
         let taken = taken.lock().unwrap().expect("snapshot taken");
-        let d = (t.with_timezone(&chrono::Utc) - taken).num_milliseconds().abs();
+        let d = (t.with_timezone(&chrono::Utc) - taken)
+            .num_milliseconds()
+            .abs();
         assert!(d < 1500, "snapshot time {t} vs taken {taken}");
         env.assert_no_temporaries("after the backup");
         env.sim()
@@ -943,7 +961,13 @@ mod snapshots {
         assert_eq!(run.code(), Some(code::FAILURE), "{run}");
         let r = &results(&run)["app/db"];
         assert_eq!(r["status"], "failed");
-        assert!(r["reason"].as_str().unwrap().contains("snapshot-source is csi"), "{run}");
+        assert!(
+            r["reason"]
+                .as_str()
+                .unwrap()
+                .contains("snapshot-source is csi"),
+            "{run}"
+        );
     }
 
     fn write_config(env: &Env, text: &str) -> PathBuf {
@@ -965,10 +989,22 @@ mod snapshots {
         let cfg = cfg.display().to_string();
         let sim = env.sim();
         let cases: Vec<(&str, Box<dyn Fn(bool)>)> = vec![
-            ("failed: rbd: pool full", Box::new(|on| sim.snapshot_error(on.then_some("rbd: pool full")))),
-            ("not ready to use within 2 s", Box::new(|on| sim.snapshots_never_ready(on))),
-            ("not bound within 2 s", Box::new(|on| sim.pvcs_never_bind(on))),
-            ("not running within 2 s", Box::new(|on| sim.pods_unschedulable(on.then_some("0/1 nodes are available")))),
+            (
+                "failed: rbd: pool full",
+                Box::new(|on| sim.snapshot_error(on.then_some("rbd: pool full"))),
+            ),
+            (
+                "not ready to use within 2 s",
+                Box::new(|on| sim.snapshots_never_ready(on)),
+            ),
+            (
+                "not bound within 2 s",
+                Box::new(|on| sim.pvcs_never_bind(on)),
+            ),
+            (
+                "not running within 2 s",
+                Box::new(|on| sim.pods_unschedulable(on.then_some("0/1 nodes are available"))),
+            ),
         ];
         for (want, knob) in &cases {
             knob(true);
@@ -980,7 +1016,9 @@ mod snapshots {
             let reason = r["reason"].as_str().unwrap();
             assert!(reason.contains(want), "{want}: {reason}");
             assert!(
-                env.events("app", "db").iter().any(|(t, r, n)| t == "Warning" && r == "BackupFailed" && n.contains(want)),
+                env.events("app", "db")
+                    .iter()
+                    .any(|(t, r, n)| t == "Warning" && r == "BackupFailed" && n.contains(want)),
                 "{want}: {:?}",
                 env.events("app", "db")
             );
@@ -1005,30 +1043,63 @@ mod snapshots {
                 .count()
         };
         let steps: Vec<(&str, Box<dyn Fn(bool)>, Box<dyn Fn() -> bool>)> = vec![
-            ("after the VolumeSnapshot", Box::new(|on| sim.snapshots_never_ready(on)),
-                Box::new(|| count("volumesnapshots") == 1)),
-            ("after the PVC", Box::new(|on| sim.pvcs_never_bind(on)),
-                Box::new(|| count("persistentvolumeclaims") == 1)),
-            ("after the pod", Box::new(|on| sim.pods_unschedulable(on.then_some("0/1 nodes are available"))),
-                Box::new(|| count("pods") == 1)),
-            ("while reading", Box::new(|_| {}), Box::new(|| {
-                env.fake.list_values("", "v1", "pods", Some("app")).iter().any(|p| {
-                    p["metadata"]["labels"]["holdfast.io/role"].is_string() && p["status"]["phase"] == "Running"
-                })
-            })),
+            (
+                "after the VolumeSnapshot",
+                Box::new(|on| sim.snapshots_never_ready(on)),
+                Box::new(|| count("volumesnapshots") == 1),
+            ),
+            (
+                "after the PVC",
+                Box::new(|on| sim.pvcs_never_bind(on)),
+                Box::new(|| count("persistentvolumeclaims") == 1),
+            ),
+            (
+                "after the pod",
+                Box::new(|on| sim.pods_unschedulable(on.then_some("0/1 nodes are available"))),
+                Box::new(|| count("pods") == 1),
+            ),
+            (
+                "while reading",
+                Box::new(|_| {}),
+                Box::new(|| {
+                    env.fake
+                        .list_values("", "v1", "pods", Some("app"))
+                        .iter()
+                        .any(|p| {
+                            p["metadata"]["labels"]["holdfast.io/role"].is_string()
+                                && p["status"]["phase"] == "Running"
+                        })
+                }),
+            ),
         ];
         for (step, knob, reached) in &steps {
             knob(true);
-            let mut child = spawn(env.agent("node-a", &["--once", "--json", "--no-maintenance", "--limit-upload", "1024"]));
+            let mut child = spawn(env.agent(
+                "node-a",
+                &[
+                    "--once",
+                    "--json",
+                    "--no-maintenance",
+                    "--limit-upload",
+                    "1024",
+                ],
+            ));
             wait_until(&mut child, Duration::from_secs(60), step, || reached());
             if *step == "while reading" {
                 std::thread::sleep(Duration::from_secs(2));
             }
             child.kill().unwrap();
             let killed = finish(child);
-            assert_eq!(killed.code(), None, "{step}: killed before it finished: {killed}");
+            assert_eq!(
+                killed.code(),
+                None,
+                "{step}: killed before it finished: {killed}"
+            );
             knob(false);
-            assert!(!env.temporaries().is_empty(), "{step}: something to clean up");
+            assert!(
+                !env.temporaries().is_empty(),
+                "{step}: something to clean up"
+            );
             let next = env.once("node-a", &["--no-maintenance"]);
             next.assert_ok();
             let r = results(&next);

@@ -416,9 +416,13 @@ fn write_data(
             let image = format!("{root}/{BLOCK_IMAGE_NAME}");
             let node = restorer::lookup(repo, &index, tree, image.as_bytes())?
                 .ok_or_else(|| AgentError::Usage(format!("{image} is not in the snapshot")))?;
-            progress.bytes_total.store(node.size, std::sync::atomic::Ordering::Relaxed);
+            progress
+                .bytes_total
+                .store(node.size, std::sync::atomic::Ordering::Relaxed);
             let w = holdfast_engine::image::write_into(repo, &index, &node, dev)?;
-            progress.bytes.store(w.bytes, std::sync::atomic::Ordering::Relaxed);
+            progress
+                .bytes
+                .store(w.bytes, std::sync::atomic::Ordering::Relaxed);
             Ok(holdfast_engine::restorer::RestoreSummary {
                 files: 1,
                 bytes: w.data_bytes,

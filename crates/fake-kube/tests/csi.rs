@@ -1,6 +1,8 @@
 //! The CSI simulator (`holdfast_fake_kube::csi`) driven through the real kube client exactly as
 //! the agent's snapshot-based backup drives a cluster: VolumeSnapshot -> PVC from it -> pause
-//! pod pinned to the node -> read the kubelet path -> delete all three. The Dir backend runs
+//! pod pinned to the node -> read the kubelet path -> delete all three; and as its restore
+//! does: a new empty PVC (or the app's own claim) -> read-write pod writes through the kubelet
+//! path -> pod deleted, the claim keeps the data (`CsiSim::volume_path`). The Dir backend runs
 //! everywhere; the `ceph::` tests run the same flow on a real Ceph cluster (RBD filesystem and
 //! block volumes, CephFS) and are selected like the other Ceph tests (`.config/nextest.toml`).
 
@@ -173,6 +175,92 @@ impl Env {
             .create(&PostParams::default(), &pod)
             .await
             .expect("create pod");
+    }
+
+    /// A new empty claim (no dataSource), as the agent's restore makes it.
+    async fn create_empty_pvc(&self, name: &str, class: &str, kind: VolumeKind, size: &str) {
+        let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {MANAGED: "holdfast"}},
+            "spec": {
+                "storageClassName": class,
+                "accessModes": [if kind == VolumeKind::CephFs { "ReadWriteMany" } else { "ReadWriteOnce" }],
+                "volumeMode": if kind.is_block() { "Block" } else { "Filesystem" },
+                "resources": {"requests": {"storage": size}},
+            },
+        }))
+        .unwrap();
+        self.pvcs()
+            .create(&PostParams::default(), &pvc)
+            .await
+            .expect("create PVC");
+    }
+
+    /// A pod pinned to `node` mounting `claim` (`readOnly: ro`), as the agent's restore pod.
+    async fn create_pod_mode(&self, name: &str, claim: &str, node: &str, block: bool, ro: bool) {
+        let mut container = json!({"name": "pause", "image": "registry.k8s.io/pause:3.10"});
+        if block {
+            container["volumeDevices"] = json!([{"name": "data", "devicePath": "/dev/xvda"}]);
+        } else {
+            container["volumeMounts"] =
+                json!([{"name": "data", "mountPath": "/data", "readOnly": ro}]);
+        }
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {MANAGED: "holdfast"}},
+            "spec": {
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]
+                }}},
+                "containers": [container],
+                "restartPolicy": "Never",
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": ro}}],
+            },
+        }))
+        .unwrap();
+        self.pods()
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod");
+    }
+
+    async fn wait_bound(&self, claim: &str) -> PersistentVolumeClaim {
+        self.wait(60, "the PVC to be bound", || async {
+            self.pvcs()
+                .get_opt(claim)
+                .await
+                .unwrap()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+        })
+        .await
+    }
+
+    /// Waits for `pod` to run; returns its volume's kubelet path on `root` for PV `pv`.
+    async fn wait_running(&self, pod: &str, root: &Path, pv: &str, block: bool) -> PathBuf {
+        let p = self
+            .wait(60, "the pod to run", || async {
+                self.pods().get_opt(pod).await.unwrap().filter(|p| {
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                })
+            })
+            .await;
+        let dir = root.join("pods").join(p.metadata.uid.unwrap());
+        if block {
+            dir.join("volumeDevices/kubernetes.io~csi").join(pv)
+        } else {
+            dir.join("volumes/kubernetes.io~csi").join(pv).join("mount")
+        }
+    }
+
+    async fn delete_pod(&self, pod: &str) {
+        let _ = self.pods().delete(pod, &DeleteParams::default()).await;
+        self.wait(60, "the pod to go", || async {
+            self.pods()
+                .get_opt(pod)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        })
+        .await;
     }
 
     /// Polls `f` until it gives `Some`, or panics after `secs` with the simulator's log.
@@ -679,6 +767,216 @@ async fn without_the_snapshot_api_volumesnapshots_are_not_found() {
     );
 }
 
+/// The agent's restore on an empty claim: a new PVC without dataSource is provisioned empty,
+/// a read-write pod writes into it through the kubelet path, the pod goes and the claim
+/// keeps the data (seen by [`CsiSim::volume_path`] and by a further pod), and deleting the
+/// claim removes the PV and the storage. Returns the PV's name.
+async fn empty_volume_flow(env: &Env, kind: VolumeKind, size: &str) -> String {
+    let block = kind.is_block();
+    env.create_empty_pvc("hf-new", kind.storage_class(), kind, size)
+        .await;
+    let pvc = env.wait_bound("hf-new").await;
+    let uid = pvc.metadata.uid.clone().unwrap();
+    let pv_name = pvc.spec.unwrap().volume_name.expect("volumeName");
+    assert_eq!(pv_name, format!("pvc-{uid}"));
+    let pv = env.pvs().get(&pv_name).await.unwrap();
+    let spec = pv.spec.unwrap();
+    let csi = spec.csi.unwrap();
+    assert_eq!(csi.driver, kind.driver());
+    assert!(csi.volume_handle.starts_with("0001-0009-rook-ceph-"));
+    assert_eq!(spec.capacity.unwrap()["storage"].0, size);
+    assert_eq!(
+        spec.volume_mode.as_deref(),
+        Some(if block { "Block" } else { "Filesystem" })
+    );
+    assert_eq!(env.sim.storage_state().volumes, vec![pv_name.clone()]);
+
+    env.create_pod_mode("hf-restore-pod", "hf-new", "node-b", block, false)
+        .await;
+    let path = env
+        .wait_running("hf-restore-pod", &env.root_b(), &pv_name, block)
+        .await;
+    if block {
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(Some(len), quantity(size), "a device of the requested size");
+        assert_eq!(read_data(&path, true), "", "zero-filled");
+    } else {
+        assert!(path.is_dir());
+        let entries: Vec<String> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n != "lost+found")
+            .collect();
+        assert!(entries.is_empty(), "a new volume is empty: {entries:?}");
+    }
+    write_data(&path, block, "restored");
+    env.delete_pod("hf-restore-pod").await;
+    env.sim
+        .wait_clean(Duration::from_secs(0))
+        .expect_err("the claim's volume stays");
+    let data = env.sim.volume_path("app", "hf-new").expect("volume path");
+    assert_eq!(env.sim.storage_state().published, Vec::<PathBuf>::new());
+    if !env.sim.storage_state().ceph_objects.is_empty() && kind != VolumeKind::CephFs {
+        // Ceph RBD: the data path is the raw image.
+        assert_eq!(
+            Some(std::fs::metadata(&data).unwrap().len()),
+            quantity(size)
+        );
+    } else {
+        assert_eq!(read_data(&data, block), "restored", "what the pod wrote");
+        if block {
+            assert_eq!(
+                Some(std::fs::metadata(&data).unwrap().len()),
+                quantity(size)
+            );
+        }
+    }
+
+    // A further pod (read-only) sees the data.
+    env.create_pod_mode("hf-check", "hf-new", "node-b", block, true)
+        .await;
+    let path = env
+        .wait_running("hf-check", &env.root_b(), &pv_name, block)
+        .await;
+    assert_eq!(read_data(&path, block), "restored");
+    env.delete_pod("hf-check").await;
+
+    let _ = env.pvcs().delete("hf-new", &DeleteParams::default()).await;
+    env.wait(60, "the PVC and PV to go", || async {
+        let gone = env.pvcs().get_opt("hf-new").await.unwrap().is_none()
+            && env.pvs().get_opt(&pv_name).await.unwrap().is_none();
+        gone.then_some(())
+    })
+    .await;
+    env.sim
+        .wait_clean(Duration::from_secs(60))
+        .unwrap_or_else(|left| panic!("left behind: {left:?}\n{}", env.sim.log().join("\n")));
+    assert!(
+        env.sim.errors().is_empty(),
+        "simulator errors: {:?}",
+        env.sim.errors()
+    );
+    if env.sim.storage_state().ceph_objects.is_empty() {
+        assert!(!data.exists(), "the volume's storage is deleted");
+    }
+    pv_name
+}
+
+fn quantity(q: &str) -> Option<u64> {
+    let (n, m) = match q.strip_suffix("Mi") {
+        Some(n) => (n, 1u64 << 20),
+        None => (q.strip_suffix("Gi")?, 1 << 30),
+    };
+    Some(n.parse::<u64>().ok()? * m)
+}
+
+#[tokio::test]
+async fn dir_backend_empty_filesystem_volume_is_provisioned_written_and_deleted() {
+    let env = Env::dir_backend();
+    empty_volume_flow(&env, VolumeKind::Rbd, "64Mi").await;
+}
+
+#[tokio::test]
+async fn dir_backend_empty_block_volume_is_a_sparse_image_of_the_requested_size() {
+    let env = Env::dir_backend();
+    empty_volume_flow(&env, VolumeKind::RbdBlock, "32Mi").await;
+}
+
+#[tokio::test]
+async fn dir_backend_empty_cephfs_volume_is_provisioned_written_and_deleted() {
+    let env = Env::dir_backend();
+    empty_volume_flow(&env, VolumeKind::CephFs, "64Mi").await;
+}
+
+#[tokio::test]
+async fn empty_block_volume_image_is_sparse() {
+    let env = Env::dir_backend();
+    env.create_empty_pvc("hf-new", "rook-ceph-block", VolumeKind::RbdBlock, "1Gi")
+        .await;
+    env.wait_bound("hf-new").await;
+    let img = env.sim.volume_path("app", "hf-new").expect("volume path");
+    let md = std::fs::metadata(&img).unwrap();
+    assert_eq!(md.len(), 1 << 30);
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        md.blocks() * 512 < 1 << 20,
+        "sparse: {} blocks",
+        md.blocks()
+    );
+}
+
+#[tokio::test]
+async fn claims_of_a_wait_for_first_consumer_class_bind_when_a_pod_is_scheduled() {
+    let env = Env::dir_backend();
+    let sc: k8s_openapi::api::storage::v1::StorageClass = serde_json::from_value(json!({
+        "metadata": {"name": "rbd-wffc"},
+        "provisioner": VolumeKind::Rbd.driver(),
+        "parameters": {"clusterID": "rook-ceph", "pool": "replicapool"},
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::storage::v1::StorageClass>::all(env.client.clone())
+        .create(&PostParams::default(), &sc)
+        .await
+        .unwrap();
+    env.create_empty_pvc("hf-new", "rbd-wffc", VolumeKind::Rbd, "64Mi")
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pvc = env.pvcs().get("hf-new").await.unwrap();
+    assert_eq!(
+        pvc.status.and_then(|s| s.phase).as_deref(),
+        Some("Pending"),
+        "no consumer yet"
+    );
+    assert!(env.sim.storage_state().volumes.is_empty());
+    env.create_pod_mode("hf-restore-pod", "hf-new", "node-b", false, false)
+        .await;
+    let pvc = env.wait_bound("hf-new").await;
+    assert_eq!(
+        pvc.metadata.annotations.unwrap()[holdfast_fake_kube::csi::SELECTED_NODE],
+        "node-b"
+    );
+    let pv = pvc.spec.unwrap().volume_name.unwrap();
+    let path = env
+        .wait_running("hf-restore-pod", &env.root_b(), &pv, false)
+        .await;
+    write_data(&path, false, "restored");
+    env.delete_pod("hf-restore-pod").await;
+    let data = env.sim.volume_path("app", "hf-new").unwrap();
+    assert_eq!(read_data(&data, false), "restored");
+    assert!(env.sim.errors().is_empty(), "{:?}", env.sim.errors());
+}
+
+/// A restore pod writing into the app's existing claim (given storage by `add_source`) on the
+/// app's node: the writes land in the source volume.
+#[tokio::test]
+async fn dir_backend_pod_writes_into_a_source_claim() {
+    let env = Env::dir_backend();
+    let src = env.source("db");
+    write_data(&src, false, "v1");
+    env.create_pod_mode("hf-restore-pod", "db", "node-a", false, false)
+        .await;
+    let pv = env.cluster.pvc("app", "db").unwrap().pv_name.clone();
+    let root_a = env.dir.path().join("kubelet/node-a");
+    let path = env
+        .wait_running("hf-restore-pod", &root_a, &pv, false)
+        .await;
+    assert_eq!(
+        read_data(&path, false),
+        "v1",
+        "the source's data is published"
+    );
+    write_data(&path, false, "restored");
+    std::fs::write(path.join("new.txt"), "new").unwrap();
+    env.delete_pod("hf-restore-pod").await;
+    assert_eq!(env.sim.volume_path("app", "db"), Some(src.clone()));
+    assert_eq!(read_data(&src, false), "restored");
+    assert_eq!(std::fs::read_to_string(src.join("new.txt")).unwrap(), "new");
+    assert!(env.sim.storage_state().is_clean());
+    assert!(env.sim.errors().is_empty(), "{:?}", env.sim.errors());
+}
+
 /// Tests on a real Ceph cluster (`HOLDFAST_TEST_CEPH_CONF`, root).
 mod ceph {
     use super::*;
@@ -755,6 +1053,53 @@ mod ceph {
     #[tokio::test]
     async fn cephfs_point_in_time() {
         flow("share", VolumeKind::CephFs).await;
+    }
+
+    /// An RBD filesystem volume provisioned empty (fresh ext4), written by a read-write pod,
+    /// shows the data when published again; deleting the claim removes the image.
+    #[tokio::test]
+    async fn rbd_empty_volume_is_written_and_republished() {
+        let env = env();
+        let pv = empty_volume_flow(&env, VolumeKind::Rbd, "64Mi").await;
+        let objs = env.sim.storage_state().ceph_objects;
+        assert!(objs.is_empty(), "{pv}: {objs:?}");
+        let dir = env.dir.path().to_path_buf();
+        drop(env);
+        assert_nothing_mounted(&dir);
+    }
+
+    /// A restore pod on the app's node mounting the app's RBD claim read-write shares the
+    /// attached image (bind mount of the app's mount, not a second mount of the same ext4):
+    /// both paths show the same file system.
+    #[tokio::test]
+    async fn rbd_pod_writes_into_a_source_claim() {
+        let env = env();
+        let src = env.source("db");
+        write_data(&src, false, "v1");
+        env.create_pod_mode("hf-restore-pod", "db", "node-a", false, false)
+            .await;
+        let pv = env.cluster.pvc("app", "db").unwrap().pv_name.clone();
+        let root_a = env.dir.path().join("kubelet/node-a");
+        let path = env
+            .wait_running("hf-restore-pod", &root_a, &pv, false)
+            .await;
+        assert_eq!(read_data(&path, false), "v1");
+        write_data(&path, false, "restored");
+        assert_eq!(read_data(&src, false), "restored", "one file system");
+        env.delete_pod("hf-restore-pod").await;
+        env.sim
+            .wait_clean(Duration::from_secs(60))
+            .unwrap_or_else(|left| panic!("left behind: {left:?}"));
+        assert_eq!(read_data(&src, false), "restored");
+        assert_eq!(
+            fstype(&src).as_deref(),
+            Some("ext4"),
+            "the source stays mounted"
+        );
+        assert!(env.sim.errors().is_empty(), "{:?}", env.sim.errors());
+        let dir = env.dir.path().to_path_buf();
+        drop(env);
+        assert_nothing_mounted(&dir);
     }
 
     /// A failed test leaves nothing behind: the simulator's drop undoes a half-done flow.

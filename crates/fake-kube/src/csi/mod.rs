@@ -22,35 +22,52 @@
 //!   `spec.dataSource: {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name}` of a
 //!   ready snapshot (same driver, same volume mode, a request no smaller than the
 //!   restoreSize) gets a PV `pvc-<claim uid>` with a ceph-csi-shaped handle
-//!   (`0001-0009-rook-ceph-<pool id>-<uuid>`) and attributes. PVCs without a dataSource or of
-//!   other provisioners are left Pending (not simulated).
+//!   (`0001-0009-rook-ceph-<pool id>-<uuid>`) and attributes. A PVC without a dataSource of a
+//!   ceph-csi class gets a new empty volume of its `resources.requests.storage` the same way
+//!   (RBD: an image with a fresh ext4, or raw for volumeMode Block; CephFS: an empty
+//!   subvolume). A class with `volumeBindingMode: WaitForFirstConsumer` provisions only once
+//!   the scheduler has picked a node for a pod using the claim (annotation
+//!   `volume.kubernetes.io/selected-node`, [`SELECTED_NODE`]). PVCs of other provisioners or
+//!   data sources are left Pending (not simulated).
 //! - **PV controller** (binding, `kubernetes.io/pvc-protection`, reclaim policy Delete): the
 //!   claim gets `spec.volumeName`, the bind annotations and status Bound; a deleted claim
 //!   goes once no pod uses it, and then its PV and storage volume.
 //! - **scheduler**: a pod without `spec.nodeName` is bound to the node its
 //!   `nodeAffinity` `matchFields metadata.name In [...]` (or a `kubernetes.io/hostname`
-//!   match expression or nodeSelector) names, once its claims are bound; otherwise it gets
+//!   match expression or nodeSelector) names, once its claims are bound (an unbound
+//!   WaitForFirstConsumer claim gets the selected-node annotation instead); otherwise it gets
 //!   `PodScheduled=False`, reason `Unschedulable`, with the real scheduler's message.
 //! - **kubelet + ceph-csi node plugin**, for the nodes given to [`CsiSim::start`]: a pod bound
 //!   to such a node has each PVC volume published at
 //!   `<kubelet root>/pods/<uid>/volumes/kubernetes.io~csi/<pv>/mount` (Filesystem; with
 //!   `vol_data.json`) or `<root>/pods/<uid>/volumeDevices/kubernetes.io~csi/<pv>` (Block),
-//!   read-only when the pod's volume says `readOnly: true` or the claim is ReadOnlyMany, and
+//!   read-only when the pod's volume says `readOnly: true` or the claim is ReadOnlyMany
+//!   (otherwise read-write: see the backends for how writes reach the volume), and
 //!   then status Running with the conditions and container statuses a kubelet writes. A pod
 //!   that is deleted (the fake removes it at once) is unpublished and its directory removed.
 //!
 //! Pods and PVCs that existed when the simulator started (the fixtures' app pods and their
 //! bound claims) are left alone; their volumes are given storage with [`CsiSim::add_source`].
+//! New pods that mount such a claim (e.g. a restore pod writing into the app's PVC) get it
+//! published like any other volume. [`CsiSim::volume_path`] shows a test where a claim's data
+//! lives on the host (e.g. what a restore wrote into a new empty PVC).
 //!
 //! ## Storage ([`Storage`])
 //! - **Dir**: directories; a snapshot is a `cp -a` copy taken at snapshot time; a volume from
 //!   a snapshot is that copy (ReadOnlyMany CephFS) or a further copy; publishing copies the
 //!   data into the pod's path (no mounts, no root: `readOnly` is not enforced). Block volumes
-//!   are regular image files.
+//!   are regular image files; an empty block volume is a sparse zero-filled image of the
+//!   requested size, an empty Filesystem volume an empty directory. A read-write publication
+//!   is copied back into the volume when it is unpublished (a tick after the pod is deleted;
+//!   [`CsiSim::volume_path`] waits for that), replacing the volume's contents: while the pod
+//!   runs the volume does not show its writes, and of two read-write pods of one volume the
+//!   last one unpublished wins. (Bind mounts would need root, which Dir avoids.)
 //! - **Ceph** (real): an RBD filesystem volume is an RBD image (pool `rbd`, created when
 //!   missing) reached through its own `rbd-fuse` mount and a loop device, `mkfs.ext4`, mounted
 //!   at the pod's path; a block volume is the loop device bind-mounted over the
-//!   `volumeDevices/...` file. A snapshot is `rbd snap create pool/img@csi-snap-<vs uid>`
+//!   `volumeDevices/...` file. An image already attached (a source the app pod mounts, or a
+//!   volume another pod uses) is bind-mounted from that publication instead of being attached
+//!   and mounted twice (as the kubelet's per-node staging would share it). A snapshot is `rbd snap create pool/img@csi-snap-<vs uid>`
 //!   (mounted file systems frozen with `fsfreeze` around it), handle `pool/img@snap`; a volume
 //!   from it is `rbd snap protect` + `rbd clone`, attached read-only (`losetup -r`) and mounted
 //!   `ro,noload` when published read-only. A CephFS volume is a subvolume-shaped directory
@@ -76,7 +93,8 @@
 //!   ceph-csi's reference tracking does for shallow volumes; real RBD clones do not hold it).
 //! - Deleting a pod is immediate in the fake; the kubelet's unmount follows within a tick.
 //! - No Events are emitted, no `as-source-protection` finalizer, no group snapshots, no
-//!   volume expansion, no provisioning of empty volumes, no attach (VolumeAttachment).
+//!   volume expansion, no attach (VolumeAttachment), no topology (a WaitForFirstConsumer PV
+//!   gets no node affinity).
 
 mod storage;
 
@@ -90,7 +108,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::fixtures::{PvcInfo, CEPHFS_DRIVER, CLUSTER_ID, RBD_DRIVER};
+use crate::fixtures::{PvcInfo, VolumeKind, CEPHFS_DRIVER, CLUSTER_ID, RBD_DRIVER};
 use crate::resources::{ResourceType, SNAPSHOT_GROUP};
 use crate::store::{name_of, namespace_of, new_uid, now_time};
 use crate::validation::FieldValidation;
@@ -107,6 +125,9 @@ pub const VSC_FINALIZER: &str =
     "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection";
 /// The annotation that marks a default VolumeSnapshotClass.
 pub const DEFAULT_CLASS_ANNOTATION: &str = "snapshot.storage.kubernetes.io/is-default-class";
+
+/// The annotation the scheduler puts on a WaitForFirstConsumer claim of a pod it places.
+pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 
 const POLL: Duration = Duration::from_millis(20);
 
@@ -130,7 +151,7 @@ pub struct StorageState {
     /// Handles of storage snapshots (including deleted VolumeSnapshots' snapshots still used
     /// by a volume).
     pub snapshots: Vec<String>,
-    /// PVs of volumes provisioned from snapshots.
+    /// PVs of volumes provisioned (empty or from snapshots).
     pub volumes: Vec<String>,
     /// Kubelet paths a volume is published at (mounts, or copies for Dir), sources excluded.
     pub published: Vec<PathBuf>,
@@ -140,7 +161,7 @@ pub struct StorageState {
 }
 
 impl StorageState {
-    /// No snapshot, restored volume or publication left (sources do not count).
+    /// No snapshot, provisioned volume or publication left (sources do not count).
     pub fn is_clean(&self) -> bool {
         self.snapshots.is_empty() && self.volumes.is_empty() && self.published.is_empty()
     }
@@ -318,6 +339,64 @@ impl CsiSim {
             ),
         );
         Ok(target.to_path_buf())
+    }
+
+    /// Where the data of claim `namespace/claim` lives on the host, for a test to check what a
+    /// pod wrote: for a provisioned volume (empty or from a snapshot) or a source. Dir: the
+    /// volume's directory (Filesystem) or image file (Block); Ceph: the CephFS subvolume's
+    /// directory, or the RBD image's `rbd-fuse` file (raw; ext4 for Filesystem), valid until
+    /// the volume is next published or deleted. None when the claim is not bound to storage
+    /// of the simulator.
+    ///
+    /// Call it once the writing pod is deleted: it first waits (up to 30 s) for the kubelet
+    /// to unpublish volumes of deleted pods, as the Dir backend copies a read-write
+    /// publication back into the volume then. While a pod runs, the Dir volume does not show
+    /// its writes.
+    pub fn volume_path(&self, namespace: &str, claim: &str) -> Option<PathBuf> {
+        let pvc = self
+            .inner
+            .get("", "persistentvolumeclaims", namespace, claim)?;
+        let pv_name = s(&pvc, "/spec/volumeName");
+        let handle = self
+            .inner
+            .get("", "persistentvolumes", "", &pv_name)
+            .map(|pv| s(&pv, "/spec/csi/volumeHandle"))
+            .unwrap_or_default();
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let live: HashSet<String> = self
+                .inner
+                .list("", "pods")
+                .iter()
+                .filter(|p| !deleting(p))
+                .map(uid_of)
+                .collect();
+            let pending = lock(&self.inner.state).pods.iter().any(|(uid, r)| {
+                !live.contains(uid)
+                    && r.namespace == namespace
+                    && r.claims.iter().any(|c| c == claim)
+            });
+            if !pending || Instant::now() > end {
+                break;
+            }
+            std::thread::sleep(POLL);
+        }
+        let vol = {
+            let st = lock(&self.inner.state);
+            st.vols
+                .get(&pv_name)
+                .map(|r| r.vol.clone())
+                .or_else(|| st.sources.get(&handle).map(|x| x.0.clone()))
+        }?;
+        let res = lock(&self.inner.backend).data_path(&vol);
+        match res {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.inner
+                    .error(format!("data path of {namespace}/{claim}: {e}"));
+                None
+            }
+        }
     }
 
     /// The path a source claim was published at by [`CsiSim::add_source`].
@@ -1019,54 +1098,16 @@ impl Inner {
         if driver != RBD_DRIVER && driver != CEPHFS_DRIVER {
             return;
         }
-        let ds = pvc
-            .pointer("/spec/dataSourceRef")
-            .or_else(|| pvc.pointer("/spec/dataSource"))
-            .cloned()
-            .unwrap_or(Value::Null);
-        if ds.is_null() {
+        let cephfs = driver == CEPHFS_DRIVER;
+        if s(&sc, "/volumeBindingMode") == "WaitForFirstConsumer"
+            && pvc
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(SELECTED_NODE))
+                .is_none()
+        {
             self.note_once(
                 &uid,
-                format!("PVC {ns}/{name}: provisioning empty volumes is not simulated"),
-            );
-            return;
-        }
-        if s(&ds, "/apiGroup") != SNAPSHOT_GROUP || s(&ds, "/kind") != "VolumeSnapshot" {
-            self.note_once(
-                &uid,
-                format!("PVC {ns}/{name}: data source {ds} not simulated"),
-            );
-            return;
-        }
-        let vs_name = s(&ds, "/name");
-        let Some(vs) = self.get(SNAPSHOT_GROUP, "volumesnapshots", &ns, &vs_name) else {
-            self.note_once(
-                &uid,
-                format!("PVC {ns}/{name}: waiting for VolumeSnapshot {vs_name}"),
-            );
-            return;
-        };
-        if vs.pointer("/status/readyToUse") != Some(&json!(true)) || deleting(&vs) {
-            return;
-        }
-        let content = s(&vs, "/status/boundVolumeSnapshotContentName");
-        let Some(vsc) = self.get(SNAPSHOT_GROUP, "volumesnapshotcontents", "", &content) else {
-            return;
-        };
-        let snap = lock(&self.state)
-            .snaps
-            .get(&content)
-            .and_then(|r| r.snap.clone());
-        let Some(snap) = snap else {
-            return;
-        };
-        if s(&vsc, "/spec/driver") != driver {
-            self.note_once(
-                &uid,
-                format!(
-                    "PVC {ns}/{name}: snapshot driver {} differs from the class's {driver}",
-                    s(&vsc, "/spec/driver")
-                ),
+                format!("PVC {ns}/{name}: waiting for first consumer to be created before binding"),
             );
             return;
         }
@@ -1074,20 +1115,8 @@ impl Inner {
             "" => "Filesystem".to_string(),
             m => m.to_string(),
         };
-        if s(&vsc, "/spec/sourceVolumeMode") != mode {
-            self.note_once(&uid, format!("PVC {ns}/{name}: requested volume mode {mode} does not match the snapshot source's {}", s(&vsc, "/spec/sourceVolumeMode")));
-            return;
-        }
         let req = s(pvc, "/spec/resources/requests/storage");
         let want = quantity_bytes(&req).unwrap_or(0);
-        let have = vsc
-            .pointer("/status/restoreSize")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        if want < have {
-            self.note_once(&uid, format!("PVC {ns}/{name}: requested size {want} is smaller than the snapshot's restoreSize {have}"));
-            return;
-        }
         let modes: Vec<String> = pvc
             .pointer("/spec/accessModes")
             .and_then(Value::as_array)
@@ -1095,15 +1124,51 @@ impl Inner {
             .flatten()
             .filter_map(|m| m.as_str().map(str::to_string))
             .collect();
-        let cephfs = driver == CEPHFS_DRIVER;
-        let shallow = cephfs && modes == ["ReadOnlyMany"];
+        let ds = pvc
+            .pointer("/spec/dataSourceRef")
+            .or_else(|| pvc.pointer("/spec/dataSource"))
+            .cloned()
+            .unwrap_or(Value::Null);
         let id = new_uid();
-        let vol = match lock(&self.backend).restore(&snap, &id, shallow) {
-            Ok(v) => v,
-            Err(e) => {
-                self.error(format!("restore {} for PVC {ns}/{name}: {e}", snap.handle));
+        let (vol, from, shallow, what) = if ds.is_null() {
+            let kind = match (cephfs, mode.as_str()) {
+                (true, "Filesystem") => VolumeKind::CephFs,
+                (false, "Filesystem") => VolumeKind::Rbd,
+                (false, "Block") => VolumeKind::RbdBlock,
+                _ => {
+                    self.note_once(
+                        &uid,
+                        format!("PVC {ns}/{name}: volume mode {mode} is not supported by {driver}"),
+                    );
+                    return;
+                }
+            };
+            if want == 0 {
+                self.note_once(
+                    &uid,
+                    format!("PVC {ns}/{name}: no resources.requests.storage"),
+                );
                 return;
             }
+            match lock(&self.backend).create_empty(&id, kind, want) {
+                Ok(v) => (v, None, false, "empty volume".to_string()),
+                Err(e) => {
+                    self.error(format!("create empty volume for PVC {ns}/{name}: {e}"));
+                    return;
+                }
+            }
+        } else {
+            let Some((vol, content, shallow)) =
+                self.restore_for(pvc, &sc, &ds, &mode, want, &modes, &id)
+            else {
+                return;
+            };
+            let what = format!(
+                "{} from {}",
+                if shallow { "shallow volume" } else { "volume" },
+                content.1
+            );
+            (vol, Some(content.0), shallow, what)
         };
         let pv_name = format!("pvc-{uid}");
         let pool_id = if cephfs {
@@ -1112,20 +1177,14 @@ impl Inner {
             "0000000000000002"
         };
         let handle = format!("0001-0009-{CLUSTER_ID}-{pool_id}-{id}");
-        {
-            let mut st = lock(&self.state);
-            if let Some(r) = st.snaps.get_mut(&content) {
-                r.refs += 1;
-            }
-            st.vols.insert(
-                pv_name.clone(),
-                VolRec {
-                    vol: vol.clone(),
-                    from: Some(content.clone()),
-                    claim_uid: uid.clone(),
-                },
-            );
-        }
+        lock(&self.state).vols.insert(
+            pv_name.clone(),
+            VolRec {
+                vol: vol.clone(),
+                from,
+                claim_uid: uid.clone(),
+            },
+        );
         let params = sc.get("parameters").cloned().unwrap_or(json!({}));
         let secret = if cephfs { "cephfs" } else { "rbd" };
         let mut attrs = json!({
@@ -1221,11 +1280,93 @@ impl Inner {
                     json!({"phase": "Bound", "accessModes": modes, "capacity": {"storage": req}});
             },
         );
-        self.note(format!(
-            "PVC {ns}/{name}: bound to {pv_name} ({} from {})",
-            if shallow { "shallow volume" } else { "volume" },
-            snap.handle
-        ));
+        self.note(format!("PVC {ns}/{name}: bound to {pv_name} ({what})"));
+    }
+
+    /// The volume of a PVC with a data source (a VolumeSnapshot): `(volume, (content, snapshot
+    /// handle), shallow)`, or None while it cannot be made yet (noted).
+    #[allow(clippy::too_many_arguments)]
+    fn restore_for(
+        &self,
+        pvc: &Value,
+        sc: &Value,
+        ds: &Value,
+        mode: &str,
+        want: u64,
+        modes: &[String],
+        id: &str,
+    ) -> Option<(Vol, (String, String), bool)> {
+        let ns = namespace_of(pvc);
+        let name = name_of(pvc);
+        let uid = uid_of(pvc);
+        let driver = s(sc, "/provisioner");
+        let cephfs = driver == CEPHFS_DRIVER;
+        if s(ds, "/apiGroup") != SNAPSHOT_GROUP || s(ds, "/kind") != "VolumeSnapshot" {
+            self.note_once(
+                &uid,
+                format!("PVC {ns}/{name}: data source {ds} not simulated"),
+            );
+            return None;
+        }
+        let vs_name = s(ds, "/name");
+        let Some(vs) = self.get(SNAPSHOT_GROUP, "volumesnapshots", &ns, &vs_name) else {
+            self.note_once(
+                &uid,
+                format!("PVC {ns}/{name}: waiting for VolumeSnapshot {vs_name}"),
+            );
+            return None;
+        };
+        if vs.pointer("/status/readyToUse") != Some(&json!(true)) || deleting(&vs) {
+            return None;
+        }
+        let content = s(&vs, "/status/boundVolumeSnapshotContentName");
+        let vsc = self.get(SNAPSHOT_GROUP, "volumesnapshotcontents", "", &content)?;
+        let snap = lock(&self.state)
+            .snaps
+            .get(&content)
+            .and_then(|r| r.snap.clone());
+        let snap = snap?;
+        if s(&vsc, "/spec/driver") != driver {
+            self.note_once(
+                &uid,
+                format!(
+                    "PVC {ns}/{name}: snapshot driver {} differs from the class's {driver}",
+                    s(&vsc, "/spec/driver")
+                ),
+            );
+            return None;
+        }
+        if s(&vsc, "/spec/sourceVolumeMode") != *mode {
+            self.note_once(&uid, format!("PVC {ns}/{name}: requested volume mode {mode} does not match the snapshot source's {}", s(&vsc, "/spec/sourceVolumeMode")));
+            return None;
+        }
+        let have = vsc
+            .pointer("/status/restoreSize")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if want < have {
+            self.note_once(&uid, format!("PVC {ns}/{name}: requested size {want} is smaller than the snapshot's restoreSize {have}"));
+            return None;
+        }
+        let shallow = cephfs && modes == ["ReadOnlyMany"];
+        let vol = match lock(&self.backend).restore(&snap, id, shallow) {
+            Ok(v) => v,
+            Err(e) => {
+                self.error(format!("restore {} for PVC {ns}/{name}: {e}", snap.handle));
+                return None;
+            }
+        };
+        if let Some(r) = lock(&self.state).snaps.get_mut(&content) {
+            r.refs += 1;
+        }
+        Some((vol, (content, snap.handle), shallow))
+    }
+
+    /// Whether an unbound claim's class binds only once a pod using it is scheduled.
+    fn waits_for_consumer(&self, pvc: &Value) -> bool {
+        let sc = s(pvc, "/spec/storageClassName");
+        self.get("storage.k8s.io", "storageclasses", "", &sc)
+            .is_some_and(|c| s(&c, "/volumeBindingMode") == "WaitForFirstConsumer")
     }
 
     // ----- PVC protection, PV reclaim (Delete) + ceph-csi DeleteVolume -----
@@ -1303,6 +1444,8 @@ impl Inner {
             let name = name_of(&pod);
             let n = nodes.len();
             let knob = lock(&self.knobs).unschedulable.clone();
+            // Unbound WaitForFirstConsumer claims: provisioned for the node picked here.
+            let mut delayed: Vec<Value> = Vec::new();
             let problem = if let Some(msg) = knob {
                 Some(msg)
             } else {
@@ -1312,6 +1455,13 @@ impl Inner {
                         None => {
                             problem = Some(format!("0/{n} nodes are available: persistentvolumeclaim \"{claim}\" not found. {}", preemption(n)));
                             break;
+                        }
+                        Some(c)
+                            if s(&c, "/status/phase") != "Bound"
+                                && !deleting(&c)
+                                && self.waits_for_consumer(&c) =>
+                        {
+                            delayed.push(c);
                         }
                         Some(c) if s(&c, "/status/phase") != "Bound" || deleting(&c) => {
                             problem = Some(format!("0/{n} nodes are available: pod has unbound immediate PersistentVolumeClaims. {}", preemption(n)));
@@ -1348,6 +1498,27 @@ impl Inner {
                             }]);
                         });
                         self.note(format!("pod {ns}/{name}: unschedulable: {msg}"));
+                    }
+                }
+                None if !delayed.is_empty() => {
+                    let node = candidates[0].clone();
+                    for c in delayed {
+                        let has = c
+                            .pointer("/metadata/annotations")
+                            .and_then(|a| a.get(SELECTED_NODE))
+                            .is_some();
+                        if has {
+                            continue;
+                        }
+                        let cname = name_of(&c);
+                        self.modify("", "persistentvolumeclaims", &ns, &cname, None, |o| {
+                            let meta = o["metadata"].as_object_mut().expect("metadata");
+                            let a = meta.entry("annotations").or_insert(json!({}));
+                            a[SELECTED_NODE] = json!(node);
+                        });
+                        self.note(format!(
+                            "PVC {ns}/{cname}: selected node {node} for pod {name}"
+                        ));
                     }
                 }
                 None => {

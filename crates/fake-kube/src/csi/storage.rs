@@ -18,7 +18,9 @@ use crate::fixtures::VolumeKind;
 pub enum Storage {
     /// Plain directories under a work directory: a volume is a directory (block: an image
     /// file), a snapshot a full copy taken at snapshot time (`cp -a`), and publishing a volume
-    /// into a pod copies it into the pod's kubelet path. Needs no root and no mounts.
+    /// into a pod copies it into the pod's kubelet path; a read-write publication is copied
+    /// back into the volume when it is unpublished (the pod is gone). Needs no root and no
+    /// mounts.
     Dir {
         /// Work directory (snapshots and restored volumes live here).
         work: PathBuf,
@@ -79,8 +81,11 @@ pub(crate) struct Snap {
 #[derive(Clone, Debug)]
 struct Publish {
     vol: String,
-    /// A loop device to detach on unpublish.
+    /// The loop device the RBD image is attached to.
     loop_dev: Option<String>,
+    /// Whether this publication attached `loop_dev` (and detaches it on unpublish, unless
+    /// another publication of the same image still uses it: that one then owns it).
+    owns_loop: bool,
     /// Whether the target is a mount point (Ceph) or copied data (Dir).
     mounted: bool,
     /// A mounted file system (fsfreeze applies).
@@ -159,6 +164,21 @@ fn copy_all(src: &Path, dst: &Path) -> io::Result<()> {
         fs::create_dir_all(parent)?;
     }
     run("cp", &["-a", "--reflink=auto", p(src), p(dst)], &[]).map(drop)
+}
+
+/// Replaces the data of `dst` (a directory or an image file) with that of `src`, keeping
+/// `dst` itself (its inode) in place.
+fn copy_back(src: &Path, dst: &Path) -> io::Result<()> {
+    if src.is_dir() {
+        fs::create_dir_all(dst)?;
+        for e in fs::read_dir(dst)? {
+            remove_any(&e?.path())?;
+        }
+        let from = format!("{}/.", p(src));
+        run("cp", &["-a", "--reflink=auto", &from, p(dst)], &[]).map(drop)
+    } else {
+        run("cp", &["-a", "--reflink=auto", p(src), p(dst)], &[]).map(drop)
+    }
 }
 
 fn remove_any(path: &Path) -> io::Result<()> {
@@ -316,20 +336,52 @@ impl Backend {
         bytes: u64,
         target: &Path,
     ) -> io::Result<Vol> {
+        if let Storage::Dir { .. } = self.storage {
+            // The app pod's path itself is the volume.
+            if kind.is_block() {
+                if !target.exists() {
+                    fs::write(target, [])?;
+                }
+            } else {
+                fs::create_dir_all(target)?;
+            }
+            return Ok(Vol {
+                id: id.into(),
+                kind,
+                loc: target.to_path_buf(),
+                owned: false,
+            });
+        }
+        let vol = self.create_empty(id, kind, bytes)?;
+        self.publish(&vol, target, false)?;
+        Ok(vol)
+    }
+
+    /// ceph-csi's CreateVolume without a data source: a new empty volume `id` of `bytes`.
+    /// Dir: an empty directory, or (block) a sparse zero-filled image file of `bytes`. Ceph: an
+    /// RBD image of `bytes` (rounded up to MiB, at least 16 MiB) with a fresh ext4 (raw for
+    /// block), or an empty subvolume-shaped CephFS directory.
+    pub(crate) fn create_empty(
+        &mut self,
+        id: &str,
+        kind: VolumeKind,
+        bytes: u64,
+    ) -> io::Result<Vol> {
         match (&self.storage, kind) {
-            (Storage::Dir { .. }, _) => {
+            (Storage::Dir { work }, _) => {
+                let loc = work.join("volumes").join(id);
                 if kind.is_block() {
-                    if !target.exists() {
-                        fs::write(target, [])?;
-                    }
+                    fs::create_dir_all(work.join("volumes"))?;
+                    let f = fs::File::create(&loc)?;
+                    f.set_len(bytes)?;
                 } else {
-                    fs::create_dir_all(target)?;
+                    fs::create_dir_all(&loc)?;
                 }
                 Ok(Vol {
                     id: id.into(),
                     kind,
-                    loc: target.to_path_buf(),
-                    owned: false,
+                    loc,
+                    owned: true,
                 })
             }
             (Storage::Ceph { .. }, VolumeKind::CephFs) => {
@@ -338,17 +390,15 @@ impl Backend {
                     "volumes/csi/csi-vol-{id}/{}",
                     crate::store::new_uid()
                 ));
-                fs::create_dir_all(root.join(&rel))?;
                 self.cephfs_dirs
                     .push(rel.parent().expect("parent").to_path_buf());
-                let vol = Vol {
+                fs::create_dir_all(root.join(&rel))?;
+                Ok(Vol {
                     id: id.into(),
                     kind,
                     loc: rel,
                     owned: true,
-                };
-                self.publish(&vol, target, false)?;
-                Ok(vol)
+                })
             }
             (Storage::Ceph { .. }, _) => {
                 self.ensure_pool()?;
@@ -373,14 +423,27 @@ impl Backend {
                     self.release_image_file(&image);
                     res?;
                 }
-                let vol = Vol {
+                Ok(Vol {
                     id: id.into(),
                     kind,
                     loc: PathBuf::from(image),
                     owned: true,
-                };
-                self.publish(&vol, target, false)?;
-                Ok(vol)
+                })
+            }
+        }
+    }
+
+    /// Where the data of `vol` can be read from the host: Dir: the directory or image file;
+    /// CephFS: the subvolume's directory in the `ceph-fuse` mount; RBD: the image's `rbd-fuse`
+    /// file (raw; an ext4 image for Filesystem volumes), valid until the volume is next
+    /// unpublished or deleted.
+    pub(crate) fn data_path(&mut self, vol: &Vol) -> io::Result<PathBuf> {
+        match (&self.storage, vol.kind) {
+            (Storage::Dir { .. }, _) => Ok(vol.loc.clone()),
+            (Storage::Ceph { .. }, VolumeKind::CephFs) => Ok(self.cephfs_root()?.join(&vol.loc)),
+            (Storage::Ceph { .. }, _) => {
+                let image = vol.loc.display().to_string();
+                self.image_file(&image)
             }
         }
     }
@@ -414,6 +477,8 @@ impl Backend {
                     .iter()
                     .filter(|(_, pb)| pb.vol == image && pb.fs && !pb.read_only)
                     .map(|(t, _)| t.clone())
+                    // Bind mounts of one file system: freezing it once freezes them all.
+                    .take(1)
                     .collect();
                 for (t, pb) in &self.publishes {
                     if pb.vol == image && !pb.fs {
@@ -591,6 +656,7 @@ impl Backend {
                     Publish {
                         vol: key,
                         loop_dev: None,
+                        owns_loop: false,
                         mounted: false,
                         fs: !block,
                         read_only,
@@ -611,6 +677,7 @@ impl Backend {
                     Publish {
                         vol: key,
                         loop_dev: None,
+                        owns_loop: false,
                         mounted: true,
                         fs: true,
                         read_only,
@@ -622,6 +689,48 @@ impl Backend {
                 Ok(())
             }
             (Storage::Ceph { .. }, _) => {
+                // Already attached on this "node" (e.g. a source claim the app pod mounts): as
+                // the kubelet shares one staging per node, bind-mount what is there rather
+                // than attach and mount the image a second time.
+                let shared = self
+                    .publishes
+                    .iter()
+                    .find(|(_, pb)| pb.vol == key && pb.mounted && pb.loop_dev.is_some())
+                    .map(|(t, pb)| (t.clone(), pb.clone()));
+                if let Some((t0, pb0)) = shared {
+                    if pb0.read_only && !read_only {
+                        return Err(err(format!(
+                            "{key} is attached read-only at {}; cannot publish it read-write",
+                            t0.display()
+                        )));
+                    }
+                    let dev = pb0.loop_dev.clone().expect("loop device");
+                    let from = if block {
+                        if !target.exists() {
+                            fs::write(target, [])?;
+                        }
+                        dev.clone()
+                    } else {
+                        fs::create_dir_all(target)?;
+                        p(&t0).to_string()
+                    };
+                    run("mount", &["--bind", &from, p(target)], &[])?;
+                    self.publishes.insert(
+                        target.to_path_buf(),
+                        Publish {
+                            vol: key,
+                            loop_dev: Some(dev),
+                            owns_loop: false,
+                            mounted: true,
+                            fs: !block,
+                            read_only,
+                        },
+                    );
+                    if read_only && !block {
+                        run("mount", &["-o", "remount,bind,ro", p(target)], &[])?;
+                    }
+                    return Ok(());
+                }
                 let file = self.image_file(&key)?;
                 let mut args = vec!["-f", "--show"];
                 if read_only {
@@ -640,6 +749,7 @@ impl Backend {
                     Publish {
                         vol: key,
                         loop_dev: Some(dev.clone()),
+                        owns_loop: true,
                         mounted: false,
                         fs: !block,
                         read_only,
@@ -683,10 +793,28 @@ impl Backend {
                 }
             }
         } else if !self.is_ceph() && Path::new(&pb.vol) != target {
+            if !pb.read_only {
+                // Dir: what the pod wrote goes back into the volume.
+                copy_back(target, Path::new(&pb.vol))?;
+            }
             remove_any(target)?;
         }
-        if let Some(dev) = &pb.loop_dev {
-            run("losetup", &["-d", dev], &[])?;
+        if let (Some(dev), true) = (&pb.loop_dev, pb.owns_loop) {
+            let heir = self
+                .publishes
+                .iter()
+                .find(|(t, o)| t.as_path() != target && o.vol == pb.vol && o.loop_dev.is_some())
+                .map(|(t, _)| t.clone());
+            match heir {
+                Some(t) => {
+                    if let Some(o) = self.publishes.get_mut(&t) {
+                        o.owns_loop = true;
+                    }
+                }
+                None => {
+                    run("losetup", &["-d", dev], &[])?;
+                }
+            }
         }
         self.publishes.remove(target);
         if self.is_ceph() && pb.loop_dev.is_some() {
@@ -710,7 +838,7 @@ impl Backend {
                     if pb.mounted {
                         lazy_umount(&t);
                     }
-                    if let Some(dev) = pb.loop_dev {
+                    if let (Some(dev), true) = (pb.loop_dev, pb.owns_loop) {
                         let _ = run("losetup", &["-d", &dev], &[]);
                     }
                 }
