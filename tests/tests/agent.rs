@@ -1072,7 +1072,9 @@ mod snapshots {
                 }),
             ),
         ];
-        for (step, knob, reached) in &steps {
+        for (i, (step, knob, reached)) in steps.iter().enumerate() {
+            // New data each time, so the read is slow (1 MiB/s uploads) and can be killed.
+            write_random(&src.join("big.bin"), 12 << 20, 50 + i as u64);
             knob(true);
             let mut child = spawn(env.agent(
                 "node-a",
@@ -1152,5 +1154,153 @@ mod snapshots {
         assert_eq!(tag(&snaps[0], "method").as_deref(), Some("snapshot"));
         assert_trees_equal(&archive, &env.restore_volume("app", "archive"));
         env.assert_no_temporaries("after the backup");
+    }
+}
+
+/// `holdfast agent restore`: a volume's snapshot into a new PVC (made by the restore), one
+/// folder of it, and the guard on PVCs that running pods use; block volumes as images.
+mod restore {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// `holdfast agent restore ARGS` as the agent of `node-a` would run it under
+    /// `kubectl exec`: settings from the environment, as the DaemonSet sets them.
+    fn agent_restore(env: &Env, args: &[&str]) -> Run {
+        let mut all = vec!["--json", "agent", "restore"];
+        all.extend(args);
+        let mut c = env.repo.command(&all);
+        c.env("KUBECONFIG", &env.kubeconfig)
+            .env("NODE_NAME", "node-a")
+            .env("POD_NAME", "agent-node-a")
+            .env("POD_NAMESPACE", AGENT_NS)
+            .env("HOLDFAST_KUBELET_DIR", env.kubelet_dir("node-a"))
+            .env("HOLDFAST_CLUSTER_NAME", CLUSTER)
+            .env("HOLDFAST_LOG", "holdfast_agent=info,holdfast=warn");
+        run_command(c, COMMAND_TIMEOUT)
+    }
+
+    fn env_with(builder: ClusterBuilder) -> Env {
+        Env::new(builder.snapshot_classes()).with_sim(Storage::dir)
+    }
+
+    #[test]
+    fn into_a_new_pvc_one_folder_and_not_over_a_running_app() {
+        let env = env_with(
+            ClusterBuilder::new()
+                .node("node-a")
+                .namespace("app", &[])
+                .rbd_pvc("app", "db", "1Gi", &[])
+                .pod("app", "db-0", "node-a", &["db"]),
+        );
+        let src = env.source("app", "db-0", "db");
+        fill(&src, 61);
+        std::fs::hard_link(src.join("a.txt"), src.join("sub/a-link.txt")).unwrap();
+        std::fs::set_permissions(
+            src.join("sub/deeper"),
+            std::fs::Permissions::from_mode(0o750),
+        )
+        .unwrap();
+        if holdfast_e2e::is_root() {
+            std::os::unix::fs::chown(src.join("sub/blob.bin"), Some(1000), Some(1001)).unwrap();
+        }
+        env.once("node-a", &["--no-maintenance"]).assert_ok();
+
+        // A running pod uses `db`: refused without --force, nothing created.
+        let r = agent_restore(&env, &["-n", "app", "--pvc", "db"]);
+        assert_eq!(r.code(), Some(code::USAGE), "{r}");
+        assert!(r.stderr_str().contains("in use by pod db-0"), "{r}");
+        env.assert_no_temporaries("after the refusal");
+
+        // Into a new PVC: made with the source's class and size, written, pod deleted.
+        let r = agent_restore(&env, &["-n", "app", "--pvc", "db", "--to", "db-copy"]);
+        r.assert_ok();
+        let rep = r.json();
+        assert_eq!(rep["created_pvc"], true, "{r}");
+        assert_eq!(rep["via"], "restore-pod");
+        let pvc = env
+            .fake
+            .get_value("", "v1", "persistentvolumeclaims", Some("app"), "db-copy")
+            .expect("target PVC");
+        assert_eq!(pvc["spec"]["storageClassName"], "rook-ceph-block");
+        assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "1Gi");
+        assert!(pvc["metadata"]["annotations"]["holdfast.io/restored-from"].is_string());
+        env.assert_no_temporaries("after the restore");
+        let copy = env
+            .sim()
+            .volume_path("app", "db-copy")
+            .expect("provisioned");
+        assert_trees_equal(&src, &copy);
+
+        // One folder into an existing PVC, others untouched.
+        std::fs::remove_dir_all(copy.join("sub")).unwrap();
+        let r = agent_restore(
+            &env,
+            &[
+                "-n", "app", "--pvc", "db", "--to", "db-copy", "--path", "sub",
+            ],
+        );
+        r.assert_ok();
+        assert_eq!(r.json()["created_pvc"], false, "{r}");
+        let copy = env
+            .sim()
+            .volume_path("app", "db-copy")
+            .expect("provisioned");
+        assert_trees_equal(&src.join("sub"), &copy.join("sub"));
+        assert!(copy.join("a.txt").exists());
+        env.assert_no_temporaries("after the folder restore");
+
+        // A snapshot of another volume is refused by ID.
+        let r = agent_restore(&env, &["-n", "app", "--pvc", "other"]);
+        assert_ne!(r.code(), Some(0), "{r}");
+    }
+
+    /// A block volume is backed up from a snapshot as one sparse image and restored onto a
+    /// new block PVC byte for byte.
+    #[test]
+    fn block_volume_is_an_image_and_restores_byte_identical() {
+        let env = env_with(
+            ClusterBuilder::new()
+                .node("node-a")
+                .namespace("app", &[])
+                .block_pvc("app", "raw", "64Mi", &[])
+                .pod("app", "vm-0", "node-a", &["raw"]),
+        );
+        let dev = env.source("app", "vm-0", "raw");
+        // 64 MiB, mostly never written: a few data runs.
+        {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = std::fs::OpenOptions::new().write(true).open(&dev).unwrap();
+            f.set_len(64 << 20).unwrap();
+            for (i, off) in [0u64, 5 << 20, 40 << 20].iter().enumerate() {
+                f.seek(SeekFrom::Start(*off)).unwrap();
+                f.write_all(&holdfast_e2e::random_bytes(1 << 20, 70 + i as u64))
+                    .unwrap();
+            }
+        }
+        let run = env.once("node-a", &["--no-maintenance"]);
+        run.assert_ok();
+        let r = &results(&run)["app/raw"];
+        assert_eq!(r["status"], "succeeded", "{run}");
+        assert_eq!(r["method"], "snapshot");
+        let snaps = env.snapshots_of("app", "raw");
+        assert!(snaps[0]["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "volume-mode=block"));
+        let stored = r["summary"]["bytes_added_stored"].as_u64().unwrap();
+        assert!(stored < 4 << 20, "zero runs are not stored: {stored}");
+        let r = agent_restore(&env, &["-n", "app", "--pvc", "raw", "--to", "raw-copy"]);
+        r.assert_ok();
+        let pvc = env
+            .fake
+            .get_value("", "v1", "persistentvolumeclaims", Some("app"), "raw-copy")
+            .unwrap();
+        assert_eq!(pvc["spec"]["volumeMode"], "Block");
+        let copy = env
+            .sim()
+            .volume_path("app", "raw-copy")
+            .expect("provisioned");
+        assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&dev).unwrap());
     }
 }

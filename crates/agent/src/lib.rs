@@ -113,7 +113,9 @@ pub fn main(args: &AgentArgs, repo: RepoSettings, json: bool) -> Result<i32> {
     }
     let s = settings(args, repo)?;
     // Before any thread exists, so every thread inherits it (nice is per thread on Linux).
-    if !args.run.no_low_priority {
+    // A restore is what someone waits for: it keeps the normal priority.
+    let restoring = matches!(args.action, Some(AgentAction::Restore(_)));
+    if !args.run.no_low_priority && !restoring {
         match priority::lower() {
             Ok(r) => tracing::info!("priority: {r}"),
             Err(e) => tracing::warn!(error = %e, "cannot lower the agent's priority"),

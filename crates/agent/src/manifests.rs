@@ -447,15 +447,14 @@ fn daemon_set(args: &ManifestArgs, kubelet_pods: &str, config: &str) -> DaemonSe
     let container = Container {
         name: "agent".into(),
         image: Some(args.image.clone()),
-        args: Some(strings(&[
-            "agent",
-            "--config",
-            CONFIG_PATH,
-            "--kubelet-dir",
-            kubelet_dir,
-        ])),
+        // Settings come from the environment, not flags, so that `kubectl exec ... holdfast
+        // agent restore` in this container runs with the same configuration.
+        args: Some(strings(&["agent"])),
         env: Some(vec![
+            value_env("HOLDFAST_AGENT_CONFIG", CONFIG_PATH),
+            value_env("HOLDFAST_KUBELET_DIR", kubelet_dir),
             field_env("NODE_NAME", "spec.nodeName"),
+            field_env("POD_NAME", "metadata.name"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
             value_env("HOLDFAST_PASSWORD_FILE", PASSWORD_PATH),
             secret_env("AWS_ACCESS_KEY_ID", &args.secret),
@@ -814,10 +813,21 @@ mod tests {
             "/var/lib/k0s/kubelet/pods",
             "the same path inside as on the host"
         );
-        let a = c.args.as_ref().unwrap();
-        assert_eq!(&a[..3], ["agent", "--config", CONFIG_PATH]);
-        let i = a.iter().position(|x| x == "--kubelet-dir").unwrap();
-        assert_eq!(a[i + 1], "/var/lib/k0s/kubelet");
+        assert_eq!(c.args.as_deref().unwrap(), ["agent"]);
+        // In the environment, so that `kubectl exec ... holdfast agent restore` sees them.
+        let env = |k: &str| {
+            c.env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|e| e.name == k)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(env("HOLDFAST_AGENT_CONFIG").as_deref(), Some(CONFIG_PATH));
+        assert_eq!(
+            env("HOLDFAST_KUBELET_DIR").as_deref(),
+            Some("/var/lib/k0s/kubelet")
+        );
         // Every other writable mount is the cache or scratch; the secret is 0400.
         for m in c.volume_mounts.as_ref().unwrap() {
             if m.read_only != Some(true) {

@@ -161,7 +161,7 @@ pub async fn run(agent: &Agent, a: &RestoreArgs) -> Result<RestoreReport> {
             .map(|p| p.metadata.name.clone().unwrap_or_default())
             .collect();
         return Err(AgentError::Usage(format!(
-            "PVC {}/{target} is in use by {} ({}): restoring into it would change files under a \
+            "PVC {}/{target} is in use by {} {}: restoring into it would change files under a \
              running application. Stop it (scale to 0), restore into a new PVC with --to, or \
              pass --force",
             a.namespace,
@@ -472,7 +472,8 @@ fn write_data(
     }
 }
 
-/// Gives the restored volume's root the owner (as root) and mode it had in the snapshot.
+/// Gives the restored volume's root the owner (as root), mode and modification time it had
+/// in the snapshot.
 fn root_owner_mode(dir: &Path, node: &holdfast_repo::tree::Node) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let io = |what: &str, e: std::io::Error| {
@@ -483,5 +484,9 @@ fn root_owner_mode(dir: &Path, node: &holdfast_repo::tree::Node) -> Result<()> {
             .map_err(|e| io("set the owner", e))?;
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(node.mode & 0o7777))
-        .map_err(|e| io("set the mode", e))
+        .map_err(|e| io("set the mode", e))?;
+    let t = std::time::UNIX_EPOCH + Duration::from_nanos(node.mtime_ns.max(0) as u64);
+    std::fs::File::open(dir)
+        .and_then(|f| f.set_modified(t))
+        .map_err(|e| io("set the modification time", e))
 }
