@@ -279,7 +279,7 @@ fn finish(child: Child) -> Run {
 
 /// Two agents (two nodes) at once into one repository: every selected PVC is backed up
 /// exactly once (the RWX one mounted on both nodes too), opt-outs by PVC and by namespace
-/// hold, subpaths and excludes apply, block volumes are reported, Events name the outcome,
+/// hold, subpaths and excludes apply, block volumes are backed up as images, Events name the outcome,
 /// and each volume restores identical.
 #[test]
 fn two_agents_back_up_each_selected_volume_once() {
@@ -368,14 +368,17 @@ fn two_agents_back_up_each_selected_volume_once() {
         "succeeded",
         "the PVC opts back in"
     );
-    assert_eq!(status(&rb, "app/raw"), "skipped");
-    assert!(
-        rb["app/raw"]["reason"].as_str().unwrap().contains("block"),
-        "{rb:#?}"
-    );
+    // The block volume is backed up as one image file (read live: no snapshot API here).
+    assert_eq!(status(&rb, "app/raw"), "succeeded", "{rb:#?}");
+    let raw = &env.snapshots_of("app", "raw")[0];
+    assert_eq!(raw["paths"], json!(["/app/raw/volume.img"]));
+    assert!(raw["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t == "volume-mode=block"));
     assert!(env.snapshots_of("app", "cache").is_empty());
     assert!(env.snapshots_of("scratch", "tmp").is_empty());
-    assert!(env.snapshots_of("app", "raw").is_empty());
 
     // Snapshots: the cluster as host, stable logical paths, the volume's tags.
     let db = &env.snapshots_of("app", "db")[0];
@@ -759,6 +762,10 @@ mod cephfs {
         let fsroot = env.dir.path().join("cephfs");
         std::fs::create_dir_all(&fsroot).unwrap();
         let st = Command::new("ceph-fuse")
+            .arg(format!(
+                "--pid-file={}",
+                env.dir.path().join("ceph-fuse.pid").display()
+            ))
             .arg(&fsroot)
             .env("CEPH_CONF", &conf)
             .status()
@@ -1302,5 +1309,141 @@ mod restore {
             .volume_path("app", "raw-copy")
             .expect("provisioned");
         assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&dev).unwrap());
+    }
+}
+
+/// Point-in-time backups read from real Ceph snapshots (the CSI simulator on the Ceph
+/// cluster of scripts/s3-test-servers.sh): RBD clones and CephFS `.snap` directories.
+mod ceph {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn ceph_env(builder: ClusterBuilder) -> Env {
+        let conf = std::env::var_os("HOLDFAST_TEST_CEPH_CONF");
+        require(
+            conf.is_some(),
+            "a Ceph cluster with CephFS (HOLDFAST_TEST_CEPH_CONF; scripts/s3-test-servers.sh start)",
+        );
+        require(
+            holdfast_e2e::is_root(),
+            "root (rbd-fuse, ceph-fuse, loop devices, mounts)",
+        );
+        let conf = PathBuf::from(conf.unwrap());
+        Env::new(builder.snapshot_classes()).with_sim(|w| Storage::ceph(&conf, w))
+    }
+
+    /// Backs up `claim` while a hook rewrites a file right after the snapshot; the restore
+    /// is the snapshot's content, and nothing is left on Ceph or in the API.
+    fn point_in_time(claim: &str, builder: ClusterBuilder, paths: Option<&str>) {
+        let env = ceph_env(builder);
+        let src = env.source("app", "app-0", claim);
+        // ext4's lost+found: not test data (removed before the copy, so times agree).
+        let _ = std::fs::remove_dir(src.join("lost+found"));
+        let data = match paths {
+            Some(p) => src.join(p),
+            None => src.clone(),
+        };
+        fill(&data, 81);
+        write_random(&data.join("big.bin"), 6 << 20, 82);
+        let before = env.dir.path().join("before");
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", data.display()))
+            .arg(&before)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let hits = Arc::new(Mutex::new(0));
+        let (h2, d2) = (hits.clone(), data.clone());
+        env.sim().on_snapshot_taken(move |_| {
+            *h2.lock().unwrap() += 1;
+            std::fs::write(d2.join("a.txt"), b"after the snapshot\n").unwrap();
+            let _ = std::fs::remove_file(d2.join("big.bin"));
+        });
+        let run = env.once("node-a", &["--no-maintenance"]);
+        run.assert_ok();
+        let r = &results(&run)[&format!("app/{claim}")];
+        assert_eq!(r["status"], "succeeded", "{run}");
+        assert_eq!(r["method"], "snapshot", "{run}");
+        assert_eq!(*hits.lock().unwrap(), 1);
+        let restored = env.restore_volume("app", claim);
+        let restored = match paths {
+            Some(p) => restored.join(p),
+            None => restored,
+        };
+        assert_trees_equal(&before, &restored);
+        env.assert_no_temporaries("after the backup");
+        env.sim()
+            .wait_clean(Duration::from_secs(30))
+            .unwrap_or_else(|s| panic!("left on Ceph: {s:?}"));
+        assert!(env.sim().errors().is_empty(), "{:?}", env.sim().errors());
+    }
+
+    #[test]
+    fn rbd_volume_is_read_from_its_snapshot() {
+        point_in_time(
+            "db",
+            ClusterBuilder::new()
+                .node("node-a")
+                .namespace("app", &[])
+                .rbd_pvc("app", "db", "256Mi", &[])
+                .pod("app", "app-0", "node-a", &["db"]),
+            None,
+        );
+    }
+
+    #[test]
+    fn cephfs_volume_is_read_from_its_snapshot() {
+        point_in_time(
+            "share",
+            ClusterBuilder::new()
+                .node("node-a")
+                .namespace("app", &[])
+                .cephfs_pvc("app", "share", "256Mi", &[("holdfast.io/paths", "data")])
+                .pod("app", "app-0", "node-a", &["share"]),
+            Some("data"),
+        );
+    }
+
+    /// `holdfast.io/snapshot-source: cephfs-snapdir`: the newest `.snap` directory is read,
+    /// and no VolumeSnapshot is made.
+    #[test]
+    fn cephfs_snapdir_is_read_without_api_objects() {
+        let env = ceph_env(
+            ClusterBuilder::new()
+                .node("node-a")
+                .namespace("app", &[])
+                .cephfs_pvc(
+                    "app",
+                    "share",
+                    "256Mi",
+                    &[("holdfast.io/snapshot-source", "cephfs-snapdir")],
+                )
+                .pod("app", "app-0", "node-a", &["share"]),
+        );
+        let src = env.source("app", "app-0", "share");
+        fill(&src, 83);
+        std::fs::create_dir(src.join(".snap/nightly")).expect("CephFS snapshot");
+        let before = src.join(".snap/nightly");
+        std::fs::write(src.join("a.txt"), b"after the snapshot\n").unwrap();
+        let run = env.once("node-a", &["--no-maintenance"]);
+        run.assert_ok();
+        let r = &results(&run)["app/share"];
+        assert_eq!(r["method"], "snapshot", "{run}");
+        let snaps = env.snapshots_of("app", "share");
+        assert!(snaps[0]["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "snapshot-handle=.snap/nightly"));
+        assert_trees_equal(&before, &env.restore_volume("app", "share"));
+        assert!(
+            !env.fake
+                .requests()
+                .iter()
+                .any(|q| q.path.contains("volumesnapshots") && q.method == "POST"),
+            "no VolumeSnapshot made"
+        );
+        std::fs::remove_dir(src.join(".snap/nightly")).unwrap();
     }
 }

@@ -285,7 +285,11 @@ impl Backend {
         let root = self.work().join("cephfs");
         fs::create_dir_all(&root)?;
         let conf = self.conf().to_path_buf();
-        run("ceph-fuse", &["-c", p(&conf), p(&root)], &[])?;
+        // A pid file of its own: the default one is shared by every client of the cluster,
+        // and a second ceph-fuse (another test) would refuse to start.
+        let pid = self.work().join("ceph-fuse.pid");
+        let pid_opt = format!("--pid-file={}", pid.display());
+        run("ceph-fuse", &["-c", p(&conf), &pid_opt, p(&root)], &[])?;
         self.cephfs_root = Some(root.clone());
         Ok(root)
     }
