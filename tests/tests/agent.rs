@@ -977,6 +977,11 @@ mod snapshots {
         );
     }
 
+    /// Turns one of the simulator's faults on or off.
+    type Knob<'a> = Box<dyn Fn(bool) + 'a>;
+    /// Whether the agent has reached a step.
+    type Reached<'a> = Box<dyn Fn() -> bool + 'a>;
+
     fn write_config(env: &Env, text: &str) -> PathBuf {
         let p = env.dir.path().join("agent.yaml");
         std::fs::write(&p, text).unwrap();
@@ -995,7 +1000,7 @@ mod snapshots {
         );
         let cfg = cfg.display().to_string();
         let sim = env.sim();
-        let cases: Vec<(&str, Box<dyn Fn(bool)>)> = vec![
+        let cases: Vec<(&str, Knob)> = vec![
             (
                 "failed: rbd: pool full",
                 Box::new(|on| sim.snapshot_error(on.then_some("rbd: pool full"))),
@@ -1049,7 +1054,7 @@ mod snapshots {
                 .filter(|t| t.starts_with(plural))
                 .count()
         };
-        let steps: Vec<(&str, Box<dyn Fn(bool)>, Box<dyn Fn() -> bool>)> = vec![
+        let steps: Vec<(&str, Knob, Reached)> = vec![
             (
                 "after the VolumeSnapshot",
                 Box::new(|on| sim.snapshots_never_ready(on)),
@@ -1093,7 +1098,7 @@ mod snapshots {
                     "1024",
                 ],
             ));
-            wait_until(&mut child, Duration::from_secs(60), step, || reached());
+            wait_until(&mut child, Duration::from_secs(60), step, reached);
             if *step == "while reading" {
                 std::thread::sleep(Duration::from_secs(2));
             }
