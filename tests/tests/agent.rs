@@ -254,6 +254,19 @@ fn status(results: &BTreeMap<String, Value>, key: &str) -> String {
         .to_string()
 }
 
+/// Copies a directory's contents with their metadata (`cp -a`): what a volume held before a
+/// test changed it.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cp -a {} {}", from.display(), to.display());
+}
+
 /// Fills a directory with a few files and a subdirectory.
 fn fill(dir: &Path, seed: u64) {
     write_file(&dir.join("a.txt"), lorem(3000 + seed as usize).as_bytes());
@@ -883,14 +896,7 @@ mod snapshots {
     fn backup_reads_the_snapshot_not_the_live_volume() {
         let (env, src) = env();
         let before = env.dir.path().join("before");
-        std::fs::create_dir_all(&before).unwrap();
-        let st = Command::new("cp")
-            .arg("-a")
-            .arg(format!("{}/.", src.display()))
-            .arg(&before)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        copy_tree(&src, &before);
         let taken: Arc<Mutex<Option<chrono::DateTime<chrono::Utc>>>> = Arc::default();
         let (t2, s2) = (taken.clone(), src.clone());
         env.sim().on_snapshot_taken(move |_| {
@@ -1351,13 +1357,7 @@ mod ceph {
         fill(&data, 81);
         write_random(&data.join("big.bin"), 6 << 20, 82);
         let before = env.dir.path().join("before");
-        let st = Command::new("cp")
-            .arg("-a")
-            .arg(format!("{}/.", data.display()))
-            .arg(&before)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        copy_tree(&data, &before);
         let hits = Arc::new(Mutex::new(0));
         let (h2, d2) = (hits.clone(), data.clone());
         env.sim().on_snapshot_taken(move |_| {
