@@ -1134,6 +1134,54 @@ mod snapshots {
         assert_trees_equal(&src, &env.restore_volume("app", "db"));
     }
 
+    /// The elected agent deletes any node's temporary objects that are a day old (their
+    /// agent went away with its node); younger ones of other nodes are left to their agent.
+    #[test]
+    fn maintenance_sweeps_day_old_leftovers_of_any_node() {
+        let (env, _src) = env();
+        let old = "2026-01-01T00:00:00Z";
+        let labels = json!({
+            "app.kubernetes.io/managed-by": "holdfast",
+            "holdfast.io/role": "snapshot-read",
+            "holdfast.io/node": "gone-node",
+            "holdfast.io/run": "0123456789",
+        });
+        let young = {
+            let mut l = labels.clone();
+            l["holdfast.io/node"] = json!("node-b");
+            l
+        };
+        env.fake.insert(&json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+            "metadata": {"name": "hf-db-0123456789", "namespace": "app", "labels": labels,
+                         "creationTimestamp": old},
+            "spec": {"source": {"persistentVolumeClaimName": "gone"}},
+        }));
+        env.fake.insert(&json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "hf-db-0123456789", "namespace": "app", "labels": labels,
+                         "creationTimestamp": old},
+            "spec": {"nodeName": "gone-node", "containers": [{"name": "hold", "image": "pause"}]},
+        }));
+        env.fake.insert(&json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "hf-db-9876543210", "namespace": "app", "labels": young},
+            "spec": {"nodeName": "node-b", "containers": [{"name": "hold", "image": "pause"}]},
+        }));
+        let run = env.once("node-a", &[]);
+        run.assert_ok();
+        let swept = run.json()["maintenance"]["swept"].clone();
+        assert_eq!(
+            swept,
+            json!([
+                "Pod app/hf-db-0123456789",
+                "VolumeSnapshot app/hf-db-0123456789"
+            ]),
+            "{run}"
+        );
+        assert_eq!(env.temporaries(), ["pods app/hf-db-9876543210"]);
+    }
+
     /// A PVC that no pod mounts is backed up from a snapshot, once, by the one agent that
     /// holds the unmounted-PVC Lease, on its own node.
     #[test]

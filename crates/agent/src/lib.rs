@@ -52,8 +52,8 @@ pub fn settings(args: &AgentArgs, mut repo: RepoSettings) -> Result<Settings> {
         .filter(|n| !n.is_empty())
         .ok_or_else(|| {
             AgentError::Usage(
-                "no node name: set NODE_NAME (the DaemonSet sets it from spec.nodeName) or \
-             --node-name"
+                "no node name: set NODE_NAME (the DaemonSet sets it from spec.nodeName; \
+             `holdfast agent` without a subcommand also takes --node-name)"
                     .into(),
             )
         })?;

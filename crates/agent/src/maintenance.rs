@@ -53,6 +53,9 @@ pub struct MaintenanceReport {
     pub errors: Vec<String>,
     /// PVCs that no running pod mounts, so not backed up (`namespace/pvc`).
     pub unmounted: Vec<String>,
+    /// Temporary objects a day old of any node (one whose agent is gone), deleted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub swept: Vec<String>,
     /// The prune's report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prune: Option<holdfast_engine::prune::PruneReport>,
@@ -118,6 +121,22 @@ async fn maintain(
         })
         .collect();
     let empty = BTreeMap::new();
+
+    // Leftovers of agents that are gone (a removed node): each agent sweeps only its own
+    // node at start, so the cluster's day-old temporary objects are swept here.
+    let day_ago = now - chrono::Duration::hours(24);
+    match crate::temporary::sweep_matching(
+        agent.client(),
+        &crate::temporary::any_node_selector(),
+        day_ago,
+    )
+    .await
+    {
+        Ok(s) => report.swept = s.deleted,
+        Err(e) => report
+            .errors
+            .push(format!("sweeping old temporary objects: {e}")),
+    }
 
     // PVCs no pod mounts: backed up from snapshots where a class serves their driver (by
     // the agent holding the unmounted-PVC Lease); the others are reported.

@@ -126,7 +126,23 @@ pub async fn sweep(
     node: &str,
     before: chrono::DateTime<chrono::Utc>,
 ) -> Result<Swept> {
-    let lp = ListParams::default().labels(&node_selector(node));
+    sweep_matching(client, &node_selector(node), before).await
+}
+
+/// The selector of every node's temporary objects.
+pub fn any_node_selector() -> String {
+    format!("{MANAGED_BY}={MANAGER},{ROLE}")
+}
+
+/// Deletes the temporary objects matching `selector` created before `before`: [`sweep`]
+/// for one node, or (from maintenance) every node's that are a day old, which covers nodes
+/// that were removed with their agent.
+pub async fn sweep_matching(
+    client: &Client,
+    selector: &str,
+    before: chrono::DateTime<chrono::Utc>,
+) -> Result<Swept> {
+    let lp = ListParams::default().labels(selector);
     let mut swept = Swept::default();
     let dp = DeleteParams {
         grace_period_seconds: Some(0),
