@@ -5,13 +5,15 @@
 //! fake-kube --port 0 --seed objects.yaml --kubeconfig /tmp/kubeconfig [--bookmark-interval-ms 1000]
 //! fake-kube --example-seed 3 > objects.yaml   # a small Rook-Ceph cluster as a seed file
 //! fake-kube --demo /tmp/demo --kubeconfig /tmp/demo/kubeconfig   # a seeded 2-node cluster
-//!     # and its kubelet trees (/tmp/demo/kubelet/<node>) with a few files in each volume
+//!     # and its kubelet trees (/tmp/demo/kubelet/<node>) with a few files in each volume,
+//!     # the snapshot API and the CSI simulator on directories (/tmp/demo/storage)
 //! ```
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use holdfast_fake_kube::csi::{CsiSim, Storage};
 use holdfast_fake_kube::fixtures::ClusterBuilder;
 use holdfast_fake_kube::{kubelet, FakeKube};
 
@@ -39,8 +41,10 @@ struct Args {
     #[arg(long)]
     example_seed: Option<usize>,
     /// Seed a small 2-node Rook-Ceph cluster and lay out its nodes' kubelet directories under
-    /// DIR/kubelet/<node>, with a few files in every filesystem volume: a cluster to run
-    /// `holdfast agent --kubelet-dir DIR/kubelet/<node>` against by hand.
+    /// DIR/kubelet/<node>, with a few files in every filesystem volume, the snapshot API with
+    /// Rook's VolumeSnapshotClasses, and the CSI simulator on plain directories
+    /// (DIR/storage): a cluster to run `holdfast agent --kubelet-dir DIR/kubelet/<node>`
+    /// against by hand, with point-in-time reads.
     #[arg(long, value_name = "DIR", conflicts_with = "seed")]
     demo: Option<PathBuf>,
 }
@@ -62,13 +66,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let n = fake.insert_yaml(&text)?.len();
         eprintln!("seeded {n} objects from {}", seed.display());
     }
+    // Kept alive until the end: it plays the controllers and kubelets of the demo.
+    let mut _sim = None;
     if let Some(dir) = &args.demo {
         let cluster = ClusterBuilder::large(2, 4, 6)
             .namespace("holdfast-system", &[])
+            .snapshot_classes()
             .seed(&fake);
+        let mut layouts = Vec::new();
         for node in &cluster.nodes {
-            let layout = kubelet::build(&dir.join("kubelet").join(node), &cluster, node)?;
-            for v in layout.volumes.iter().filter(|v| !v.block) {
+            let root = dir.join("kubelet").join(node);
+            layouts.push((
+                node.clone(),
+                root.clone(),
+                kubelet::build(&root, &cluster, node)?,
+            ));
+        }
+        let roots: Vec<(&str, &std::path::Path)> = layouts
+            .iter()
+            .map(|(n, r, _)| (n.as_str(), r.as_path()))
+            .collect();
+        let sim = CsiSim::start(&fake, &roots, Storage::dir(&dir.join("storage")))?;
+        for (node, _, layout) in &layouts {
+            for v in &layout.volumes {
+                if let Some(pvc) = cluster.pvc(&v.namespace, &v.claim) {
+                    sim.add_source(pvc, &v.path)?;
+                }
+                if v.block {
+                    continue;
+                }
                 std::fs::create_dir_all(v.path.join("data"))?;
                 std::fs::write(
                     v.path.join("data/hello.txt"),
@@ -76,6 +102,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 )?;
             }
         }
+        _sim = Some(sim);
         eprintln!(
             "seeded a {}-node cluster; kubelet directories under {}",
             cluster.nodes.len(),
