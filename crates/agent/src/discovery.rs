@@ -191,6 +191,22 @@ pub fn volumes_on_node(
     found
 }
 
+/// A PVC's size: `status.capacity.storage` once bound, else its request (`10Gi`).
+pub fn capacity_of(pvc: &PersistentVolumeClaim) -> Option<String> {
+    pvc.status
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("storage"))
+        .or_else(|| {
+            pvc.spec
+                .as_ref()
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage"))
+        })
+        .map(|q| q.0.clone())
+}
+
 /// The [`Volume`] of a bound PVC and its PV (no pods yet).
 fn volume_of(
     pvc: &PersistentVolumeClaim,
@@ -203,18 +219,6 @@ fn volume_of(
         Some("Block") => VolumeMode::Block,
         _ => VolumeMode::Filesystem,
     };
-    let capacity = pvc
-        .status
-        .as_ref()
-        .and_then(|s| s.capacity.as_ref())
-        .and_then(|c| c.get("storage"))
-        .or_else(|| {
-            pvc_spec
-                .and_then(|s| s.resources.as_ref())
-                .and_then(|r| r.requests.as_ref())
-                .and_then(|r| r.get("storage"))
-        })
-        .map(|q| q.0.clone());
     Volume {
         namespace: pvc.metadata.namespace.clone().unwrap_or_default(),
         pvc: pvc.metadata.name.clone().unwrap_or_default(),
@@ -230,7 +234,7 @@ fn volume_of(
         access_modes: pvc_spec
             .and_then(|s| s.access_modes.clone())
             .unwrap_or_default(),
-        capacity,
+        capacity: capacity_of(pvc),
         pods: Vec::new(),
         pvc_annotations: pvc.metadata.annotations.clone().unwrap_or_default(),
         namespace_annotations: ns_annotations.cloned().unwrap_or_default(),

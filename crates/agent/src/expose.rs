@@ -133,14 +133,6 @@ impl Exposer {
         run: &str,
         source: &str,
     ) -> Result<()> {
-        let container = match mode {
-            VolumeMode::Filesystem => json!({
-                "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": read_only}]
-            }),
-            VolumeMode::Block => json!({
-                "volumeDevices": [{"name": "data", "devicePath": "/dev/holdfast-data"}]
-            }),
-        };
         let mut c = json!({
             "name": "hold",
             "image": self.pause_image,
@@ -154,8 +146,14 @@ impl Exposer {
                 "capabilities": {"drop": ["ALL"]},
             },
         });
-        if let (Some(c), Some(extra)) = (c.as_object_mut(), container.as_object()) {
-            c.extend(extra.clone());
+        match mode {
+            VolumeMode::Filesystem => {
+                c["volumeMounts"] =
+                    json!([{"name": "data", "mountPath": "/data", "readOnly": read_only}])
+            }
+            VolumeMode::Block => {
+                c["volumeDevices"] = json!([{"name": "data", "devicePath": "/dev/holdfast-data"}])
+            }
         }
         let pod: Pod = serde_json::from_value(json!({
             "apiVersion": "v1",

@@ -93,7 +93,7 @@ fn rule(api_groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
 
 /// Whether `s` is a DNS-1123 label (namespace names): lowercase alphanumerics and `-`,
 /// starting and ending alphanumeric, at most 63 characters.
-fn is_dns_label(s: &str) -> bool {
+pub(crate) fn is_dns_label(s: &str) -> bool {
     let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
     !s.is_empty()
         && s.len() <= 63

@@ -135,7 +135,7 @@ pub fn volume_filter(cluster: &str, namespace: &str, pvc: &str) -> SnapshotFilte
 }
 
 /// The tag value of `key` in a snapshot's tags.
-fn tag<'a>(tags: &'a [String], key: &str) -> Option<&'a str> {
+pub(crate) fn tag<'a>(tags: &'a [String], key: &str) -> Option<&'a str> {
     tags.iter()
         .find_map(|t| t.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
 }

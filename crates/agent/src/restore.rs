@@ -18,12 +18,13 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::args::RestoreArgs;
-use crate::discovery::VolumeMode;
+use crate::discovery::{self, VolumeMode};
 use crate::error::{AgentError, Result};
 use crate::kube_api;
 use crate::kubelet::{self, Located};
 use crate::repo::{self, tags, Repo, BLOCK_IMAGE_NAME};
 use crate::runner::Agent;
+use crate::selection;
 use crate::temporary;
 
 /// Annotation on a PVC made by a restore: the snapshot it was restored from.
@@ -81,42 +82,19 @@ async fn users(agent: &Agent, namespace: &str, pvc: &str) -> Result<Vec<Pod>> {
         .collect())
 }
 
-/// The subpath asked for, relative and inside the volume.
-fn relative(path: &str) -> Result<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in Path::new(path.trim_start_matches('/')).components() {
-        match c {
-            std::path::Component::Normal(n) => out.push(n),
-            std::path::Component::CurDir => {}
-            _ => {
-                return Err(AgentError::Usage(format!(
-                    "--path {path:?} leaves the volume"
-                )))
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Runs `holdfast agent restore`.
 pub async fn run(agent: &Agent, a: &RestoreArgs) -> Result<RestoreReport> {
     let t0 = Instant::now();
     let s = agent.settings();
-    let sub = relative(a.path.as_deref().unwrap_or(""))?;
+    let sub = selection::subpath(a.path.as_deref().unwrap_or(""))
+        .map_err(|d| AgentError::Usage(format!("--path: {d}")))?;
     // 1. The snapshot: the volume's newest, or the one named (which must be this volume's).
-    let (cluster, ns, pvc, spec) = (
-        s.cluster.clone(),
-        a.namespace.clone(),
-        a.pvc.clone(),
-        a.snapshot.clone(),
-    );
-    let (id, snap) = agent
-        .with_repo(move |r| {
-            let filter = repo::volume_filter(&cluster, &ns, &pvc);
-            Ok(r.repository().find_snapshot(&spec, &filter)?)
-        })
-        .await?;
     let volume_tags = repo::volume_filter(&s.cluster, &a.namespace, &a.pvc);
+    let (filter, spec) = (volume_tags.clone(), a.snapshot.clone());
+    let (id, snap) = agent
+        .with_repo(move |r| Ok(r.repository().find_snapshot(&spec, &filter)?))
+        .await?;
+    // `latest` is found among the volume's snapshots; an ID must be one of them too.
     if !volume_tags.matches(&snap) {
         return Err(AgentError::Usage(format!(
             "snapshot {} is not a snapshot of {}/{} in cluster {} (see `holdfast snapshots \
@@ -130,13 +108,7 @@ pub async fn run(agent: &Agent, a: &RestoreArgs) -> Result<RestoreReport> {
             a.pvc
         )));
     }
-    let tag = |k: &str| {
-        snap.tags
-            .iter()
-            .find_map(|t| t.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
-            .map(str::to_string)
-    };
-    let mode = if tag(tags::VOLUME_MODE).as_deref() == Some("block") {
+    let mode = if repo::tag(&snap.tags, tags::VOLUME_MODE) == Some("block") {
         VolumeMode::Block
     } else {
         VolumeMode::Filesystem
@@ -150,7 +122,11 @@ pub async fn run(agent: &Agent, a: &RestoreArgs) -> Result<RestoreReport> {
     let target = a.to.clone().unwrap_or_else(|| a.pvc.clone());
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(agent.client().clone(), &a.namespace);
     let source_pvc = kube_api::retry("read the source PVC", || pvcs.get_opt(&a.pvc)).await?;
-    let existing = kube_api::retry("read the target PVC", || pvcs.get_opt(&target)).await?;
+    let existing = if target == a.pvc {
+        source_pvc.clone()
+    } else {
+        kube_api::retry("read the target PVC", || pvcs.get_opt(&target)).await?
+    };
     let run = temporary::run_id();
     let source_key = format!("{}/{}", a.namespace, a.pvc);
     let mut created_pvc = false;
@@ -186,17 +162,7 @@ pub async fn run(agent: &Agent, a: &RestoreArgs) -> Result<RestoreReport> {
             }
         }
         None => {
-            create_target(
-                agent,
-                a,
-                &target,
-                source_pvc.as_ref(),
-                &snap,
-                mode,
-                &id,
-                &tag,
-            )
-            .await?;
+            create_target(agent, a, &target, source_pvc.as_ref(), &snap, mode, &id).await?;
             created_pvc = true;
         }
     }
@@ -322,7 +288,6 @@ pub async fn run(agent: &Agent, a: &RestoreArgs) -> Result<RestoreReport> {
 /// Creates the restore's target PVC: the source's storage class, access modes and at least
 /// its size, unless the arguments say otherwise; without a source PVC (it was deleted: the
 /// usual reason to restore) from the snapshot's tags and size.
-#[allow(clippy::too_many_arguments)]
 async fn create_target(
     agent: &Agent,
     a: &RestoreArgs,
@@ -331,33 +296,14 @@ async fn create_target(
     snap: &holdfast_repo::snapshot::Snapshot,
     mode: VolumeMode,
     id: &Id,
-    tag: &dyn Fn(&str) -> Option<String>,
 ) -> Result<()> {
     let src_spec = source.and_then(|p| p.spec.as_ref());
     let storage_class = a
         .storage_class
         .clone()
         .or_else(|| src_spec.and_then(|s| s.storage_class_name.clone()))
-        .or_else(|| tag(tags::STORAGE_CLASS));
-    let source_size = source
-        .and_then(|p| {
-            p.status
-                .as_ref()?
-                .capacity
-                .as_ref()?
-                .get("storage")
-                .cloned()
-        })
-        .or_else(|| {
-            src_spec?
-                .resources
-                .as_ref()?
-                .requests
-                .as_ref()?
-                .get("storage")
-                .cloned()
-        })
-        .map(|q| q.0);
+        .or_else(|| repo::tag(&snap.tags, tags::STORAGE_CLASS).map(str::to_string));
+    let source_size = source.and_then(discovery::capacity_of);
     let size = match (&a.size, source_size) {
         (Some(s), _) => s.clone(),
         (None, Some(s)) => s,

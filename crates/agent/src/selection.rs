@@ -126,7 +126,7 @@ fn list(v: &str) -> Vec<String> {
 }
 
 /// A subpath must stay inside the volume: relative, no `..`.
-fn subpath(p: &str) -> Result<PathBuf, String> {
+pub(crate) fn subpath(p: &str) -> Result<PathBuf, String> {
     let path = Path::new(p.trim_start_matches('/'));
     let mut out = PathBuf::new();
     for c in path.components() {

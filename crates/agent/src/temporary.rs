@@ -226,6 +226,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifests::is_dns_label;
 
     #[test]
     fn names_are_dns_labels_and_unique() {
@@ -236,21 +237,12 @@ mod tests {
         let long = "x".repeat(80);
         let n = object_name(&long, &a);
         assert!(n.len() <= 63, "{n}");
-        assert!(crate::temporary::tests::is_dns_label(&n), "{n}");
+        assert!(is_dns_label(&n), "{n}");
         let n = object_name("data-db-0", "0123456789");
         assert_eq!(n, "hf-data-db-0-0123456789");
         // A cut that would end in a dash drops it.
         let n = object_name(&format!("{}-x", "a".repeat(48)), "0123456789");
         assert!(is_dns_label(&n), "{n}");
-    }
-
-    pub(crate) fn is_dns_label(s: &str) -> bool {
-        !s.is_empty()
-            && s.len() <= 63
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !s.starts_with('-')
-            && !s.ends_with('-')
     }
 
     #[test]

@@ -996,25 +996,13 @@ impl Ctx<'_, '_> {
         } else if meta.is_file() {
             // The file's own metadata, without extended attributes: an image's are not
             // part of the volume (and FUSE images such as rbd-fuse's refuse to list them).
-            let mut n = Node::new(name.to_vec(), NodeKind::File);
-            n.mode = meta.mode() & 0o7777;
-            n.uid = meta.uid();
-            n.gid = meta.gid();
-            n.user = self.users.user(n.uid);
-            n.group = self.users.group(n.gid);
-            n.mtime_ns = meta
-                .mtime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(meta.mtime_nsec());
-            n.ctime_ns = meta
-                .ctime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(meta.ctime_nsec());
-            n.inode = meta.ino();
-            n.device = meta.dev();
-            n.links = meta.nlink();
-            n.size = meta.len();
-            n
+            match fsmeta::capture_stat(path, name, &meta, &self.users) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.warn(format!("{e} (skipped)"));
+                    return Ok(None);
+                }
+            }
         } else {
             self.warn(format!(
                 "{}: not a block device or regular file; cannot read it as an image (skipped)",
@@ -1024,8 +1012,9 @@ impl Ctx<'_, '_> {
         };
         let read = match base {
             Some(b) => match self.read_changed(&file, &node, b, &p.recorded) {
+                Ok(Some(c)) => Ok(c),
                 Ok(None) => self.read_content(&file, &node),
-                r => r.map(|c| c.expect("Some")),
+                Err(e) => Err(e),
             },
             None => self.read_content(&file, &node),
         };

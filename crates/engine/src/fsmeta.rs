@@ -157,6 +157,19 @@ pub fn capture(
     meta: &Metadata,
     users: &UserCache,
 ) -> Result<Node, FsError> {
+    let mut node = capture_stat(path, name, meta, users)?;
+    node.xattrs = read_xattrs(path)?;
+    Ok(node)
+}
+
+/// [`capture`] without the extended attributes (an image file's are not part of the volume
+/// it holds, and FUSE images such as rbd-fuse's refuse to list them).
+pub fn capture_stat(
+    path: &Path,
+    name: &[u8],
+    meta: &Metadata,
+    users: &UserCache,
+) -> Result<Node, FsError> {
     let ft = meta.file_type();
     let kind = if ft.is_file() {
         NodeKind::File
@@ -203,7 +216,6 @@ pub fn capture(
         NodeKind::CharDevice | NodeKind::BlockDevice => node.rdev = meta.rdev(),
         NodeKind::Dir | NodeKind::Fifo | NodeKind::Socket => {}
     }
-    node.xattrs = read_xattrs(path)?;
     Ok(node)
 }
 
