@@ -32,8 +32,11 @@ use holdfast_repo::writer::Writer;
 use holdfast_repo::Id;
 use rayon::prelude::*;
 
+mod feed_tree;
+
 use crate::backup::BackupRequest;
 use crate::error::{EngineError, Result};
+use crate::feed::Feed;
 use crate::fsmeta::{self, UserCache};
 use crate::image::{self, BaseLayout, ImageBase, Resync};
 
@@ -75,6 +78,10 @@ pub enum SourceKind {
         /// The snapshot with the previous image and the extents changed since, if known.
         base: Option<ImageBase>,
     },
+    /// Entries a program hands out ([`crate::feed`]), recorded at the source's path: a
+    /// stream (standard input, a dump) or a tree of files (objects, bucket keys). The
+    /// feed is given to [`backup_feed`]; a request has at most one such source.
+    Feed,
 }
 
 impl Source {
@@ -106,6 +113,17 @@ impl Source {
             *b = Some(base);
         }
         self
+    }
+
+    /// The entries of the feed given to [`backup_feed`], recorded at `record_as` (an
+    /// absolute path: the file of a stream, the directory of a tree).
+    pub fn feed(record_as: impl Into<PathBuf>) -> Source {
+        let at = record_as.into();
+        Source {
+            path: at.clone(),
+            record_as: Some(at),
+            kind: SourceKind::Feed,
+        }
     }
 
     /// Whether this is an image source.
@@ -199,6 +217,8 @@ struct Ctx<'a, 's> {
     notices: Mutex<Vec<String>>,
     /// Content of multiply-linked files already stored, by (device, inode).
     hardlinks: Mutex<HashMap<(u64, u64), StoredContent>>,
+    /// The entries of the request's feed source, taken when it is reached.
+    feed: Mutex<Option<Box<dyn Feed + 'a>>>,
 }
 
 /// A directory of the virtual root: either backed up whole (read from its real path), or
@@ -233,36 +253,6 @@ impl VEntry {
             VEntry::Dir(m) => m
                 .iter()
                 .any(|(n, e)| e.has_unmoved_source(&recorded.join(OsStr::from_bytes(n)), moved)),
-        }
-    }
-
-    /// The newest modification time of the moved sources below this entry, ns (0 if none
-    /// can be read); an image of a block device counts as modified at `now_ns`, the time
-    /// it is recorded with.
-    fn newest_source_mtime(&self, now_ns: i64) -> i64 {
-        match self {
-            VEntry::Source(p) => {
-                let meta = if p.kind == SourceKind::Tree {
-                    std::fs::symlink_metadata(&p.real)
-                } else {
-                    std::fs::metadata(&p.real)
-                };
-                meta.map(|m| {
-                    if p.kind != SourceKind::Tree && m.file_type().is_block_device() {
-                        now_ns
-                    } else {
-                        m.mtime()
-                            .saturating_mul(1_000_000_000)
-                            .saturating_add(m.mtime_nsec())
-                    }
-                })
-                .unwrap_or(0)
-            }
-            VEntry::Dir(m) => m
-                .values()
-                .map(|e| e.newest_source_mtime(now_ns))
-                .max()
-                .unwrap_or(0),
         }
     }
 }
@@ -305,6 +295,30 @@ pub fn backup<'a>(
     parent: Option<Id>,
     progress: &BackupProgress,
 ) -> Result<BackupOutcome> {
+    backup_feed(writer, opts, parent, None, progress)
+}
+
+/// [`backup`] of a request that may have a [`SourceKind::Feed`] source, whose entries
+/// `feed` gives. A feed that fails, or a feed source without a feed, writes no snapshot.
+pub fn backup_feed<'a>(
+    writer: &'a Writer<'a>,
+    opts: &BackupRequest,
+    parent: Option<Id>,
+    feed: Option<Box<dyn Feed + '_>>,
+    progress: &BackupProgress,
+) -> Result<BackupOutcome> {
+    let feeds = opts
+        .sources
+        .iter()
+        .filter(|s| s.kind == SourceKind::Feed)
+        .count();
+    if feeds > 1 || (feeds == 1 && feed.is_none()) || (feeds == 0 && feed.is_some()) {
+        return Err(EngineError::Usage(format!(
+            "a backup reads at most one stream or feed, given with its source \
+             ({feeds} feed sources, {} feed)",
+            if feed.is_some() { "a" } else { "no" }
+        )));
+    }
     let (repo, index) = (writer.repo(), writer.index());
     let started = Instant::now();
     let cfg = repo.config();
@@ -320,7 +334,7 @@ pub fn backup<'a>(
         .unwrap_or(2);
     let ((root_tree, kept, counters, warnings, notices), totals) =
         BlobStore::pipelined(writer, opts.compression, sealers, |store| {
-            run_walk(repo, index, store, chunker, opts, parent, progress)
+            run_walk(repo, index, store, chunker, opts, parent, feed, progress)
         })?;
     let c = &counters;
     let summary = Summary {
@@ -377,6 +391,7 @@ fn run_walk<'a>(
     chunker: Chunker,
     opts: &'a BackupRequest,
     parent: Option<Id>,
+    feed: Option<Box<dyn Feed + 'a>>,
     progress: &'a BackupProgress,
 ) -> Result<WalkResult> {
     let ctx = Ctx {
@@ -391,6 +406,7 @@ fn run_walk<'a>(
         warnings: Mutex::new(Vec::new()),
         notices: Mutex::new(Vec::new()),
         hardlinks: Mutex::new(HashMap::new()),
+        feed: Mutex::new(feed),
     };
 
     // Build the virtual root from the recorded paths; a path inside another is covered by
@@ -426,6 +442,10 @@ fn run_walk<'a>(
     let mut present = Vec::new();
     let mut unreadable = Vec::new();
     for p in &kept {
+        if p.kind == SourceKind::Feed {
+            present.push(p.clone());
+            continue;
+        }
         match std::fs::symlink_metadata(&p.real) {
             Ok(_) => present.push(p.clone()),
             Err(e) => {
@@ -457,7 +477,7 @@ fn run_walk<'a>(
                 _ => None,
             })
             .collect();
-        if comps.is_empty() && p.kind != SourceKind::Tree {
+        if comps.is_empty() && p.kind != SourceKind::Tree && p.kind != SourceKind::Feed {
             return Err(EngineError::Usage(format!(
                 "the image {} cannot be recorded as /: give it a file path",
                 p.real.display()
@@ -500,10 +520,13 @@ fn run_walk<'a>(
         None => None,
     };
 
-    let root_tree = if let Some(VEntry::Source(p)) = root.get(&Vec::new()) {
-        ctx.dir_tree(&p.real, Path::new("/"), parent_root, None)?
-    } else {
-        ctx.virtual_tree(Path::new("/"), &root, &moved, parent_root)?
+    let root_tree = match root.get(&Vec::new()) {
+        Some(VEntry::Source(p)) if p.kind == SourceKind::Feed => ctx.feed_root(parent_root)?,
+        Some(VEntry::Source(p)) => ctx.dir_tree(&p.real, Path::new("/"), parent_root, None)?,
+        _ => {
+            ctx.virtual_tree(Path::new("/"), &root, &moved, parent_root)?
+                .0
+        }
     };
     let warnings = ctx.warnings.into_inner().unwrap_or_default();
     let notices = ctx.notices.into_inner().unwrap_or_default();
@@ -581,7 +604,7 @@ impl Ctx<'_, '_> {
         children: &BTreeMap<Vec<u8>, VEntry>,
         moved: &HashSet<PathBuf>,
         parent: Option<Id>,
-    ) -> Result<Id> {
+    ) -> Result<(Id, i64)> {
         let parent_tree = self.load_parent_tree(parent);
         let find = |name: &[u8]| {
             parent_tree
@@ -593,6 +616,11 @@ impl Ctx<'_, '_> {
             let child = path.join(OsStr::from_bytes(name));
             let pnode = find(name);
             match entry {
+                VEntry::Source(p) if p.kind == SourceKind::Feed => {
+                    if let Some(n) = self.feed_node(&child, name, pnode)? {
+                        nodes.push(n);
+                    }
+                }
                 VEntry::Source(p) if p.kind != SourceKind::Tree => {
                     if let Some(n) = self.image_entry(p, name, pnode)? {
                         nodes.push(n);
@@ -607,6 +635,8 @@ impl Ctx<'_, '_> {
                     }
                 }
                 VEntry::Dir(grand) => {
+                    let (subtree, newest) =
+                        self.virtual_tree(&child, grand, moved, pnode.and_then(|n| n.subtree))?;
                     let mut node = if entry.has_unmoved_source(&child, moved) {
                         let meta =
                             std::fs::symlink_metadata(&child).map_err(|e| EngineError::Source {
@@ -620,27 +650,23 @@ impl Ctx<'_, '_> {
                             }
                         })?
                     } else {
-                        self.synthetic_dir(name, entry.newest_source_mtime(self.opts.time_ns))
+                        self.synthetic_dir(name, newest)
                     };
                     node.kind = NodeKind::Dir;
                     node.link_target.clear();
                     node.size = 0;
-                    node.subtree = Some(self.virtual_tree(
-                        &child,
-                        grand,
-                        moved,
-                        pnode.and_then(|n| n.subtree),
-                    )?);
+                    node.subtree = Some(subtree);
                     nodes.push(node);
                 }
             }
         }
-        self.store_tree(&Tree { nodes })
+        let newest = nodes.iter().map(|n| n.mtime_ns).max().unwrap_or(0);
+        Ok((self.store_tree(&Tree { nodes })?, newest))
     }
 
     /// A directory that exists only in the snapshot, above sources recorded away from
     /// where they are read: mode 0755, owned by this process's user and group, modified
-    /// at `mtime_ns` (the newest of those sources), no inode, device or attributes. Only
+    /// at `mtime_ns` (the newest entry below it), no inode, device or attributes. Only
     /// values that stay the same while the sources do, so that an unchanged source gives
     /// an unchanged tree.
     fn synthetic_dir(&self, name: &[u8], mtime_ns: i64) -> Node {

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::archiver::{self, BackupProgress};
 use crate::error::Result;
+use crate::feed::Feed;
 use crate::filter::PathFilter;
 use crate::listing::paths_text;
 
@@ -145,11 +146,23 @@ pub fn run(
     req: &BackupRequest,
     progress: &BackupProgress,
 ) -> Result<BackupReport> {
+    run_feed(repo, req, None, progress)
+}
+
+/// [`run`] for a request whose source is a [`Source::feed`]: its entries come from `feed`
+/// (standard input, a command's output, objects, bucket keys). If the feed fails, no
+/// snapshot is written and the error says what failed ([`crate::EngineError::Feed`]).
+pub fn run_feed(
+    repo: &Repository,
+    req: &BackupRequest,
+    feed: Option<Box<dyn Feed + '_>>,
+    progress: &BackupProgress,
+) -> Result<BackupReport> {
     // The session is announced before the index is read, so a concurrent prune waits for it
     // (SPEC.md §12.2): `begin_write` does both, in that order.
     let writer = repo.begin_write(&req.host)?;
     let parent = choose_parent(repo, req)?;
-    let outcome = archiver::backup(&writer, req, parent, progress);
+    let outcome = archiver::backup_feed(&writer, req, parent, feed, progress);
     // The session ends here, whatever the outcome.
     drop(writer);
     let outcome = outcome?;

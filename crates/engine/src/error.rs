@@ -22,6 +22,16 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// A stream or feed failed (a dump command exited non-zero, standard input broke off,
+    /// a listing failed): the backup stops and writes no snapshot.
+    #[error("reading {path} failed, so no snapshot was written: {source}")]
+    Feed {
+        /// The recorded path of the entry being read.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Writing a dumped file to its output failed.
     #[error("writing the output failed: {0}")]
     Output(#[source] std::io::Error),

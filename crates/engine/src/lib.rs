@@ -3,7 +3,9 @@
 //! [`archiver`] walks source paths and writes blobs, trees and a snapshot through the
 //! repository's blob store; [`restorer`] reads a snapshot's trees and recreates files,
 //! directories, links and metadata under a target directory, never writing outside it.
-//! [`fsmeta`] holds the metadata capture and apply code both share.
+//! [`fsmeta`] holds the metadata capture and apply code both share. [`feed`] is the
+//! source that is not a filesystem (standard input, a [`command`]'s output, objects, bucket
+//! keys).
 //!
 //! The operations a program runs on a repository (the `holdfast` command and the
 //! Kubernetes agent both call these; results are `Serialize` structs):
@@ -22,7 +24,9 @@
 pub mod archiver;
 pub mod backup;
 pub mod checker;
+pub mod command;
 pub mod error;
+pub mod feed;
 pub mod filter;
 pub mod forget;
 pub mod fsmeta;
