@@ -15,6 +15,7 @@
 //! [`Entry::skip_on_error`].
 
 use std::io::Read;
+use std::sync::{Arc, Mutex};
 
 use holdfast_repo::tree::Xattr;
 
@@ -58,6 +59,24 @@ pub struct Entry {
     pub skip_on_error: bool,
     /// How to read a file's content (files only).
     pub content: Option<Opener>,
+    /// Attributes the source tells only once the content is opened (see
+    /// [`Entry::with_opened_xattrs`]).
+    pub opened_xattrs: Option<OpenedXattrs>,
+}
+
+/// Attributes of a file entry that its source tells only with its content (an object's
+/// content type and user metadata come with the GET response, not with the listing).
+///
+/// They are not compared with the parent's entry: when the parent's content is reused,
+/// its attributes whose names start with `prefix` are kept instead (they came with that
+/// same content); when the content is read, the opener puts them into `slot` and the ones
+/// whose names start with `prefix` are recorded once the content has been read.
+#[derive(Debug, Clone)]
+pub struct OpenedXattrs {
+    /// The names such attributes have; the entry's own attributes must not use it.
+    pub prefix: Vec<u8>,
+    /// Where the opener (or the reader it returns) puts them.
+    pub slot: Arc<Mutex<Vec<Xattr>>>,
 }
 
 impl std::fmt::Debug for Entry {
@@ -86,6 +105,7 @@ impl Entry {
             reusable: false,
             skip_on_error: false,
             content: Some(open),
+            opened_xattrs: None,
         }
     }
 
@@ -130,6 +150,7 @@ impl Entry {
             reusable: false,
             skip_on_error: false,
             content: None,
+            opened_xattrs: None,
         }
     }
 
@@ -157,6 +178,21 @@ impl Entry {
     /// Lets the parent's content stand for this one when size, time and attributes match.
     pub fn reusable(mut self) -> Entry {
         self.reusable = true;
+        self
+    }
+
+    /// Records attributes named `prefix...` that the opener tells through `slot` (see
+    /// [`OpenedXattrs`]): left out of the comparison with the parent, taken from the
+    /// parent when its content is reused.
+    pub fn with_opened_xattrs(
+        mut self,
+        prefix: impl Into<Vec<u8>>,
+        slot: Arc<Mutex<Vec<Xattr>>>,
+    ) -> Entry {
+        self.opened_xattrs = Some(OpenedXattrs {
+            prefix: prefix.into(),
+            slot,
+        });
         self
     }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use holdfast_repo::blob::BlobType;
-use holdfast_repo::tree::{ContentRef, Node, NodeKind, Tree};
+use holdfast_repo::tree::{ContentRef, Node, NodeKind, Tree, Xattr};
 use holdfast_repo::Id;
 
 use super::{bump, is_zero, Ctx, ReadError};
@@ -256,16 +256,26 @@ impl Ctx<'_, '_> {
         pnode: Option<&Node>,
     ) -> Result<Option<Node>> {
         let mut node = self.entry_meta(name, &e);
+        // Attributes that come with the content are not the entry's to compare.
+        let late_prefix = e.opened_xattrs.as_ref().map(|o| o.prefix.clone());
+        let is_late = |x: &Xattr| late_prefix.as_ref().is_some_and(|p| x.name.starts_with(p));
+        node.xattrs.retain(|x| !is_late(x));
         if let (true, false, Some(p), Some(size)) = (e.reusable, self.opts.force, pnode, e.size) {
             let same = p.kind == NodeKind::File
                 && p.size == size
                 && p.mtime_ns == node.mtime_ns
-                && p.xattrs == node.xattrs
+                && p.xattrs
+                    .iter()
+                    .filter(|x| !is_late(x))
+                    .eq(node.xattrs.iter())
                 && p.content.iter().all(|c| match c {
                     ContentRef::Blob(id) => self.store.has(BlobType::Data, id),
                     ContentRef::Zeros(_) => true,
                 });
             if same {
+                node.xattrs
+                    .extend(p.xattrs.iter().filter(|x| is_late(x)).cloned());
+                node.xattrs.sort_by(|a, b| a.name.cmp(&b.name));
                 node.content = p.content.clone();
                 node.size = size;
                 bump(&self.counters.files_unchanged);
@@ -302,6 +312,12 @@ impl Ctx<'_, '_> {
             Ok(len) => node.size = len,
             Err(ReadError::Repo(err)) => return Err(err.into()),
             Err(ReadError::Io(err)) => return failed("read failed", err),
+        }
+        if let Some(late) = &e.opened_xattrs {
+            let told = late.slot.lock().map(|v| v.clone()).unwrap_or_default();
+            node.xattrs.extend(told.into_iter().filter(|x| is_late(x)));
+            node.xattrs.sort_by(|a, b| a.name.cmp(&b.name));
+            node.xattrs.dedup_by(|a, b| a.name == b.name);
         }
         self.count_file(pnode.filter(|p| p.kind == NodeKind::File), node.size);
         self.progress.entries.fetch_add(1, Ordering::Relaxed);
@@ -651,5 +667,72 @@ mod tests {
         assert!(matches!(err, EngineError::Usage(_)), "{err}");
         let err = run(&r, "/", feed::single_file(Entry::bytes(vec![], 0, vec![]))).unwrap_err();
         assert!(err.to_string().contains("file name"), "{err}");
+    }
+
+    #[test]
+    fn opened_attributes_are_recorded_but_not_compared() {
+        use holdfast_repo::tree::Xattr;
+        use std::sync::Mutex;
+        let t = tempfile::tempdir().unwrap();
+        let r = repo(&t.path().join("repo"));
+        let opened = Arc::new(AtomicUsize::new(0));
+        // The opener tells the content type, as a GET response does.
+        let entry = |etag: &str, ctype: &'static str| {
+            let slot = Arc::new(Mutex::new(Vec::new()));
+            let (s2, o2) = (slot.clone(), opened.clone());
+            Entry::file(
+                components("obj").unwrap(),
+                7,
+                Box::new(move || {
+                    o2.fetch_add(1, Ordering::SeqCst);
+                    s2.lock().unwrap().push(Xattr {
+                        name: b"user.t.late.type".to_vec(),
+                        value: ctype.as_bytes().to_vec(),
+                    });
+                    Ok(Some(Box::new(std::io::Cursor::new(b"data".to_vec())) as _))
+                }),
+            )
+            .with_size(4)
+            .with_xattr("user.t.etag", etag)
+            .with_opened_xattrs("user.t.late.", slot)
+            .reusable()
+        };
+        let names = |rep: &BackupReport| {
+            let index = r.load_index().unwrap();
+            let node = crate::restorer::lookup(&r, &index, &rep.snapshot.tree, b"/b/obj")
+                .unwrap()
+                .unwrap();
+            node.xattrs
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{}={}",
+                        String::from_utf8_lossy(&x.name),
+                        String::from_utf8_lossy(&x.value)
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let first = run(&r, "/b", feed::sorted(vec![entry("e1", "text/plain")])).unwrap();
+        assert_eq!(opened.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            names(&first),
+            ["user.t.etag=e1", "user.t.late.type=text/plain"]
+        );
+        // Unchanged: not opened, the parent's late attribute kept.
+        let same = run(&r, "/b", feed::sorted(vec![entry("e1", "other")])).unwrap();
+        assert_eq!(opened.load(Ordering::SeqCst), 1, "reused without opening");
+        assert_eq!(same.summary.files_unchanged, 1);
+        assert_eq!(
+            names(&same),
+            ["user.t.etag=e1", "user.t.late.type=text/plain"]
+        );
+        // Changed: read again, the new late attribute recorded.
+        let changed = run(&r, "/b", feed::sorted(vec![entry("e2", "image/png")])).unwrap();
+        assert_eq!(opened.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            names(&changed),
+            ["user.t.etag=e2", "user.t.late.type=image/png"]
+        );
     }
 }
