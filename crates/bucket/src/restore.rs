@@ -107,7 +107,7 @@ pub fn restore(
                 None => Ok(()),
             },
             Some(n) if n.kind == NodeKind::File => {
-                let rel = rel_key(&[n.name.clone()], path)?;
+                let rel = rel_key(std::slice::from_ref(&n.name), path)?;
                 tx.send((rel, n.clone())).ok();
                 Ok(())
             }
