@@ -1500,3 +1500,92 @@ mod ceph {
         std::fs::remove_dir(src.join(".snap/nightly")).unwrap();
     }
 }
+
+/// Scheduled holdfast commands (issue 12): jobs that are not volumes run on one agent per
+/// schedule, with their outcome in the report, an Event and the job's Lease.
+mod commands {
+    use super::*;
+
+    fn config(env: &Env, text: &str) -> String {
+        let p = env.dir.path().join("commands.yaml");
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    }
+
+    fn by_name(run: &Run) -> BTreeMap<String, Value> {
+        run.json()["commands"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no commands in the report\n{run}"))
+            .iter()
+            .map(|c| (c["name"].as_str().unwrap().to_string(), c.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn commands_run_once_per_schedule_and_failures_are_reported() {
+        let env = Env::new(
+            ClusterBuilder::new()
+                .node("node-a")
+                .node("node-b")
+                .namespace("app", &[]),
+        );
+        let cfg = config(
+            &env,
+            "commands:\n\
+             - name: numbers\n  args: [backup, --stdin-from-command, --stdin-filename, numbers.txt, --tag, job=numbers, --, sh, -c, 'seq 1 5000']\n\
+             - name: broken\n  args: [backup, --stdin-from-command, --, sh, -c, 'echo no route to the bucket >&2; exit 4']\n\
+             - name: elsewhere\n  placement: eachNode\n  ifExists: /nonexistent/k3s/snapshots\n  args: [backup, /nonexistent/k3s/snapshots]\n",
+        );
+        let first = env.once("node-a", &["--config", &cfg]);
+        let got = by_name(&first);
+        assert_eq!(got["numbers"]["status"], "succeeded", "{first}");
+        assert_eq!(got["broken"]["status"], "failed", "{first}");
+        let why = got["broken"]["reason"].as_str().unwrap();
+        assert!(
+            why.contains("exited with status 4") && why.contains("no route to the bucket"),
+            "{why}"
+        );
+        assert_eq!(got["elsewhere"]["status"], "skipped", "{first}");
+        first.assert_code(3);
+        assert_eq!(env.repo.snapshots(&["--tag", "job=numbers"]).len(), 1);
+
+        let events: Vec<(String, String)> = env
+            .fake
+            .list_values("events.k8s.io", "v1", "events", Some(AGENT_NS))
+            .into_iter()
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap_or_default().to_string(),
+                    e["note"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        assert!(
+            events.iter().any(|(r, n)| r == "CommandFailed"
+                && n.starts_with("broken:")
+                && n.contains("status 4")),
+            "{events:?}"
+        );
+        assert!(
+            events.iter().any(|(r, _)| r == "CommandSucceeded"),
+            "{events:?}"
+        );
+
+        // The other node's agent: the daily job ran, the failed one waits before a retry.
+        let second = env.once("node-b", &["--config", &cfg]);
+        let got = by_name(&second);
+        assert_eq!(got["numbers"]["status"], "notDue", "{second}");
+        assert_eq!(got["broken"]["status"], "notDue", "{second}");
+        second.assert_ok();
+        assert_eq!(env.repo.snapshots(&["--tag", "job=numbers"]).len(), 1);
+    }
+
+    #[test]
+    fn a_bad_command_job_is_a_configuration_error() {
+        let env = Env::one_volume();
+        let cfg = config(&env, "commands:\n- name: p\n  args: [prune]\n");
+        env.once("node-a", &["--config", &cfg])
+            .assert_code(holdfast_e2e::exit::USAGE)
+            .assert_stderr_contains("maintenance");
+    }
+}

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::commands::CommandJob;
 use crate::error::AgentError;
 use crate::selection::SnapshotSource;
 
@@ -34,6 +35,9 @@ pub struct AgentConfig {
     pub snapshots: Snapshots,
     /// How long a volume's or the maintenance Lease lasts without renewal, seconds.
     pub lease_seconds: u32,
+    /// holdfast commands run on a schedule: bucket backups, etcd snapshots, drills
+    /// ([`crate::commands`]).
+    pub commands: Vec<CommandJob>,
 }
 
 impl Default for AgentConfig {
@@ -49,6 +53,7 @@ impl Default for AgentConfig {
             maintenance: Maintenance::default(),
             snapshots: Snapshots::default(),
             lease_seconds: 120,
+            commands: Vec::new(),
         }
     }
 }
@@ -196,6 +201,13 @@ impl AgentConfig {
         }
         if cfg.lease_seconds < 15 {
             return Err("leaseSeconds must be at least 15".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for job in &cfg.commands {
+            job.validate()?;
+            if !names.insert(job.name.as_str()) {
+                return Err(format!("commands: the name {:?} is used twice", job.name));
+            }
         }
         Ok(cfg)
     }

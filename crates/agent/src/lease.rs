@@ -30,6 +30,11 @@ pub struct Held {
 }
 
 impl Held {
+    /// The annotations of the held Lease.
+    pub fn annotations(&self) -> BTreeMap<String, String> {
+        self.lease.metadata.annotations.clone().unwrap_or_default()
+    }
+
     /// An annotation of the held Lease.
     pub fn annotation(&self, key: &str) -> Option<&str> {
         self.lease

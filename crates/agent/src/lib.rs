@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod args;
+pub mod commands;
 pub mod config;
 pub mod discovery;
 pub mod error;

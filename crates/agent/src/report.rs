@@ -86,6 +86,9 @@ pub struct RunReport {
     /// Leftovers of an earlier, killed run that this agent deleted at its start.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub swept: Vec<String>,
+    /// The scheduled commands this agent considered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<crate::commands::CommandResult>,
     /// What maintenance did, if this agent did it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<serde_json::Value>,
@@ -95,16 +98,27 @@ impl RunReport {
     /// The exit code of `--once`: 0 when every volume that was attempted succeeded (or
     /// none needed backing up), 3 when some failed, 1 when every attempted one failed.
     pub fn exit_code(&self) -> i32 {
+        use crate::commands::CommandStatus;
         let failed = self
             .volumes
             .iter()
             .filter(|v| v.status == Status::Failed)
-            .count();
+            .count()
+            + self
+                .commands
+                .iter()
+                .filter(|c| c.status == CommandStatus::Failed)
+                .count();
         let ok = self
             .volumes
             .iter()
             .filter(|v| v.status == Status::Succeeded)
-            .count();
+            .count()
+            + self
+                .commands
+                .iter()
+                .filter(|c| c.status == CommandStatus::Succeeded)
+                .count();
         match (failed, ok) {
             (0, _) => 0,
             (_, 0) => 1,

@@ -17,6 +17,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
 
+use crate::commands::{self, CommandResult, CommandStatus};
 use crate::config::AgentConfig;
 use crate::discovery::{self, Volume};
 use crate::error::{AgentError, Result};
@@ -811,6 +812,7 @@ impl Agent {
             node: self.s.node.clone(),
             volumes: done,
             swept: self.swept.clone(),
+            commands: self.run_commands().await,
             ..Default::default()
         };
         if self.s.maintenance {
@@ -873,6 +875,8 @@ impl Agent {
         let mut jobs = tokio::task::JoinSet::new();
         let sem = Arc::new(tokio::sync::Semaphore::new(self.s.concurrency.max(1)));
         let mut backed_up_since_maintenance = false;
+        // Scheduled commands run beside the volumes, one round of them at a time.
+        let commands_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
@@ -955,6 +959,16 @@ impl Agent {
                     r.status
                 });
             }
+            if !self.s.config.commands.is_empty()
+                && !commands_running.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                commands_running.store(true, std::sync::atomic::Ordering::SeqCst);
+                let (me, flag) = (self.clone(), commands_running.clone());
+                tokio::spawn(async move {
+                    me.run_commands().await;
+                    flag.store(false, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
             if self.s.maintenance && jobs.is_empty() && backed_up_since_maintenance {
                 match maintenance::run(&self).await {
                     Ok(Some(_)) => backed_up_since_maintenance = false,
@@ -963,6 +977,67 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Runs the configured commands that are due and that this agent may run (one at a
+    /// time: they share the node with the volumes' backups), reporting each as an Event
+    /// in the agent's namespace when it ran.
+    pub async fn run_commands(&self) -> Vec<CommandResult> {
+        let jobs = &self.s.config.commands;
+        if jobs.is_empty() {
+            return Vec::new();
+        }
+        let program = match std::env::current_exe() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot find this program to run the commands");
+                return Vec::new();
+            }
+        };
+        let env = commands::repo_env(&self.s.location, &self.s.repo);
+        let mut out = Vec::new();
+        for job in jobs {
+            let r = commands::run_job(
+                job,
+                &self.leases,
+                &self.s.node,
+                &program,
+                &env,
+                chrono::Utc::now(),
+            )
+            .await;
+            let (type_, reason) = match r.status {
+                CommandStatus::Succeeded => {
+                    tracing::info!(command = %r.name, seconds = ?r.seconds, "command succeeded");
+                    (EventType::Normal, "CommandSucceeded")
+                }
+                CommandStatus::Failed => {
+                    tracing::error!(command = %r.name, "command failed: {}", r.reason);
+                    (EventType::Warning, "CommandFailed")
+                }
+                _ => {
+                    tracing::debug!(command = %r.name, status = ?r.status, "{}", r.reason);
+                    out.push(r);
+                    continue;
+                }
+            };
+            let reference = ObjectReference {
+                api_version: Some("coordination.k8s.io/v1".into()),
+                kind: Some("Lease".into()),
+                namespace: Some(self.s.lease_namespace.clone()),
+                name: Some(job.lease_name(&self.s.node)),
+                ..Default::default()
+            };
+            self.publish(
+                &reference,
+                type_,
+                reason,
+                format!("{}: {}", r.name, r.reason),
+            )
+            .await;
+            out.push(r);
+        }
+        out
     }
 
     /// The settings.
