@@ -943,18 +943,9 @@ impl Ctx<'_, '_> {
                     Ok(None) => break Ok(()),
                     Err(e) => break Err(ReadError::Io(e)),
                 };
-                let n = chunk.len() as u64;
-                done += n;
-                self.progress.bytes.fetch_add(n, Ordering::Relaxed);
-                if is_zero(&chunk) {
-                    image::push_zeros(content, n);
-                    self.store.recycle(chunk);
-                } else {
-                    let id = self.store.id_of(&chunk);
-                    if let Err(e) = self.store.add_owned(BlobType::Data, id, chunk) {
-                        break Err(ReadError::Repo(e));
-                    }
-                    content.push(ContentRef::Blob(id));
+                done += chunk.len() as u64;
+                if let Err(e) = self.store_chunk(chunk, content) {
+                    break Err(e);
                 }
                 if stop(off + done) {
                     stopped = true;
@@ -976,6 +967,24 @@ impl Ctx<'_, '_> {
             }
         }
         Ok((pos, false))
+    }
+
+    /// Appends one chunk read from a source to `content`: a zero run if it is all zeros,
+    /// else its blob, stored if new.
+    fn store_chunk(&self, chunk: Vec<u8>, content: &mut Vec<ContentRef>) -> Result<(), ReadError> {
+        let n = chunk.len() as u64;
+        self.progress.bytes.fetch_add(n, Ordering::Relaxed);
+        if is_zero(&chunk) {
+            image::push_zeros(content, n);
+            self.store.recycle(chunk);
+        } else {
+            let id = self.store.id_of(&chunk);
+            self.store
+                .add_owned(BlobType::Data, id, chunk)
+                .map_err(ReadError::Repo)?;
+            content.push(ContentRef::Blob(id));
+        }
+        Ok(())
     }
 
     /// An image source's node: a block device's or regular file's content as one regular

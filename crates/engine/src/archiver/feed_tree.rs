@@ -9,10 +9,9 @@ use holdfast_repo::blob::BlobType;
 use holdfast_repo::tree::{ContentRef, Node, NodeKind, Tree, Xattr};
 use holdfast_repo::Id;
 
-use super::{bump, is_zero, Ctx, ReadError};
+use super::{bump, Ctx, ReadError};
 use crate::error::{EngineError, Result};
 use crate::feed::{display_path, Entry, EntryKind, Feed};
-use crate::image;
 
 /// A directory being filled: its metadata, the entries finished so far, and its parent
 /// snapshot's counterpart to reuse content from.
@@ -346,18 +345,9 @@ impl Ctx<'_, '_> {
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(ReadError::Io(e)),
             };
-            let n = chunk.len() as u64;
-            done += n;
-            self.progress.bytes.fetch_add(n, Ordering::Relaxed);
-            if is_zero(&chunk) {
-                image::push_zeros(content, n);
-                self.store.recycle(chunk);
-            } else {
-                let id = self.store.id_of(&chunk);
-                if let Err(e) = self.store.add_owned(BlobType::Data, id, chunk) {
-                    break Err(ReadError::Repo(e));
-                }
-                content.push(ContentRef::Blob(id));
+            done += chunk.len() as u64;
+            if let Err(e) = self.store_chunk(chunk, content) {
+                break Err(e);
             }
         };
         self.counters
