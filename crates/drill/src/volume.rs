@@ -326,6 +326,15 @@ pub fn run(
     });
 
     rec.conclude();
+    if restore_failed && !bad.is_empty() {
+        // Which files the damage touches says more than which blob stopped the restore:
+        // lead with them.
+        let (restore, content) = (&rec.checks[0], &rec.checks[1]);
+        rec.failure = Some(format!(
+            "{}: {} (the restore stopped: {})",
+            content.name, content.detail, restore.detail
+        ));
+    }
     if opts.keep {
         let kept = scratch.keep();
         rec.target = kept.display().to_string();
