@@ -41,7 +41,10 @@ fn pg_user() -> Option<nix::unistd::User> {
         return None;
     }
     let u = nix::unistd::User::from_name("postgres").ok().flatten();
-    require(u.is_some(), "a `postgres` user to run PostgreSQL as (the tests run as root)");
+    require(
+        u.is_some(),
+        "a `postgres` user to run PostgreSQL as (the tests run as root)",
+    );
     u
 }
 
@@ -103,7 +106,10 @@ impl Pg {
                 let log = std::fs::read_to_string(pg.dir.path().join("log")).unwrap_or_default();
                 panic!("postgres exited ({st}):\n{log}");
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "postgres did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "postgres did not start"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         pg
@@ -117,7 +123,16 @@ impl Pg {
     fn psql(&self, db: &str, sql: &str) -> std::process::Output {
         Command::new("psql")
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
             .env_remove("PGPASSWORD")
             .output()
             .expect("run psql")
@@ -214,12 +229,28 @@ fn postgres_drill_passes_its_checks_and_a_failing_check_is_named_and_recorded() 
 
     let run = repo.cmd_env(
         &[
-            "drill", "postgres", "--json", "--tag", "kind=postgres", "--file", &file,
-            "--database", "app",
-            "--check", "select count(*) from t", "--expect", ">= 10000",
-            "--check", "select name from users where id = 1", "--expect", "= alice",
-            "--check", "select * from orders where total > 700", "--expect-rows",
-            "--check", "select sum(total) from orders",
+            "drill",
+            "postgres",
+            "--json",
+            "--tag",
+            "kind=postgres",
+            "--file",
+            &file,
+            "--database",
+            "app",
+            "--check",
+            "select count(*) from t",
+            "--expect",
+            ">= 10000",
+            "--check",
+            "select name from users where id = 1",
+            "--expect",
+            "= alice",
+            "--check",
+            "select * from orders where total > 700",
+            "--expect-rows",
+            "--check",
+            "select sum(total) from orders",
         ],
         &env,
     );
@@ -231,9 +262,18 @@ fn postgres_drill_passes_its_checks_and_a_failing_check_is_named_and_recorded() 
     let checks = rec["checks"].as_array().expect("checks");
     assert_eq!(checks.len(), 5, "restore and four checks: {run}");
     assert!(checks.iter().all(|c| c["passed"] == true), "{run}");
-    assert_eq!(checks[1]["detail"], "returned 10000, expected >= 10000", "{run}");
-    assert_eq!(checks[2]["detail"], "returned alice, expected = alice", "{run}");
-    assert!(rec["target"].as_str().expect("target").starts_with("scratch PostgreSQL on 127.0.0.1:"));
+    assert_eq!(
+        checks[1]["detail"], "returned 10000, expected >= 10000",
+        "{run}"
+    );
+    assert_eq!(
+        checks[2]["detail"], "returned alice, expected = alice",
+        "{run}"
+    );
+    assert!(rec["target"]
+        .as_str()
+        .expect("target")
+        .starts_with("scratch PostgreSQL on 127.0.0.1:"));
     let rto = rec["restore_s"].as_f64().expect("restore_s");
     assert!(rto > 0.0, "{run}");
     eprintln!(
@@ -244,15 +284,32 @@ fn postgres_drill_passes_its_checks_and_a_failing_check_is_named_and_recorded() 
         rec["bytes_restored"].as_u64(),
         Some(std::fs::metadata(&dump).expect("dump").len())
     );
-    assert!(leftovers(&tmp).is_empty(), "the drill left {:?}", leftovers(&tmp));
+    assert!(
+        leftovers(&tmp).is_empty(),
+        "the drill left {:?}",
+        leftovers(&tmp)
+    );
 
     // A check that does not hold, and one whose query fails.
     let run = repo.cmd_env(
         &[
-            "drill", "postgres", "--json", "--tag", "kind=postgres", "--file", &file,
-            "--database", "app", "--name", "pg-strict",
-            "--check", "select count(*) from users", "--expect", ">= 100",
-            "--check", "select count(*) from missing_table",
+            "drill",
+            "postgres",
+            "--json",
+            "--tag",
+            "kind=postgres",
+            "--file",
+            &file,
+            "--database",
+            "app",
+            "--name",
+            "pg-strict",
+            "--check",
+            "select count(*) from users",
+            "--expect",
+            ">= 100",
+            "--check",
+            "select count(*) from missing_table",
         ],
         &env,
     );
@@ -264,10 +321,17 @@ fn postgres_drill_passes_its_checks_and_a_failing_check_is_named_and_recorded() 
     let checks = rec["checks"].as_array().expect("checks");
     assert_eq!(checks[2]["passed"], false, "{run}");
     assert!(
-        checks[2]["detail"].as_str().expect("detail").contains("missing_table"),
+        checks[2]["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("missing_table"),
         "the failing query's error is recorded: {run}"
     );
-    assert!(leftovers(&tmp).is_empty(), "the drill left {:?}", leftovers(&tmp));
+    assert!(
+        leftovers(&tmp).is_empty(),
+        "the drill left {:?}",
+        leftovers(&tmp)
+    );
 
     // Both outcomes are in the repository, as snapshots tagged for it.
     let hist = repo.json(&["drill", "history"]);
@@ -289,7 +353,9 @@ fn postgres_drill_passes_its_checks_and_a_failing_check_is_named_and_recorded() 
     // `latest` never picks a drill record, even with only a host filter (records are on
     // the drilled snapshot's host).
     let run = repo.cmd_env(
-        &["drill", "postgres", "--json", "--host", "db1", "--file", &file],
+        &[
+            "drill", "postgres", "--json", "--host", "db1", "--file", &file,
+        ],
         &env,
     );
     run.assert_ok();
@@ -321,14 +387,26 @@ fn postgres_drill_into_a_scratch_database_of_a_running_server() {
     repo.backup(&[&dump], &[] as &[&str]);
     let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
     let run = repo.cmd(&[
-        "drill", "postgres", "--json", "--file", &dump.display().to_string(), "--target-url",
-        &url, "--check", "select count(*) from items", "--expect", "= 42",
+        "drill",
+        "postgres",
+        "--json",
+        "--file",
+        &dump.display().to_string(),
+        "--target-url",
+        &url,
+        "--check",
+        "select count(*) from items",
+        "--expect",
+        "= 42",
     ]);
     run.assert_ok();
     let rec = run.json();
     assert_eq!(rec["result"], "pass", "{run}");
     let target = rec["target"].as_str().expect("target");
-    assert!(target.starts_with("scratch database holdfast_drill_"), "{target}");
+    assert!(
+        target.starts_with("scratch database holdfast_drill_"),
+        "{target}"
+    );
     // The scratch database is gone.
     let out = pg.psql(
         "postgres",
@@ -370,18 +448,30 @@ fn volume_drill_passes_then_fails_naming_the_file_after_a_pack_is_damaged() {
     let env = [("TMPDIR", tmp.as_os_str())];
     let path = src.display().to_string();
     let run = repo.cmd_env(
-        &["drill", "volume", "--json", "--host", "node1", "--path", &path],
+        &[
+            "drill", "volume", "--json", "--host", "node1", "--path", &path,
+        ],
         &env,
     );
     run.assert_ok();
     let rec = run.json();
     assert_eq!(rec["result"], "pass", "{run}");
-    assert_eq!(rec["name"], format!("volume-{}", path.trim_start_matches('/').replace('/', "-")));
+    assert_eq!(
+        rec["name"],
+        format!("volume-{}", path.trim_start_matches('/').replace('/', "-"))
+    );
     assert_eq!(rec["files_restored"], 5, "{run}");
-    assert_eq!(rec["bytes_restored"], 2_000_000 + 200_000 + 300_000 + 2, "{run}");
+    assert_eq!(
+        rec["bytes_restored"],
+        2_000_000 + 200_000 + 300_000 + 2,
+        "{run}"
+    );
     let checks = rec["checks"].as_array().expect("checks");
     assert_eq!(
-        checks.iter().map(|c| c["name"].as_str().unwrap_or("")).collect::<Vec<_>>(),
+        checks
+            .iter()
+            .map(|c| c["name"].as_str().unwrap_or(""))
+            .collect::<Vec<_>>(),
         ["restore", "content", "counts"]
     );
     eprintln!(
@@ -390,14 +480,26 @@ fn volume_drill_passes_then_fails_naming_the_file_after_a_pack_is_damaged() {
         rec["restore_s"].as_f64().unwrap_or(0.0),
         rec["bytes_per_s"].as_f64().unwrap_or(0.0) / 1e6
     );
-    assert!(leftovers(&tmp).is_empty(), "the drill left {:?}", leftovers(&tmp));
+    assert!(
+        leftovers(&tmp).is_empty(),
+        "the drill left {:?}",
+        leftovers(&tmp)
+    );
 
     // Damage the data of the second snapshot: its drill fails and names the file.
     let pack = &new_data[0];
     let len = std::fs::metadata(pack).expect("pack").len() as i64;
     flip_byte(pack, len / 2);
     let run = repo.cmd_env(
-        &["drill", "volume", "--json", "--snapshot", &damaged.id, "--name", "other"],
+        &[
+            "drill",
+            "volume",
+            "--json",
+            "--snapshot",
+            &damaged.id,
+            "--name",
+            "other",
+        ],
         &env,
     );
     run.assert_code(exit::FAILURE);
@@ -406,7 +508,11 @@ fn volume_drill_passes_then_fails_naming_the_file_after_a_pack_is_damaged() {
     run.assert_stderr_contains(&big);
     run.assert_stderr_contains("damaged");
     assert_eq!(run.json()["result"], "fail");
-    assert!(leftovers(&tmp).is_empty(), "the drill left {:?}", leftovers(&tmp));
+    assert!(
+        leftovers(&tmp).is_empty(),
+        "the drill left {:?}",
+        leftovers(&tmp)
+    );
     // The first snapshot's data is untouched: still a pass.
     repo.cmd_env(
         &["drill", "volume", "--host", "node1", "--path", &path],
@@ -436,5 +542,8 @@ fn test_servers_are_stopped_when_an_assertion_fails() {
     assert!(outcome.is_err());
     let pid = pid.load(std::sync::atomic::Ordering::SeqCst);
     assert!(pid > 0);
-    assert!(!alive(pid), "postgres {pid} still runs after the failed test");
+    assert!(
+        !alive(pid),
+        "postgres {pid} still runs after the failed test"
+    );
 }

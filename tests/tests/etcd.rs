@@ -62,7 +62,12 @@ impl Etcd {
             .arg(name)
             .arg("--data-dir")
             .arg(data)
-            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("{name}={peer}")])
@@ -131,8 +136,15 @@ impl Etcd {
             .stdout(Stdio::null())
             .spawn()
             .expect("run etcdctl put");
-        c.stdin.take().expect("stdin").write_all(value).expect("write value");
-        assert!(c.wait().expect("wait").success(), "etcdctl put {key} failed");
+        c.stdin
+            .take()
+            .expect("stdin")
+            .write_all(value)
+            .expect("write value");
+        assert!(
+            c.wait().expect("wait").success(),
+            "etcdctl put {key} failed"
+        );
     }
 
     /// The value of `key`.
@@ -194,7 +206,10 @@ fn etcd_snapshot_restores_with_etcdctl_into_a_server_with_the_same_keys() {
     let took = t0.elapsed();
     run.assert_ok();
     let out = run.json();
-    let id = out["snapshot_id"].as_str().expect("snapshot_id").to_string();
+    let id = out["snapshot_id"]
+        .as_str()
+        .expect("snapshot_id")
+        .to_string();
     assert_eq!(out["path"], "/etcd/test/snapshot.db", "{run}");
     assert_eq!(out["member"]["member_name"], "a", "{run}");
     let bytes = out["bytes"].as_u64().expect("bytes");
@@ -215,7 +230,10 @@ fn etcd_snapshot_restores_with_etcdctl_into_a_server_with_the_same_keys() {
     let target = work.path().join("restore");
     repo.restore(&id, &target, &[] as &[&str]).assert_ok();
     let file = target.join("etcd/test/snapshot.db");
-    assert_eq!(std::fs::metadata(&file).expect("restored file").len(), bytes);
+    assert_eq!(
+        std::fs::metadata(&file).expect("restored file").len(),
+        bytes
+    );
     let peer = free_port();
     let restored_dir = work.path().join("b");
     let out = Command::new("etcdctl")
@@ -226,7 +244,10 @@ fn etcd_snapshot_restores_with_etcdctl_into_a_server_with_the_same_keys() {
         .arg(&restored_dir)
         .args(["--name", "b"])
         .args(["--initial-cluster", &format!("b=http://127.0.0.1:{peer}")])
-        .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+        ])
         .output()
         .expect("run etcdctl snapshot restore");
     assert!(
@@ -305,7 +326,11 @@ fn a_broken_snapshot_stream_writes_no_snapshot_and_says_why() {
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .collect();
-    assert!(lines.len() > 10, "the snapshot should span many messages: {}", lines.len());
+    assert!(
+        lines.len() > 10,
+        "the snapshot should span many messages: {}",
+        lines.len()
+    );
     let join = |ls: &[&[u8]]| -> Vec<u8> {
         let mut v = Vec::new();
         for l in ls {
@@ -318,7 +343,8 @@ fn a_broken_snapshot_stream_writes_no_snapshot_and_says_why() {
     // The untouched stream, served by the fake gateway, is accepted: the fakes below
     // differ from it only in their damage.
     let good = fake_gateway(join(&lines));
-    repo.cmd(&["etcd", "backup", "--endpoints", &good]).assert_ok();
+    repo.cmd(&["etcd", "backup", "--endpoints", &good])
+        .assert_ok();
     assert_eq!(repo.snapshots::<&str>(&[]).len(), 1);
 
     // Half the messages.
@@ -370,8 +396,19 @@ fn make_tls(dir: &Path) -> Tls {
         assert!(out.status.success(), "openssl {args:?}: {out:?}");
     };
     ssl(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-        "-keyout", "ca-key.pem", "-out", "ca.pem",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
     ]);
     std::fs::write(
         dir.join("server.ext"),
@@ -384,13 +421,33 @@ fn make_tls(dir: &Path) -> Tls {
     // gateway will be ignored"), since it cannot use it as the user.
     for (who, subject) in [("server", "/CN=server"), ("client", "/O=holdfast-client")] {
         ssl(&[
-            "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout",
-            &format!("{who}-key.pem"), "-out", &format!("{who}.csr"),
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            subject,
+            "-keyout",
+            &format!("{who}-key.pem"),
+            "-out",
+            &format!("{who}.csr"),
         ]);
         ssl(&[
-            "x509", "-req", "-in", &format!("{who}.csr"), "-CA", "ca.pem", "-CAkey",
-            "ca-key.pem", "-CAcreateserial", "-days", "2", "-extfile", &format!("{who}.ext"),
-            "-out", &format!("{who}.pem"),
+            "x509",
+            "-req",
+            "-in",
+            &format!("{who}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{who}.ext"),
+            "-out",
+            &format!("{who}.pem"),
         ]);
     }
     Tls {
@@ -411,10 +468,7 @@ fn etcd_backup_over_tls_with_client_certificates_and_a_user() {
     let etcd = Etcd::start(&work.path().join("a"), "a", free_port(), Some(&tls));
     etcd.put("/secure/key", b"secure value");
     // Authentication on: a root user with a password.
-    for args in [
-        &["user", "add", "root:rootpw"][..],
-        &["auth", "enable"][..],
-    ] {
+    for args in [&["user", "add", "root:rootpw"][..], &["auth", "enable"][..]] {
         let out = etcd.ctl(args);
         assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
     }

@@ -282,9 +282,17 @@ impl Psql {
     /// A psql command without a startup file, stopping at the first error, quiet.
     fn command(&self) -> Command {
         let mut c = Command::new(&self.bin);
-        c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]).args(&self.conn);
+        c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+            .args(&self.conn);
         // The connection is what the arguments say, not what the environment would add.
-        for v in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE", "PGPASSFILE"] {
+        for v in [
+            "PGHOST",
+            "PGPORT",
+            "PGUSER",
+            "PGDATABASE",
+            "PGSERVICE",
+            "PGPASSFILE",
+        ] {
             c.env_remove(v);
         }
         for (k, v) in &self.env {
@@ -544,7 +552,11 @@ pub fn with_database(url: &str, db: &str) -> Option<String> {
     let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let after = &rest[auth_end..];
     let query = after.find('?').map(|i| &after[i..]).unwrap_or("");
-    Some(format!("{}{}/{db}{query}", &url[..start], &rest[..auth_end]))
+    Some(format!(
+        "{}{}/{db}{query}",
+        &url[..start],
+        &rest[..auth_end]
+    ))
 }
 
 /// `url` without its user information (for the record).
@@ -711,7 +723,9 @@ pub fn run(
     let loaded = extracted.and_then(|()| {
         // The server may run as another user: it only needs to read the file through psql,
         // which runs as this process; nothing to hand over.
-        target.load(&dump).map_err(|e| format!("the dump does not load: {e}"))
+        target
+            .load(&dump)
+            .map_err(|e| format!("the dump does not load: {e}"))
     });
     rec.restore_s = t0.elapsed().as_secs_f64();
     let load_ok = loaded.is_ok();
@@ -762,12 +776,21 @@ mod tests {
             sql: "q".into(),
             expect: e.parse().unwrap(),
         };
-        assert_eq!(c(">= 100").judge("100\n"), Ok("returned 100, expected >= 100".into()));
-        assert_eq!(c(">=100").judge("3\n"), Err("returned 3, expected >= 100".into()));
+        assert_eq!(
+            c(">= 100").judge("100\n"),
+            Ok("returned 100, expected >= 100".into())
+        );
+        assert_eq!(
+            c(">=100").judge("3\n"),
+            Err("returned 3, expected >= 100".into())
+        );
         assert!(c("= ok").judge("ok|x\n").is_ok());
         assert!(c("!= 0").judge("0\n").is_err());
         assert!(c("< 5").judge("").unwrap_err().contains("no rows"));
-        assert!(c("> 1").judge("abc\n").unwrap_err().contains("not a number"));
+        assert!(c("> 1")
+            .judge("abc\n")
+            .unwrap_err()
+            .contains("not a number"));
         assert!("100".parse::<Expect>().is_err());
         assert!(">= x".parse::<Expect>().is_err());
         let rows = Check {
@@ -789,6 +812,9 @@ mod tests {
             Some("postgresql://h/x")
         );
         assert_eq!(with_database("host=h", "x"), None);
-        assert_eq!(without_credentials("postgres://u:p@h/db"), "postgres://h/db");
+        assert_eq!(
+            without_credentials("postgres://u:p@h/db"),
+            "postgres://h/db"
+        );
     }
 }

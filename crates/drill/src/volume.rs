@@ -164,10 +164,12 @@ fn verify_file(repo: &Repository, index: &MasterIndex, f: &FileToCheck) -> Resul
 /// not a restore that stopped before reaching it).
 fn unreadable_blob(repo: &Repository, index: &MasterIndex, node: &Node) -> Option<String> {
     node.content.iter().find_map(|c| match c {
-        ContentRef::Blob(id) => repo
-            .read_blob(index, BlobType::Data, id)
-            .err()
-            .map(|e| format!("its blob {} cannot be read from the repository: {e}", id.short())),
+        ContentRef::Blob(id) => repo.read_blob(index, BlobType::Data, id).err().map(|e| {
+            format!(
+                "its blob {} cannot be read from the repository: {e}",
+                id.short()
+            )
+        }),
         ContentRef::Zeros(_) => None,
     })
 }

@@ -107,7 +107,9 @@ pub enum EtcdError {
         reason: String,
     },
     /// The stream carried something that is not a snapshot message.
-    #[error("the snapshot stream from {endpoint} is not understood after {received} bytes: {reason}")]
+    #[error(
+        "the snapshot stream from {endpoint} is not understood after {received} bytes: {reason}"
+    )]
     Protocol {
         /// The endpoint's URL.
         endpoint: String,
@@ -820,7 +822,10 @@ mod tests {
         let data = snapshot(100_000);
         let m = messages(&data, 32 * 1024);
         let e = read_all(&m[..2]).unwrap_err().to_string();
-        assert!(e.contains("ended early") && e.contains("bytes short"), "{e}");
+        assert!(
+            e.contains("ended early") && e.contains("bytes short"),
+            "{e}"
+        );
         // Cut after the last chunk, before the trailer: the sha256 check catches it.
         let e = read_all(&m[..m.len() - 1]).unwrap_err().to_string();
         assert!(e.contains("integrity check"), "{e}");
@@ -832,7 +837,9 @@ mod tests {
     fn corrupted_content_fails_the_integrity_check() {
         let mut data = snapshot(50_000);
         data[1234] ^= 1;
-        let e = read_all(&messages(&data, 32 * 1024)).unwrap_err().to_string();
+        let e = read_all(&messages(&data, 32 * 1024))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("integrity check") && e.contains("sha256"), "{e}");
     }
 
@@ -851,8 +858,14 @@ mod tests {
 
     #[test]
     fn endpoints_get_a_scheme() {
-        assert_eq!(normalize_endpoint("h:2379", false).unwrap(), "http://h:2379");
-        assert_eq!(normalize_endpoint("h:2379/", true).unwrap(), "https://h:2379");
+        assert_eq!(
+            normalize_endpoint("h:2379", false).unwrap(),
+            "http://h:2379"
+        );
+        assert_eq!(
+            normalize_endpoint("h:2379/", true).unwrap(),
+            "https://h:2379"
+        );
         assert_eq!(
             normalize_endpoint("https://h:1", false).unwrap(),
             "https://h:1"

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Args as ClapArgs, Subcommand};
-use holdfast_drill::postgres::{self, Check, Expect, ExistingServer, PgTarget, ScratchServer};
+use holdfast_drill::postgres::{self, Check, ExistingServer, Expect, PgTarget, ScratchServer};
 use holdfast_drill::record::{self, DrillRecord, DrillResult};
 use holdfast_drill::volume;
 use holdfast_repo::repository::{Repository, SnapshotFilter};
@@ -179,7 +179,9 @@ fn drilled(repo: &Repository, spec: &str, f: &SnapshotFilter) -> Result<(Id, Sna
         .rev()
         .find(|(_, s)| f.matches(s) && !s.tags.iter().any(|t| t == record::KIND_TAG))
         .ok_or_else(|| {
-            anyhow::anyhow!("no snapshot to drill: none passes --host/--tag/--path (drill records left out)")
+            anyhow::anyhow!(
+                "no snapshot to drill: none passes --host/--tag/--path (drill records left out)"
+            )
         })
 }
 

@@ -39,7 +39,12 @@ pub enum EtcdAction {
 pub struct EtcdBackup {
     /// etcd client URLs, tried in order until one gives a snapshot (comma-separated or
     /// repeated; without a scheme, https:// when TLS files are given, else http://).
-    #[arg(long, value_delimiter = ',', required = true, env = "ETCDCTL_ENDPOINTS")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required = true,
+        env = "ETCDCTL_ENDPOINTS"
+    )]
     pub endpoints: Vec<String>,
     /// CA certificates (PEM) the server's certificate must chain to.
     #[arg(long, env = "ETCDCTL_CACERT", value_name = "FILE")]
@@ -167,10 +172,7 @@ pub fn run(args: &Args, e: &EtcdArgs) -> Result<i32> {
             s.duration_ns as f64 / 1e9,
             ui::size(s.bytes_added_stored),
         );
-        println!(
-            "snapshot {} saved with {path}",
-            report.snapshot_id.short()
-        );
+        println!("snapshot {} saved with {path}", report.snapshot_id.short());
     }
     Ok(exit::OK)
 }
