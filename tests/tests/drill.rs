@@ -4,189 +4,17 @@
 //! damaged; every outcome is recorded in the repository and listed by `drill history`.
 //! Servers started here (and by the drill) are stopped whatever happens.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+use holdfast_e2e::postgres::Postgres;
 use holdfast_e2e::*;
 
-/// Whether a program is on the PATH.
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// Whether process `pid` exists.
-fn alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-}
-
-/// The user PostgreSQL runs as when the tests run as root (it refuses root).
-fn pg_user() -> Option<nix::unistd::User> {
-    if !is_root() {
-        return None;
-    }
-    let u = nix::unistd::User::from_name("postgres").ok().flatten();
-    require(
-        u.is_some(),
-        "a `postgres` user to run PostgreSQL as (the tests run as root)",
-    );
-    u
-}
-
-/// A PostgreSQL server in a temporary directory with trust authentication on a random
-/// loopback port; stopped (immediately) and deleted when dropped.
-struct Pg {
-    dir: TempDir,
-    port: u16,
-    server: Option<Child>,
-}
-
-impl Pg {
-    fn start() -> Pg {
-        require(
-            have("initdb") && have("pg_ctl"),
-            "PostgreSQL's server programs (initdb, pg_ctl)",
-        );
-        require(have("psql") && have("pg_dumpall"), "psql and pg_dumpall");
-        let dir = tempdir();
-        let user = pg_user();
-        if let Some(u) = &user {
-            nix::unistd::chown(dir.path(), Some(u.uid), Some(u.gid)).expect("chown");
-        }
-        let as_pg = |c: &mut Command| {
-            if let Some(u) = &user {
-                c.uid(u.uid.as_raw()).gid(u.gid.as_raw());
-            }
-        };
-        let data = dir.path().join("data");
-        let mut init = Command::new("initdb");
-        init.arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "-A", "trust", "--no-sync", "--locale=C"])
-            .stdout(Stdio::null());
-        as_pg(&mut init);
-        let out = init.output().expect("run initdb");
-        assert!(out.status.success(), "initdb: {out:?}");
-        let port = free_port();
-        // The server runs in the foreground as a child, so the guard owns its process.
-        let mut cmd = Command::new(postgres_bin());
-        cmd.arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
-            .arg("-k")
-            .arg(dir.path())
-            .args(["-c", "fsync=off"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("log")).expect("log"));
-        as_pg(&mut cmd);
-        let server = cmd.spawn().expect("start postgres");
-        let mut pg = Pg {
-            dir,
-            port,
-            server: Some(server),
-        };
-        let start = Instant::now();
-        while !pg.psql("postgres", "select 1").status.success() {
-            if let Some(st) = pg.server.as_mut().and_then(|s| s.try_wait().ok().flatten()) {
-                let log = std::fs::read_to_string(pg.dir.path().join("log")).unwrap_or_default();
-                panic!("postgres exited ({st}):\n{log}");
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "postgres did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        pg
-    }
-
-    fn pid(&self) -> i32 {
-        self.server.as_ref().map(|s| s.id() as i32).unwrap_or(0)
-    }
-
-    /// Runs SQL in `db` as the superuser.
-    fn psql(&self, db: &str, sql: &str) -> std::process::Output {
-        Command::new("psql")
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                db,
-                "-c",
-                sql,
-            ])
-            .env_remove("PGPASSWORD")
-            .output()
-            .expect("run psql")
-    }
-
-    fn exec(&self, db: &str, sql: &str) {
-        let out = self.psql(db, sql);
-        assert!(out.status.success(), "psql {sql}: {out:?}");
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        if let Some(mut s) = self.server.take() {
-            // SIGQUIT: immediate shutdown (the data is thrown away).
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(s.id() as i32),
-                nix::sys::signal::Signal::SIGQUIT,
-            );
-            let start = Instant::now();
-            while s.try_wait().ok().flatten().is_none() {
-                if start.elapsed() > Duration::from_secs(10) {
-                    let _ = s.kill();
-                    let _ = s.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-/// The `postgres` server program next to `initdb`.
-fn postgres_bin() -> PathBuf {
-    let out = Command::new("sh")
-        .args(["-c", "command -v initdb"])
-        .output()
-        .expect("sh");
-    let initdb = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let real = std::fs::canonicalize(&initdb).unwrap_or(initdb);
-    let p = real.with_file_name("postgres");
-    require(p.is_file(), "the postgres server program next to initdb");
-    p
-}
-
 /// A database `app` with a few tables: `t` with 10,000 rows, `users` with 3, `orders`
-/// with 500; dumped with pg_dumpall into `dir/pg.sql` and backed up. Returns the dump's
-/// path (as recorded) and the snapshot ID.
-///
-/// (`holdfast backup --stdin-from-command` is being added on main; until this branch has
-/// it, the dump is written to a file by the shell and backed up as a file.)
-fn dump_and_back_up(pg: &Pg, repo: &Repo, dir: &Path) -> (PathBuf, String) {
-    pg.exec("postgres", "create database app");
-    pg.exec(
+/// with 500; dumped by `holdfast backup --stdin-from-command -- pg_dumpall` as `/pg.sql` on
+/// host `db1`. Returns the snapshot and the dump's size.
+fn dump_and_back_up(pg: &Postgres, repo: &Repo) -> (String, u64) {
+    pg.psql("postgres", "create database app");
+    pg.psql(
         "app",
         "create table t (id int primary key, v text);
          insert into t select i, md5(i::text) from generate_series(1, 10000) i;
@@ -195,19 +23,27 @@ fn dump_and_back_up(pg: &Pg, repo: &Repo, dir: &Path) -> (PathBuf, String) {
          create table orders (id serial primary key, user_id int references users, total numeric);
          insert into orders (user_id, total) select 1 + i % 3, i * 1.5 from generate_series(1, 500) i;",
     );
-    let dump = dir.join("pg.sql");
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "pg_dumpall -h 127.0.0.1 -p {} -U postgres > '{}'",
-            pg.port,
-            dump.display()
-        ))
-        .output()
-        .expect("run pg_dumpall");
-    assert!(out.status.success(), "pg_dumpall: {out:?}");
-    let b = repo.backup(&[&dump], &["--host", "db1", "--tag", "kind=postgres"]);
-    (dump, b.id)
+    let env = pg.env();
+    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+    let run = repo.cmd_env(
+        &[
+            "backup",
+            "--json",
+            "--host",
+            "db1",
+            "--tag",
+            "kind=postgres",
+            "--stdin-from-command",
+            "--stdin-filename",
+            "pg.sql",
+            "--",
+            "pg_dumpall",
+        ],
+        &env,
+    );
+    run.assert_ok();
+    let b = Repo::parse_backup(&run);
+    (b.id.clone(), b.stat("bytes_total"))
 }
 
 /// Scratch directories the drill leaves in `tmp` (it must leave none).
@@ -217,15 +53,15 @@ fn leftovers(tmp: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn postgres_drill_passes_its_checks_and_a_failing_check_is_named_and_recorded() {
-    let pg = Pg::start();
+    let pg = Postgres::start();
     let repo = Repo::new();
     let work = tempdir();
-    let (dump, snap) = dump_and_back_up(&pg, &repo, work.path());
+    let (snap, dump_len) = dump_and_back_up(&pg, &repo);
     // The drill's temporary directories go here, to see that none is left.
     let tmp = work.path().join("tmp");
     std::fs::create_dir(&tmp).expect("mkdir");
     let env = [("TMPDIR", tmp.as_os_str())];
-    let file = dump.display().to_string();
+    let file = "/pg.sql".to_string();
 
     let run = repo.cmd_env(
         &[
@@ -280,10 +116,7 @@ fn postgres_drill_passes_its_checks_and_a_failing_check_is_named_and_recorded() 
         "postgres drill: dump of {} bytes restored in {rto:.3} s",
         rec["bytes_restored"]
     );
-    assert_eq!(
-        rec["bytes_restored"].as_u64(),
-        Some(std::fs::metadata(&dump).expect("dump").len())
-    );
+    assert_eq!(rec["bytes_restored"].as_u64(), Some(dump_len));
     assert!(
         leftovers(&tmp).is_empty(),
         "the drill left {:?}",
@@ -364,28 +197,28 @@ fn postgres_drill_passes_its_checks_and_a_failing_check_is_named_and_recorded() 
 
 #[test]
 fn postgres_drill_into_a_scratch_database_of_a_running_server() {
-    let pg = Pg::start();
+    let pg = Postgres::start();
     let repo = Repo::new();
     let work = tempdir();
     // A pg_dump of one database (a pg_dumpall would create roles on the server).
-    pg.exec("postgres", "create database shop");
-    pg.exec(
+    pg.psql("postgres", "create database shop");
+    pg.psql(
         "shop",
         "create table items (id int); insert into items select generate_series(1, 42);",
     );
     let dump = work.path().join("shop.sql");
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "pg_dump -h 127.0.0.1 -p {} -U postgres shop > '{}'",
-            pg.port,
-            dump.display()
-        ))
+    let out = pg
+        .client("pg_dump")
+        .args(["-d", "shop", "-f"])
+        .arg(&dump)
         .output()
         .expect("run pg_dump");
     assert!(out.status.success(), "pg_dump: {out:?}");
     repo.backup(&[&dump], &[] as &[&str]);
-    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
+    let url = format!(
+        "postgres://postgres:{}@127.0.0.1:{}/postgres",
+        pg.password, pg.port
+    );
     let run = repo.cmd(&[
         "drill",
         "postgres",
@@ -412,12 +245,7 @@ fn postgres_drill_into_a_scratch_database_of_a_running_server() {
         "postgres",
         "select count(*) from pg_database where datname like 'holdfast_drill_%'",
     );
-    assert!(out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains(" 0\n"),
-        "scratch database left: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_eq!(out, "0", "scratch databases left");
 }
 
 #[test]
@@ -531,19 +359,19 @@ fn volume_drill_passes_then_fails_naming_the_file_after_a_pack_is_damaged() {
 
 #[test]
 fn test_servers_are_stopped_when_an_assertion_fails() {
-    let pid = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
-    let p2 = pid.clone();
+    let port = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(0));
+    let p2 = port.clone();
     let outcome = std::panic::catch_unwind(move || {
-        let pg = Pg::start();
-        p2.store(pg.pid(), std::sync::atomic::Ordering::SeqCst);
-        assert!(alive(pg.pid()));
+        let pg = Postgres::start();
+        p2.store(pg.port, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(pg.psql("postgres", "select 1"), "1");
         panic!("an assertion that fails while the server runs");
     });
     assert!(outcome.is_err());
-    let pid = pid.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(pid > 0);
+    let port = port.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(port > 0);
     assert!(
-        !alive(pid),
-        "postgres {pid} still runs after the failed test"
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "postgres on port {port} still runs after the failed test"
     );
 }
