@@ -532,3 +532,25 @@ fn etcd_backup_over_tls_with_client_certificates_and_a_user() {
         .expect("etcdctl snapshot status");
     assert!(out.status.success(), "etcdctl snapshot status: {out:?}");
 }
+
+#[test]
+fn test_etcd_is_stopped_when_an_assertion_fails() {
+    require(have("etcd") && have("etcdctl"), "etcd and etcdctl (3.4+)");
+    let work = tempdir();
+    let data = work.path().join("a");
+    let url = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let u2 = url.clone();
+    let outcome = std::panic::catch_unwind(move || {
+        let etcd = Etcd::start(&data, "a", free_port(), None);
+        *u2.lock().expect("lock") = etcd.url.clone();
+        panic!("an assertion that fails while etcd runs");
+    });
+    assert!(outcome.is_err());
+    let url = url.lock().expect("lock").clone();
+    let addr = url.trim_start_matches("http://");
+    assert!(!addr.is_empty());
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "etcd at {url} still runs after the failed test"
+    );
+}

@@ -174,6 +174,29 @@ fn unreadable_blob(repo: &Repository, index: &MasterIndex, node: &Node) -> Optio
     })
 }
 
+/// Removes a restored tree. A snapshot may hold read-only directories, restored read-only,
+/// which a process without root cannot empty: on failure, every directory is made
+/// writable by its owner and the removal tried again.
+fn remove_scratch(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fn open_up(dir: &Path) {
+        if let Ok(m) = std::fs::symlink_metadata(dir) {
+            if m.is_dir() {
+                let mode = m.permissions().mode() | 0o700;
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode));
+                for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                    open_up(&e.path());
+                }
+            }
+        }
+    }
+    if std::fs::remove_dir_all(dir).is_ok() {
+        return Ok(());
+    }
+    open_up(dir);
+    std::fs::remove_dir_all(dir)
+}
+
 /// `a (why); b (why); and 3 more` of failing files.
 fn name_files(bad: &[(String, String)]) -> String {
     let mut s = bad
@@ -341,12 +364,43 @@ pub fn run(
         let kept = scratch.keep();
         rec.target = kept.display().to_string();
     } else {
-        scratch.close().map_err(|source| DrillError::Io {
+        let dir = scratch.keep();
+        remove_scratch(&dir).map_err(|source| DrillError::Io {
             what: "remove the scratch directory",
-            path: target,
+            path: dir,
             source,
         })?;
     }
     rec.duration_s = started.elapsed().as_secs_f64();
     Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn scratch_with_read_only_directories_is_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("scratch");
+        std::fs::create_dir_all(dir.join("ro/sub")).unwrap();
+        std::fs::write(dir.join("ro/sub/f"), b"x").unwrap();
+        for d in ["ro/sub", "ro"] {
+            std::fs::set_permissions(dir.join(d), std::fs::Permissions::from_mode(0o555)).unwrap();
+        }
+        remove_scratch(&dir).unwrap();
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn failing_files_are_named_up_to_a_limit() {
+        let bad: Vec<(String, String)> = (0..12)
+            .map(|i| (format!("/f{i}"), "differs".to_string()))
+            .collect();
+        let s = name_files(&bad);
+        assert!(s.starts_with("/f0 differs; /f1 differs"), "{s}");
+        assert!(s.ends_with("; and 2 more"), "{s}");
+    }
 }
