@@ -147,6 +147,9 @@ fn postgres_drill_passes_its_checks_and_a_failing_check_is_named_and_recorded() 
         &env,
     );
     run.assert_code(exit::FAILURE);
+    let err: Value = serde_json::from_str(run.stderr_str().trim())
+        .unwrap_or_else(|e| panic!("stderr is not one JSON document under --json ({e})\n{run}"));
+    assert_eq!(err["exit_code"], exit::FAILURE, "{run}");
     run.assert_stderr_contains("drill pg-strict failed");
     run.assert_stderr_contains("check 1 `select count(*) from users`: returned 3, expected >= 100");
     let rec = run.json();

@@ -313,11 +313,20 @@ fn finish(args: &Args, repo: &Repository, rec: DrillRecord) -> Result<i32> {
     match rec.result {
         DrillResult::Pass => Ok(exit::OK),
         DrillResult::Fail => {
-            eprintln!(
-                "holdfast: drill {} failed: {}",
+            let msg = format!(
+                "drill {} failed: {}",
                 rec.name,
                 rec.failure.as_deref().unwrap_or("(no reason recorded)")
             );
+            // As errors are reported: a JSON document on stderr with --json.
+            if args.json {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"error": msg, "exit_code": exit::FAILURE})
+                );
+            } else {
+                eprintln!("holdfast: {msg}");
+            }
             Ok(exit::FAILURE)
         }
     }
