@@ -280,6 +280,11 @@ pub enum Command {
     /// Run the Kubernetes node agent (as a DaemonSet): back up the PVCs on this node on
     /// their schedules; `holdfast agent manifests` prints the install manifests.
     Agent(holdfast_agent::args::AgentArgs),
+    /// Back up etcd through its v3 maintenance API: `holdfast etcd backup`.
+    Etcd(crate::cmd::etcd::EtcdArgs),
+    /// Restore drills: restore a snapshot somewhere disposable, verify it and record the
+    /// outcome in the repository (`volume`, `postgres`, `history`).
+    Drill(crate::cmd::drill::DrillArgs),
 }
 
 /// Kinds of repository objects `cat` shows.

@@ -6,6 +6,8 @@ mod agent;
 mod backup;
 mod cat;
 mod check;
+pub(crate) mod drill;
+pub(crate) mod etcd;
 mod forget;
 mod init;
 mod key;
@@ -62,6 +64,8 @@ pub fn run(args: &Args) -> Result<i32> {
             read_data_subset,
         } => check::run(args, *read_data, *read_data_subset),
         Command::Agent(a) => agent::run(args, a),
+        Command::Etcd(e) => etcd::run(args, e),
+        Command::Drill(d) => drill::run(args, d),
     }
 }
 
