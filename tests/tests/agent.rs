@@ -1547,7 +1547,12 @@ mod commands {
         );
         assert_eq!(got["elsewhere"]["status"], "skipped", "{first}");
         first.assert_code(3);
-        assert_eq!(env.repo.snapshots(&["--tag", "job=numbers"]).len(), 1);
+        let made = env.repo.snapshots(&["--tag", "job=numbers"]);
+        assert_eq!(made.len(), 1);
+        assert_eq!(
+            made[0]["host"], CLUSTER,
+            "the cluster is the host of a command's snapshot"
+        );
 
         let events: Vec<(String, String)> = env
             .fake

@@ -106,13 +106,10 @@ impl CommandJob {
         if self.args.is_empty() {
             return Err(format!("commands[{}]: args is empty", self.name));
         }
-        if matches!(
-            self.args[0].as_str(),
-            "agent" | "init" | "prune" | "forget" | "key"
-        ) {
+        if matches!(self.args[0].as_str(), "agent" | "init" | "prune" | "key") {
             return Err(format!(
                 "commands[{}]: `holdfast {}` is not a job the agent runs (maintenance runs \
-                 forget and prune itself)",
+                 prune itself)",
                 self.name, self.args[0]
             ));
         }
@@ -201,9 +198,14 @@ pub fn is_due(
     }
 }
 
-/// The environment that gives a child `holdfast` the agent's repository.
-pub fn repo_env(location: &str, repo: &RepoSettings) -> Vec<(String, String)> {
-    let mut env = vec![("HOLDFAST_REPOSITORY".to_string(), location.to_string())];
+/// The environment that gives a child `holdfast` the agent's repository, and the cluster's
+/// name as the host of the snapshots it writes (a pod's own host name changes with every
+/// restart, which would break parent matching and retention groups).
+pub fn repo_env(location: &str, repo: &RepoSettings, cluster: &str) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("HOLDFAST_REPOSITORY".to_string(), location.to_string()),
+        ("HOLDFAST_HOST".to_string(), cluster.to_string()),
+    ];
     if let Some(f) = &repo.password_file {
         env.push(("HOLDFAST_PASSWORD_FILE".into(), f.display().to_string()));
     }

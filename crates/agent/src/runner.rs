@@ -994,7 +994,7 @@ impl Agent {
                 return Vec::new();
             }
         };
-        let env = commands::repo_env(&self.s.location, &self.s.repo);
+        let env = commands::repo_env(&self.s.location, &self.s.repo, &self.s.cluster);
         let mut out = Vec::new();
         for job in jobs {
             let r = commands::run_job(

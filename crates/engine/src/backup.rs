@@ -204,8 +204,16 @@ pub fn choose_parent(repo: &Repository, req: &BackupRequest) -> Result<Option<Id
 
 pub use holdfast_repo::session::now_ns;
 
-/// This machine's host name (`unknown` if it has none).
+/// The host name recorded in new snapshots: `HOLDFAST_HOST` when set (the agent sets it
+/// to the cluster's name for the commands it runs, whose pod names change), else this
+/// machine's host name (`unknown` if it has none).
 pub fn host_name() -> String {
+    if let Some(h) = std::env::var("HOLDFAST_HOST")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+    {
+        return h;
+    }
     hostname::get()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".into())
