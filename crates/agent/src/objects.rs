@@ -241,6 +241,89 @@ pub async fn collect(client: &Client, cfg: &ObjectsConfig, types: &[Listed]) -> 
     Ok(c)
 }
 
+/// Whether an API group is Kubernetes' own (custom resources' groups hold a dot and are
+/// not `*.k8s.io`).
+pub fn is_builtin_group(group: &str) -> bool {
+    !group.contains('.') || group.ends_with(".k8s.io")
+}
+
+/// Where an object goes in `kubectl apply` order (lower first): definitions before what
+/// uses them, namespaces before what lives in them.
+pub fn apply_rank(api_version: &str, kind: &str, namespaced: bool) -> u8 {
+    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    match (kind, namespaced) {
+        ("CustomResourceDefinition", _) => 0,
+        ("Namespace", _) => 1,
+        _ if !is_builtin_group(group) => {
+            if namespaced {
+                6
+            } else {
+                5
+            }
+        }
+        (_, false) => 2,
+        (
+            "ServiceAccount"
+            | "Secret"
+            | "ConfigMap"
+            | "Role"
+            | "RoleBinding"
+            | "PersistentVolumeClaim"
+            | "LimitRange"
+            | "ResourceQuota",
+            true,
+        ) => 3,
+        _ => 4,
+    }
+}
+
+/// An object file that cannot be ordered.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {detail}")]
+pub struct OrderError {
+    /// The file.
+    pub path: String,
+    /// What is wrong with it.
+    pub detail: String,
+}
+
+/// The YAML files below `dir` (a restored objects snapshot) in the order `kubectl apply`
+/// needs: CustomResourceDefinitions, Namespaces, cluster-scoped built-in objects (RBAC,
+/// StorageClasses, ...), namespaced configuration (ServiceAccounts, ConfigMaps, Roles,
+/// PVCs), other namespaced built-in objects, then custom resources (cluster-scoped first);
+/// by path within each step. Every file is parsed, so a broken one is named here.
+pub fn apply_order(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, OrderError> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let err = |p: &std::path::Path, detail: String| OrderError {
+        path: p.display().to_string(),
+        detail,
+    };
+    while let Some(d) = stack.pop() {
+        let rd = std::fs::read_dir(&d).map_err(|e| err(&d, e.to_string()))?;
+        for e in rd {
+            let p = e.map_err(|e| err(&d, e.to_string()))?.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            if p.extension().is_none_or(|x| x != "yaml" && x != "yml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).map_err(|e| err(&p, e.to_string()))?;
+            let v: Value =
+                serde_yaml_ng::from_str(&text).map_err(|e| err(&p, format!("not YAML: {e}")))?;
+            let (Some(av), Some(kind)) = (v["apiVersion"].as_str(), v["kind"].as_str()) else {
+                return Err(err(&p, "no apiVersion or kind".into()));
+            };
+            let namespaced = v["metadata"]["namespace"].is_string();
+            found.push((apply_rank(av, kind, namespaced), p));
+        }
+    }
+    found.sort();
+    Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
 /// `v` with every map's keys in order, so the same object renders the same bytes.
 fn sorted(v: Value) -> Value {
     match v {
@@ -279,6 +362,57 @@ mod tests {
                 "metadata": {"name": "a", "namespace": "n", "labels": {"app": "x"}},
                 "data": {"k": "v"}})
         );
+    }
+
+    #[test]
+    fn apply_order_puts_definitions_and_namespaces_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |rel: &str, body: &str| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, body).unwrap();
+        };
+        put(
+            "app/example.com/Widget/w.yaml",
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: app}\n",
+        );
+        put(
+            "app/apps/Deployment/d.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, namespace: app}\n",
+        );
+        put(
+            "app/core/ConfigMap/c.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: app}\n",
+        );
+        put(
+            "_cluster/core/Namespace/app.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: app}\n",
+        );
+        put(
+            "_cluster/rbac.authorization.k8s.io/ClusterRole/r.yaml",
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: r}\n",
+        );
+        put("_cluster/apiextensions.k8s.io/CustomResourceDefinition/widgets.example.com.yaml", "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: widgets.example.com}\n");
+        put("notes.txt", "ignored");
+        let order: Vec<String> = apply_order(dir.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "widgets.example.com.yaml",
+                "app.yaml",
+                "r.yaml",
+                "c.yaml",
+                "d.yaml",
+                "w.yaml"
+            ]
+        );
+        put("bad.yaml", "kind: [");
+        let e = apply_order(dir.path()).unwrap_err();
+        assert!(e.path.ends_with("bad.yaml"), "{e}");
     }
 
     #[test]

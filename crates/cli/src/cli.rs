@@ -261,6 +261,12 @@ pub enum Command {
     /// Run the Kubernetes node agent (as a DaemonSet): back up the PVCs on this node on
     /// their schedules; `holdfast agent manifests` prints the install manifests.
     Agent(holdfast_agent::args::AgentArgs),
+    /// Work with a restored Kubernetes objects snapshot (`apply-order`).
+    Objects {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::cmd::objects::ObjectsAction,
+    },
 }
 
 /// Kinds of repository objects `cat` shows.

@@ -10,6 +10,7 @@ mod forget;
 mod init;
 mod key;
 mod ls;
+pub mod objects;
 mod prune;
 mod repair;
 mod restore;
@@ -62,6 +63,7 @@ pub fn run(args: &Args) -> Result<i32> {
             read_data_subset,
         } => check::run(args, *read_data, *read_data_subset),
         Command::Agent(a) => agent::run(args, a),
+        Command::Objects { action } => objects::run(action),
     }
 }
 
