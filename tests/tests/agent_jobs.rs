@@ -30,7 +30,9 @@ impl Env {
     fn new() -> Env {
         let fake = FakeKube::start_blocking();
         for ns in [AGENT_NS, "app"] {
-            fake.insert(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+            fake.insert(
+                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            );
         }
         let dir = tempdir();
         std::fs::create_dir_all(dir.path().join("kubelet/pods")).unwrap();
@@ -143,7 +145,10 @@ fn pod(
 }
 
 fn seq_output(n: u32) -> Vec<u8> {
-    (1..=n).map(|i| format!("{i}\n")).collect::<String>().into_bytes()
+    (1..=n)
+        .map(|i| format!("{i}\n"))
+        .collect::<String>()
+        .into_bytes()
 }
 
 /// A StatefulSet with three annotated replicas and a Deployment with two: each is dumped
@@ -167,7 +172,10 @@ fn dump_runs_once_per_owner_and_restores_exactly() {
             Some(("ReplicaSet", "web-5f7d9")),
             &[("pod-template-hash", "5f7d9")],
             &[
-                ("holdfast.io/backup-command", "echo \"$SITE\"; printf 'tail'"),
+                (
+                    "holdfast.io/backup-command",
+                    "echo \"$SITE\"; printf 'tail'",
+                ),
                 ("holdfast.io/backup-filename", "site.txt"),
             ],
             &[("SITE", "example.org")],
@@ -189,14 +197,26 @@ fn dump_runs_once_per_owner_and_restores_exactly() {
     assert_eq!(
         keys,
         [
-            ("app/Deployment/web".into(), "web-5f7d9-ab3cd".into(), "succeeded".into()),
-            ("app/StatefulSet/pg".into(), "pg-0".into(), "succeeded".into()),
+            (
+                "app/Deployment/web".into(),
+                "web-5f7d9-ab3cd".into(),
+                "succeeded".into()
+            ),
+            (
+                "app/StatefulSet/pg".into(),
+                "pg-0".into(),
+                "succeeded".into()
+            ),
         ],
         "{run}"
     );
     let mut execs = env.execs();
     execs.sort();
-    assert_eq!(execs, ["app/pg-0", "app/web-5f7d9-ab3cd"], "one exec per owner");
+    assert_eq!(
+        execs,
+        ["app/pg-0", "app/web-5f7d9-ab3cd"],
+        "one exec per owner"
+    );
 
     let snaps = env.snapshots("kind=dump,owner=StatefulSet/pg");
     assert_eq!(snaps.len(), 1);
@@ -206,7 +226,12 @@ fn dump_runs_once_per_owner_and_restores_exactly() {
         .iter()
         .map(|t| t.as_str().unwrap())
         .collect();
-    for t in ["kind=dump", "namespace=app", "owner=StatefulSet/pg", "method=command"] {
+    for t in [
+        "kind=dump",
+        "namespace=app",
+        "owner=StatefulSet/pg",
+        "method=command",
+    ] {
         assert!(tags.contains(&t), "{t} not in {tags:?}");
     }
     let target = env.restore("kind=dump,owner=StatefulSet/pg", "pg");
@@ -219,7 +244,8 @@ fn dump_runs_once_per_owner_and_restores_exactly() {
     );
     let ev = env.pod_events("app", "pg-0");
     assert!(
-        ev.iter().any(|(t, r, _)| t == "Normal" && r == "BackupSucceeded"),
+        ev.iter()
+            .any(|(t, r, _)| t == "Normal" && r == "BackupSucceeded"),
         "{ev:?}"
     );
 
@@ -263,7 +289,10 @@ fn failing_dump_saves_no_snapshot_and_names_the_exit_code() {
     let run = env.once("");
     run.assert_code(code::FAILURE);
     let jobs = Env::jobs(&run);
-    let db = jobs.iter().find(|j| j["key"] == "app/StatefulSet/db").unwrap();
+    let db = jobs
+        .iter()
+        .find(|j| j["key"] == "app/StatefulSet/db")
+        .unwrap();
     assert_eq!(db["status"], "failed");
     let reason = db["reason"].as_str().unwrap();
     for needle in [
@@ -274,9 +303,15 @@ fn failing_dump_saves_no_snapshot_and_names_the_exit_code() {
     ] {
         assert!(reason.contains(needle), "{needle:?} not in {reason:?}");
     }
-    let cache = jobs.iter().find(|j| j["key"] == "app/StatefulSet/cache").unwrap();
+    let cache = jobs
+        .iter()
+        .find(|j| j["key"] == "app/StatefulSet/cache")
+        .unwrap();
     assert_eq!(cache["status"], "skipped");
-    assert!(env.snapshots("kind=dump").is_empty(), "a snapshot was saved");
+    assert!(
+        env.snapshots("kind=dump").is_empty(),
+        "a snapshot was saved"
+    );
     assert_eq!(env.execs(), ["app/db-0"]);
     let ev = env.pod_events("app", "db-0");
     assert!(
@@ -310,8 +345,10 @@ fn seed_objects(fake: &FakeKube) {
     fake.insert(&json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "db-password", "namespace": "app"},
         "data": {"password": "aHVudGVyMg=="}}));
-    fake.insert(&json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-        "metadata": {"name": "fast"}, "provisioner": "rbd.csi.ceph.com"}));
+    fake.insert(
+        &json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "fast"}, "provisioner": "rbd.csi.ceph.com"}),
+    );
     fake.insert(&json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
         "metadata": {"name": "logger", "namespace": "app"},
         "spec": {"selector": {"matchLabels": {"app": "logger"}},
@@ -366,18 +403,32 @@ fn objects_backup_covers_every_group_and_dedups() {
         "app/example.com/Widget/large.yaml",
         "app/example.com/Widget/small.yaml",
     ] {
-        assert!(files.iter().any(|f| f == want), "{want} missing from {files:#?}");
+        assert!(
+            files.iter().any(|f| f == want),
+            "{want} missing from {files:#?}"
+        );
     }
     for f in &files {
         assert!(!f.contains("/Secret/"), "a Secret was backed up: {f}");
-        assert!(!f.contains("/Lease/") && !f.contains("/Event/"), "noise backed up: {f}");
+        assert!(
+            !f.contains("/Lease/") && !f.contains("/Event/"),
+            "noise backed up: {f}"
+        );
     }
     // Every file parses, names its type and carries nothing the server sets.
     for f in &files {
         let v: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(root.join(f)).unwrap())
             .unwrap_or_else(|e| panic!("{f}: {e}"));
-        assert!(v["apiVersion"].is_string() && v["kind"].is_string(), "{f}: {v}");
-        for gone in ["uid", "resourceVersion", "creationTimestamp", "managedFields"] {
+        assert!(
+            v["apiVersion"].is_string() && v["kind"].is_string(),
+            "{f}: {v}"
+        );
+        for gone in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "managedFields",
+        ] {
             assert!(v["metadata"][gone].is_null(), "{f} keeps metadata.{gone}");
         }
         assert!(v["status"].is_null(), "{f} keeps its status");
@@ -387,26 +438,46 @@ fn objects_backup_covers_every_group_and_dedups() {
     )
     .unwrap();
     assert_eq!(cm["data"]["mode"], "v1");
-    assert!(cm["metadata"]["annotations"].is_null(), "last-applied kept: {cm}");
+    assert!(
+        cm["metadata"]["annotations"].is_null(),
+        "last-applied kept: {cm}"
+    );
 
     // The order kubectl apply needs.
-    let order = env.repo.cmd(&["objects", "apply-order", root.to_str().unwrap()]);
+    let order = env
+        .repo
+        .cmd(&["objects", "apply-order", root.to_str().unwrap()]);
     order.assert_ok();
     let lines: Vec<String> = order
         .stdout_str()
         .lines()
-        .map(|l| Path::new(l).strip_prefix(&root).unwrap().display().to_string())
+        .map(|l| {
+            Path::new(l)
+                .strip_prefix(&root)
+                .unwrap()
+                .display()
+                .to_string()
+        })
         .collect();
     assert_eq!(lines.len(), files.len());
-    assert!(lines[0].ends_with("CustomResourceDefinition/widgets.example.com.yaml"), "{lines:#?}");
+    assert!(
+        lines[0].ends_with("CustomResourceDefinition/widgets.example.com.yaml"),
+        "{lines:#?}"
+    );
     let first_non_ns = lines[1..]
         .iter()
         .position(|l| !l.contains("/Namespace/"))
         .unwrap()
         + 1;
-    assert!(first_non_ns >= 3, "the namespaces come right after the CRD: {lines:#?}");
+    assert!(
+        first_non_ns >= 3,
+        "the namespaces come right after the CRD: {lines:#?}"
+    );
     let widget = lines.iter().position(|l| l.contains("/Widget/")).unwrap();
-    let configmap = lines.iter().position(|l| l.contains("/ConfigMap/")).unwrap();
+    let configmap = lines
+        .iter()
+        .position(|l| l.contains("/ConfigMap/"))
+        .unwrap();
     assert!(configmap < widget, "custom resources come last: {lines:#?}");
 
     // Unchanged: no data, no trees.
@@ -417,7 +488,10 @@ fn objects_backup_covers_every_group_and_dedups() {
     assert_eq!(j["summary"]["tree_blobs_added"], 0, "{run}");
 
     // An edit that keeps the file's size and time is still recorded.
-    let mut cm = env.fake.get_value("", "v1", "configmaps", Some("app"), "settings").unwrap();
+    let mut cm = env
+        .fake
+        .get_value("", "v1", "configmaps", Some("app"), "settings")
+        .unwrap();
     cm["data"]["mode"] = json!("v2");
     env.fake.insert(&cm);
     env.once(OBJECTS_ON).assert_ok();
@@ -466,8 +540,15 @@ fn postgres_dump_restores_into_a_fresh_server() {
     // the same Secret, as a reinstalled release would.
     let b = Postgres::start(&bin, &env.dir.path().join("pg-b"), "s3cret pass");
     let out = b.run_psql(&["-v", "ON_ERROR_STOP=0", "-f", dump.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(b.psql("SELECT count(*), sum(id) FROM t;").trim(), "1000|500500");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        b.psql("SELECT count(*), sum(id) FROM t;").trim(),
+        "1000|500500"
+    );
 }
 
 /// Where PostgreSQL's programs are: the Debian layout, else `PATH`.
@@ -503,7 +584,11 @@ impl Postgres {
             .arg(&pwfile);
         as_postgres_user(&mut initdb, dir);
         let out = initdb.output().unwrap();
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -539,7 +624,18 @@ impl Postgres {
 
     fn run_psql(&self, args: &[&str]) -> std::process::Output {
         Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-X", "-q"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-X",
+                "-q",
+            ])
             .args(args)
             .env("PGPASSWORD", &self.password)
             .output()
@@ -548,7 +644,11 @@ impl Postgres {
 
     fn psql(&self, sql: &str) -> String {
         let out = self.run_psql(&["-A", "-t", "-c", sql]);
-        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 }
@@ -556,7 +656,9 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         let mut ctl = Command::new(self.bin.join("pg_ctl"));
-        ctl.arg("-D").arg(&self.data).args(["-m", "immediate", "stop"]);
+        ctl.arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"]);
         if let Some(dir) = self.data.parent() {
             as_postgres_user(&mut ctl, dir);
         }
