@@ -156,10 +156,13 @@ impl Default for ObjectsConfig {
 #[derive(Default)]
 pub struct ObjectExclude {
     /// The API group (`""` for core, `apps`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// The kind (`ConfigMap`; compared without case).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// The namespace (only namespaced objects in it).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }
 
