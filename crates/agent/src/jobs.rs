@@ -88,6 +88,25 @@ pub fn job_lease_name(key: &str) -> String {
 /// jobs to run, and the Lease held (`None`: another agent has the jobs).
 pub async fn plan(agent: &Agent, once: bool) -> Result<(Vec<JobResult>, Vec<Job>, Option<Held>)> {
     let s = agent.settings();
+    // What there is to do comes first: with no annotated pod and the objects backup off,
+    // no Lease is taken at all.
+    let pods = kube_api::all_pods(agent.client()).await?;
+    let ns_api = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(agent.client().clone());
+    let lp = kube::api::ListParams::default();
+    let namespaces = kube_api::retry("list namespaces", || ns_api.list(&lp))
+        .await?
+        .items;
+    let (targets, not) = dump::targets(
+        &pods,
+        &namespaces,
+        &s.config.namespaces,
+        &s.config.defaults.schedule,
+    );
+    let o = &s.config.objects;
+    let objects_on = o.enabled && !o.schedule.trim().is_empty();
+    if targets.is_empty() && not.is_empty() && !objects_on {
+        return Ok(Default::default());
+    }
     let anns = BTreeMap::from([(
         "holdfast.io/role".to_string(),
         "runs database dumps and the objects backup".to_string(),
@@ -99,7 +118,6 @@ pub async fn plan(agent: &Agent, once: bool) -> Result<(Vec<JobResult>, Vec<Job>
     let Claim::Acquired(held) = claim else {
         return Ok(Default::default());
     };
-    let inv = kube_api::inventory(agent.client(), None).await?;
     let cluster = s.cluster.clone();
     let newest: HashMap<String, i64> = if once {
         HashMap::new()
@@ -116,12 +134,6 @@ pub async fn plan(agent: &Agent, once: bool) -> Result<(Vec<JobResult>, Vec<Job>
         }
     };
     let (mut done, mut jobs) = (Vec::new(), Vec::new());
-    let (targets, not) = dump::targets(
-        &inv.pods,
-        &inv.namespaces,
-        &s.config.namespaces,
-        &s.config.defaults.schedule,
-    );
     for n in not {
         done.push(job_result("dump", n.key, None, Status::Skipped, n.reason));
     }
@@ -151,8 +163,7 @@ pub async fn plan(agent: &Agent, once: bool) -> Result<(Vec<JobResult>, Vec<Job>
             Ok(Some(_)) => jobs.push(Job::Dump(t)),
         }
     }
-    let o = &s.config.objects;
-    if o.enabled && !o.schedule.trim().is_empty() {
+    if objects_on {
         match Schedule::parse(&o.schedule, OBJECTS_KEY) {
             Err(e) => done.push(job_result(
                 "objects",
