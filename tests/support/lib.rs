@@ -34,6 +34,8 @@ pub use tempfile::TempDir;
 pub const PASSWORD: &str = "e2e password \u{1f512} with spaces";
 
 /// Exit codes the CLI documents.
+pub mod postgres;
+
 pub mod exit {
     /// Success.
     pub const OK: i32 = 0;
@@ -439,7 +441,17 @@ pub enum StdoutTo {
 
 /// Runs a command to completion with stdout sent to `stdout`, stderr captured, killing it
 /// after `timeout`. Panics if it panicked.
-pub fn run_command_with(mut cmd: Command, timeout: Duration, stdout: StdoutTo) -> Run {
+pub fn run_command_with(cmd: Command, timeout: Duration, stdout: StdoutTo) -> Run {
+    run_command_full(cmd, timeout, stdout, None)
+}
+
+/// [`run_command_with`], with standard input read from `stdin` (closed when `None`).
+pub fn run_command_full(
+    mut cmd: Command,
+    timeout: Duration,
+    stdout: StdoutTo,
+    stdin: Option<Stdio>,
+) -> Run {
     let cmdline = std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(shell_quote)
@@ -447,7 +459,7 @@ pub fn run_command_with(mut cmd: Command, timeout: Duration, stdout: StdoutTo) -
         .join(" ");
     let mut sink: Option<Sink> = None;
     let closed = matches!(stdout, StdoutTo::Closed);
-    cmd.stdin(Stdio::null())
+    cmd.stdin(stdin.unwrap_or_else(Stdio::null))
         .stdout(match stdout {
             StdoutTo::Closed => {
                 let (r, w) = nix::unistd::pipe().expect("pipe");

@@ -122,11 +122,30 @@ pub enum Command {
         )]
         kdf_iterations: u32,
     },
-    /// Back up files and directories, or the content of a block device (--device).
+    /// Back up files and directories, the content of a block device (--device), standard
+    /// input (--stdin) or a command's output (--stdin-from-command).
+    #[command(after_help = "Examples:\n  \
+        holdfast backup ~/documents /etc\n  \
+        pg_dumpall | holdfast backup --stdin --stdin-filename pg.sql\n  \
+        holdfast backup --stdin-from-command --stdin-filename pg.sql -- pg_dumpall -U postgres")]
     Backup {
-        /// Paths to back up.
-        #[arg(required_unless_present = "device")]
+        /// Paths to back up; with --stdin-from-command, the command and its arguments (after
+        /// `--`).
+        #[arg(required_unless_present_any = ["device", "stdin"])]
         paths: Vec<PathBuf>,
+        /// Back up standard input as one file, /STDIN_FILENAME in the snapshot. An input
+        /// that breaks off with an error saves no snapshot.
+        #[arg(long, conflicts_with_all = ["device", "stdin_from_command", "paths"])]
+        stdin: bool,
+        /// Run the command given after `--` and back up its standard output as one file. If
+        /// it exits non-zero or is killed, no snapshot is saved and holdfast exits 1 naming
+        /// its status and its last lines of error output.
+        #[arg(long, conflicts_with = "device", requires = "paths")]
+        stdin_from_command: bool,
+        /// The file name (or relative path) to record standard input or the command's
+        /// output under.
+        #[arg(long, value_name = "NAME", default_value = "stdin", value_parser = args::stdin_filename)]
+        stdin_filename: String,
         /// Back up the content of this block device (or image file) as one regular file,
         /// recorded at its own absolute path or at --device-name. Zeros and holes are
         /// stored as nothing; may be given with PATHS.

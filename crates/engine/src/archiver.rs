@@ -384,6 +384,7 @@ type WalkResult = (Id, Vec<PathBuf>, Counters, Vec<String>, Vec<String>);
 
 /// Walks the sources and stores every blob and tree; the snapshot is written by the caller
 /// once the store has flushed.
+#[allow(clippy::too_many_arguments)] // the walk's inputs, each used once to build its context
 fn run_walk<'a>(
     repo: &'a Repository,
     index: &'a MasterIndex,

@@ -192,15 +192,18 @@ impl<I: Iterator<Item = std::io::Result<Entry>> + Send> Feed for IterFeed<I> {
 
 /// A feed of entries in any order, sorted here (all held in memory: for small feeds such
 /// as a cluster's objects).
-pub fn sorted(
-    mut entries: Vec<Entry>,
-) -> IterFeed<std::iter::Map<std::vec::IntoIter<Entry>, fn(Entry) -> std::io::Result<Entry>>> {
+pub fn sorted(mut entries: Vec<Entry>) -> VecFeed {
     entries.sort_by(|a, b| a.path.cmp(&b.path));
-    IterFeed(
-        entries
-            .into_iter()
-            .map(Ok as fn(Entry) -> std::io::Result<Entry>),
-    )
+    VecFeed(entries.into_iter())
+}
+
+/// The feed [`sorted`] makes.
+pub struct VecFeed(std::vec::IntoIter<Entry>);
+
+impl Feed for VecFeed {
+    fn next_entry(&mut self) -> std::io::Result<Option<Entry>> {
+        Ok(self.0.next())
+    }
 }
 
 /// A feed of one file: the source itself is the file (standard input, a dump).

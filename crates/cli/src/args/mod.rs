@@ -21,6 +21,12 @@ pub fn absolute_path(s: &str) -> Result<std::path::PathBuf, String> {
     }
 }
 
+/// `--stdin-filename`: a relative path whose components a snapshot can record.
+pub fn stdin_filename(s: &str) -> Result<String, String> {
+    holdfast_engine::feed::components(s)?;
+    Ok(s.trim_matches('/').to_string())
+}
+
 /// The byte ranges of a `--changed-extents` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtentList(pub Vec<holdfast_engine::image::Extent>);

@@ -1,11 +1,14 @@
 //! `holdfast backup`.
 
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::Result;
 use holdfast_engine::archiver::BackupProgress;
 use holdfast_engine::backup::{self, BackupRequest, ParentChoice, Source};
+use holdfast_engine::command::CommandOutput;
+use holdfast_engine::feed::{self, Entry, Feed};
 use holdfast_engine::filter::PathFilter;
 use holdfast_engine::image::ImageBase;
 use holdfast_engine::scanner;
@@ -18,6 +21,9 @@ use crate::{exit, ui};
 fn request(args: &Args) -> Result<BackupRequest> {
     let Command::Backup {
         paths,
+        stdin,
+        stdin_from_command,
+        stdin_filename,
         device,
         device_name,
         changed_extents: _,
@@ -37,7 +43,11 @@ fn request(args: &Args) -> Result<BackupRequest> {
     for f in exclude_files {
         patterns.extend(PathFilter::read_pattern_file(f)?);
     }
-    let mut sources: Vec<Source> = paths.iter().cloned().map(Source::new).collect();
+    let mut sources: Vec<Source> = if *stdin || *stdin_from_command {
+        vec![Source::feed(format!("/{stdin_filename}"))]
+    } else {
+        paths.iter().cloned().map(Source::new).collect()
+    };
     if let Some(dev) = device {
         let abs = std::path::absolute(dev)?;
         sources.push(Source::image(dev, device_name.clone().unwrap_or(abs)));
@@ -61,6 +71,42 @@ fn request(args: &Args) -> Result<BackupRequest> {
         .map(String::from)
         .collect();
     Ok(req)
+}
+
+/// The stream to back up for --stdin or --stdin-from-command, if one of them is given.
+/// The command is started here, after the repository is open (a wrong password must not
+/// cost a dump).
+fn stream(args: &Args, time_ns: i64) -> Result<Option<Box<dyn Feed>>> {
+    let Command::Backup {
+        paths,
+        stdin,
+        stdin_from_command,
+        ..
+    } = &args.command
+    else {
+        unreachable!("dispatched on Backup")
+    };
+    if *stdin {
+        if std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "--stdin reads standard input, which is a terminal here: pipe the data in \
+                 (e.g. `pg_dumpall | holdfast backup --stdin --stdin-filename pg.sql`) or \
+                 use --stdin-from-command -- COMMAND"
+            );
+        }
+        let entry = Entry::reader(vec![], time_ns, std::io::stdin());
+        return Ok(Some(Box::new(feed::single_file(entry))));
+    }
+    if *stdin_from_command {
+        let argv: Vec<String> = paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        let output = CommandOutput::spawn(&argv)?;
+        let entry = Entry::reader(vec![], time_ns, output);
+        return Ok(Some(Box::new(feed::single_file(entry))));
+    }
+    Ok(None)
 }
 
 pub fn run(args: &Args) -> Result<i32> {
@@ -88,7 +134,8 @@ pub fn run(args: &Args) -> Result<i32> {
     // The total for the display's percentage and ETA, from a walk beside the backup.
     let total = Arc::new(AtomicU64::new(0));
     let stop_scan = Arc::new(AtomicBool::new(false));
-    let scanner = if mode != ui::ProgressMode::Off {
+    let feed = stream(args, req.time_ns)?;
+    let scanner = if mode != ui::ProgressMode::Off && feed.is_none() {
         let (paths, excludes, ofs) = (req.read_paths()?, req.excludes.clone(), req.one_file_system);
         let (total, stop) = (total.clone(), stop_scan.clone());
         Some(std::thread::spawn(move || {
@@ -109,7 +156,7 @@ pub fn run(args: &Args) -> Result<i32> {
             )
         }),
     );
-    let report = backup::run(&repo, &req, &progress);
+    let report = backup::run_feed(&repo, &req, feed, &progress);
     stop_scan.store(true, Ordering::Relaxed);
     if let Some(s) = scanner {
         let _ = s.join();
@@ -123,6 +170,12 @@ pub fn run(args: &Args) -> Result<i32> {
         eprintln!("holdfast: warning: {w}");
     }
     let s = &report.summary;
+    if matches!(&args.command, Command::Backup { stdin: true, .. }) && s.bytes_read == 0 {
+        eprintln!(
+            "holdfast: warning: standard input was empty: the snapshot holds an empty file \
+             (was nothing piped in?)"
+        );
+    }
     if args.json {
         print_json(&report)?;
     } else if !args.quiet {
