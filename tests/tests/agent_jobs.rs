@@ -5,8 +5,8 @@
 //! apply-order`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use holdfast_e2e::postgres::Postgres;
 use holdfast_e2e::{exit as code, run_command, tempdir, Repo, Run, COMMAND_TIMEOUT};
 use holdfast_fake_kube::FakeKube;
 use serde_json::{json, Value};
@@ -502,23 +502,23 @@ fn objects_backup_covers_every_group_and_dedups() {
 }
 
 /// The Bitnami PostgreSQL case: a pod whose spec holds `POSTGRES_PASSWORD` is annotated
-/// with a `pg_dumpall` command against a real PostgreSQL (started here: initdb with a
-/// password, a free port, a temporary directory); the restored dump loads into a fresh
-/// server and a query gives the rows back. Needs PostgreSQL's server binaries (`initdb`,
-/// `pg_ctl`, `pg_dumpall`, `psql`): it fails, saying so, when they are missing.
+/// with a `pg_dumpall` command against a real PostgreSQL (tests/support/postgres.rs: initdb
+/// with a password, a free port, a temporary directory, stopped when dropped, also on a
+/// panic); the restored dump loads into a fresh server and a query gives the rows back.
+/// Needs PostgreSQL's server programs: fails, saying so, when they are missing.
 #[test]
 fn postgres_dump_restores_into_a_fresh_server() {
-    let bin = pg_bin();
     let env = Env::new();
-    let a = Postgres::start(&bin, &env.dir.path().join("pg-a"), "s3cret pass");
-    a.psql(
-        "CREATE TABLE t (id int primary key, name text); \
-         INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 1000) g;",
+    let pg = Postgres::start();
+    pg.psql("postgres", "create database shop");
+    pg.psql(
+        "shop",
+        "create table t (id int primary key, name text);
+         insert into t select g, 'row ' || g from generate_series(1, 1000) g;",
     );
     let cmd = format!(
-        "PGPASSWORD=\"$POSTGRES_PASSWORD\" {}/pg_dumpall -h 127.0.0.1 -p {} -U postgres",
-        bin.display(),
-        a.port
+        "PGPASSWORD=\"$POSTGRES_PASSWORD\" pg_dumpall -h 127.0.0.1 -p {} -U postgres",
+        pg.port
     );
     env.fake.insert(&pod(
         "postgresql-0",
@@ -528,164 +528,29 @@ fn postgres_dump_restores_into_a_fresh_server() {
             ("holdfast.io/backup-command", cmd.as_str()),
             ("holdfast.io/backup-filename", "all.sql"),
         ],
-        &[("POSTGRES_PASSWORD", "s3cret pass")],
+        &[("POSTGRES_PASSWORD", pg.password.as_str())],
     ));
     let run = env.once("");
     run.assert_ok();
     let target = env.restore("kind=dump,owner=StatefulSet/postgresql", "pg-restore");
-    let dump = target.join("app/postgresql/all.sql");
-    assert!(std::fs::metadata(&dump).unwrap().len() > 1000);
-
-    // The dump sets the postgres role's password (it dumps roles): the fresh server gets
-    // the same Secret, as a reinstalled release would.
-    let b = Postgres::start(&bin, &env.dir.path().join("pg-b"), "s3cret pass");
-    let out = b.run_psql(&["-v", "ON_ERROR_STOP=0", "-f", dump.to_str().unwrap()]);
+    let sql = std::fs::read_to_string(target.join("app/postgresql/all.sql")).unwrap();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        sql.contains("CREATE DATABASE shop"),
+        "not a pg_dumpall: {sql:.200}"
     );
+
+    let fresh = Postgres::start();
+    // pg_dumpall recreates the postgres role, which the fresh server has: drop that line.
+    let cleaned: String = sql
+        .lines()
+        .filter(|l| !l.starts_with("CREATE ROLE postgres;"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let file = env.dir.path().join("all.sql");
+    std::fs::write(&file, cleaned).unwrap();
+    fresh.load("postgres", &file);
     assert_eq!(
-        b.psql("SELECT count(*), sum(id) FROM t;").trim(),
+        fresh.psql("shop", "select count(*), sum(id) from t"),
         "1000|500500"
     );
-}
-
-/// Where PostgreSQL's programs are: the Debian layout, else `PATH`.
-fn pg_bin() -> PathBuf {
-    for d in ["/usr/lib/postgresql/15/bin", "/usr/local/bin", "/usr/bin"] {
-        let d = Path::new(d);
-        if d.join("initdb").exists() && d.join("pg_dumpall").exists() {
-            return d.to_path_buf();
-        }
-    }
-    panic!("PostgreSQL's initdb/pg_ctl/pg_dumpall/psql are not installed: this test needs them");
-}
-
-/// A PostgreSQL server on a free port, stopped when dropped (also when the test panics).
-struct Postgres {
-    bin: PathBuf,
-    data: PathBuf,
-    port: u16,
-    password: String,
-}
-
-impl Postgres {
-    fn start(bin: &Path, dir: &Path, password: &str) -> Postgres {
-        std::fs::create_dir_all(dir).unwrap();
-        let pwfile = dir.join("pw");
-        std::fs::write(&pwfile, password).unwrap();
-        let data = dir.join("data");
-        let mut initdb = Command::new(bin.join("initdb"));
-        initdb
-            .args(["-U", "postgres", "--auth=scram-sha-256", "-D"])
-            .arg(&data)
-            .arg("--pwfile")
-            .arg(&pwfile);
-        as_postgres_user(&mut initdb, dir);
-        let out = initdb.output().unwrap();
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let pg = Postgres {
-            bin: bin.to_path_buf(),
-            data: data.clone(),
-            port,
-            password: password.into(),
-        };
-        let mut ctl = Command::new(bin.join("pg_ctl"));
-        ctl.arg("-D")
-            .arg(&data)
-            .args(["-w", "-l"])
-            .arg(dir.join("log"))
-            .arg("-o")
-            .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1",
-                dir.display()
-            ))
-            .arg("start");
-        as_postgres_user(&mut ctl, dir);
-        let out = ctl.output().unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(dir.join("log")).unwrap_or_default()
-        );
-        pg
-    }
-
-    fn run_psql(&self, args: &[&str]) -> std::process::Output {
-        Command::new(self.bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-X",
-                "-q",
-            ])
-            .args(args)
-            .env("PGPASSWORD", &self.password)
-            .output()
-            .unwrap()
-    }
-
-    fn psql(&self, sql: &str) -> String {
-        let out = self.run_psql(&["-A", "-t", "-c", sql]);
-        assert!(
-            out.status.success(),
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let mut ctl = Command::new(self.bin.join("pg_ctl"));
-        ctl.arg("-D")
-            .arg(&self.data)
-            .args(["-m", "immediate", "stop"]);
-        if let Some(dir) = self.data.parent() {
-            as_postgres_user(&mut ctl, dir);
-        }
-        let _ = ctl.output();
-    }
-}
-
-/// PostgreSQL refuses to run as root: as root, run it as `nobody` (given the directory).
-fn as_postgres_user(c: &mut Command, dir: &Path) {
-    if nix::unistd::geteuid().is_root() {
-        let nobody = nix::unistd::User::from_name("nobody")
-            .unwrap()
-            .expect("a user nobody to run PostgreSQL as");
-        let _ = Command::new("chown")
-            .args(["-R", "nobody"])
-            .arg(dir)
-            .status();
-        // The temporary directory above it must be enterable.
-        let mut p = dir.parent();
-        while let Some(d) = p {
-            if d == Path::new("/") {
-                break;
-            }
-            let _ = Command::new("chmod").arg("o+x").arg(d).status();
-            p = d.parent();
-        }
-        use std::os::unix::process::CommandExt;
-        c.uid(nobody.uid.as_raw()).gid(nobody.gid.as_raw());
-    }
 }

@@ -30,7 +30,7 @@ pub const CLUSTER_JOBS_LEASE: &str = "holdfast-cluster-jobs";
 #[derive(Debug, Clone)]
 pub enum Job {
     /// A database dump.
-    Dump(DumpTarget),
+    Dump(Box<DumpTarget>),
     /// The objects backup.
     Objects,
 }
@@ -160,7 +160,7 @@ pub async fn plan(agent: &Agent, once: bool) -> Result<(Vec<JobResult>, Vec<Job>
                 Status::NotDue,
                 format!("next at {:?}", sched.next_fire(now)),
             )),
-            Ok(Some(_)) => jobs.push(Job::Dump(t)),
+            Ok(Some(_)) => jobs.push(Job::Dump(Box::new(t))),
         }
     }
     if objects_on {
