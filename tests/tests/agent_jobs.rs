@@ -323,6 +323,65 @@ fn failing_dump_saves_no_snapshot_and_names_the_exit_code() {
     );
 }
 
+/// The daemon runs a due dump and the objects backup once, then not again until their
+/// schedules fire: several rounds later there is still one snapshot of each and one exec.
+#[test]
+fn daemon_runs_due_jobs_once() {
+    let env = Env::new();
+    env.fake.insert(&pod(
+        "db-0",
+        Some(("StatefulSet", "db")),
+        &[],
+        &[
+            ("holdfast.io/backup-command", "seq 1 1000"),
+            ("holdfast.io/schedule", "@daily"),
+        ],
+        &[],
+    ));
+    let cfg = env.dir.path().join("agent.yaml");
+    std::fs::write(&cfg, OBJECTS_ON).unwrap();
+    let kd = env.dir.path().join("kubelet");
+    let mut c = env.repo.command(&[
+        "agent",
+        "--interval",
+        "1",
+        "--no-maintenance",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--kubelet-dir",
+        kd.to_str().unwrap(),
+        "--cluster-name",
+        CLUSTER,
+    ]);
+    c.env("KUBECONFIG", &env.kubeconfig)
+        .env("NODE_NAME", "node-a")
+        .env("POD_NAME", "agent-node-a")
+        .env("POD_NAMESPACE", AGENT_NS)
+        .env("HOLDFAST_LOG", "holdfast_agent=info,holdfast=warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    holdfast_e2e::wait_until(
+        &mut child,
+        std::time::Duration::from_secs(120),
+        "the dump and the objects backed up",
+        || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            env.snapshots("kind=dump").len() == 1 && env.snapshots("kind=objects").len() == 1
+        },
+    );
+    // Several more rounds: nothing is due.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(env.snapshots("kind=dump").len(), 1, "{log}");
+    assert_eq!(env.snapshots("kind=objects").len(), 1, "{log}");
+    assert_eq!(env.execs(), ["app/db-0"], "{log}");
+}
+
 const OBJECTS_ON: &str = "objects:\n  enabled: true\n";
 
 fn seed_objects(fake: &FakeKube) {
