@@ -146,4 +146,9 @@ pub struct ManifestArgs {
     /// The kubelet's root directory on the nodes.
     #[arg(long, default_value = "/var/lib/kubelet")]
     pub kubelet_dir: PathBuf,
+    /// Also back up the cluster's Kubernetes objects: adds the ClusterRole
+    /// `holdfast-objects-reader` (get and list of every resource, which Kubernetes RBAC
+    /// cannot grant without Secrets) and sets `objects.enabled` in the configuration.
+    #[arg(long)]
+    pub objects: bool,
 }

@@ -38,6 +38,8 @@ pub struct AgentConfig {
     /// holdfast commands run on a schedule: bucket backups, etcd snapshots, drills
     /// ([`crate::commands`]).
     pub commands: Vec<CommandJob>,
+    /// The cluster's Kubernetes objects as YAML, backed up by one elected agent.
+    pub objects: ObjectsConfig,
 }
 
 impl Default for AgentConfig {
@@ -54,6 +56,7 @@ impl Default for AgentConfig {
             snapshots: Snapshots::default(),
             lease_seconds: 120,
             commands: Vec::new(),
+            objects: ObjectsConfig::default(),
         }
     }
 }
@@ -111,6 +114,61 @@ impl Default for Snapshots {
             unmounted: true,
         }
     }
+}
+
+/// The backup of the cluster's objects (see the `objects` module).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObjectsConfig {
+    /// Whether it runs (off by default: it needs the optional `holdfast-objects-reader`
+    /// ClusterRole, which can read every resource).
+    pub enabled: bool,
+    /// Cron expression or macro; empty: never.
+    pub schedule: String,
+    /// Also back up Secrets (off: they are never read).
+    pub include_secrets: bool,
+    /// Objects left out; each entry matches by every field it sets. A given list replaces
+    /// the default (Events, Leases, Endpoints, EndpointSlices).
+    pub exclude: Vec<ObjectExclude>,
+}
+
+impl Default for ObjectsConfig {
+    fn default() -> Self {
+        let kind = |group: &str, kind: &str| ObjectExclude {
+            group: Some(group.into()),
+            kind: Some(kind.into()),
+            namespace: None,
+        };
+        ObjectsConfig {
+            enabled: false,
+            schedule: "@daily".into(),
+            include_secrets: false,
+            exclude: vec![
+                kind("", "Event"),
+                kind("events.k8s.io", "Event"),
+                kind("coordination.k8s.io", "Lease"),
+                kind("", "Endpoints"),
+                kind("discovery.k8s.io", "EndpointSlice"),
+            ],
+        }
+    }
+}
+
+/// Objects left out of the objects backup: those of this API group (empty: core), kind and
+/// namespace; an unset field matches anything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Default)]
+pub struct ObjectExclude {
+    /// The API group (`""` for core, `apps`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The kind (`ConfigMap`; compared without case).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The namespace (only namespaced objects in it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// Namespace allow and deny lists: a namespace is considered when the allow list is empty
@@ -198,6 +256,10 @@ impl AgentConfig {
         if t.ready_timeout_seconds == 0 || t.bind_timeout_seconds == 0 || t.pod_timeout_seconds == 0
         {
             return Err("snapshots: timeouts must be at least 1 second".into());
+        }
+        if cfg.objects.enabled && !cfg.objects.schedule.trim().is_empty() {
+            crate::schedule::Schedule::parse(&cfg.objects.schedule, "objects")
+                .map_err(|e| format!("objects.schedule: {e}"))?;
         }
         if cfg.lease_seconds < 15 {
             return Err("leaseSeconds must be at least 15".into());

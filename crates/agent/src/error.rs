@@ -42,6 +42,17 @@ pub enum AgentError {
         /// What failed.
         detail: String,
     },
+    /// A database dump (`holdfast.io/backup-command`) failed: no snapshot was written.
+    #[error("dump {target}: {detail}")]
+    Dump {
+        /// `namespace/Kind/name` of the dumped owner.
+        target: String,
+        /// What failed: the pod, the exit code, the last error output.
+        detail: String,
+    },
+    /// Backing up the cluster's objects failed.
+    #[error("Kubernetes objects: {0}")]
+    Objects(String),
     /// The kubelet directory does not look like one.
     #[error("{0}")]
     KubeletDir(String),

@@ -5,20 +5,24 @@
 //! (annotations → schedule, subpaths, retention), [`schedule`] (due or not, from the
 //! repository's newest snapshot), [`kubelet`] (where the files are), [`lease`] (which
 //! agent does a volume), [`repo`] (the backup itself, through the engine), [`report`]
-//! (results, Events); [`maintenance`] runs forget, prune and check on one elected agent.
+//! (results, Events); [`maintenance`] runs forget, prune and check on one elected agent,
+//! and [`jobs`] the cluster's database dumps ([`dump`]) and objects backup ([`objects`]).
 #![deny(missing_docs)]
 
 pub mod args;
 pub mod commands;
 pub mod config;
 pub mod discovery;
+pub mod dump;
 pub mod error;
 pub mod expose;
+pub mod jobs;
 pub mod kube_api;
 pub mod kubelet;
 pub mod lease;
 pub mod maintenance;
 pub mod manifests;
+pub mod objects;
 pub mod priority;
 pub mod repo;
 pub mod report;
@@ -166,6 +170,9 @@ pub fn main(args: &AgentArgs, repo: RepoSettings, json: bool) -> Result<i32> {
             } else {
                 for v in &report.volumes {
                     println!("{}: {}: {}", v.key(), v.status, v.reason);
+                }
+                for j in &report.jobs {
+                    println!("{} {}: {}: {}", j.kind, j.key, j.status, j.reason);
                 }
                 for u in &report.unmounted {
                     println!("{u}: not mounted by any running pod: not backed up");

@@ -155,11 +155,12 @@ fn doc<T: Serialize>(kind: &str, comment: &'static str, obj: &T) -> Result<Doc, 
 /// The ConfigMap's `config.yaml`: the default configuration with the repository and the
 /// cluster name from the flags.
 pub fn config_yaml(args: &ManifestArgs) -> Result<String, AgentError> {
-    let cfg = AgentConfig {
+    let mut cfg = AgentConfig {
         repository: Some(args.repository.clone()),
         cluster_name: Some(args.cluster_name.clone()),
         ..AgentConfig::default()
     };
+    cfg.objects.enabled = args.objects;
     serde_yaml_ng::to_string(&cfg).map_err(|e| AgentError::Manifest {
         kind: "ConfigMap".into(),
         detail: e.to_string(),
@@ -235,6 +236,10 @@ pub fn render(args: &ManifestArgs) -> Result<String, AgentError> {
             rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
             // Whether a volume's storage class is one to skip (or snapshot first).
             rule(&["storage.k8s.io"], &["storageclasses"], &["get", "list"]),
+            // Database dumps: the command of a pod annotated holdfast.io/backup-command,
+            // run in that pod (WebSocket exec is a GET that servers since 1.30 also
+            // authorize as create, so both).
+            rule(&[""], &["pods/exec"], &["get", "create"]),
         ]),
         ..ClusterRole::default()
     };
@@ -254,6 +259,22 @@ pub fn render(args: &ManifestArgs) -> Result<String, AgentError> {
             api_group: "rbac.authorization.k8s.io".into(),
             kind: "ClusterRole".into(),
             name: NAME.into(),
+        },
+        subjects: Some(subject()),
+    };
+
+    // Optional (`--objects`): reading every resource for the objects backup.
+    let objects_role = ClusterRole {
+        metadata: meta(OBJECTS_READER, None),
+        rules: Some(vec![rule(&["*"], &["*"], &["get", "list"])]),
+        ..ClusterRole::default()
+    };
+    let objects_binding = ClusterRoleBinding {
+        metadata: meta(OBJECTS_READER, None),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: OBJECTS_READER.into(),
         },
         subjects: Some(subject()),
     };
@@ -287,7 +308,7 @@ pub fn render(args: &ManifestArgs) -> Result<String, AgentError> {
 
     let daemon_set = daemon_set(args, kubelet_pods, &config);
 
-    let docs = [
+    let mut docs = vec![
         doc("Namespace", NAMESPACE_COMMENT, &namespace)?,
         doc(
             "ServiceAccount",
@@ -300,6 +321,16 @@ pub fn render(args: &ManifestArgs) -> Result<String, AgentError> {
             "# Grants the ClusterRole above to the agent's ServiceAccount.\n",
             &cluster_role_binding,
         )?,
+    ];
+    if args.objects {
+        docs.push(doc("ClusterRole", OBJECTS_ROLE_COMMENT, &objects_role)?);
+        docs.push(doc(
+            "ClusterRoleBinding",
+            "# Grants the objects reader above to the agent's ServiceAccount.\n",
+            &objects_binding,
+        )?);
+    }
+    docs.extend([
         doc("Role", ROLE_COMMENT, &role)?,
         doc(
             "RoleBinding",
@@ -308,7 +339,7 @@ pub fn render(args: &ManifestArgs) -> Result<String, AgentError> {
         )?,
         doc("ConfigMap", CONFIG_MAP_COMMENT, &config_map)?,
         doc("DaemonSet", DAEMON_SET_COMMENT, &daemon_set)?,
-    ];
+    ]);
 
     let mut out = format!(
         "# holdfast {} node agent: install manifests, rendered by `holdfast agent manifests`.\n\
@@ -336,16 +367,31 @@ const NAMESPACE_COMMENT: &str = "\
 
 const CLUSTER_ROLE_COMMENT: &str = "\
 # What the agent reads cluster-wide: only metadata. No Secrets (the agent's own Secret
-# reaches it as a mounted volume and environment, which needs no RBAC), no exec. Writes:
+# reaches it as a mounted volume and environment, which needs no RBAC). Writes:
 # Events, and short-lived VolumeSnapshots, PVCs and pause pods (labelled
 # app.kubernetes.io/managed-by=holdfast, holdfast.io/role) for point-in-time reads and
-# restores; never an update of anyone else's object.
+# restores; never an update of anyone else's object. Exec (pods/exec): only to run the
+# dump command a pod's own holdfast.io/backup-command annotation names, in that pod;
+# whoever may annotate a pod may already exec into it or change its command.
 ";
+
+const OBJECTS_ROLE_COMMENT: &str = "\
+# Optional (holdfast agent manifests --objects): read every resource for the backup of
+# the cluster's objects (one YAML file per object). Kubernetes RBAC cannot grant `*` minus
+# one resource, so this includes Secrets; the agent never lists them unless
+# objects.includeSecrets is set in its configuration. Leave this out (and objects.enabled
+# false) if that is too much; list resources explicitly in a ClusterRole of your own to
+# narrow it.
+";
+
+/// The optional ClusterRole (and binding) for the objects backup.
+pub const OBJECTS_READER: &str = "holdfast-objects-reader";
 
 const ROLE_COMMENT: &str = "\
 # The Leases in this namespace: one per volume being backed up (so two agents never back
-# up the same volume at once) and one for the maintenance (forget, prune, check) that a
-# single elected agent runs. Nothing else in the namespace, and no Secrets.
+# up the same volume at once), one for the maintenance (forget, prune, check) and one for
+# the database dumps and objects backup that a single elected agent runs, and one per
+# running dump. Nothing else in the namespace, and no Secrets.
 ";
 
 const CONFIG_MAP_COMMENT: &str = "\
@@ -760,6 +806,8 @@ mod tests {
             verbs_on("storage.k8s.io", "storageclasses"),
             ["get", "list"]
         );
+        // Exec, deliberately: the dumps that pods ask for with holdfast.io/backup-command.
+        assert_eq!(verbs_on("", "pods/exec"), ["get", "create"]);
         assert!(verbs_on("coordination.k8s.io", "leases").contains(&"delete".to_string()));
         // The only cluster-wide writes are Events and the short-lived objects of
         // point-in-time reads and restores; no update or patch of anyone's objects.
@@ -772,6 +820,7 @@ mod tests {
             if writes {
                 let res = r.resources.clone().unwrap_or_default();
                 let ok = res == ["events"]
+                    || res == ["pods/exec"]
                     || res == ["pods", "persistentvolumeclaims"]
                     || res == ["volumesnapshots"];
                 assert!(ok, "{r:?}");
@@ -783,6 +832,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn objects_reader_is_separate_read_only_and_opt_in() {
+        let plain = documents(&render(&args(&[])).unwrap());
+        assert!(
+            !plain
+                .iter()
+                .any(|d| d["metadata"]["name"] == OBJECTS_READER),
+            "the wildcard reader is rendered only with --objects"
+        );
+        let docs = documents(&render(&args(&["--objects"])).unwrap());
+        let reader: ClusterRole = docs
+            .iter()
+            .find(|d| kind(d) == "ClusterRole" && d["metadata"]["name"] == OBJECTS_READER)
+            .map(|d| serde_yaml_ng::from_value(d.clone()).unwrap())
+            .expect("objects reader");
+        let rules = reader.rules.unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].verbs, ["get", "list"]);
+        assert_eq!(rules[0].resources.as_deref().unwrap(), ["*"]);
+        assert!(docs
+            .iter()
+            .any(|d| kind(d) == "ClusterRoleBinding" && d["roleRef"]["name"] == OBJECTS_READER));
+        let cm = docs.iter().find(|d| kind(d) == "ConfigMap").unwrap();
+        let cfg = AgentConfig::parse(cm["data"]["config.yaml"].as_str().unwrap()).unwrap();
+        assert!(cfg.objects.enabled);
     }
 
     #[test]

@@ -56,6 +56,46 @@ pub mod tags {
     /// `snapshot-handle=<handle>`: the storage's snapshot the data was read from (the CSI
     /// snapshot handle, or `.snap/<name>` of a CephFS snapshot directory).
     pub const SNAPSHOT_HANDLE: &str = "snapshot-handle";
+    /// `kind=dump` (a `holdfast.io/backup-command` dump) or `kind=objects` (the cluster's
+    /// objects); absent on volume snapshots.
+    pub const KIND: &str = "kind";
+    /// `owner=<Kind>/<name>`: the owner of a dumped pod.
+    pub const OWNER: &str = "owner";
+}
+
+/// The `kind` tag of dumps.
+pub const KIND_DUMP: &str = "dump";
+/// The `kind` tag of the objects backup.
+pub const KIND_OBJECTS: &str = "objects";
+/// The `method` tag of dumps: the output of a command.
+pub const METHOD_COMMAND: &str = "command";
+/// Where the objects backup is recorded.
+pub const OBJECTS_ROOT: &str = "/objects";
+
+/// The key of the objects backup in [`Repo::newest_by_job`].
+pub const OBJECTS_KEY: &str = "objects";
+
+/// Snapshots of one dump: the cluster's host, `kind=dump` and its namespace and owner.
+pub fn dump_filter(cluster: &str, namespace: &str, owner: &str) -> SnapshotFilter {
+    SnapshotFilter {
+        hosts: vec![cluster.to_string()],
+        tags: vec![format!(
+            "{}={KIND_DUMP},{}={namespace},{}={owner}",
+            tags::KIND,
+            tags::NAMESPACE,
+            tags::OWNER
+        )],
+        paths: Vec::new(),
+    }
+}
+
+/// Snapshots of the cluster's objects.
+pub fn objects_filter(cluster: &str) -> SnapshotFilter {
+    SnapshotFilter {
+        hosts: vec![cluster.to_string()],
+        tags: vec![format!("{}={KIND_OBJECTS}", tags::KIND)],
+        paths: Vec::new(),
+    }
 }
 
 /// How a volume was read.
@@ -199,6 +239,78 @@ impl Repo {
             *e = (*e).max(s.time_ns);
         }
         Ok(newest)
+    }
+
+    /// The newest snapshot time (ns) of each dump (by `namespace/Kind/name`) and of the
+    /// objects backup ([`OBJECTS_KEY`]) of `cluster`.
+    pub fn newest_by_job(&self, cluster: &str) -> Result<HashMap<String, i64>> {
+        let (all, _) = self.repo.snapshots()?;
+        let mut newest: HashMap<String, i64> = HashMap::new();
+        for (_, s) in all.iter().filter(|(_, s)| s.host == cluster) {
+            let key = match tag(&s.tags, tags::KIND) {
+                Some(KIND_OBJECTS) => OBJECTS_KEY.to_string(),
+                Some(KIND_DUMP) => match (tag(&s.tags, tags::NAMESPACE), tag(&s.tags, tags::OWNER))
+                {
+                    (Some(ns), Some(owner)) => format!("{ns}/{owner}"),
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            let e = newest.entry(key).or_insert(i64::MIN);
+            *e = (*e).max(s.time_ns);
+        }
+        Ok(newest)
+    }
+
+    /// Backs up a dump's output, read from `reader` to its end, as the file
+    /// `t.recorded_path()`. A read error (the dump failed) writes no snapshot.
+    pub fn backup_dump(
+        &self,
+        cluster: &str,
+        t: &crate::dump::DumpTarget,
+        reader: impl std::io::Read + Send + 'static,
+    ) -> Result<BackupReport> {
+        let mut req = BackupRequest::new(vec![Source::feed(t.recorded_path())]);
+        req.host = cluster.to_string();
+        req.parent = ParentChoice::Matching(dump_filter(cluster, &t.namespace, &t.owner()));
+        req.tags = vec![
+            format!("{}={KIND_DUMP}", tags::KIND),
+            format!("{}={}", tags::NAMESPACE, t.namespace),
+            format!("{}={}", tags::OWNER, t.owner()),
+            format!("{}={METHOD_COMMAND}", tags::METHOD),
+        ];
+        let feed = holdfast_engine::feed::single_file(holdfast_engine::feed::Entry::reader(
+            Vec::new(),
+            holdfast_engine::backup::now_ns(),
+            reader,
+        ));
+        let progress = holdfast_engine::archiver::BackupProgress::default();
+        Ok(backup::run_feed(
+            &self.repo,
+            &req,
+            Some(Box::new(feed)),
+            &progress,
+        )?)
+    }
+
+    /// Backs up the cluster's objects (files below [`OBJECTS_ROOT`]).
+    pub fn backup_objects(
+        &self,
+        cluster: &str,
+        entries: Vec<holdfast_engine::feed::Entry>,
+    ) -> Result<BackupReport> {
+        let mut req = BackupRequest::new(vec![Source::feed(OBJECTS_ROOT)]);
+        req.host = cluster.to_string();
+        req.parent = ParentChoice::Matching(objects_filter(cluster));
+        req.tags = vec![format!("{}={KIND_OBJECTS}", tags::KIND)];
+        let feed = holdfast_engine::feed::sorted(entries);
+        let progress = holdfast_engine::archiver::BackupProgress::default();
+        Ok(backup::run_feed(
+            &self.repo,
+            &req,
+            Some(Box::new(feed)),
+            &progress,
+        )?)
     }
 
     /// Backs up one volume. A missing subpath fails the volume: an empty backup would

@@ -73,6 +73,35 @@ impl VolumeResult {
     }
 }
 
+/// One cluster job's result: a dump (`holdfast.io/backup-command`) or the objects backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobResult {
+    /// `dump` or `objects`.
+    pub kind: String,
+    /// `namespace/Kind/name` for a dump, `objects` for the objects backup.
+    pub key: String,
+    /// The pod the dump ran in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// How it ended.
+    pub status: Status,
+    /// Why (failed, skipped), or a one-line summary.
+    pub reason: String,
+    /// The snapshot saved, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// The backup's counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+    /// Entries left out with a reason (objects that could not be listed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// When it started, seconds since the epoch.
+    pub started: i64,
+    /// How long it took, seconds.
+    pub seconds: f64,
+}
+
 /// What one `--once` run did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunReport {
@@ -89,6 +118,9 @@ pub struct RunReport {
     /// The scheduled commands this agent considered.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<crate::commands::CommandResult>,
+    /// Dumps and the objects backup, when this agent was elected for them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<JobResult>,
     /// What maintenance did, if this agent did it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<serde_json::Value>,
@@ -102,7 +134,9 @@ impl RunReport {
         let failed = self
             .volumes
             .iter()
-            .filter(|v| v.status == Status::Failed)
+            .map(|v| v.status)
+            .chain(self.jobs.iter().map(|j| j.status))
+            .filter(|s| *s == Status::Failed)
             .count()
             + self
                 .commands
@@ -112,7 +146,9 @@ impl RunReport {
         let ok = self
             .volumes
             .iter()
-            .filter(|v| v.status == Status::Succeeded)
+            .map(|v| v.status)
+            .chain(self.jobs.iter().map(|j| j.status))
+            .filter(|s| *s == Status::Succeeded)
             .count()
             + self
                 .commands

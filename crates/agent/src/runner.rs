@@ -22,6 +22,7 @@ use crate::config::AgentConfig;
 use crate::discovery::{self, Volume};
 use crate::error::{AgentError, Result};
 use crate::expose::{Exposer, FromSnapshot};
+use crate::jobs;
 use crate::kube_api::{self, Inventory};
 use crate::kubelet::{self, Located};
 use crate::lease::{self, Claim, Leases};
@@ -688,7 +689,7 @@ impl Agent {
 
     /// Records an Event about `reference` (its note cut to the 1 kB the API allows); a
     /// failure is logged: Events are reports, never the reason a backup fails.
-    async fn publish(
+    pub(crate) async fn publish(
         &self,
         reference: &ObjectReference,
         type_: EventType,
@@ -815,6 +816,35 @@ impl Agent {
             commands: self.run_commands().await,
             ..Default::default()
         };
+        // Dumps and the objects backup, if this agent is elected for them.
+        match jobs::plan(self, true).await {
+            Ok((done, planned, held)) => {
+                report.jobs = done;
+                let n = self.s.concurrency.max(1);
+                let ran: Vec<_> = futures::stream::iter(planned)
+                    .map(|j| jobs::run(self, j))
+                    .buffer_unordered(n)
+                    .collect()
+                    .await;
+                report.jobs.extend(ran);
+                report.jobs.sort_by(|a, b| a.key.cmp(&b.key));
+                if let Some(h) = held {
+                    self.leases.release(h).await;
+                }
+            }
+            Err(e) => report.jobs.push(crate::report::JobResult {
+                kind: "cluster".into(),
+                key: jobs::CLUSTER_JOBS_LEASE.into(),
+                pod: None,
+                status: Status::Failed,
+                reason: format!("cannot plan the cluster's dumps and objects backup: {e}"),
+                snapshot: None,
+                summary: None,
+                warnings: Vec::new(),
+                started: started_s,
+                seconds: 0.0,
+            }),
+        }
         if self.s.maintenance {
             // Maintenance is the cluster's, not this node's: its failure is logged (and
             // retried next time), it does not fail this node's backups.
@@ -968,6 +998,31 @@ impl Agent {
                     me.run_commands().await;
                     flag.store(false, std::sync::atomic::Ordering::SeqCst);
                 });
+            }
+            // Dumps and the objects backup, if this agent holds their Lease (kept, renewed
+            // each round, while it runs).
+            match jobs::plan(&self, false).await {
+                Ok((done, planned, _held)) => {
+                    for d in done.iter().filter(|d| d.status == Status::Failed) {
+                        tracing::error!(job = %d.key, "{}", d.reason);
+                    }
+                    for j in planned {
+                        let key = format!("job:{}", j.key());
+                        if !running.lock().expect("running").insert(key.clone()) {
+                            continue;
+                        }
+                        let (me, running, sem) = (self.clone(), running.clone(), sem.clone());
+                        jobs.spawn(async move {
+                            let _permit = sem.acquire_owned().await;
+                            let r = jobs::run(&me, j).await;
+                            running.lock().expect("running").remove(&key);
+                            r.status
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot plan the cluster's dumps and objects backup")
+                }
             }
             if self.s.maintenance && jobs.is_empty() && backed_up_since_maintenance {
                 match maintenance::run(&self).await {

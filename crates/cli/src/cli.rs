@@ -285,6 +285,12 @@ pub enum Command {
     /// Restore drills: restore a snapshot somewhere disposable, verify it and record the
     /// outcome in the repository (`volume`, `postgres`, `history`).
     Drill(crate::cmd::drill::DrillArgs),
+    /// Work with a restored Kubernetes objects snapshot (`apply-order`).
+    Objects {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::cmd::objects::ObjectsAction,
+    },
 }
 
 /// Kinds of repository objects `cat` shows.

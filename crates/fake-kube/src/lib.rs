@@ -47,9 +47,14 @@
 //! ## Served
 //! - core v1 namespaces, nodes, pods, persistentvolumeclaims, persistentvolumes, events,
 //!   configmaps, secrets, serviceaccounts; storage.k8s.io/v1 storageclasses;
-//!   coordination.k8s.io/v1 leases; events.k8s.io/v1 events; apps/v1 daemonsets; plus any type
+//!   coordination.k8s.io/v1 leases; events.k8s.io/v1 events; apps/v1 daemonsets;
+//!   apiextensions.k8s.io/v1 customresourcedefinitions (a stored definition serves the
+//!   custom resource it defines, in discovery too; deleting it stops that); plus any type
 //!   a test installs with [`FakeKube::install_resource`] (it then behaves like a custom
-//!   resource). Everything else answers 404 `the server could not find the requested resource`.
+//!   resource).
+//! - `pods/exec` over WebSocket (`v5.channel.k8s.io`/`v4.channel.k8s.io`): the command runs
+//!   on this machine with the container's literal `env` values, output streamed in chunks,
+//!   the exit code in the final Status (see the `exec` module's docs). Everything else answers 404 `the server could not find the requested resource`.
 //! - Discovery: `/version`, `/api`, `/api/v1`, `/apis`, `/apis/<g>`, `/apis/<g>/<v>`.
 //! - Verbs: get, list (all namespaces too, `limit`/`continue`), create (`generateName`),
 //!   replace, patch (merge, strategic-as-merge, JSON patch, server-side apply), delete,
@@ -99,6 +104,7 @@ pub mod selectors;
 pub mod validation;
 
 mod discovery;
+mod exec;
 mod server;
 mod store;
 mod verbs;
@@ -122,6 +128,8 @@ use store::{meta_mut, name_of, namespace_of, ChangeType, StoreState};
 pub(crate) struct Shared {
     store: Mutex<StoreState>,
     resources: RwLock<Vec<ResourceType>>,
+    /// The types served because a stored CustomResourceDefinition defines them.
+    from_crds: Mutex<Vec<(String, String, String)>>,
     pub(crate) faults: Faults,
     pub(crate) bookmark_interval: Duration,
 }
@@ -136,6 +144,34 @@ impl Shared {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Serves exactly the types the stored CustomResourceDefinitions define: new ones are
+    /// installed, those of deleted definitions removed (types installed by a test stay).
+    pub(crate) fn sync_crds(&self) {
+        let Some(crd_res) = self.resource(resources::CRD_GROUP, "v1", "customresourcedefinitions")
+        else {
+            return;
+        };
+        let wanted: Vec<ResourceType> = self
+            .lock()
+            .list(&crd_res, None)
+            .into_iter()
+            .flat_map(resources::types_of_crd)
+            .collect();
+        let mut from_crds = self.from_crds.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self.resources.write().unwrap_or_else(|e| e.into_inner());
+        r.retain(|x| {
+            !from_crds
+                .iter()
+                .any(|(g, v, p)| x.is(g, v, p) && !wanted.iter().any(|w| w.is(g, v, p)))
+        });
+        from_crds.clear();
+        for w in wanted {
+            r.retain(|x| !x.is(&w.group, &w.version, &w.plural));
+            from_crds.push((w.group.clone(), w.version.clone(), w.plural.clone()));
+            r.push(w);
+        }
     }
 
     fn resource_for(&self, api_version: &str, kind: &str) -> Option<ResourceType> {
@@ -195,6 +231,7 @@ impl Builder {
         let sh = Arc::new(Shared {
             store: Mutex::new(StoreState::new(self.history_limit)),
             resources: RwLock::new(resources::default_resources()),
+            from_crds: Mutex::default(),
             faults: Faults::default(),
             bookmark_interval: self.bookmark_interval,
         });
@@ -452,7 +489,12 @@ impl FakeKube {
                 meta.insert(k.into(), keep.unwrap_or(fresh));
             }
         }
-        st.put(&res, v, ChangeType::Added)
+        let stored = st.put(&res, v, ChangeType::Added);
+        drop(st);
+        if res.is(resources::CRD_GROUP, "v1", "customresourcedefinitions") {
+            self.shared.sync_crds();
+        }
+        stored
     }
 
     /// Inserts each object of a YAML stream (`---`-separated), as [`FakeKube::insert`].

@@ -124,7 +124,62 @@ pub(crate) fn default_resources() -> Vec<ResourceType> {
         builtin("coordination.k8s.io", "leases", "Lease", true, &[], false),
         builtin("events.k8s.io", "events", "Event", true, &["ev"], false),
         builtin("apps", "daemonsets", "DaemonSet", true, &["ds"], true),
+        {
+            // Not decoded as a built-in type (its schema is large); creating one serves
+            // the resource it defines (see `Shared::sync_crds`).
+            let mut r = ResourceType::new(
+                CRD_GROUP,
+                "v1",
+                "customresourcedefinitions",
+                "CustomResourceDefinition",
+                false,
+            );
+            r.short_names = vec!["crd".into(), "crds".into()];
+            r.has_status = true;
+            r
+        },
     ]
+}
+
+/// The API group of CustomResourceDefinitions.
+pub const CRD_GROUP: &str = "apiextensions.k8s.io";
+
+/// The resource types a CustomResourceDefinition object defines: one per served version of
+/// `spec.versions` (none when the object is not a valid definition).
+pub fn types_of_crd(crd: &serde_json::Value) -> Vec<ResourceType> {
+    let spec = &crd["spec"];
+    let (Some(group), Some(plural), Some(kind)) = (
+        spec["group"].as_str(),
+        spec["names"]["plural"].as_str(),
+        spec["names"]["kind"].as_str(),
+    ) else {
+        return Vec::new();
+    };
+    let namespaced = spec["scope"].as_str() != Some("Cluster");
+    let versions = spec["versions"].as_array().cloned().unwrap_or_default();
+    versions
+        .iter()
+        .filter(|v| v["served"].as_bool().unwrap_or(true))
+        .filter_map(|v| v["name"].as_str())
+        .map(|version| {
+            let mut r = ResourceType::new(group, version, plural, kind, namespaced);
+            if let Some(s) = spec["names"]["singular"].as_str() {
+                r.singular = s.to_string();
+            }
+            r.short_names = spec["names"]["shortNames"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            r.has_status = versions.iter().any(|x| {
+                x["name"].as_str() == Some(version) && x["subresources"]["status"].is_object()
+            });
+            r
+        })
+        .collect()
 }
 
 /// The external-snapshotter's CRDs (`snapshot.storage.k8s.io/v1`), each with a status

@@ -10,11 +10,11 @@ use axum::response::Response;
 use axum::Router;
 use serde_json::Value;
 
-use crate::discovery;
 use crate::error::ApiError;
 use crate::faults::RequestRecord;
-use crate::resources::ResourceType;
+use crate::resources::{self, ResourceType};
 use crate::verbs::{self, Query, WriteOpts};
+use crate::{discovery, exec};
 use crate::{watch, Shared};
 
 /// The router serving every path.
@@ -59,8 +59,25 @@ async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     } else {
         format!("{path}?{query}")
     };
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let exec_target = match segs.as_slice() {
+        ["api", "v1", "namespaces", ns, "pods", name, "exec"] => {
+            Some((ns.to_string(), name.to_string()))
+        }
+        _ => None,
+    };
     let (resp, injected) = match sh.faults.take_failure(method.as_str(), &target) {
         Some(code) => (error_response(&ApiError::for_code(code)), true),
+        // pods/exec keeps its request: the connection is upgraded to a WebSocket.
+        None if exec_target.is_some() => {
+            let (ns, name) = exec_target.unwrap_or_default();
+            let resp = if method == Method::GET || method == Method::POST {
+                exec::handle(&sh, req, &ns, &name).unwrap_or_else(|e| error_response(&e))
+            } else {
+                error_response(&ApiError::method_not_allowed())
+            };
+            (resp, false)
+        }
         None => {
             let resp = match to_bytes(req.into_body(), 64 << 20).await {
                 Ok(body) => route(&sh, &method, &path, &query, &headers, body),
@@ -164,6 +181,13 @@ fn route(
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     let result = dispatch(sh, method, &res, ns, name, sub, &q, headers, &body);
+    if res.is(resources::CRD_GROUP, "v1", "customresourcedefinitions")
+        && method != Method::GET
+        && result.is_ok()
+    {
+        // A CustomResourceDefinition written or deleted changes what is served.
+        sh.sync_crds();
+    }
     match result {
         Ok(r) => r,
         Err(e) => error_response(&e),

@@ -12,6 +12,7 @@ mod forget;
 mod init;
 mod key;
 mod ls;
+pub mod objects;
 mod prune;
 mod repair;
 mod restore;
@@ -66,6 +67,7 @@ pub fn run(args: &Args) -> Result<i32> {
         Command::Agent(a) => agent::run(args, a),
         Command::Etcd(e) => etcd::run(args, e),
         Command::Drill(d) => drill::run(args, d),
+        Command::Objects { action } => objects::run(action),
     }
 }
 
