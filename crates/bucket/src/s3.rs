@@ -26,6 +26,7 @@ pub struct Bucket {
     location: S3Location,
     gets: AtomicU64,
     puts: AtomicU64,
+    downloads: AtomicU64,
 }
 
 /// A request's failure in one line: the server's code and message, or the cause.
@@ -61,6 +62,7 @@ impl Bucket {
             location,
             gets: AtomicU64::new(0),
             puts: AtomicU64::new(0),
+            downloads: AtomicU64::new(0),
         })
     }
 
@@ -89,6 +91,13 @@ impl Bucket {
     /// GetObject requests sent so far (resumptions included).
     pub fn get_requests(&self) -> u64 {
         self.gets.load(Ordering::Relaxed)
+    }
+
+    /// Objects whose download started so far (each object once: resumptions and objects
+    /// gone before their download are not counted). A backup downloads the objects that
+    /// are new or changed since its parent; the others are not read.
+    pub fn objects_downloaded(&self) -> u64 {
+        self.downloads.load(Ordering::Relaxed)
     }
 
     /// Objects uploaded so far.
@@ -268,6 +277,7 @@ impl BucketFeed {
             let Some(out) = bucket.get(&key, 0, None).map_err(|w| why(0, w).into_io())? else {
                 return Ok(None);
             };
+            bucket.downloads.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut s) = told.lock() {
                 *s = object_xattrs(&out);
             }

@@ -4,6 +4,7 @@
 
 mod agent;
 mod backup;
+mod bucket;
 mod cat;
 mod check;
 mod forget;
@@ -62,6 +63,7 @@ pub fn run(args: &Args) -> Result<i32> {
             read_data_subset,
         } => check::run(args, *read_data, *read_data_subset),
         Command::Agent(a) => agent::run(args, a),
+        Command::Bucket { action } => bucket::run(args, action),
     }
 }
 
