@@ -36,11 +36,19 @@ where
     R: std::fmt::Debug,
 {
     if let Some(s) = e.as_service_error() {
-        return format!(
-            "{} ({})",
-            s.message().unwrap_or("no message"),
-            s.code().unwrap_or("no error code")
-        );
+        let code = s.code().unwrap_or("no error code");
+        let hint = match code {
+            "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" => {
+                ": check the bucket's credentials (HOLDFAST_BUCKET_ACCESS_KEY_ID and \
+                 HOLDFAST_BUCKET_SECRET_ACCESS_KEY, else the standard AWS chain)"
+            }
+            "NoSuchBucket" => ": there is no such bucket",
+            _ => "",
+        };
+        return match s.message().filter(|m| !m.trim().is_empty()) {
+            Some(m) => format!("{m} ({code}){hint}"),
+            None => format!("{code}{hint}"),
+        };
     }
     let mut parts = vec![e.to_string()];
     let mut cur = std::error::Error::source(e);

@@ -113,9 +113,7 @@ fn backup_bucket(
     );
     let report = backup::run_feed(&repo, &req, Some(Box::new(bucket.feed())), &progress);
     bar.finish();
-    let report = report.with_context(|| {
-        format!("backing up the bucket {location} failed; no snapshot was saved")
-    })?;
+    let report = report.with_context(|| format!("backing up the bucket {location}"))?;
     for n in &report.notices {
         eprintln!("holdfast: note: {n}");
     }
@@ -314,6 +312,40 @@ fn restore_bucket(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The command line of the README's agent example (`commands:`), with the `--host`
+    /// the agent may add, is understood.
+    #[test]
+    fn readme_agent_example_parses() {
+        use clap::Parser;
+        let a = crate::cli::Args::try_parse_from([
+            "holdfast",
+            "bucket",
+            "backup",
+            "s3:http://rook-ceph-rgw-store.rook-ceph.svc/photos",
+            "--host",
+            "cluster-a",
+        ])
+        .unwrap();
+        let crate::cli::Command::Bucket {
+            action: BucketAction::Backup { location, host, .. },
+        } = a.command
+        else {
+            panic!("not bucket backup: {a:?}")
+        };
+        assert_eq!(
+            location,
+            "s3:http://rook-ceph-rgw-store.rook-ceph.svc/photos"
+        );
+        assert_eq!(host.as_deref(), Some("cluster-a"));
+        let readme = include_str!("../../../../README.md");
+        assert!(
+            readme.contains(
+                r#"args: [bucket, backup, "s3:http://rook-ceph-rgw-store.rook-ceph.svc/photos"]"#
+            ),
+            "the README's example changed: update this test"
+        );
+    }
 
     #[test]
     fn thousands_separators() {
