@@ -26,6 +26,7 @@ pub struct Bucket {
     location: S3Location,
     gets: AtomicU64,
     puts: AtomicU64,
+    downloads: AtomicU64,
 }
 
 /// A request's failure in one line: the server's code and message, or the cause.
@@ -35,11 +36,19 @@ where
     R: std::fmt::Debug,
 {
     if let Some(s) = e.as_service_error() {
-        return format!(
-            "{} ({})",
-            s.message().unwrap_or("no message"),
-            s.code().unwrap_or("no error code")
-        );
+        let code = s.code().unwrap_or("no error code");
+        let hint = match code {
+            "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" => {
+                ": check the bucket's credentials (HOLDFAST_BUCKET_ACCESS_KEY_ID and \
+                 HOLDFAST_BUCKET_SECRET_ACCESS_KEY, else the standard AWS chain)"
+            }
+            "NoSuchBucket" => ": there is no such bucket",
+            _ => "",
+        };
+        return match s.message().filter(|m| !m.trim().is_empty()) {
+            Some(m) => format!("{m} ({code}){hint}"),
+            None => format!("{code}{hint}"),
+        };
     }
     let mut parts = vec![e.to_string()];
     let mut cur = std::error::Error::source(e);
@@ -61,6 +70,7 @@ impl Bucket {
             location,
             gets: AtomicU64::new(0),
             puts: AtomicU64::new(0),
+            downloads: AtomicU64::new(0),
         })
     }
 
@@ -89,6 +99,13 @@ impl Bucket {
     /// GetObject requests sent so far (resumptions included).
     pub fn get_requests(&self) -> u64 {
         self.gets.load(Ordering::Relaxed)
+    }
+
+    /// Objects whose download started so far (each object once: resumptions and objects
+    /// gone before their download are not counted). A backup downloads the objects that
+    /// are new or changed since its parent; the others are not read.
+    pub fn objects_downloaded(&self) -> u64 {
+        self.downloads.load(Ordering::Relaxed)
     }
 
     /// Objects uploaded so far.
@@ -268,6 +285,7 @@ impl BucketFeed {
             let Some(out) = bucket.get(&key, 0, None).map_err(|w| why(0, w).into_io())? else {
                 return Ok(None);
             };
+            bucket.downloads.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut s) = told.lock() {
                 *s = object_xattrs(&out);
             }

@@ -204,6 +204,7 @@ mod rgw {
         let first_s = t.elapsed().as_secs_f64();
         assert_eq!(first.summary.files_new, 10_000);
         assert_eq!(src.get_requests(), 10_000);
+        assert_eq!(src.objects_downloaded(), 10_000);
         assert!(first.warnings.is_empty(), "{:?}", first.warnings);
 
         // 1%: modify 40, add 30, delete 30.
@@ -226,6 +227,7 @@ mod rgw {
         });
 
         let gets_before = src.get_requests();
+        let downloads_before = src.objects_downloaded();
         let t = Instant::now();
         let second = backup(&r, &src);
         let second_s = t.elapsed().as_secs_f64();
@@ -235,6 +237,7 @@ mod rgw {
             70,
             "only changed objects downloaded"
         );
+        assert_eq!(src.objects_downloaded() - downloads_before, 70);
         assert_eq!(second.summary.files_unchanged, 10_000 - 40 - 30);
         assert_eq!(second.summary.files_changed, 40);
         assert_eq!(second.summary.files_new, 30);

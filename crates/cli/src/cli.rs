@@ -277,6 +277,12 @@ pub enum Command {
         #[arg(long, value_name = "n/m|p%", value_parser = args::read_data_subset)]
         read_data_subset: Option<ReadData>,
     },
+    /// Back up an S3 bucket (or a prefix of it) as a snapshot, or restore a bucket
+    /// snapshot into a bucket (see `holdfast bucket backup --help`).
+    Bucket {
+        #[command(subcommand)]
+        action: BucketAction,
+    },
     /// Run the Kubernetes node agent (as a DaemonSet): back up the PVCs on this node on
     /// their schedules; `holdfast agent manifests` prints the install manifests.
     Agent(holdfast_agent::args::AgentArgs),
@@ -290,6 +296,67 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: crate::cmd::objects::ObjectsAction,
+    },
+}
+
+/// `bucket` subcommands. The bucket's credentials: `HOLDFAST_BUCKET_ACCESS_KEY_ID` and
+/// `HOLDFAST_BUCKET_SECRET_ACCESS_KEY` when both are set (so that an S3 repository can keep
+/// the standard AWS variables), else the standard AWS chain (`AWS_ACCESS_KEY_ID`/
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, web identity, instance metadata).
+#[derive(Debug, Subcommand)]
+pub enum BucketAction {
+    /// Back up the objects of a bucket (below PREFIX) as files of a snapshot recorded at
+    /// /buckets/BUCKET[/PREFIX], tagged kind=bucket and bucket=BUCKET. Only objects new or
+    /// changed (by ETag, size and time) since the parent snapshot are downloaded. Exits 3
+    /// when objects vanished while being backed up (the snapshot is saved without them).
+    #[command(after_help = "Credentials: HOLDFAST_BUCKET_ACCESS_KEY_ID and \
+        HOLDFAST_BUCKET_SECRET_ACCESS_KEY if set, else the standard AWS chain.\n\n\
+        Examples:\n  \
+        holdfast bucket backup s3:http://rook-ceph-rgw-store.rook-ceph.svc/photos\n  \
+        holdfast bucket backup s3:https://s3.example.com/logs/2024 --tag yearly")]
+    Backup {
+        /// The bucket: s3:http://HOST:PORT/BUCKET[/PREFIX], s3:https://HOST/BUCKET[/PREFIX]
+        /// or s3:BUCKET[/PREFIX] (AWS).
+        #[arg(value_name = "LOCATION")]
+        location: String,
+        /// Tag the snapshot (repeatable; kind=bucket and bucket=BUCKET are always added).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Host name to record (default: this machine's; the agent gives the cluster's).
+        #[arg(long)]
+        host: Option<String>,
+        /// Compare with this snapshot instead of the latest one for the same host and
+        /// bucket path.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Download every object, even unchanged ones.
+        #[arg(long)]
+        force: bool,
+        /// The bucket's region (default: AWS_REGION or the AWS profile's, else us-east-1).
+        #[arg(long, value_name = "REGION")]
+        region: Option<String>,
+    },
+    /// Restore the objects of a bucket snapshot into a bucket (which must exist): each file
+    /// below the path becomes the object TARGET_PREFIX/KEY with its recorded content type,
+    /// headers and metadata. To restore into a directory, use `holdfast restore`.
+    #[command(
+        after_help = "Credentials of the target bucket: HOLDFAST_BUCKET_ACCESS_KEY_ID \
+        and HOLDFAST_BUCKET_SECRET_ACCESS_KEY if set, else the standard AWS chain.\n\n\
+        Examples:\n  \
+        holdfast bucket restore latest s3:http://rgw.example:8080/photos-copy\n  \
+        holdfast bucket restore 1a2b3c4d:/buckets/photos/2024 s3:http://rgw.example:8080/photos/2024"
+    )]
+    Restore {
+        /// SNAPSHOT or SNAPSHOT:/buckets/BUCKET[/PATH] (default: the bucket path the
+        /// snapshot records).
+        #[arg(value_parser = args::snapshot_path)]
+        snapshot: SnapshotPath,
+        /// The target: s3:http://HOST:PORT/BUCKET[/PREFIX] (as for `bucket backup`).
+        #[arg(value_name = "TARGET")]
+        target: String,
+        /// The target bucket's region (as for `bucket backup`).
+        #[arg(long, value_name = "REGION")]
+        region: Option<String>,
     },
 }
 

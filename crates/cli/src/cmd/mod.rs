@@ -4,6 +4,7 @@
 
 mod agent;
 mod backup;
+mod bucket;
 mod cat;
 mod check;
 pub(crate) mod drill;
@@ -68,6 +69,7 @@ pub fn run(args: &Args) -> Result<i32> {
         Command::Etcd(e) => etcd::run(args, e),
         Command::Drill(d) => drill::run(args, d),
         Command::Objects { action } => objects::run(action),
+        Command::Bucket { action } => bucket::run(args, action),
     }
 }
 
