@@ -397,6 +397,20 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_is_a_valid_configuration() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```yaml\ncommands:\n- name: photos-bucket")
+            .expect("the README's commands example");
+        let block = &readme[start + "```yaml\n".len()..];
+        let block = &block[..block.find("```").expect("end of the example")];
+        let cfg = crate::config::AgentConfig::parse(block).expect("the example parses");
+        let names: Vec<&str> = cfg.commands.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["photos-bucket", "k3s-etcd", "pg-drill", "keep-buckets"]);
+        assert_eq!(cfg.commands[1].placement, Placement::EachNode);
+    }
+
+    #[test]
     fn drills_default_to_weekly_and_others_to_daily() {
         let d = job("name: pg-drill\nargs: [drill, postgres]\n").unwrap();
         let b = job("name: photos\nargs: [backup, --bucket, s3:http://rgw/photos]\n").unwrap();
