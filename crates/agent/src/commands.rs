@@ -406,7 +406,10 @@ mod tests {
         let block = &block[..block.find("```").expect("end of the example")];
         let cfg = crate::config::AgentConfig::parse(block).expect("the example parses");
         let names: Vec<&str> = cfg.commands.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["photos-bucket", "k3s-etcd", "pg-drill", "keep-buckets"]);
+        assert_eq!(
+            names,
+            ["photos-bucket", "k3s-etcd", "pg-drill", "keep-buckets"]
+        );
         assert_eq!(cfg.commands[1].placement, Placement::EachNode);
     }
 

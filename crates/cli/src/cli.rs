@@ -163,7 +163,7 @@ pub enum Command {
         /// Tag the snapshot (repeatable).
         #[arg(long = "tag")]
         tags: Vec<String>,
-        /// Host name to record (default: this machine's).
+        /// Host name to record (default: HOLDFAST_HOST, else this machine's).
         #[arg(long)]
         host: Option<String>,
         /// Leave out entries matching this pattern (repeatable).
@@ -322,7 +322,7 @@ pub enum BucketAction {
         /// Tag the snapshot (repeatable; kind=bucket and bucket=BUCKET are always added).
         #[arg(long = "tag")]
         tags: Vec<String>,
-        /// Host name to record (default: this machine's; the agent gives the cluster's).
+        /// Host name to record (default: HOLDFAST_HOST, else this machine's; the agent sets HOLDFAST_HOST to the cluster's name).
         #[arg(long)]
         host: Option<String>,
         /// Compare with this snapshot instead of the latest one for the same host and

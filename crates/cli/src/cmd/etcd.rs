@@ -63,7 +63,7 @@ pub struct EtcdBackup {
     /// digits, which every member shares).
     #[arg(long)]
     pub name: Option<String>,
-    /// Host name for the snapshot (default: this machine's).
+    /// Host name for the snapshot (default: HOLDFAST_HOST, else this machine's).
     #[arg(long)]
     pub host: Option<String>,
     /// Tag the snapshot (repeatable), besides kind=etcd, etcd-cluster=ID and
