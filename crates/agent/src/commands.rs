@@ -343,17 +343,7 @@ pub async fn run_job(
             None,
         );
     }
-    let renewer = {
-        let (leases, mut h) = (leases.clone(), held.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(20)).await;
-                if let Err(e) = leases.renew(&mut h).await {
-                    tracing::warn!(lease = %h.name, error = %e, "cannot renew the command's Lease");
-                }
-            }
-        })
-    };
+    let renewer = leases.keep_renewed(&held, "command");
     let started = std::time::Instant::now();
     tracing::info!(command = %job.name, args = ?job.args, "running");
     let (ok, reason) = run_command(

@@ -7,7 +7,7 @@
 //! the election mid-dump and its successor never run the same dump at once.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use holdfast_engine::backup::BackupReport;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -221,20 +221,7 @@ pub async fn run(agent: &Agent, job: Job) -> JobResult {
             return r;
         }
     };
-    let (leases, period) = (
-        agent.leases().clone(),
-        Duration::from_secs(u64::from(agent.settings().config.lease_seconds) / 3),
-    );
-    let mut renew_held = held.clone();
-    let renewer = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(period).await;
-            if let Ok(false) = leases.renew(&mut renew_held).await {
-                tracing::warn!(lease = %renew_held.name, "lost the job's Lease while it runs");
-                return;
-            }
-        }
-    });
+    let renewer = agent.leases().keep_renewed(&held, "job");
     let outcome = match &job {
         Job::Dump(t) => {
             tracing::info!(dump = %key, pod = %t.pod, "dumping");
@@ -249,15 +236,7 @@ pub async fn run(agent: &Agent, job: Job) -> JobResult {
     agent.leases().release(held).await;
     match outcome {
         Ok((rep, warnings)) => {
-            let sm = &rep.summary;
-            r.reason = format!(
-                "snapshot {}: {} files new, {} changed, {} unchanged; {} bytes added",
-                rep.snapshot_id.short(),
-                sm.files_new,
-                sm.files_changed,
-                sm.files_unchanged,
-                sm.bytes_added_stored
-            );
+            r.reason = crate::report::saved_line(&rep);
             r.snapshot = Some(rep.snapshot_id.to_string());
             r.summary = Some(rep.summary.clone());
             r.warnings = warnings;

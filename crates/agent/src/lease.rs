@@ -221,6 +221,29 @@ impl Leases {
         }
     }
 
+    /// Renews `held` in a task every third of the Lease's duration until the task is
+    /// aborted, while a job runs under it; losing the Lease (taken over after expiring) is
+    /// logged and ends the renewals, not the job (a second copy costs time, not data).
+    pub fn keep_renewed(&self, held: &Held, what: &'static str) -> tokio::task::JoinHandle<()> {
+        let (leases, mut h) = (self.clone(), held.clone());
+        let period = std::time::Duration::from_secs(u64::from(self.duration_s.max(3) as u32) / 3);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                match leases.renew(&mut h).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(lease = %h.name, "lost the {what}'s Lease while it runs");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(lease = %h.name, error = %e, "cannot renew the {what}'s Lease")
+                    }
+                }
+            }
+        })
+    }
+
     /// Sets an annotation on a held Lease (state that must survive the agent, like the
     /// time of the last check).
     pub async fn annotate(

@@ -163,6 +163,19 @@ impl RunReport {
     }
 }
 
+/// The one-line summary of a saved snapshot in a result's `reason`.
+pub fn saved_line(rep: &holdfast_engine::backup::BackupReport) -> String {
+    let sm = &rep.summary;
+    format!(
+        "snapshot {}: {} files new, {} changed, {} unchanged; {} bytes added",
+        rep.snapshot_id.short(),
+        sm.files_new,
+        sm.files_changed,
+        sm.files_unchanged,
+        sm.bytes_added_stored
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -591,27 +591,7 @@ impl Agent {
         }
         // Renew while the backup runs; losing the Lease does not stop the backup (a second
         // copy of the same volume costs time, not data).
-        let (leases, period) = (
-            self.leases.clone(),
-            Duration::from_secs(u64::from(s.config.lease_seconds) / 3),
-        );
-        let renew_held = held.clone();
-        let renewer = tokio::spawn(async move {
-            let mut h = renew_held;
-            loop {
-                tokio::time::sleep(period).await;
-                match leases.renew(&mut h).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(lease = %h.name, "lost the volume's Lease during its backup");
-                        return h;
-                    }
-                    Err(e) => {
-                        tracing::warn!(lease = %h.name, error = %e, "cannot renew the volume's Lease")
-                    }
-                }
-            }
-        });
+        let renewer = self.leases.keep_renewed(&held, "volume");
         let outcome = match p.read {
             Read::Direct {
                 at,
@@ -638,15 +618,7 @@ impl Agent {
         match outcome {
             Ok((rep, method, cleanup)) => {
                 r.method = Some(method.as_str().to_string());
-                let sm = &rep.summary;
-                r.reason = format!(
-                    "snapshot {}: {} files new, {} changed, {} unchanged; {} bytes added",
-                    rep.snapshot_id.short(),
-                    sm.files_new,
-                    sm.files_changed,
-                    sm.files_unchanged,
-                    sm.bytes_added_stored
-                );
+                r.reason = crate::report::saved_line(&rep);
                 r.snapshot = Some(rep.snapshot_id.to_string());
                 r.parent = rep.parent.map(|p| p.to_string());
                 r.summary = Some(rep.summary.clone());

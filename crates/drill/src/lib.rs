@@ -59,6 +59,23 @@ pub enum DrillError {
 /// Result of this crate's calls.
 pub type Result<T, E = DrillError> = std::result::Result<T, E>;
 
+/// A scratch directory named `<prefix>...` under `parent` (else the temporary directory),
+/// removed when dropped.
+pub(crate) fn scratch_dir(
+    parent: Option<&std::path::Path>,
+    prefix: &str,
+) -> Result<tempfile::TempDir, DrillError> {
+    let parent = parent.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&parent)
+        .map_err(|source| DrillError::Io {
+            what: "create a scratch directory in",
+            path: parent,
+            source,
+        })
+}
+
 /// A drill name made safe as a path component and a tag value: letters, digits, `.`, `_`
 /// and `-` kept, runs of anything else made one `-`, no leading or trailing `-`.
 pub fn safe_name(s: &str) -> String {

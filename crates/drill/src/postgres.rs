@@ -364,15 +364,7 @@ impl ScratchServer {
         } else {
             None
         };
-        let parent = opts.scratch.clone().unwrap_or_else(std::env::temp_dir);
-        let dir = tempfile::Builder::new()
-            .prefix("holdfast-pg-")
-            .tempdir_in(&parent)
-            .map_err(|source| DrillError::Io {
-                what: "create a scratch directory in",
-                path: parent.clone(),
-                source,
-            })?;
+        let dir = crate::scratch_dir(opts.scratch.as_deref(), "holdfast-pg-")?;
         let password: String = rand::thread_rng()
             .sample_iter(&Alphanumeric)
             .take(32)
@@ -703,15 +695,7 @@ pub fn run(
         failure: None,
         program_version: holdfast_engine::backup::program_version(),
     };
-    let parent = opts.scratch.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::Builder::new()
-        .prefix("holdfast-dump-")
-        .tempdir_in(&parent)
-        .map_err(|source| DrillError::Io {
-            what: "create a scratch directory in",
-            path: parent.clone(),
-            source,
-        })?;
+    let dir = crate::scratch_dir(opts.scratch.as_deref(), "holdfast-dump-")?;
     let dump = dir.path().join("dump.sql");
     let t0 = Instant::now();
     let extracted = (|| -> Result<(), String> {

@@ -223,15 +223,7 @@ pub fn run(
 ) -> Result<DrillRecord> {
     let started_ns = holdfast_engine::backup::now_ns();
     let started = Instant::now();
-    let parent = opts.scratch.clone().unwrap_or_else(std::env::temp_dir);
-    let scratch = tempfile::Builder::new()
-        .prefix("holdfast-drill-")
-        .tempdir_in(&parent)
-        .map_err(|source| DrillError::Io {
-            what: "create a scratch directory in",
-            path: parent.clone(),
-            source,
-        })?;
+    let scratch = crate::scratch_dir(opts.scratch.as_deref(), "holdfast-drill-")?;
     let target = scratch.path().to_path_buf();
     let mut rec = DrillRecord {
         kind: "volume".into(),

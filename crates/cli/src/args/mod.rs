@@ -21,6 +21,25 @@ pub fn absolute_path(s: &str) -> Result<std::path::PathBuf, String> {
     }
 }
 
+/// The tags of repeated `--tag` options, each a comma-separated list; empty ones dropped.
+pub fn tags(given: &[String]) -> Vec<String> {
+    given
+        .iter()
+        .flat_map(|t| t.split(','))
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// `--parent SPEC` as a parent choice: that snapshot, else the automatic one.
+pub fn parent_choice(parent: &Option<String>) -> holdfast_engine::backup::ParentChoice {
+    use holdfast_engine::backup::ParentChoice;
+    match parent {
+        Some(spec) => ParentChoice::Id(spec.clone()),
+        None => ParentChoice::Auto,
+    }
+}
+
 /// `--stdin-filename`: a relative path whose components a snapshot can record.
 pub fn stdin_filename(s: &str) -> Result<String, String> {
     holdfast_engine::feed::components(s)?;

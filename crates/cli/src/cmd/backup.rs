@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use holdfast_engine::archiver::BackupProgress;
-use holdfast_engine::backup::{self, BackupRequest, ParentChoice, Source};
+use holdfast_engine::backup::{self, BackupRequest, Source};
 use holdfast_engine::command::CommandOutput;
 use holdfast_engine::feed::{self, Entry, Feed};
 use holdfast_engine::filter::PathFilter;
@@ -14,6 +14,7 @@ use holdfast_engine::image::ImageBase;
 use holdfast_engine::scanner;
 
 use super::{now_ns, open, print_json};
+use crate::args;
 use crate::cli::{Args, Command};
 use crate::{exit, ui};
 
@@ -56,20 +57,12 @@ fn request(args: &Args) -> Result<BackupRequest> {
     req.excludes = PathFilter::new(&patterns)?;
     req.one_file_system = *one_file_system;
     req.exclude_caches = *exclude_caches;
-    req.parent = match parent {
-        Some(spec) => ParentChoice::Id(spec.clone()),
-        None => ParentChoice::Auto,
-    };
+    req.parent = args::parent_choice(parent);
     req.force = *force;
     if let Some(h) = host {
         req.host = h.clone();
     }
-    req.tags = tags
-        .iter()
-        .flat_map(|t| t.split(','))
-        .filter(|t| !t.is_empty())
-        .map(String::from)
-        .collect();
+    req.tags = args::tags(tags);
     Ok(req)
 }
 

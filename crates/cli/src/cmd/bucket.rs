@@ -7,10 +7,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use holdfast_bucket::{recorded_path, Bucket, RestoreProgress};
 use holdfast_engine::archiver::BackupProgress;
-use holdfast_engine::backup::{self, BackupRequest, ParentChoice, Source};
+use holdfast_engine::backup::{self, BackupRequest, Source};
 use holdfast_repo::snapshot::Snapshot;
 
 use super::{now_ns, open, print_json};
+use crate::args;
 use crate::args::SnapshotPath;
 use crate::cli::{Args, BucketAction};
 use crate::{exit, ui};
@@ -32,20 +33,12 @@ pub fn run(args: &Args, action: &BucketAction) -> Result<i32> {
             region,
         } => {
             let mut req = BackupRequest::new(Vec::new());
-            req.parent = match parent {
-                Some(spec) => ParentChoice::Id(spec.clone()),
-                None => ParentChoice::Auto,
-            };
+            req.parent = args::parent_choice(parent);
             req.force = *force;
             if let Some(h) = host {
                 req.host = h.clone();
             }
-            req.tags = tags
-                .iter()
-                .flat_map(|t| t.split(','))
-                .filter(|t| !t.is_empty())
-                .map(String::from)
-                .collect();
+            req.tags = args::tags(tags);
             backup_bucket(args, location, region.clone(), req)
         }
         BucketAction::Restore {

@@ -13,6 +13,7 @@ use holdfast_engine::feed::{self, Entry};
 use holdfast_etcd::{Client, ClientOptions, Credentials, TlsFiles};
 
 use super::{now_ns, open, print_json};
+use crate::args;
 use crate::cli::Args;
 use crate::{exit, ui};
 
@@ -125,13 +126,7 @@ pub fn run(args: &Args, e: &EtcdArgs) -> Result<i32> {
                 .unwrap_or_else(|| format!("{:016x}", member.member_id))
         ),
     ];
-    req.tags.extend(
-        b.tags
-            .iter()
-            .flat_map(|t| t.split(','))
-            .filter(|t| !t.is_empty())
-            .map(String::from),
-    );
+    req.tags.extend(args::tags(&b.tags));
     req.time_ns = now_ns();
     let progress = Arc::new(BackupProgress::default());
     let total = Arc::new(AtomicU64::new(member.db_size));

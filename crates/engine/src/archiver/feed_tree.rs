@@ -148,11 +148,13 @@ impl Ctx<'_, '_> {
                     self.open_dir(&mut stack, leaf.clone(), Some(meta), &entry.path, &at)?;
                 }
                 EntryKind::File => {
-                    top.last = Some(leaf.clone());
-                    let pnode = top.parent_node(leaf).cloned();
+                    let leaf = leaf.clone();
                     let shown = join(&at, &entry.path);
-                    if let Some(n) = self.feed_file(&shown, leaf.clone(), entry, pnode.as_ref())? {
-                        stack.last_mut().expect("root stays open").nodes.push(n);
+                    let node =
+                        self.feed_file(&shown, leaf.clone(), entry, top.parent_node(&leaf))?;
+                    top.last = Some(leaf);
+                    if let Some(n) = node {
+                        top.nodes.push(n);
                     }
                 }
             }
