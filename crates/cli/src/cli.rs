@@ -291,6 +291,9 @@ pub enum Command {
     /// Restore drills: restore a snapshot somewhere disposable, verify it and record the
     /// outcome in the repository (`volume`, `postgres`, `history`).
     Drill(crate::cmd::drill::DrillArgs),
+    /// Serve the web UI: browse snapshots, download files and folders (tar), restore,
+    /// diff, drills (`holdfast ui --listen ADDR`; a login is needed off loopback).
+    Ui(crate::cmd::web::UiArgs),
     /// Work with a restored Kubernetes objects snapshot (`apply-order`).
     Objects {
         /// What to do.

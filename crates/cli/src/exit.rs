@@ -24,6 +24,12 @@ pub const WRONG_PASSWORD: i32 = 12;
 /// Maps an error chain to its exit code.
 pub fn code_for(e: &anyhow::Error) -> i32 {
     for cause in e.chain() {
+        if matches!(
+            cause.downcast_ref::<holdfast_ui::UiError>(),
+            Some(holdfast_ui::UiError::Usage(_))
+        ) {
+            return USAGE;
+        }
         let agent = cause.downcast_ref::<AgentError>();
         if matches!(
             agent,

@@ -15,7 +15,7 @@
 //!   sources that may be recorded under another path than the one they are read from;
 //! * [`forget`]: retention policies and forgetting by ID; [`prune::prune`];
 //!   [`checker::check`]; [`restorer::restore_snapshot`]; [`listing`]: snapshot lists and
-//!   statistics.
+//!   statistics; [`diff::diff`]: what changed between two snapshots.
 //!
 //! Every call blocks its thread (S3 requests included); async callers call through
 //! `tokio::task::spawn_blocking`.
@@ -25,6 +25,7 @@ pub mod archiver;
 pub mod backup;
 pub mod checker;
 pub mod command;
+pub mod diff;
 pub mod error;
 pub mod feed;
 pub mod filter;

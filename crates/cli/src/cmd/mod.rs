@@ -19,6 +19,7 @@ mod repair;
 mod restore;
 mod snapshots;
 mod stats;
+pub(crate) mod web;
 
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -70,6 +71,7 @@ pub fn run(args: &Args) -> Result<i32> {
         Command::Drill(d) => drill::run(args, d),
         Command::Objects { action } => objects::run(action),
         Command::Bucket { action } => bucket::run(args, action),
+        Command::Ui(a) => web::run(args, a),
     }
 }
 
