@@ -273,6 +273,9 @@ impl Tar<'_> {
         let _ = h.set_username(&n.user);
         let _ = h.set_groupname(&n.group);
         h.set_size(0);
+        if n.kind != NodeKind::Socket {
+            pax_mtime(b, n.mtime_ns).map_err(io)?;
+        }
         match n.kind {
             NodeKind::Dir => {
                 h.set_entry_type(tar::EntryType::Directory);
@@ -317,6 +320,31 @@ impl Tar<'_> {
         }
         Ok(())
     }
+}
+
+/// A PAX extended header giving the next entry's mtime to the nanosecond, when it is not
+/// a whole second (a tar header holds whole seconds; GNU tar and bsdtar read PAX headers).
+fn pax_mtime<W: Write>(b: &mut tar::Builder<W>, mtime_ns: i64) -> io::Result<()> {
+    let nsec = mtime_ns.rem_euclid(1_000_000_000);
+    if nsec == 0 {
+        return Ok(());
+    }
+    let rec = pax_record("mtime", &format!("{}.{nsec:09}", mtime_ns.div_euclid(1_000_000_000)));
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_mode(0o644);
+    h.set_size(rec.len() as u64);
+    b.append_data(&mut h, "PaxHeader", rec.as_bytes())
+}
+
+/// One PAX record, `LEN KEY=VALUE\n`, where LEN counts the whole record with itself.
+fn pax_record(key: &str, value: &str) -> String {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    while len != body.len() + len.to_string().len() {
+        len = body.len() + len.to_string().len();
+    }
+    format!("{len}{body}")
 }
 
 /// Linux's `major()` and `minor()` of a device number.
@@ -386,6 +414,18 @@ impl<'a> ContentReader<'a> {
         self.ready.extend(pieces);
         self.rest = tail;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pax_records_count_their_own_length() {
+        let r = super::pax_record("mtime", "1234567890.000000001");
+        assert_eq!(r, "30 mtime=1234567890.000000001\n");
+        assert_eq!(r.len(), 30);
+        let r = super::pax_record("k", "v");
+        assert_eq!(r, "6 k=v\n");
     }
 }
 

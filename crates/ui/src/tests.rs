@@ -478,6 +478,9 @@ async fn a_cluster_view_fills_coverage_activity_and_pvc_restores_under_a_base_pa
     let (_, _, body) = send(&r, get("/ui", Some(&cookie))).await;
     let page = text(&body);
     assert!(page.contains("backup shop/data") && page.contains("2025-01-01T00:00:00Z ok"));
+    let (_, _, body) = send(&r, get(&format!("/ui{}", browse_uri(&f, b"")), Some(&cookie))).await;
+    let page = text(&body);
+    assert!(page.contains("Restore into PVC"));
     let csrf = csrf_of(&page);
     let (st, _, body) = send(
         &r,
