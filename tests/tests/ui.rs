@@ -94,7 +94,7 @@ fn refuses_to_serve_off_loopback_without_a_login_and_serves_on_loopback() {
     let (head, body) = http_get(&ui.url, "/");
     assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
     let body = String::from_utf8_lossy(&body);
-    assert!(body.contains(&b.snapshot_id[..8]), "the start page lists the snapshot");
+    assert!(body.contains(&b.id[..8]), "the start page lists the snapshot");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -368,7 +368,7 @@ fn browse_download_and_restore_in_headless_chromium() {
     write_file(&folder.join("data/notes.txt"), b"nested notes\n");
     write_file(&folder.join("README"), b"alpha project\n");
     write_file(&folder.join("empty"), b"");
-    write_file(&folder.join("<b>odd & name</b>.txt"), b"escaped\n");
+    write_file(&folder.join("<img src=x onerror=alert(1)> & name.txt"), b"escaped\n");
     std::fs::write(
         crate_join(&folder, b"latin1-\xe9t\xe9.txt"),
         b"not utf-8 name\n",
@@ -430,7 +430,7 @@ fn browse_download_and_restore_in_headless_chromium() {
     }
     b.shot("folder");
     let listing = b.eval("document.querySelector('#listing').innerText").as_str().unwrap().to_string();
-    assert!(listing.contains("<b>odd & name</b>.txt"), "escaped name shown as text: {listing}");
+    assert!(listing.contains("<img src=x onerror=alert(1)> & name.txt"), "escaped name shown as text: {listing}");
     for c in ["data", "deep"] {
         b.click("a.entry", Some(&format!("{c}/")));
         b.wait_for(&format!(

@@ -61,10 +61,11 @@ pub(crate) async fn style() -> Response {
         .into_response()
 }
 
-fn head(app: &App, title: &str) -> Markup {
+fn head(app: &App, title: &str, refresh: Option<u32>) -> Markup {
     html! {
         head {
             meta charset="utf-8";
+            @if let Some(r) = refresh { meta http-equiv="refresh" content=(r); }
             meta name="viewport" content="width=device-width, initial-scale=1";
             meta name="referrer" content="same-origin";
             title { (title) " · holdfast" }
@@ -90,8 +91,7 @@ pub(crate) fn page_with(
         html! {
             (DOCTYPE)
             html lang="en" {
-                (head(app, title))
-                @if let Some(r) = refresh { meta http-equiv="refresh" content=(r); }
+                (head(app, title, refresh))
                 body {
                     header {
                         a.brand href=(app.link("/")) { "holdfast" }
@@ -121,7 +121,7 @@ pub(crate) fn bare(app: &App, title: &str, body: Markup) -> Html<String> {
         html! {
             (DOCTYPE)
             html lang="en" {
-                (head(app, title))
+                (head(app, title, None))
                 body {
                     header { a.brand href=(app.link("/")) { "holdfast" } span.repo { (app.state.title) } }
                     main { (body) }
