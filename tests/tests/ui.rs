@@ -75,7 +75,8 @@ fn refuses_to_serve_off_loopback_without_a_login_and_serves_on_loopback() {
     run.assert_code(exit::USAGE)
         .assert_stderr_contains("without a login");
     let run = repo.cmd(&["ui", "--listen", "not-an-address"]);
-    run.assert_code(exit::USAGE).assert_stderr_contains("--listen");
+    run.assert_code(exit::USAGE)
+        .assert_stderr_contains("--listen");
     let bad = repo.scratch().join("bad-login");
     std::fs::write(&bad, "read:a\nnonsense\n").unwrap();
     repo.cmd(&["ui", "--listen", "0.0.0.0:0", "--login-password-file"])
@@ -92,9 +93,15 @@ fn refuses_to_serve_off_loopback_without_a_login_and_serves_on_loopback() {
 
     let ui = start_ui(&repo, &[]);
     let (head, body) = http_get(&ui.url, "/");
-    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
     let body = String::from_utf8_lossy(&body);
-    assert!(body.contains(&b.id[..8]), "the start page lists the snapshot");
+    assert!(
+        body.contains(&b.id[..8]),
+        "the start page lists the snapshot"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -368,7 +375,10 @@ fn browse_download_and_restore_in_headless_chromium() {
     write_file(&folder.join("data/notes.txt"), b"nested notes\n");
     write_file(&folder.join("README"), b"alpha project\n");
     write_file(&folder.join("empty"), b"");
-    write_file(&folder.join("<img src=x onerror=alert(1)> & name.txt"), b"escaped\n");
+    write_file(
+        &folder.join("<img src=x onerror=alert(1)> & name.txt"),
+        b"escaped\n",
+    );
     std::fs::write(
         crate_join(&folder, b"latin1-\xe9t\xe9.txt"),
         b"not utf-8 name\n",
@@ -402,13 +412,23 @@ fn browse_download_and_restore_in_headless_chromium() {
     assert_eq!(err, json!("Wrong password or token."));
     b.shot("wrong-password");
     let html = b.eval("document.documentElement.outerHTML").to_string();
-    assert!(!html.contains("wrong password") && !html.contains("restorer pw"), "no secret in the page");
+    assert!(
+        !html.contains("wrong password") && !html.contains("restorer pw"),
+        "no secret in the page"
+    );
     b.fill("#secret", "restorer pw");
     b.click("#login", None);
     b.wait_for("document.querySelector('#groups')");
     b.shot("start-page");
-    let start_text = b.eval("document.body.innerText").as_str().unwrap().to_string();
-    assert!(start_text.contains("shop/site"), "grouped by PVC: {start_text}");
+    let start_text = b
+        .eval("document.body.innerText")
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        start_text.contains("shop/site"),
+        "grouped by PVC: {start_text}"
+    );
 
     // Click through to the nested file.
     b.click("a.snap", None);
@@ -429,8 +449,15 @@ fn browse_download_and_restore_in_headless_chromium() {
         ));
     }
     b.shot("folder");
-    let listing = b.eval("document.querySelector('#listing').innerText").as_str().unwrap().to_string();
-    assert!(listing.contains("<img src=x onerror=alert(1)> & name.txt"), "escaped name shown as text: {listing}");
+    let listing = b
+        .eval("document.querySelector('#listing').innerText")
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        listing.contains("<img src=x onerror=alert(1)> & name.txt"),
+        "escaped name shown as text: {listing}"
+    );
     for c in ["data", "deep"] {
         b.click("a.entry", Some(&format!("{c}/")));
         b.wait_for(&format!(
@@ -455,7 +482,10 @@ fn browse_download_and_restore_in_headless_chromium() {
     let unpacked = repo.scratch().join("unpacked");
     untar(&tar, &unpacked);
     let diffs = compare_trees(&folder, &unpacked.join("alpha"));
-    assert!(diffs.is_empty(), "the tar differs from the folder: {diffs:#?}");
+    assert!(
+        diffs.is_empty(),
+        "the tar differs from the folder: {diffs:#?}"
+    );
 
     // Restore the folder to a server path through the form.
     let target = repo.scratch().join("restored");

@@ -439,7 +439,11 @@ fn login_form(app: &App, next: &str, error: Option<&str>, status: StatusCode) ->
 
 /// `POST /login`: checks the secret (one attempt at a time, a failure slowed), makes a
 /// session and sends the browser on to where it wanted to go.
-pub(crate) async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: String) -> Response {
+pub(crate) async fn login(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     let form = Params::parse(&body);
     let next = form.text("next").unwrap_or("").to_string();
     let AuthConfig::Login(creds) = &app.state.auth else {
@@ -538,7 +542,10 @@ mod tests {
             (header::HOST, "a:1"),
             (header::REFERER, "https://a:1/s/x?p=1")
         ])));
-        assert!(!same_origin(&h(&[(header::HOST, "a"), (header::ORIGIN, "null")])));
+        assert!(!same_origin(&h(&[
+            (header::HOST, "a"),
+            (header::ORIGIN, "null")
+        ])));
         assert!(same_origin(&h(&[(header::HOST, "a")])));
     }
 }

@@ -42,13 +42,16 @@ struct Trees {
     nodes: usize,
 }
 
+/// Diffs by (old tree, new tree).
+type DiffCache = lru::LruCache<(Id, Id), Arc<Vec<Change>>>;
+
 /// The cache.
 pub(crate) struct Catalog {
     repo: Arc<Repository>,
     loaded: tokio::sync::Mutex<Option<Arc<Loaded>>>,
     trees: Mutex<Trees>,
     /// Recent diffs by (old tree, new tree), so paging through one computes it once.
-    diffs: Mutex<lru::LruCache<(Id, Id), Arc<Vec<Change>>>>,
+    diffs: Mutex<DiffCache>,
 }
 
 impl Catalog {

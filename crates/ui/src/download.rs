@@ -110,10 +110,7 @@ fn disposition(name: &[u8]) -> String {
         .collect();
     format!(
         "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
-        percent_encoding::percent_encode(
-            show(name).as_bytes(),
-            percent_encoding::NON_ALPHANUMERIC
-        )
+        percent_encoding::percent_encode(show(name).as_bytes(), percent_encoding::NON_ALPHANUMERIC)
     )
 }
 
@@ -164,7 +161,8 @@ pub(crate) async fn file(
     let repo = app.catalog.repo().clone();
     let (len, name) = (node.size, node.name.clone());
     let body = streamed(move |w| {
-        let n = holdfast_engine::restorer::dump(&repo, &index, &node, w).map_err(|e| e.to_string())?;
+        let n =
+            holdfast_engine::restorer::dump(&repo, &index, &node, w).map_err(|e| e.to_string())?;
         if n != node.size {
             return Err(format!(
                 "{} holds {n} bytes, but its entry says {}",
@@ -329,7 +327,10 @@ fn pax_mtime<W: Write>(b: &mut tar::Builder<W>, mtime_ns: i64) -> io::Result<()>
     if nsec == 0 {
         return Ok(());
     }
-    let rec = pax_record("mtime", &format!("{}.{nsec:09}", mtime_ns.div_euclid(1_000_000_000)));
+    let rec = pax_record(
+        "mtime",
+        &format!("{}.{nsec:09}", mtime_ns.div_euclid(1_000_000_000)),
+    );
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(tar::EntryType::XHeader);
     h.set_mode(0o644);
@@ -417,18 +418,6 @@ impl<'a> ContentReader<'a> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn pax_records_count_their_own_length() {
-        let r = super::pax_record("mtime", "1234567890.000000001");
-        assert_eq!(r, "30 mtime=1234567890.000000001\n");
-        assert_eq!(r.len(), 30);
-        let r = super::pax_record("k", "v");
-        assert_eq!(r, "6 k=v\n");
-    }
-}
-
 impl Read for ContentReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
@@ -460,5 +449,17 @@ impl Read for ContentReader<'_> {
             self.produced += k as u64;
             return Ok(k);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pax_records_count_their_own_length() {
+        let r = super::pax_record("mtime", "1234567890.000000001");
+        assert_eq!(r, "30 mtime=1234567890.000000001\n");
+        assert_eq!(r.len(), 30);
+        let r = super::pax_record("k", "v");
+        assert_eq!(r, "6 k=v\n");
     }
 }

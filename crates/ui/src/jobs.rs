@@ -185,11 +185,7 @@ pub(crate) async fn restore(
     });
     let n = app.jobs.add(job.clone());
     let repo = app.catalog.repo().clone();
-    tracing::info!(
-        "web UI: restoring {} to {}",
-        job.what,
-        job.target
-    );
+    tracing::info!("web UI: restoring {} to {}", job.what, job.target);
     tokio::task::spawn_blocking(move || {
         let r = restorer::restore_snapshot(&repo, id, &snap, &opts, &job.progress);
         let state = match r {
@@ -218,8 +214,12 @@ fn state_cell(job: &Job) -> maud::Markup {
     let state = job.state.lock().expect("job").clone();
     match state {
         JobState::Running => html! { span.state.running { span class="dot warn" {} "running" } },
-        JobState::Done(m) => html! { span.state.done { span class="dot ok" {} "done" } " " span.muted { (m) } },
-        JobState::Failed(m) => html! { span.state.failed { span class="dot bad" {} "failed" } " " span.error { (m) } },
+        JobState::Done(m) => {
+            html! { span.state.done { span class="dot ok" {} "done" } " " span.muted { (m) } }
+        }
+        JobState::Failed(m) => {
+            html! { span.state.failed { span class="dot bad" {} "failed" } " " span.error { (m) } }
+        }
     }
 }
 
@@ -229,11 +229,7 @@ fn progress_cell(job: &Job) -> maud::Markup {
         p.bytes.load(Ordering::Relaxed),
         p.bytes_total.load(Ordering::Relaxed),
     );
-    let pct = if total == 0 {
-        100
-    } else {
-        (done.min(total) * 100 / total) as u32
-    };
+    let pct = (done.min(total) * 100).checked_div(total).unwrap_or(100) as u32;
     html! {
         div.bar { div style=(format!("width:{pct}%")) {} }
         span.muted { (size(done)) " of " (size(total)) " · " (p.entries.load(Ordering::Relaxed)) " entries" }
@@ -306,6 +302,12 @@ pub(crate) async fn show_job(
         }
         p { a href=(app.link("/jobs")) { "All jobs" } }
     };
-    layout::page_with(&app, &caller, &format!("Job {n}"), running.then_some(1), body)
-        .into_response()
+    layout::page_with(
+        &app,
+        &caller,
+        &format!("Job {n}"),
+        running.then_some(1),
+        body,
+    )
+    .into_response()
 }

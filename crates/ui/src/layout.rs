@@ -42,6 +42,7 @@ code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.9e
 form.inline{display:inline}
 input[type=text],input[type=password]{padding:.35rem .5rem;border:1px solid #c9ced8;border-radius:4px;min-width:22rem;font:inherit}
 button{background:var(--accent);color:#fff;border:0;border-radius:4px;padding:.35rem .8rem;font:inherit;cursor:pointer}
+a.button{display:inline-block;background:var(--accent);color:#fff;border-radius:4px;padding:.35rem .8rem;text-decoration:none}
 button.secondary{background:#fff;color:var(--accent);border:1px solid var(--accent)}
 form.login{background:#fff;border:1px solid var(--line);border-radius:8px;padding:1.4rem;max-width:26rem;margin:4rem auto;display:flex;flex-direction:column;gap:.6rem}
 form.login input{min-width:0}

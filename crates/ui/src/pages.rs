@@ -22,7 +22,8 @@ use crate::{App, PAGE_SIZE};
 
 /// A page saying what went wrong, with `status`.
 pub(crate) fn error_page(app: &App, caller: &Caller, status: StatusCode, msg: &str) -> Response {
-    let body = html! { p.error #error { (msg) } p { a href=(app.link("/")) { "Back to the snapshots" } } };
+    let body =
+        html! { p.error #error { (msg) } p { a href=(app.link("/")) { "Back to the snapshots" } } };
     (status, layout::page(app, caller, "Error", body)).into_response()
 }
 
@@ -37,10 +38,9 @@ pub(crate) fn page_bounds(total: usize, page: usize, per: usize) -> (usize, usiz
 
 /// The value of tag `key=` of a snapshot.
 pub(crate) fn tag<'a>(s: &'a Snapshot, key: &str) -> Option<&'a str> {
-    s.tags.iter().find_map(|t| {
-        t.strip_prefix(key)
-            .and_then(|r| r.strip_prefix('='))
-    })
+    s.tags
+        .iter()
+        .find_map(|t| t.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
 }
 
 /// Which series a snapshot belongs to, for grouping: a PVC (`namespace/pvc`), a job
@@ -64,7 +64,10 @@ pub(crate) fn group_of(s: &Snapshot) -> (String, String) {
             format!("{}/{}", ns.unwrap_or("?"), tag(s, "owner").unwrap_or("?")),
         ),
         "drill" => ("drill".into(), tag(s, "drill").unwrap_or("?").to_string()),
-        "bucket" => ("bucket".into(), tag(s, "bucket").unwrap_or(&paths).to_string()),
+        "bucket" => (
+            "bucket".into(),
+            tag(s, "bucket").unwrap_or(&paths).to_string(),
+        ),
         k => (k.to_string(), paths),
     }
 }
@@ -416,7 +419,13 @@ fn pager(
     start: usize,
     end: usize,
 ) -> Markup {
-    let link = |p: usize| format!("{}{}page={p}", browse_link(app, id, path), if path.is_empty() { "?" } else { "&" });
+    let link = |p: usize| {
+        format!(
+            "{}{}page={p}",
+            browse_link(app, id, path),
+            if path.is_empty() { "?" } else { "&" }
+        )
+    };
     html! {
         div.pager {
             span.muted { "entries " (if total == 0 { 0 } else { start + 1 }) "–" (end) " of " (total) }
@@ -488,7 +497,14 @@ pub(crate) async fn diff(
     let counts = DiffCounts::of(&changes);
     let (start, end, page, pages) = page_bounds(changes.len(), page, PAGE_SIZE);
     let same_series = sa.host == sb.host && group_of(&sa) == group_of(&sb);
-    let link = |p: usize| format!("{}?a={}&b={}&page={p}", app.link("/diff"), ia.to_hex(), ib.to_hex());
+    let link = |p: usize| {
+        format!(
+            "{}?a={}&b={}&page={p}",
+            app.link("/diff"),
+            ia.to_hex(),
+            ib.to_hex()
+        )
+    };
     let row = |c: &Change| {
         let (class, word) = match c.kind {
             ChangeKind::Added => ("ok", "added"),
@@ -496,7 +512,11 @@ pub(crate) async fn diff(
             ChangeKind::Modified => ("warn", "modified"),
             ChangeKind::Metadata => ("none", "metadata"),
         };
-        let in_id = if c.kind == ChangeKind::Removed { &ia } else { &ib };
+        let in_id = if c.kind == ChangeKind::Removed {
+            &ia
+        } else {
+            &ib
+        };
         html! { tr {
             td { span class={"dot " (class)} {} (word) }
             td.mono { a href=(browse_link(&app, in_id, &c.path)) { (show(&c.path)) } }
@@ -533,15 +553,25 @@ pub(crate) async fn drills(
     Extension(caller): Extension<Caller>,
 ) -> Response {
     let repo = app.catalog.repo().clone();
-    let hist = tokio::task::spawn_blocking(move || holdfast_drill::record::history(&repo, None))
-        .await;
+    let hist =
+        tokio::task::spawn_blocking(move || holdfast_drill::record::history(&repo, None)).await;
     let hist = match hist {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
-            return error_page(&app, &caller, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+            return error_page(
+                &app,
+                &caller,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &e.to_string(),
+            )
         }
         Err(e) => {
-            return error_page(&app, &caller, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+            return error_page(
+                &app,
+                &caller,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &e.to_string(),
+            )
         }
     };
     let body = html! {

@@ -116,6 +116,9 @@ mod tests {
         assert_eq!(normalize(b""), b"");
         assert_eq!(normalize(b"/"), b"");
         assert_eq!(normalize(b"a//b/"), b"/a/b");
-        assert_eq!(components(b"/a/b").collect::<Vec<_>>(), vec![&b"a"[..], b"b"]);
+        assert_eq!(
+            components(b"/a/b").collect::<Vec<_>>(),
+            vec![&b"a"[..], b"b"]
+        );
     }
 }

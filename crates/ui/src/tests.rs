@@ -68,11 +68,7 @@ fn fixture() -> Fixture {
     .unwrap();
     std::os::unix::fs::symlink("deep/big.bin", src.join("docs/link")).unwrap();
     std::fs::write(src.join(SCRIPT.replace('/', "_")), b"xss").unwrap();
-    std::fs::write(
-        src.join(std::ffi::OsStr::from_bytes(ODD)),
-        b"odd bytes\n",
-    )
-    .unwrap();
+    std::fs::write(src.join(std::ffi::OsStr::from_bytes(ODD)), b"odd bytes\n").unwrap();
     for i in 0..1200 {
         std::fs::write(src.join(format!("many/f{i:05}")), i.to_string()).unwrap();
     }
@@ -130,7 +126,10 @@ async fn login(r: &Router, secret: &str) -> String {
     let (st, h, _) = send(r, post("/login", None, &format!("secret={secret}&next=/"))).await;
     assert_eq!(st, StatusCode::SEE_OTHER);
     let c = h[header::SET_COOKIE].to_str().unwrap();
-    assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict"), "{c}");
+    assert!(
+        c.contains("HttpOnly") && c.contains("SameSite=Strict"),
+        "{c}"
+    );
     c.split(';').next().unwrap().to_string()
 }
 
@@ -181,7 +180,10 @@ async fn a_login_is_required_and_wrong_secrets_are_refused() {
     let r = login_router(&f);
     let (st, h, _) = send(&r, get("/", None)).await;
     assert_eq!(st, StatusCode::SEE_OTHER);
-    assert!(h[header::LOCATION].to_str().unwrap().starts_with("/login?next="));
+    assert!(h[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .starts_with("/login?next="));
     let (st, _, _) = send(&r, get(&format!("/s/{}/tar", f.snap.to_hex()), None)).await;
     assert_eq!(st, StatusCode::SEE_OTHER, "downloads need a login too");
     let (st, _, body) = send(&r, post("/login", None, "secret=wrong&next=/")).await;
@@ -189,16 +191,24 @@ async fn a_login_is_required_and_wrong_secrets_are_refused() {
     assert!(text(&body).contains("Wrong password or token"));
     // A bearer token works without a session (scripts).
     let mut req = get("/", None);
-    req.headers_mut()
-        .insert(header::AUTHORIZATION, "Bearer reader-secret".parse().unwrap());
+    req.headers_mut().insert(
+        header::AUTHORIZATION,
+        "Bearer reader-secret".parse().unwrap(),
+    );
     let (st, _, body) = send(&r, req).await;
     assert_eq!(st, StatusCode::OK);
-    assert!(!text(&body).contains("reader-secret"), "no credential in a page");
+    assert!(
+        !text(&body).contains("reader-secret"),
+        "no credential in a page"
+    );
     let cookie = login(&r, "reader-secret").await;
     let (st, _, body) = send(&r, get("/", Some(&cookie))).await;
     assert_eq!(st, StatusCode::OK);
     let page = text(&body);
-    assert!(page.contains(&f.snap.short()), "the start page lists the snapshot");
+    assert!(
+        page.contains(&f.snap.short()),
+        "the start page lists the snapshot"
+    );
     assert!(page.contains("shop/data"), "grouped by PVC");
     // Logging out ends the session.
     let csrf = csrf_of(&page);
@@ -234,7 +244,11 @@ async fn posts_need_the_csrf_token_the_origin_and_the_restore_role() {
     let (_, _, page) = send(&r, get(&browse_uri(&f, b""), Some(&restorer))).await;
     let csrf = csrf_of(&text(&page));
     // No token, a wrong token, another session's token: refused.
-    for bad in ["", "00", &csrf_of(&text(&send(&r, get("/", Some(&reader))).await.2))] {
+    for bad in [
+        "",
+        "00",
+        &csrf_of(&text(&send(&r, get("/", Some(&reader))).await.2)),
+    ] {
         let (st, _, body) = send(&r, post("/restore", Some(&restorer), &form(bad))).await;
         assert_eq!(st, StatusCode::FORBIDDEN, "{bad}");
         assert!(text(&body).contains("CSRF"));
@@ -288,7 +302,10 @@ async fn names_are_escaped_paged_and_odd_bytes_browsable() {
     let r = router(UiState::new(f.repo.clone(), AuthConfig::Open));
     let (st, h, body) = send(&r, get(&browse_uri(&f, b""), None)).await;
     assert_eq!(st, StatusCode::OK);
-    assert!(h.get(header::SET_COOKIE).is_some(), "an open UI still has sessions (CSRF)");
+    assert!(
+        h.get(header::SET_COOKIE).is_some(),
+        "an open UI still has sessions (CSRF)"
+    );
     let page = text(&body);
     let shown = SCRIPT.replace('/', "_");
     assert!(!page.contains(&shown), "a name is never raw HTML");
@@ -301,20 +318,33 @@ async fn names_are_escaped_paged_and_odd_bytes_browsable() {
     odd.extend_from_slice(ODD);
     let (st, h, body) = send(
         &r,
-        get(&format!("/s/{}/file?p={}", f.snap.to_hex(), paths::encode(&odd)), None),
+        get(
+            &format!("/s/{}/file?p={}", f.snap.to_hex(), paths::encode(&odd)),
+            None,
+        ),
     )
     .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(body, b"odd bytes\n");
     assert_eq!(h[header::CONTENT_LENGTH], "10");
-    assert!(h[header::CONTENT_DISPOSITION].to_str().unwrap().starts_with("attachment"));
+    assert!(h[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment"));
 
     // 1200 entries: three pages of 500.
     let (_, _, p1) = send(&r, get(&browse_uri(&f, b"/many"), None)).await;
     let p1 = text(&p1);
-    assert!(p1.contains("entries 1–500 of 1200") && p1.contains("page 1 of 3"), "{p1}");
+    assert!(
+        p1.contains("entries 1–500 of 1200") && p1.contains("page 1 of 3"),
+        "{p1}"
+    );
     assert!(p1.contains(">f00000<") && p1.contains(">f00499<") && !p1.contains(">f00500<"));
-    let (_, _, p3) = send(&r, get(&format!("{}&page=3", browse_uri(&f, b"/many")), None)).await;
+    let (_, _, p3) = send(
+        &r,
+        get(&format!("{}&page=3", browse_uri(&f, b"/many")), None),
+    )
+    .await;
     let p3 = text(&p3);
     assert!(p3.contains("entries 1001–1200 of 1200"));
     assert!(p3.contains(">f01199<") && !p3.contains(">f00999<"));
@@ -335,7 +365,10 @@ async fn a_file_downloads_whole_and_a_folder_as_an_equal_tar() {
     p.extend_from_slice(b"/docs/deep/big.bin");
     let (st, h, body) = send(
         &r,
-        get(&format!("/s/{}/file?p={}", f.snap.to_hex(), paths::encode(&p)), None),
+        get(
+            &format!("/s/{}/file?p={}", f.snap.to_hex(), paths::encode(&p)),
+            None,
+        ),
     )
     .await;
     assert_eq!(st, StatusCode::OK);
@@ -346,7 +379,10 @@ async fn a_file_downloads_whole_and_a_folder_as_an_equal_tar() {
     p.extend_from_slice(b"/docs");
     let (st, h, body) = send(
         &r,
-        get(&format!("/s/{}/tar?p={}", f.snap.to_hex(), paths::encode(&p)), None),
+        get(
+            &format!("/s/{}/tar?p={}", f.snap.to_hex(), paths::encode(&p)),
+            None,
+        ),
     )
     .await;
     assert_eq!(st, StatusCode::OK);
@@ -369,10 +405,7 @@ fn read_tar(bytes: &[u8]) -> Listing {
         let path = PathBuf::from(path.to_string_lossy().trim_end_matches('/'));
         let (kind, data) = match h.entry_type() {
             tar::EntryType::Directory => ('d', Vec::new()),
-            tar::EntryType::Symlink => (
-                'l',
-                e.link_name_bytes().unwrap().into_owned(),
-            ),
+            tar::EntryType::Symlink => ('l', e.link_name_bytes().unwrap().into_owned()),
             tar::EntryType::Regular => {
                 let mut v = Vec::new();
                 e.read_to_end(&mut v).unwrap();
@@ -389,7 +422,10 @@ fn read_dir(dir: &Path, rel: &Path) -> Listing {
     use std::os::unix::fs::MetadataExt;
     let mut out = Listing::new();
     let m = std::fs::symlink_metadata(dir).unwrap();
-    out.insert(rel.to_path_buf(), ('d', m.mode() & 0o7777, m.mtime() as u64, Vec::new()));
+    out.insert(
+        rel.to_path_buf(),
+        ('d', m.mode() & 0o7777, m.mtime() as u64, Vec::new()),
+    );
     for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
         let (p, r) = (e.path(), rel.join(e.file_name()));
@@ -398,9 +434,25 @@ fn read_dir(dir: &Path, rel: &Path) -> Listing {
             out.extend(read_dir(&p, &r));
         } else if m.file_type().is_symlink() {
             let t = std::fs::read_link(&p).unwrap();
-            out.insert(r, ('l', m.mode() & 0o7777, m.mtime() as u64, t.as_os_str().as_bytes().to_vec()));
+            out.insert(
+                r,
+                (
+                    'l',
+                    m.mode() & 0o7777,
+                    m.mtime() as u64,
+                    t.as_os_str().as_bytes().to_vec(),
+                ),
+            );
         } else {
-            out.insert(r, ('f', m.mode() & 0o7777, m.mtime() as u64, std::fs::read(&p).unwrap()));
+            out.insert(
+                r,
+                (
+                    'f',
+                    m.mode() & 0o7777,
+                    m.mtime() as u64,
+                    std::fs::read(&p).unwrap(),
+                ),
+            );
         }
     }
     out
@@ -457,7 +509,11 @@ impl ClusterView for FakeCluster {
         namespace: String,
         pvc: String,
     ) -> BoxFuture<'_, Result<String, String>> {
-        Box::pin(async move { Ok(format!("restoring {snapshot} {path} into {namespace}/{pvc}")) })
+        Box::pin(async move {
+            Ok(format!(
+                "restoring {snapshot} {path} into {namespace}/{pvc}"
+            ))
+        })
     }
 }
 
@@ -471,14 +527,27 @@ async fn a_cluster_view_fills_coverage_activity_and_pvc_restores_under_a_base_pa
     let (st, h, body) = send(&r, get("/ui/coverage", None)).await;
     assert_eq!(st, StatusCode::OK);
     assert!(h[header::SET_COOKIE].to_str().unwrap().contains("Path=/ui"));
-    let cookie = h[header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_string();
+    let cookie = h[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     let page = text(&body);
     assert!(page.contains("&lt;b&gt;data&lt;/b&gt;") && page.contains("uncovered"));
-    assert!(page.contains("href=\"/ui/style.css\""), "links carry the base path");
+    assert!(
+        page.contains("href=\"/ui/style.css\""),
+        "links carry the base path"
+    );
     let (_, _, body) = send(&r, get("/ui", Some(&cookie))).await;
     let page = text(&body);
     assert!(page.contains("backup shop/data") && page.contains("2025-01-01T00:00:00Z ok"));
-    let (_, _, body) = send(&r, get(&format!("/ui{}", browse_uri(&f, b"")), Some(&cookie))).await;
+    let (_, _, body) = send(
+        &r,
+        get(&format!("/ui{}", browse_uri(&f, b"")), Some(&cookie)),
+    )
+    .await;
     let page = text(&body);
     assert!(page.contains("Restore into PVC"));
     let csrf = csrf_of(&page);
@@ -487,7 +556,10 @@ async fn a_cluster_view_fills_coverage_activity_and_pvc_restores_under_a_base_pa
         post(
             "/ui/restore",
             Some(&cookie),
-            &format!("csrf={csrf}&snapshot={}&path_enc=%252Fx&namespace=shop&pvc=data", f.snap.to_hex()),
+            &format!(
+                "csrf={csrf}&snapshot={}&path_enc=%252Fx&namespace=shop&pvc=data",
+                f.snap.to_hex()
+            ),
         ),
     )
     .await;

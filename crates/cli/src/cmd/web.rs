@@ -15,12 +15,14 @@ use crate::exit;
 
 /// `holdfast ui` options.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Login files hold lines `read:SECRET` (browse, download, diff) and \
+#[command(
+    after_help = "Login files hold lines `read:SECRET` (browse, download, diff) and \
     `restore:SECRET` (also restore), or one line that is the secret itself (role restore). \
     The login form takes any of them; scripts may send `Authorization: Bearer SECRET`.\n\n\
     Without a login the UI serves only on a loopback address (127.0.0.0/8, ::1), where \
     whoever can connect could open the repository anyway; everyone then has role restore.\n\n\
-    Examples:\n  holdfast ui\n  holdfast ui --listen 0.0.0.0:9470 --login-password-file /etc/holdfast/ui-login")]
+    Examples:\n  holdfast ui\n  holdfast ui --listen 0.0.0.0:9470 --login-password-file /etc/holdfast/ui-login"
+)]
 pub struct UiArgs {
     /// Address to listen on, HOST:PORT (port 0: any free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:9470", value_name = "ADDR")]
