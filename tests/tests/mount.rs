@@ -20,9 +20,8 @@ use rand::{Rng, SeedableRng};
 /// under CI and is skipped, loudly, elsewhere.
 fn fuse_usable() -> bool {
     let have = Path::new("/dev/fuse").exists()
-        && std::env::var_os("PATH").is_some_and(|p| {
-            std::env::split_paths(&p).any(|d| d.join("fusermount3").is_file())
-        });
+        && std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("fusermount3").is_file()));
     if !have && !in_ci() {
         eprintln!(
             "SKIPPED {}: FUSE is not usable here (needs /dev/fuse and fusermount3 from the \
@@ -31,7 +30,10 @@ fn fuse_usable() -> bool {
         );
         return false;
     }
-    require(have, "FUSE (/dev/fuse and fusermount3 from the fuse3 package)");
+    require(
+        have,
+        "FUSE (/dev/fuse and fusermount3 from the fuse3 package)",
+    );
     true
 }
 
@@ -69,9 +71,15 @@ impl Mounted {
         let start = Instant::now();
         while !mounted(mnt) {
             if let Some(status) = m.child.try_wait().unwrap() {
-                panic!("holdfast mount exited ({status}) before mounting: {}", m.log());
+                panic!(
+                    "holdfast mount exited ({status}) before mounting: {}",
+                    m.log()
+                );
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "not mounted after 60 s");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "not mounted after 60 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         m
@@ -93,7 +101,10 @@ impl Mounted {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "still running 30 s after SIGTERM");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "still running 30 s after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -167,7 +178,13 @@ fn meta(p: &Path) -> Meta {
 /// entries were compared.
 fn compare_trees(src: &Path, seen: &Path) -> usize {
     let (a, b) = (meta(src), meta(seen));
-    assert_eq!(a, b, "metadata of {} differs from {}", seen.display(), src.display());
+    assert_eq!(
+        a,
+        b,
+        "metadata of {} differs from {}",
+        seen.display(),
+        src.display()
+    );
     let mut n = 1;
     match a.kind {
         "file" => {
@@ -176,7 +193,10 @@ fn compare_trees(src: &Path, seen: &Path) -> usize {
         }
         "dir" => {
             let names = |d: &Path| -> BTreeSet<OsString> {
-                fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect()
+                fs::read_dir(d)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name())
+                    .collect()
             };
             let (ns, nm) = (names(src), names(seen));
             assert_eq!(ns, nm, "entries of {}", seen.display());
@@ -194,7 +214,10 @@ fn compare_trees(src: &Path, seen: &Path) -> usize {
 fn sample_tree(root: &Path) {
     write_file(&root.join("a/b/c/deep.txt"), b"deep\n");
     for i in 0..100 {
-        write_file(&root.join(format!("many/f{i:03}")), format!("file {i}\n").as_bytes());
+        write_file(
+            &root.join(format!("many/f{i:03}")),
+            format!("file {i}\n").as_bytes(),
+        );
     }
     write_random(&root.join("big.bin"), 20 * 1024 * 1024 + 77, 13);
     write_file(&root.join("empty"), b"");
@@ -202,10 +225,16 @@ fn sample_tree(root: &Path) {
     std::os::unix::fs::symlink("a/b/c/deep.txt", root.join("link")).unwrap();
     let odd = root.join(OsString::from_vec(b"odd\xff\n name".to_vec()));
     write_file(&odd, b"odd\n");
-    nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o640))
-        .unwrap();
-    fs::set_permissions(root.join("a/b"), std::os::unix::fs::PermissionsExt::from_mode(0o750))
-        .unwrap();
+    nix::unistd::mkfifo(
+        &root.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
+    fs::set_permissions(
+        root.join("a/b"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .unwrap();
     xattr::set(root.join("a/b/c/deep.txt"), "user.note", b"kept").expect("set xattr");
 }
 
@@ -265,9 +294,17 @@ fn mount_shows_every_snapshot_byte_for_byte_and_survives_damage() {
     assert!(compared > 110, "only {compared} entries compared");
     // The first snapshot holds the first version, and lacks the later file.
     let first_dir = mnt.join("ids").join(&first.id[..8]);
-    assert_eq!(fs::read(first_dir.join(rel).join("changing.txt")).unwrap(), b"first version\n");
+    assert_eq!(
+        fs::read(first_dir.join(rel).join("changing.txt")).unwrap(),
+        b"first version\n"
+    );
     assert!(!first_dir.join(rel).join("many/f100").exists());
-    assert_eq!(fs::read_dir(first_dir.join(rel).join("many")).unwrap().count(), 100);
+    assert_eq!(
+        fs::read_dir(first_dir.join(rel).join("many"))
+            .unwrap()
+            .count(),
+        100
+    );
 
     // snapshots/: one directory per snapshot, `latest` the newest (the victim's).
     let snaps = snapshot_dirs(&mnt.join("snapshots"));
@@ -280,7 +317,10 @@ fn mount_shows_every_snapshot_byte_for_byte_and_survives_damage() {
         !latest.contains('Z') || latest.ends_with('Z') || latest.ends_with(&victim.id[..8]),
         "{latest}"
     );
-    assert!(mnt.join("snapshots/latest").join(victim_dir.strip_prefix("/").unwrap()).is_dir());
+    assert!(mnt
+        .join("snapshots/latest")
+        .join(victim_dir.strip_prefix("/").unwrap())
+        .is_dir());
 
     // hosts/, tags/ and pvcs/.
     let hosts = snapshot_dirs(&mnt.join("hosts"));
@@ -318,11 +358,20 @@ fn mount_shows_every_snapshot_byte_for_byte_and_survives_damage() {
     m.signal(nix::sys::signal::Signal::SIGHUP);
     let start = Instant::now();
     while snapshot_dirs(&mnt.join("snapshots")).len() < 4 {
-        assert!(start.elapsed() < Duration::from_secs(20), "the new snapshot did not appear");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the new snapshot did not appear"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
-        fs::read(mnt.join("ids").join(&third.id[..8]).join(rel).join("later.txt")).unwrap(),
+        fs::read(
+            mnt.join("ids")
+                .join(&third.id[..8])
+                .join(rel)
+                .join("later.txt")
+        )
+        .unwrap(),
         b"taken while mounted\n"
     );
 
@@ -340,9 +389,15 @@ fn mount_shows_every_snapshot_byte_for_byte_and_survives_damage() {
     let err = fs::read(&victim_file).expect_err("reading data of a deleted pack must fail");
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     assert!(mounted(&mnt));
-    assert_eq!(fs::read(second_dir.join(rel).join("a/b/c/deep.txt")).unwrap(), b"deep\n");
+    assert_eq!(
+        fs::read(second_dir.join(rel).join("a/b/c/deep.txt")).unwrap(),
+        b"deep\n"
+    );
     let log = m.log();
-    assert!(log.contains("victim.bin") && log.contains("data blob"), "log: {log}");
+    assert!(
+        log.contains("victim.bin") && log.contains("data blob"),
+        "log: {log}"
+    );
     assert!(!log.contains("panicked"), "log: {log}");
 
     // SIGTERM unmounts and exits 0, leaving no mount behind.
@@ -368,8 +423,13 @@ fn mount_filters_and_refuses_a_bad_mount_point() {
     assert_eq!(snapshot_dirs(&mnt.join("snapshots")).len(), 1);
     assert_eq!(snapshot_dirs(&mnt.join("tags")), ["keep"]);
     // Writing is refused.
-    let err = fs::write(mnt.join("snapshots/latest").join(a.strip_prefix("/").unwrap()).join("x"), b"y")
-        .expect_err("the mount is read-only");
+    let err = fs::write(
+        mnt.join("snapshots/latest")
+            .join(a.strip_prefix("/").unwrap())
+            .join("x"),
+        b"y",
+    )
+    .expect_err("the mount is read-only");
     assert!(
         matches!(err.raw_os_error(), Some(libc::EROFS) | Some(libc::EACCES)),
         "{err}"
@@ -383,7 +443,10 @@ fn mount_filters_and_refuses_a_bad_mount_point() {
     repo.cmd(&[std::ffi::OsStr::new("mount"), file.as_os_str()])
         .assert_code(exit::FAILURE)
         .assert_stderr_contains("not a directory");
-    repo.cmd(&[std::ffi::OsStr::new("mount"), repo.scratch().join("missing").as_os_str()])
-        .assert_code(exit::FAILURE)
-        .assert_stderr_contains("cannot mount");
+    repo.cmd(&[
+        std::ffi::OsStr::new("mount"),
+        repo.scratch().join("missing").as_os_str(),
+    ])
+    .assert_code(exit::FAILURE)
+    .assert_stderr_contains("cannot mount");
 }

@@ -65,7 +65,10 @@ mod tests {
         c.put(2, "b", 4);
         assert_eq!(c.get(&1), Some("a")); // 2 is now the oldest
         c.put(3, "c", 4);
-        assert_eq!((c.get(&1), c.get(&2), c.get(&3)), (Some("a"), None, Some("c")));
+        assert_eq!(
+            (c.get(&1), c.get(&2), c.get(&3)),
+            (Some("a"), None, Some("c"))
+        );
         assert_eq!(c.weight(), 8);
         c.put(4, "too big", 11);
         assert_eq!((c.get(&4), c.weight()), (None, 8));

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request,
 };
 use holdfast_repo::backend::FileKind;
 use holdfast_repo::blob::BlobType;
@@ -161,7 +161,10 @@ fn tree_weight(t: &Tree) -> usize {
                 + n.link_target.len()
                 + n.user.len()
                 + n.group.len()
-                + n.xattrs.iter().map(|x| x.name.len() + x.value.len() + 48).sum::<usize>()
+                + n.xattrs
+                    .iter()
+                    .map(|x| x.name.len() + x.value.len() + 48)
+                    .sum::<usize>()
                 + n.content.len() * std::mem::size_of::<ContentRef>()
         })
         .sum::<usize>()
@@ -357,8 +360,7 @@ impl Shared {
                 (ChildKey::Name(k.into()), a, What::Root { tree: *tree })
             }
             VEntry::Link(target) => {
-                let mut a =
-                    attr_base(FileType::Symlink, 0o777, view.newest_ns, self.uid, self.gid);
+                let mut a = attr_base(FileType::Symlink, 0o777, view.newest_ns, self.uid, self.gid);
                 a.size = target.len() as u64;
                 (
                     ChildKey::Name(name.into()),
@@ -399,7 +401,8 @@ impl Shared {
             }
             What::Root { tree }
             | What::Node {
-                subtree: Some(tree), ..
+                subtree: Some(tree),
+                ..
             } => Ok(Listing::Tree(*tree, self.tree(tree, ino)?)),
             _ => Err(Errno::ENOTDIR),
         }
@@ -484,7 +487,13 @@ impl Shared {
         Ok(FileLayout::new(pieces))
     }
 
-    fn read_range(&self, ino: u64, layout: &FileLayout, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    fn read_range(
+        &self,
+        ino: u64,
+        layout: &FileLayout,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, Errno> {
         let spans = layout.spans(offset, u64::from(size));
         let mut out = Vec::with_capacity(spans.iter().map(|s| (s.to - s.from) as usize).sum());
         for s in spans {
@@ -697,9 +706,11 @@ impl Filesystem for HoldfastFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = self.shared.list_from(ino.0, offset, |cino, off, name, attr, _| {
-            reply.add(INodeNo(cino), off, attr.kind, OsStr::from_bytes(name))
-        });
+        let r = self
+            .shared
+            .list_from(ino.0, offset, |cino, off, name, attr, _| {
+                reply.add(INodeNo(cino), off, attr.kind, OsStr::from_bytes(name))
+            });
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -739,14 +750,12 @@ impl Filesystem for HoldfastFs {
             Err(e) => return reply.error(e),
         };
         match s.node(ino.0, &inode.what) {
-            Ok(Some((t, i))) => match t.nodes[i]
-                .xattrs
-                .iter()
-                .find(|x| x.name == name.as_bytes())
-            {
-                Some(x) => xattr_reply(&x.value, size, reply),
-                None => reply.error(Errno::NO_XATTR),
-            },
+            Ok(Some((t, i))) => {
+                match t.nodes[i].xattrs.iter().find(|x| x.name == name.as_bytes()) {
+                    Some(x) => xattr_reply(&x.value, size, reply),
+                    None => reply.error(Errno::NO_XATTR),
+                }
+            }
             Ok(None) => reply.error(Errno::NO_XATTR),
             Err(e) => reply.error(e),
         }
@@ -815,11 +824,17 @@ mod tests {
         n.uid = 7;
         n.mtime_ns = -1_500_000_000;
         let a = node_attr(&n);
-        assert_eq!((a.kind, a.perm, a.size, a.blocks, a.nlink, a.uid), (FileType::RegularFile, 0o4755, 1000, 2, 3, 7));
+        assert_eq!(
+            (a.kind, a.perm, a.size, a.blocks, a.nlink, a.uid),
+            (FileType::RegularFile, 0o4755, 1000, 2, 3, 7)
+        );
         assert_eq!(a.mtime, UNIX_EPOCH - Duration::from_millis(1500));
         let mut l = Node::new("l", NodeKind::Symlink);
         l.link_target = b"../x".to_vec();
-        assert_eq!((node_attr(&l).size, node_attr(&l).kind), (4, FileType::Symlink));
+        assert_eq!(
+            (node_attr(&l).size, node_attr(&l).kind),
+            (4, FileType::Symlink)
+        );
         let d = Node::new("d", NodeKind::Dir);
         assert_eq!(node_attr(&d).nlink, 2);
     }

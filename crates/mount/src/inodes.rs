@@ -155,7 +155,11 @@ impl Inodes {
 
     /// How many inodes are allocated (the root included).
     pub fn len(&self) -> usize {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).nodes.len()
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .nodes
+            .len()
     }
 
     /// Whether only... never: the root is always there. For clippy's `len` rule.
@@ -243,13 +247,24 @@ mod tests {
         let table = Inodes::new(attr(0));
         let key = || ChildKey::Name(b"latest".as_slice().into());
         let (l, _) = table.child(ROOT, key(), true, || {
-            ("latest".as_bytes().into(), attr(3), What::Link(b"old".as_slice().into()))
+            (
+                "latest".as_bytes().into(),
+                attr(3),
+                What::Link(b"old".as_slice().into()),
+            )
         });
         let (l2, a) = table.child(ROOT, key(), true, || {
-            ("latest".as_bytes().into(), attr(5), What::Link(b"newer".as_slice().into()))
+            (
+                "latest".as_bytes().into(),
+                attr(5),
+                What::Link(b"newer".as_slice().into()),
+            )
         });
         assert_eq!((l, a.size, a.ino.0), (l2, 5, l));
-        assert_eq!(table.get(l).unwrap().what, What::Link(b"newer".as_slice().into()));
+        assert_eq!(
+            table.get(l).unwrap().what,
+            What::Link(b"newer".as_slice().into())
+        );
     }
 
     #[test]

@@ -127,12 +127,31 @@ mod tests {
         assert_eq!(
             l.spans(8, 9),
             vec![
-                Span { piece: 0, from: 8, to: 10 },
-                Span { piece: 1, from: 0, to: 5 },
-                Span { piece: 3, from: 0, to: 2 },
+                Span {
+                    piece: 0,
+                    from: 8,
+                    to: 10
+                },
+                Span {
+                    piece: 1,
+                    from: 0,
+                    to: 5
+                },
+                Span {
+                    piece: 3,
+                    from: 0,
+                    to: 2
+                },
             ]
         );
-        assert_eq!(l.spans(21, 100), vec![Span { piece: 3, from: 6, to: 7 }]);
+        assert_eq!(
+            l.spans(21, 100),
+            vec![Span {
+                piece: 3,
+                from: 6,
+                to: 7
+            }]
+        );
         assert!(l.spans(22, 1).is_empty());
         assert!(l.spans(5, 0).is_empty());
         assert!(FileLayout::new(vec![]).spans(0, 10).is_empty());

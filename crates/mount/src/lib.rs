@@ -141,7 +141,11 @@ impl Control {
 
 /// Reads the snapshot list and the index, and mounts the repository at `mountpoint`
 /// (read-only).
-pub fn mount(repo: Repository, mountpoint: &Path, opts: &MountOptions) -> Result<Mount, MountError> {
+pub fn mount(
+    repo: Repository,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> Result<Mount, MountError> {
     match std::fs::metadata(mountpoint) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {

@@ -91,7 +91,11 @@ mod tests {
     #[test]
     fn colliding_times_get_the_short_id() {
         let t = 1_796_321_175_000_000_000;
-        let names = time_names(&[(id(0xab), t), (id(0xcd), t + 5), (id(0xef), t + 2_000_000_000)]);
+        let names = time_names(&[
+            (id(0xab), t),
+            (id(0xcd), t + 5),
+            (id(0xef), t + 2_000_000_000),
+        ]);
         assert_eq!(
             names,
             vec![

@@ -79,10 +79,8 @@ pub struct View {
 
 /// The value of the tag `key=value` in `tags`.
 fn tag<'a>(tags: &'a [String], key: &str) -> Option<&'a str> {
-    tags.iter().find_map(|t| {
-        t.strip_prefix(key)
-            .and_then(|r| r.strip_prefix('='))
-    })
+    tags.iter()
+        .find_map(|t| t.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
 }
 
 /// A directory of snapshots (oldest first): one per time name, and `latest`.
@@ -148,7 +146,11 @@ impl View {
         }
         for d in &all {
             let short = d.id.short();
-            let name = if shorts[&short] > 1 { d.id.to_hex() } else { short };
+            let name = if shorts[&short] > 1 {
+                d.id.to_hex()
+            } else {
+                short
+            };
             ids.push((name.into_bytes(), VEntry::Snapshot(*d)));
         }
         dirs.insert(VPath::Ids, ids);
