@@ -78,13 +78,13 @@ bench() {
   find=$(t sh -c "find '$base' | wc -l")
   bytes=$(cd "$base" && tar cf - tree | wc -c)
   # Unmount and remount for a cold read of the small files.
-  kill -INT "$MOUNT_PID"; wait "$MOUNT_PID" || true
+  fusermount3 -u "$mnt"; wait "$MOUNT_PID" || true
   /usr/bin/time -v -o "$W/time-$name-2" "$@" "$mnt" >>"$W/log-$name" 2>&1 &
   MOUNT_PID=$!
   for _ in $(seq 600); do mountpoint -q "$mnt" && break; sleep 0.1; done
   for _ in $(seq 100); do [ -d "$snap$C" ] && break; sleep 0.1; done
   tar=$(t sh -c "cd '$base' && tar cf - tree | wc -c")
-  kill -INT "$MOUNT_PID"; wait "$MOUNT_PID" || true
+  fusermount3 -u "$mnt"; wait "$MOUNT_PID" || true
   MOUNT_PID=
   local rss
   # The larger peak of the two mounts (listing, reading).
