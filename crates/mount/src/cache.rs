@@ -5,10 +5,13 @@ use std::sync::Mutex;
 
 use lru::LruCache;
 
+/// The entries (each with its weight) and the total weight.
+type Entries<K, V> = (LruCache<K, (V, usize)>, usize);
+
 /// Values with their weight (bytes), evicted oldest-used first past `budget`.
 #[derive(Debug)]
 pub struct WeightedLru<K: Hash + Eq, V: Clone> {
-    inner: Mutex<(LruCache<K, (V, usize)>, usize)>,
+    inner: Mutex<Entries<K, V>>,
     budget: usize,
 }
 
