@@ -203,6 +203,20 @@ pub enum Command {
         #[command(flatten)]
         filter: Filter,
     },
+    /// Browse the snapshots as a read-only filesystem (FUSE, needs fuse3): snapshots/,
+    /// ids/, hosts/, tags/ and pvcs/ under MOUNTPOINT. Runs in the foreground until
+    /// unmounted (`fusermount3 -u MOUNTPOINT`, Ctrl-C or SIGTERM); SIGHUP reads the
+    /// snapshot list again.
+    Mount {
+        /// An existing directory to mount on.
+        mountpoint: PathBuf,
+        /// Let other users see the files (needs user_allow_other in /etc/fuse.conf
+        /// unless run as root).
+        #[arg(long)]
+        allow_other: bool,
+        #[command(flatten)]
+        filter: Filter,
+    },
     /// Restore a snapshot into a directory. Exits 3 when some entries (or their metadata)
     /// could not be restored; each is named on stderr.
     Restore {

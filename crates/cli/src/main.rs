@@ -67,7 +67,7 @@ fn usage_error(e: clap::Error) -> ! {
 /// What is logged when HOLDFAST_LOG is not set: warnings of holdfast's crates, nothing of
 /// the libraries beneath (the AWS SDK's retries are reported by the S3 backend itself).
 const DEFAULT_LOG: &str =
-    "off,holdfast=warn,holdfast_cli=warn,holdfast_repo=warn,holdfast_engine=warn,holdfast_backend_s3=warn";
+    "off,holdfast=warn,holdfast_cli=warn,holdfast_repo=warn,holdfast_engine=warn,holdfast_backend_s3=warn,holdfast_mount=warn";
 
 /// The error and its causes, `a: b: c`, leaving out a cause whose message the text already
 /// holds (errors that show their source, like the repository's I/O errors, would otherwise

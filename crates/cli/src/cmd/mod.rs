@@ -13,6 +13,7 @@ mod forget;
 mod init;
 mod key;
 mod ls;
+mod mount;
 pub mod objects;
 mod prune;
 mod repair;
@@ -50,6 +51,11 @@ pub fn run(args: &Args) -> Result<i32> {
             filter,
         } => ls::run(args, snapshot, path.as_deref(), *long, filter),
         Command::Restore { .. } => restore::run(args),
+        Command::Mount {
+            mountpoint,
+            allow_other,
+            filter,
+        } => mount::run(args, mountpoint, *allow_other, filter),
         Command::Dump {
             snapshot,
             path,
