@@ -17,6 +17,7 @@ use holdfast_e2e::{
 use holdfast_fake_kube::fixtures::{Cluster, ClusterBuilder};
 use holdfast_fake_kube::kubelet::{self, KubeletLayout};
 use holdfast_fake_kube::FakeKube;
+use serde::Deserialize;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -313,7 +314,8 @@ fn metrics_survive_a_restart_and_keep_failures() {
         &vol("db"),
     );
     assert!(
-        (last_success.expect("db last success") - newest_db).abs() < 0.01,
+        // `snapshots --json` prints whole seconds.
+        (0.0..1.0).contains(&(last_success.expect("db last success") - newest_db)),
         "{last_success:?} vs {newest_db}\n{s1}"
     );
     assert_eq!(
@@ -549,7 +551,7 @@ fn coverage_classifies_every_pvc_and_exits_3_on_problems() {
     // The table names every PVC and sums up.
     let table = run_command(env.holdfast("node-a", &["coverage"]), COMMAND_TIMEOUT);
     table.assert_code(code::PARTIAL);
-    let out = table.stdout();
+    let out = table.stdout_str();
     assert!(
         out.contains("app        tmp") || out.contains("tmp"),
         "{out}"
@@ -586,7 +588,9 @@ fn coverage_exits_0_when_everything_is_covered() {
     assert_eq!(run.json()["problems"], 0);
     let table = run_command(env.holdfast("node-a", &["coverage"]), COMMAND_TIMEOUT);
     table.assert_ok();
-    assert!(table.stdout().contains("everything is covered and fresh"));
+    assert!(table
+        .stdout_str()
+        .contains("everything is covered and fresh"));
 }
 
 /// The metric names of the agent: from a scrape of the real binary's metrics module
@@ -791,5 +795,37 @@ fn alert_rules_pass_promtool_and_match_the_prometheusrule() {
         "promtool test rules: {}{}",
         String::from_utf8_lossy(&test.stdout),
         String::from_utf8_lossy(&test.stderr)
+    );
+}
+
+/// The ServiceMonitor selects the agents' Service (from the rendered manifests) by its
+/// labels and port name, and keeps the metrics' own `namespace` label.
+#[test]
+fn servicemonitor_selects_the_agents_metrics_service() {
+    let root = repo_root();
+    let sm: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(root.join("deploy/holdfast-servicemonitor.yaml")).unwrap(),
+    )
+    .unwrap();
+    let agent = std::fs::read_to_string(root.join("deploy/holdfast-agent.yaml")).unwrap();
+    let svc = serde_yaml_ng::Deserializer::from_str(&agent)
+        .map(|d| serde_yaml_ng::Value::deserialize(d).unwrap())
+        .find(|d| d["kind"].as_str() == Some("Service"))
+        .expect("a Service in deploy/holdfast-agent.yaml");
+    let want = sm["spec"]["selector"]["matchLabels"].as_mapping().unwrap();
+    for (k, v) in want {
+        assert_eq!(&svc["metadata"]["labels"][k], v, "label {k:?}");
+    }
+    assert_eq!(
+        sm["spec"]["endpoints"][0]["port"],
+        svc["spec"]["ports"][0]["name"]
+    );
+    assert_eq!(
+        sm["spec"]["endpoints"][0]["honorLabels"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        sm["metadata"]["namespace"], svc["metadata"]["namespace"],
+        "same namespace"
     );
 }
