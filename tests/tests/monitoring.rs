@@ -26,7 +26,8 @@ const CLUSTER: &str = "test-cluster";
 
 /// A fake cluster, a repository, and the kubelet directory of each node.
 struct Env {
-    fake: FakeKube,
+    /// The API server (kept running for the test's length).
+    _fake: FakeKube,
     repo: Repo,
     dir: TempDir,
     kubeconfig: PathBuf,
@@ -50,7 +51,7 @@ impl Env {
             );
         }
         Env {
-            fake,
+            _fake: fake,
             repo: Repo::new(),
             dir,
             kubeconfig,

@@ -532,40 +532,6 @@ pub async fn read_cluster(
     Ok((inv, classes, leases))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stale_is_ten_percent_and_two_hours_past_the_interval() {
-        let now = Utc::now();
-        let day = Some(chrono::Duration::days(1));
-        let at = |h: i64| Some(now - chrono::Duration::hours(h));
-        assert_eq!(freshness(at(26), day, now).0, CoverageStatus::Ok);
-        assert_eq!(freshness(at(29), day, now).0, CoverageStatus::Stale);
-        assert_eq!(freshness(None, day, now).0, CoverageStatus::Never);
-    }
-
-    #[test]
-    fn statuses_serialize_as_documented() {
-        for s in [
-            CoverageStatus::Ok,
-            CoverageStatus::Stale,
-            CoverageStatus::Never,
-            CoverageStatus::External,
-            CoverageStatus::OptedOut,
-            CoverageStatus::Uncovered,
-        ] {
-            assert_eq!(
-                serde_json::to_value(s).unwrap(),
-                serde_json::Value::String(s.as_str().into())
-            );
-        }
-        assert!(!CoverageStatus::OptedOut.is_problem());
-        assert!(CoverageStatus::Never.is_problem());
-    }
-}
-
 /// `holdfast coverage`: connects as `holdfast agent` does (KUBECONFIG or the in-cluster
 /// service account), opens the repository, and audits the cluster.
 pub fn run(
@@ -709,4 +675,38 @@ pub fn table(r: &CoverageReport) -> String {
         }
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_is_ten_percent_and_two_hours_past_the_interval() {
+        let now = Utc::now();
+        let day = Some(chrono::Duration::days(1));
+        let at = |h: i64| Some(now - chrono::Duration::hours(h));
+        assert_eq!(freshness(at(26), day, now).0, CoverageStatus::Ok);
+        assert_eq!(freshness(at(29), day, now).0, CoverageStatus::Stale);
+        assert_eq!(freshness(None, day, now).0, CoverageStatus::Never);
+    }
+
+    #[test]
+    fn statuses_serialize_as_documented() {
+        for s in [
+            CoverageStatus::Ok,
+            CoverageStatus::Stale,
+            CoverageStatus::Never,
+            CoverageStatus::External,
+            CoverageStatus::OptedOut,
+            CoverageStatus::Uncovered,
+        ] {
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::Value::String(s.as_str().into())
+            );
+        }
+        assert!(!CoverageStatus::OptedOut.is_problem());
+        assert!(CoverageStatus::Never.is_problem());
+    }
 }

@@ -438,7 +438,6 @@ impl Agent {
         method: Method,
         time_ns: Option<i64>,
         handle: Option<String>,
-        progress: Arc<holdfast_engine::archiver::BackupProgress>,
     ) -> VolumeJob {
         VolumeJob {
             cluster: self.s.cluster.clone(),
@@ -452,7 +451,7 @@ impl Agent {
             snapshot_handle: handle,
             paths: sel.paths.clone(),
             exclude: sel.exclude.clone(),
-            progress,
+            progress: Arc::default(),
         }
     }
 
@@ -520,15 +519,15 @@ impl Agent {
             let exposed = x.wait_mounted(ns, &name, &name, v.mode).await?;
             tracing::info!(volume = %source, snapshot = %name, created = %ready.created,
                 at = %exposed.at.path().display(), "reading the volume's snapshot");
-            let job = self.job(
+            let mut job = self.job(
                 v,
                 sel,
                 exposed.at,
                 Method::Snapshot,
                 Some(ready.created.timestamp_nanos_opt().unwrap_or(0)),
                 ready.handle.clone().or(Some(format!("{ns}/{name}"))),
-                progress,
             );
+            job.progress = progress;
             self.with_repo(move |r| r.backup_volume(&job)).await
         }
         .await;
@@ -617,7 +616,8 @@ impl Agent {
                 handle,
             } => {
                 tracing::info!(volume = %key, pv = %v.pv, at = %at.path().display(), method = method.as_str(), "backing up");
-                let job = self.job(v, &p.selection, at, method, time_ns, handle, progress);
+                let mut job = self.job(v, &p.selection, at, method, time_ns, handle);
+                job.progress = progress;
                 self.with_repo(move |r| r.backup_volume(&job))
                     .await
                     .map(|rep| (rep, method, Vec::new()))
