@@ -175,6 +175,8 @@ impl Env {
             .env("NODE_NAME", node)
             .env("POD_NAME", format!("agent-{node}"))
             .env("POD_NAMESPACE", AGENT_NS)
+            // Daemons of parallel tests must not compete for the default port.
+            .env("HOLDFAST_AGENT_LISTEN", "127.0.0.1:0")
             .env("HOLDFAST_LOG", "holdfast_agent=info,holdfast=warn");
         c
     }

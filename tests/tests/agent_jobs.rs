@@ -66,6 +66,7 @@ impl Env {
             .env("NODE_NAME", "node-a")
             .env("POD_NAME", "agent-node-a")
             .env("POD_NAMESPACE", AGENT_NS)
+            .env("HOLDFAST_AGENT_LISTEN", "127.0.0.1:0")
             .env("HOLDFAST_LOG", "holdfast_agent=info,holdfast=warn");
         run_command(c, COMMAND_TIMEOUT)
     }
@@ -357,6 +358,7 @@ fn daemon_runs_due_jobs_once() {
         .env("NODE_NAME", "node-a")
         .env("POD_NAME", "agent-node-a")
         .env("POD_NAMESPACE", AGENT_NS)
+        .env("HOLDFAST_AGENT_LISTEN", "127.0.0.1:0")
         .env("HOLDFAST_LOG", "holdfast_agent=info,holdfast=warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());

@@ -111,6 +111,15 @@ pub struct RunArgs {
     /// Never do the cluster's maintenance (forget, prune, check) on this agent.
     #[arg(long)]
     pub no_maintenance: bool,
+    /// Serve /metrics (Prometheus) and /healthz on this address while running as a
+    /// daemon; empty or `none`: no server.
+    #[arg(
+        long,
+        env = "HOLDFAST_AGENT_LISTEN",
+        default_value = crate::http::DEFAULT_LISTEN,
+        value_name = "ADDR"
+    )]
+    pub listen: String,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -151,4 +160,34 @@ pub struct ManifestArgs {
     /// cannot grant without Secrets) and sets `objects.enabled` in the configuration.
     #[arg(long)]
     pub objects: bool,
+}
+
+/// Options of `holdfast coverage`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Every PVC of the cluster (kubeconfig: KUBECONFIG or ~/.kube/config, \
+or the in-cluster service account) with how it is backed up: by holdfast (ok, stale, \
+never), declared external (holdfast.io/covered-by), opted out with holdfast.io/reason, or \
+uncovered. Stale: newest backup older than 1.1 x its schedule's interval + 2 h.\n\n\
+Exit status: 0 every PVC is covered and fresh; 3 some PVC is uncovered, stale or never \
+backed up (for a cron job or CI gate); 1 the cluster or repository could not be read; \
+2 usage error."
+)]
+pub struct CoverageArgs {
+    /// The agent's configuration file (its defaults and namespace filter decide what the
+    /// agent backs up).
+    #[arg(long, env = "HOLDFAST_AGENT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The host name the agent records in snapshots (default: the configuration's
+    /// clusterName, else `kubernetes`).
+    #[arg(long, env = "HOLDFAST_CLUSTER_NAME", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// The namespace of the agent's Leases (where command jobs keep their state).
+    #[arg(
+        long,
+        env = "POD_NAMESPACE",
+        default_value = "holdfast-system",
+        value_name = "NS"
+    )]
+    pub lease_namespace: String,
 }

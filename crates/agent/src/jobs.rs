@@ -44,6 +44,15 @@ impl Job {
         }
     }
 
+    /// Its series in the metrics: `dump` with the namespace and `Kind/name`, or
+    /// `objects`.
+    pub fn metrics_key(&self) -> crate::metrics::JobKey {
+        match self {
+            Job::Dump(t) => crate::metrics::JobKey::job("dump", &t.namespace, &t.owner()),
+            Job::Objects => crate::metrics::JobKey::job("objects", "", OBJECTS_KEY),
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Job::Dump(_) => "dump",
@@ -204,7 +213,7 @@ pub async fn run(agent: &Agent, job: Job) -> JobResult {
     r.started = started;
     let anns = BTreeMap::from([("holdfast.io/job".to_string(), key.clone())]);
     let name = job_lease_name(&key);
-    let held = match kube_api::retry("take the job's Lease", || {
+    let mut held = match kube_api::retry("take the job's Lease", || {
         agent.leases().try_acquire(&name, &anns)
     })
     .await
@@ -222,6 +231,11 @@ pub async fn run(agent: &Agent, job: Job) -> JobResult {
         }
     };
     let renewer = agent.leases().keep_renewed(&held, "job");
+    let attempt = chrono::Utc::now();
+    let running = agent.metrics().start(
+        job.metrics_key(),
+        std::sync::Arc::new(holdfast_engine::archiver::BackupProgress::default()),
+    );
     let outcome = match &job {
         Job::Dump(t) => {
             tracing::info!(dump = %key, pod = %t.pod, "dumping");
@@ -233,7 +247,27 @@ pub async fn run(agent: &Agent, job: Job) -> JobResult {
         }
     };
     renewer.abort();
+    drop(running);
+    let failure = outcome.as_ref().err().map(|e| e.to_string());
+    agent
+        .leases()
+        .record_outcome(&mut held, attempt, failure.as_deref())
+        .await;
     agent.leases().release(held).await;
+    agent.metrics().record_attempt(
+        job.metrics_key(),
+        crate::metrics::Attempt {
+            started: attempt.timestamp_millis() as f64 / 1000.0,
+            ok: failure.is_none(),
+            snapshot_time: None,
+            method: Some(match &job {
+                Job::Dump(_) => crate::repo::METHOD_COMMAND.to_string(),
+                Job::Objects => String::new(),
+            }),
+            summary: outcome.as_ref().ok().map(|(rep, _)| rep.summary.clone()),
+            interval_seconds: None,
+        },
+    );
     match outcome {
         Ok((rep, warnings)) => {
             r.reason = crate::report::saved_line(&rep);

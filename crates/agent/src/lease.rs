@@ -21,6 +21,18 @@ pub fn volume_lease_name(key: &str) -> String {
     format!("holdfast-vol-{}", &h.to_hex()[..20])
 }
 
+/// Cuts an annotation value to 512 bytes (at a character boundary): annotations are
+/// for state, not logs.
+pub fn truncate_value(v: &mut String) {
+    if v.len() > 512 {
+        let mut cut = 512;
+        while !v.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        v.truncate(cut);
+    }
+}
+
 /// A Lease this agent holds.
 #[derive(Debug, Clone)]
 pub struct Held {
@@ -113,6 +125,13 @@ impl Leases {
             holder: holder.into(),
             duration_s: duration_s.min(i32::MAX as u32) as i32,
         }
+    }
+
+    /// Every Lease of holdfast's in the namespace (label `app.kubernetes.io/name=holdfast`):
+    /// one request, for the metrics to read their `holdfast.io/last-*` annotations.
+    pub async fn list(&self) -> Result<Vec<Lease>, kube::Error> {
+        let lp = kube::api::ListParams::default().labels("app.kubernetes.io/name=holdfast");
+        Ok(self.api.list(&lp).await?.items)
     }
 
     /// This agent's identity in Leases.
@@ -263,6 +282,58 @@ impl Leases {
             .replace(&held.name, &PostParams::default(), &lease)
             .await?;
         Ok(())
+    }
+
+    /// Sets several annotations on a held Lease in one write.
+    pub async fn annotate_all(
+        &self,
+        held: &mut Held,
+        values: &[(String, String)],
+    ) -> Result<(), kube::Error> {
+        let mut lease = held.lease.clone();
+        let anns = lease
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
+        for (k, v) in values {
+            anns.insert(k.clone(), v.clone());
+        }
+        held.lease = self
+            .api
+            .replace(&held.name, &PostParams::default(), &lease)
+            .await?;
+        Ok(())
+    }
+
+    /// Records the outcome of a backup attempt that started at `attempt` on its held
+    /// Lease ([`crate::commands::LAST_ATTEMPT`], [`crate::commands::LAST_STATUS`], and
+    /// [`crate::commands::LAST_SUCCESS`] when it succeeded): the metrics read them back
+    /// after a restart, since a failure leaves nothing in the repository. The Lease is
+    /// read fresh first (a renewer may have advanced it); a failure is logged.
+    pub async fn record_outcome(
+        &self,
+        held: &mut Held,
+        attempt: chrono::DateTime<chrono::Utc>,
+        failure: Option<&str>,
+    ) {
+        use crate::commands::{LAST_ATTEMPT, LAST_STATUS, LAST_SUCCESS};
+        let _ = self.renew(held).await;
+        let stamp = attempt.to_rfc3339();
+        let mut values = vec![(LAST_ATTEMPT.to_string(), stamp.clone())];
+        match failure {
+            None => {
+                values.push((LAST_STATUS.to_string(), "succeeded".into()));
+                values.push((LAST_SUCCESS.to_string(), stamp));
+            }
+            Some(why) => {
+                let mut v = format!("failed: {}", why.lines().next().unwrap_or(""));
+                truncate_value(&mut v);
+                values.push((LAST_STATUS.to_string(), v));
+            }
+        }
+        if let Err(e) = self.annotate_all(held, &values).await {
+            tracing::warn!(lease = %held.name, error = %e, "cannot record the outcome on the Lease (metrics show it until the agent restarts)");
+        }
     }
 
     /// Gives a held Lease up so another agent can take it at once (read fresh, since a

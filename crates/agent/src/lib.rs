@@ -7,23 +7,28 @@
 //! agent does a volume), [`repo`] (the backup itself, through the engine), [`report`]
 //! (results, Events); [`maintenance`] runs forget, prune and check on one elected agent,
 //! and [`jobs`] the cluster's database dumps ([`dump`]) and objects backup ([`objects`]).
+//! [`http`] serves [`metrics`] (rebuilt by [`refresh`]); [`coverage`] audits every PVC.
 #![deny(missing_docs)]
 
 pub mod args;
 pub mod commands;
 pub mod config;
+pub mod coverage;
 pub mod discovery;
 pub mod dump;
 pub mod error;
 pub mod expose;
+pub mod http;
 pub mod jobs;
 pub mod kube_api;
 pub mod kubelet;
 pub mod lease;
 pub mod maintenance;
 pub mod manifests;
+pub mod metrics;
 pub mod objects;
 pub mod priority;
+pub mod refresh;
 pub mod repo;
 pub mod report;
 pub mod restore;
@@ -117,6 +122,11 @@ pub fn main(args: &AgentArgs, repo: RepoSettings, json: bool) -> Result<i32> {
         return Ok(0);
     }
     let s = settings(args, repo)?;
+    let listen = if args.run.once || args.action.is_some() {
+        None
+    } else {
+        http::parse_listen(&args.run.listen)?
+    };
     // Before any thread exists, so every thread inherits it (nice is per thread on Linux).
     // A restore is what someone waits for: it keeps the normal priority.
     let restoring = matches!(args.action, Some(AgentAction::Restore(_)));
@@ -183,6 +193,9 @@ pub fn main(args: &AgentArgs, repo: RepoSettings, json: bool) -> Result<i32> {
             }
             Ok(report.exit_code())
         } else {
+            if let Some(addr) = listen {
+                http::serve(addr, agent.metrics().clone(), None).await?;
+            }
             Arc::new(agent).run_daemon(tick).await?;
             Ok(0)
         }

@@ -21,6 +21,9 @@ use crate::selection;
 pub const LAST_MAINTENANCE: &str = "holdfast.io/last-maintenance";
 /// Annotation on the maintenance Lease: when the last check ran (RFC 3339).
 pub const LAST_CHECK: &str = "holdfast.io/last-check";
+/// Annotation on the maintenance Lease: the last check's outcome, `ok` or
+/// `errors: <count>: <first>` or `failed: <why>` (for the metrics).
+pub const LAST_CHECK_RESULT: &str = "holdfast.io/last-check-result";
 
 /// One volume's forget.
 #[derive(Debug, Clone, Serialize)]
@@ -142,17 +145,6 @@ async fn maintain(
     // the agent holding the unmounted-PVC Lease); the others are reported.
     let unmounted = discovery::unmounted(&inv.pods, &inv.pvcs);
     let classes = crate::snapshot_api::classes(agent.client()).await?;
-    let driver_of = |pvc: &k8s_openapi::api::core::v1::PersistentVolumeClaim| {
-        let pv = pvc.spec.as_ref()?.volume_name.as_deref()?;
-        inv.pvs
-            .iter()
-            .find(|v| v.metadata.name.as_deref() == Some(pv))?
-            .spec
-            .as_ref()?
-            .csi
-            .as_ref()
-            .map(|c| c.driver.clone())
-    };
     for pvc in &inv.pvcs {
         let (Some(ns), Some(name)) = (&pvc.metadata.namespace, &pvc.metadata.name) else {
             continue;
@@ -169,15 +161,12 @@ async fn maintain(
             &s.config.defaults,
         );
         let Ok(sel) = sel else { continue };
-        let from_snapshot = s.config.snapshots.unmounted
-            && sel.source != crate::selection::SnapshotSource::Live
-            && match (&classes, driver_of(pvc)) {
-                (Some(cl), Some(d)) => matches!(
-                    crate::snapshot_api::choose_class(cl, &d, sel.snapshot_class.as_deref()),
-                    Ok(Some(_))
-                ),
-                _ => false,
-            };
+        let from_snapshot = crate::coverage::unmounted_is_readable(
+            &s.config,
+            &sel,
+            classes.as_deref(),
+            crate::coverage::driver_of(pvc, &inv).as_deref(),
+        );
         if sel.schedule.is_some() && unmounted.contains(&key) && !from_snapshot {
             tracing::warn!(volume = %key, "no running pod mounts this PVC and it cannot be read from a snapshot: it is not backed up");
             agent
@@ -245,17 +234,21 @@ async fn maintain(
                         } else {
                             tracing::error!(%subset, errors = errors.len(), first = %errors[0], "check found errors: run `holdfast check` and see README (repair)");
                         }
+                        let outcome = match errors.first() {
+                            None => "ok".to_string(),
+                            Some(first) => format!("errors: {}: {first}", errors.len()),
+                        };
                         report.check = Some(CheckSummary {
                             ok: errors.is_empty(),
                             subset,
                             errors,
                         });
-                        let _ = leases.renew(held).await;
-                        if let Err(e) = leases.annotate(held, LAST_CHECK, &now.to_rfc3339()).await {
-                            tracing::warn!(error = %e, "cannot record the check's time");
-                        }
+                        record_check(agent, held, now, &outcome).await;
                     }
-                    Err(e) => report.errors.push(format!("check: {e}")),
+                    Err(e) => {
+                        record_check(agent, held, now, &format!("failed: {e}")).await;
+                        report.errors.push(format!("check: {e}"))
+                    }
                 }
             }
             Ok(_) => {}
@@ -275,4 +268,24 @@ async fn maintain(
         tracing::error!("maintenance: {e}");
     }
     Ok(report)
+}
+
+/// Records a check's time and outcome on the maintenance Lease (one write).
+async fn record_check(
+    agent: &Agent,
+    held: &mut crate::lease::Held,
+    now: DateTime<Utc>,
+    outcome: &str,
+) {
+    let leases = agent.leases();
+    let _ = leases.renew(held).await;
+    let mut short = outcome.to_string();
+    crate::lease::truncate_value(&mut short);
+    let values = [
+        (LAST_CHECK.to_string(), now.to_rfc3339()),
+        (LAST_CHECK_RESULT.to_string(), short),
+    ];
+    if let Err(e) = leases.annotate_all(held, &values).await {
+        tracing::warn!(error = %e, "cannot record the check's time and outcome");
+    }
 }

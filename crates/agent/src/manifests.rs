@@ -1,7 +1,8 @@
 //! `holdfast agent manifests`: the objects that install the agent, as one multi-document
 //! YAML stream in apply order (as `linkerd install` or `velero install --dry-run -o yaml`
 //! print theirs): Namespace, ServiceAccount, ClusterRole, ClusterRoleBinding, Role,
-//! RoleBinding, ConfigMap, DaemonSet.
+//! RoleBinding, ConfigMap, DaemonSet, Service (the agents' `/metrics` port, for a
+//! ServiceMonitor: deploy/holdfast-servicemonitor.yaml).
 //!
 //! Every object is a typed `k8s_openapi` value serialised with `serde_yaml_ng`, so a
 //! misspelt field is a compile error rather than a manifest the API server rejects; the
@@ -19,10 +20,11 @@ use k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HostPathVolumeSource, KeyToPath, Namespace, ObjectFieldSelector, PodSecurityContext, PodSpec,
     PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource,
-    SecurityContext, ServiceAccount, Toleration, Volume, VolumeMount,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Toleration, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -339,6 +341,7 @@ pub fn render(args: &ManifestArgs) -> Result<String, AgentError> {
         )?,
         doc("ConfigMap", CONFIG_MAP_COMMENT, &config_map)?,
         doc("DaemonSet", DAEMON_SET_COMMENT, &daemon_set)?,
+        doc("Service", SERVICE_COMMENT, &service(ns))?,
     ]);
 
     let mut out = format!(
@@ -425,8 +428,21 @@ const DAEMON_SET_COMMENT: &str = "\
 # - The ConfigMap is mounted at /etc/holdfast and the Secret inside it at
 #   /etc/holdfast/secret (the kubelet creates the mount point; Kubernetes >= 1.10). The
 #   Secret volume holds only the key `password`, mode 0400 (defaultMode 256).
-# - No liveness probe: the agent serves no endpoint to probe yet.
+# - Port 9469 serves /metrics (Prometheus) and /healthz; the pod template carries the
+#   prometheus.io/scrape annotations for annotation-based scraping, and the Service below
+#   serves a ServiceMonitor (deploy/holdfast-servicemonitor.yaml). Scrape with
+#   honor_labels: true, so the metrics' `namespace` label is the PVC's.
+# - No liveness probe: /healthz answers while the process runs, which the kubelet already
+#   knows; a restart would cut a running backup short.
 ";
+
+const SERVICE_COMMENT: &str = "\
+# The agents' metrics port, for Prometheus (a headless Service: every agent is its own
+# target; deploy/holdfast-servicemonitor.yaml selects it).
+";
+
+/// The metrics port (`--listen`'s default).
+pub const METRICS_PORT: i32 = 9469;
 
 fn field_env(name: &str, path: &str) -> EnvVar {
     EnvVar {
@@ -485,6 +501,26 @@ fn host_path(name: &str, path: &str, type_: &str) -> Volume {
     }
 }
 
+/// The headless Service of the agents' metrics port.
+fn service(ns: &str) -> Service {
+    Service {
+        metadata: meta(NAME, Some(ns)),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(selector_labels()),
+            ports: Some(vec![ServicePort {
+                name: Some("metrics".into()),
+                port: METRICS_PORT,
+                target_port: Some(IntOrString::String("metrics".into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
 fn daemon_set(args: &ManifestArgs, kubelet_pods: &str, config: &str) -> DaemonSet {
     let kubelet_dir = args
         .kubelet_dir
@@ -496,6 +532,12 @@ fn daemon_set(args: &ManifestArgs, kubelet_pods: &str, config: &str) -> DaemonSe
         // Settings come from the environment, not flags, so that `kubectl exec ... holdfast
         // agent restore` in this container runs with the same configuration.
         args: Some(strings(&["agent"])),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".into()),
+            container_port: METRICS_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
         env: Some(vec![
             value_env("HOLDFAST_AGENT_CONFIG", CONFIG_PATH),
             value_env("HOLDFAST_KUBELET_DIR", kubelet_dir),
@@ -620,10 +662,15 @@ fn daemon_set(args: &ManifestArgs, kubelet_pods: &str, config: &str) -> DaemonSe
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels()),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.into(),
-                        blake3::hash(config.as_bytes()).to_hex()[..16].to_string(),
-                    )])),
+                    annotations: Some(BTreeMap::from([
+                        (
+                            CONFIG_HASH_ANNOTATION.into(),
+                            blake3::hash(config.as_bytes()).to_hex()[..16].to_string(),
+                        ),
+                        ("prometheus.io/scrape".into(), "true".into()),
+                        ("prometheus.io/port".into(), METRICS_PORT.to_string()),
+                        ("prometheus.io/path".into(), "/metrics".into()),
+                    ])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -710,7 +757,8 @@ mod tests {
                 "Role",
                 "RoleBinding",
                 "ConfigMap",
-                "DaemonSet"
+                "DaemonSet",
+                "Service"
             ]
         );
         for d in &docs {
@@ -735,6 +783,38 @@ mod tests {
                 .map(String::as_str),
             Some("privileged")
         );
+    }
+
+    #[test]
+    fn metrics_port_is_declared_annotated_and_behind_a_headless_service() {
+        let docs = documents(&render(&args(&[])).unwrap());
+        let ds: DaemonSet = typed(&docs);
+        let spec = ds.spec.unwrap();
+        let tpl = spec.template;
+        let c = &tpl.spec.unwrap().containers[0];
+        let port = &c.ports.as_ref().unwrap()[0];
+        assert_eq!(
+            (port.container_port, port.name.as_deref()),
+            (METRICS_PORT, Some("metrics"))
+        );
+        // The agent listens there by default.
+        assert_eq!(
+            crate::http::parse_listen(crate::http::DEFAULT_LISTEN)
+                .unwrap()
+                .unwrap()
+                .port() as i32,
+            METRICS_PORT
+        );
+        let a = tpl.metadata.unwrap().annotations.unwrap();
+        assert_eq!(a["prometheus.io/scrape"], "true");
+        assert_eq!(a["prometheus.io/port"], METRICS_PORT.to_string());
+        let svc: Service = typed(&docs);
+        let sspec = svc.spec.unwrap();
+        assert_eq!(sspec.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(sspec.selector, spec.selector.match_labels);
+        let sp = &sspec.ports.unwrap()[0];
+        assert_eq!(sp.port, METRICS_PORT);
+        assert_eq!(sp.target_port, Some(IntOrString::String("metrics".into())));
     }
 
     fn all_rules(docs: &[Value]) -> Vec<PolicyRule> {

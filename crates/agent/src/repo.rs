@@ -146,6 +146,8 @@ pub struct VolumeJob {
     pub paths: Vec<PathBuf>,
     /// Globs left out.
     pub exclude: Vec<String>,
+    /// The backup's live counters (shown as the running job's progress in the metrics).
+    pub progress: std::sync::Arc<holdfast_engine::archiver::BackupProgress>,
 }
 
 impl VolumeJob {
@@ -178,6 +180,35 @@ pub fn volume_filter(cluster: &str, namespace: &str, pvc: &str) -> SnapshotFilte
 pub(crate) fn tag<'a>(tags: &'a [String], key: &str) -> Option<&'a str> {
     tags.iter()
         .find_map(|t| t.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}
+
+/// A snapshot that is the newest of its volume or job.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Newest {
+    /// Its time, ns since the epoch.
+    pub time_ns: i64,
+    /// Its short ID.
+    pub id: String,
+    /// Its `method` tag.
+    pub method: Option<String>,
+    /// Its counters.
+    pub summary: holdfast_repo::snapshot::Summary,
+}
+
+/// What one listing of the repository says about a cluster's backups ([`Repo::view`]).
+#[derive(Debug, Clone, Default)]
+pub struct RepoView {
+    /// The newest snapshot of each volume, by `namespace/pvc`.
+    pub volumes: HashMap<String, Newest>,
+    /// The newest snapshot of each other job, by `kind/name` (`dump/<ns>/<Kind>/<name>`,
+    /// `objects/objects`, `etcd/<name>`, `bucket/<name>`).
+    pub jobs: HashMap<String, Newest>,
+    /// Every drill's newest records (whatever host they were written for).
+    pub drills: std::collections::BTreeMap<String, crate::metrics::DrillState>,
+    /// Snapshots in the repository.
+    pub snapshots: u64,
+    /// Bytes of pack files, when asked for.
+    pub size_bytes: Option<u64>,
 }
 
 /// An open repository.
@@ -260,6 +291,96 @@ impl Repo {
             *e = (*e).max(s.time_ns);
         }
         Ok(newest)
+    }
+
+    /// Everything the metrics and the coverage audit need from one listing of the
+    /// snapshots (the engine caches their contents, so this is one LIST of the backend):
+    /// the newest snapshot of each volume and job of `cluster`, every drill's newest
+    /// records, the snapshot count; with `size`, also the pack files' total size (one
+    /// more listing).
+    pub fn view(&self, cluster: &str, size: bool) -> Result<RepoView> {
+        let (all, _) = self.repo.snapshots()?;
+        let mut v = RepoView {
+            snapshots: all.len() as u64,
+            ..Default::default()
+        };
+        for (id, s) in &all {
+            let newest = |m: &mut HashMap<String, Newest>, key: String| {
+                let n = Newest {
+                    time_ns: s.time_ns,
+                    id: id.short(),
+                    method: tag(&s.tags, tags::METHOD).map(str::to_string),
+                    summary: s.summary.clone(),
+                };
+                match m.get(&key) {
+                    Some(old) if old.time_ns > s.time_ns => {}
+                    _ => {
+                        m.insert(key, n);
+                    }
+                }
+            };
+            if tag(&s.tags, tags::KIND) == Some("drill") {
+                let Some(name) = tag(&s.tags, "drill") else {
+                    continue;
+                };
+                let d = v.drills.entry(name.to_string()).or_default();
+                let pass = tag(&s.tags, "result") == Some("pass");
+                let t = s.time_ns as f64 / 1e9;
+                if d.last_run.is_none_or(|r| t >= r) {
+                    d.last_run = Some(t);
+                    d.last_ok = Some(pass);
+                }
+                if pass && d.last_success.is_none_or(|r| t >= r) {
+                    d.last_success = Some(t);
+                }
+                continue;
+            }
+            if s.host != cluster {
+                continue;
+            }
+            let first_path = s
+                .paths
+                .first()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .unwrap_or_default();
+            match tag(&s.tags, tags::KIND) {
+                None => {
+                    if let (Some(ns), Some(pvc)) =
+                        (tag(&s.tags, tags::NAMESPACE), tag(&s.tags, tags::PVC))
+                    {
+                        newest(&mut v.volumes, format!("{ns}/{pvc}"));
+                    }
+                }
+                Some(KIND_OBJECTS) => newest(&mut v.jobs, format!("objects/{OBJECTS_KEY}")),
+                Some(KIND_DUMP) => {
+                    if let (Some(ns), Some(owner)) =
+                        (tag(&s.tags, tags::NAMESPACE), tag(&s.tags, tags::OWNER))
+                    {
+                        newest(&mut v.jobs, format!("dump/{ns}/{owner}"));
+                    }
+                }
+                Some("etcd") => {
+                    let name = first_path
+                        .strip_prefix("/etcd/")
+                        .and_then(|r| r.split('/').next())
+                        .unwrap_or("etcd");
+                    newest(&mut v.jobs, format!("etcd/{name}"));
+                }
+                Some("bucket") => {
+                    let name = tag(&s.tags, "bucket").unwrap_or("bucket");
+                    newest(&mut v.jobs, format!("bucket/{name}"));
+                }
+                Some(_) => {}
+            }
+        }
+        if size {
+            let packs = self
+                .repo
+                .backend()
+                .list(holdfast_repo::backend::FileKind::Pack)?;
+            v.size_bytes = Some(packs.iter().map(|(_, n)| n).sum());
+        }
+        Ok(v)
     }
 
     /// Backs up a dump's output, read from `reader` to its end, as the file
@@ -377,8 +498,7 @@ impl Repo {
         if let Some(t) = job.time_ns {
             req.time_ns = t;
         }
-        let progress = holdfast_engine::archiver::BackupProgress::default();
-        Ok(backup::run(&self.repo, &req, &progress)?)
+        Ok(backup::run(&self.repo, &req, &job.progress)?)
     }
 
     /// Forgets one volume's snapshots that its retention does not keep.

@@ -27,6 +27,7 @@ use crate::kube_api::{self, Inventory};
 use crate::kubelet::{self, Located};
 use crate::lease::{self, Claim, Leases};
 use crate::maintenance;
+use crate::metrics::{Attempt, JobKey, MetricsState};
 use crate::repo::{Method, Repo, RepoSettings, VolumeJob};
 use crate::report::{RunReport, Status, VolumeResult};
 use crate::selection::{self, Selection, SnapshotSource};
@@ -106,6 +107,11 @@ pub struct Agent {
     swept: Vec<String>,
     /// The newest result per volume (`namespace/pvc`), for metrics and the UI.
     pub results: Arc<Mutex<BTreeMap<String, VolumeResult>>>,
+    /// What `/metrics` shows (rebuilt by [`crate::refresh`]).
+    metrics: Arc<MetricsState>,
+    /// The repository's size and when it was last measured (a listing of every pack:
+    /// done every [`crate::refresh::SIZE_EVERY`], not every round).
+    pub(crate) size_cache: Mutex<Option<(Instant, u64)>>,
 }
 
 fn now_s() -> i64 {
@@ -206,15 +212,17 @@ impl Agent {
             Vec::new()
         };
         Ok(Agent {
-            s,
             client,
             repo: Arc::new(repo),
             leases,
             recorder,
             exposer,
             warned: Mutex::default(),
+            metrics: Arc::new(MetricsState::new(&s.node)),
+            s,
             swept,
             results: Arc::default(),
+            size_cache: Mutex::new(None),
         })
     }
 
@@ -443,6 +451,7 @@ impl Agent {
             snapshot_handle: handle,
             paths: sel.paths.clone(),
             exclude: sel.exclude.clone(),
+            progress: Arc::default(),
         }
     }
 
@@ -454,6 +463,7 @@ impl Agent {
         v: &Volume,
         sel: &Selection,
         class: &str,
+        progress: Arc<holdfast_engine::archiver::BackupProgress>,
     ) -> Result<(holdfast_engine::backup::BackupReport, Vec<String>)> {
         let run = temporary::run_id();
         let name = temporary::object_name(&v.pvc, &run);
@@ -509,7 +519,7 @@ impl Agent {
             let exposed = x.wait_mounted(ns, &name, &name, v.mode).await?;
             tracing::info!(volume = %source, snapshot = %name, created = %ready.created,
                 at = %exposed.at.path().display(), "reading the volume's snapshot");
-            let job = self.job(
+            let mut job = self.job(
                 v,
                 sel,
                 exposed.at,
@@ -517,6 +527,7 @@ impl Agent {
                 Some(ready.created.timestamp_nanos_opt().unwrap_or(0)),
                 ready.handle.clone().or(Some(format!("{ns}/{name}"))),
             );
+            job.progress = progress;
             self.with_repo(move |r| r.backup_volume(&job)).await
         }
         .await;
@@ -592,6 +603,11 @@ impl Agent {
         // Renew while the backup runs; losing the Lease does not stop the backup (a second
         // copy of the same volume costs time, not data).
         let renewer = self.leases.keep_renewed(&held, "volume");
+        let attempt = chrono::Utc::now();
+        let progress = Arc::new(holdfast_engine::archiver::BackupProgress::default());
+        let running = self
+            .metrics
+            .start(JobKey::volume(&v.namespace, &v.pvc), progress.clone());
         let outcome = match p.read {
             Read::Direct {
                 at,
@@ -600,19 +616,26 @@ impl Agent {
                 handle,
             } => {
                 tracing::info!(volume = %key, pv = %v.pv, at = %at.path().display(), method = method.as_str(), "backing up");
-                let job = self.job(v, &p.selection, at, method, time_ns, handle);
+                let mut job = self.job(v, &p.selection, at, method, time_ns, handle);
+                job.progress = progress;
                 self.with_repo(move |r| r.backup_volume(&job))
                     .await
                     .map(|rep| (rep, method, Vec::new()))
             }
             Read::Snapshot { class } => {
                 tracing::info!(volume = %key, pv = %v.pv, class = %class, "backing up from a VolumeSnapshot");
-                self.backup_from_snapshot(v, &p.selection, &class)
+                self.backup_from_snapshot(v, &p.selection, &class, progress)
                     .await
                     .map(|(rep, cleanup)| (rep, Method::Snapshot, cleanup))
             }
         };
         renewer.abort();
+        drop(running);
+        let mut held = held;
+        let failure = outcome.as_ref().err().map(|e| e.to_string());
+        self.leases
+            .record_outcome(&mut held, attempt, failure.as_deref())
+            .await;
         self.leases.release(held).await;
         let mut r = result(s, v, Status::Succeeded, String::new(), t0, started_s);
         match outcome {
@@ -648,6 +671,19 @@ impl Agent {
             .lock()
             .expect("results lock")
             .insert(r.key(), r.clone());
+        if matches!(r.status, Status::Succeeded | Status::Failed) {
+            self.metrics.record_attempt(
+                JobKey::volume(&r.namespace, &r.pvc),
+                Attempt {
+                    started: r.started as f64,
+                    ok: r.status == Status::Succeeded,
+                    snapshot_time: None,
+                    method: r.method.clone(),
+                    summary: r.summary.clone(),
+                    interval_seconds: None,
+                },
+            );
+        }
         let (type_, reason) = match r.status {
             Status::Succeeded => (EventType::Normal, "BackupSucceeded"),
             Status::Failed => (EventType::Warning, "BackupFailed"),
@@ -871,6 +907,16 @@ impl Agent {
         let found = discovery::volumes_on_node(&self.s.node, &node_pods, &[], &[], &[]);
         kubelet::check_dir(&self.s.kubelet_dir, &found.pod_uids).map_err(AgentError::KubeletDir)?;
         tracing::info!(node = %self.s.node, cluster = %self.s.cluster, "agent started");
+        let snapshot_inventory = || Inventory {
+            pods: pods.state().iter().map(|p| (**p).clone()).collect(),
+            pvcs: pvcs.state().iter().map(|p| (**p).clone()).collect(),
+            pvs: pvs.state().iter().map(|p| (**p).clone()).collect(),
+            namespaces: nss.state().iter().map(|p| (**p).clone()).collect(),
+        };
+        // The metrics as the repository and the Leases left them, before the first round.
+        if let Err(e) = crate::refresh::refresh(&self, &snapshot_inventory()).await {
+            tracing::warn!(error = %e, "cannot rebuild the metrics; trying again after the round");
+        }
         let running: Arc<Mutex<HashSet<String>>> = Arc::default();
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -892,16 +938,12 @@ impl Agent {
                     backed_up_since_maintenance = true;
                 }
             }
-            let inv = Inventory {
-                pods: pods.state().iter().map(|p| (**p).clone()).collect(),
-                pvcs: pvcs.state().iter().map(|p| (**p).clone()).collect(),
-                pvs: pvs.state().iter().map(|p| (**p).clone()).collect(),
-                namespaces: nss.state().iter().map(|p| (**p).clone()).collect(),
-            };
+            let inv = snapshot_inventory();
             let newest = match self.newest().await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot list the repository's snapshots; trying again next round");
+                    self.metrics.update(|v| v.repository_up = Some(false));
                     continue;
                 }
             };
@@ -1003,6 +1045,9 @@ impl Agent {
                     Err(e) => tracing::error!(error = %e, "maintenance failed"),
                 }
             }
+            if let Err(e) = crate::refresh::refresh(&self, &inv).await {
+                tracing::warn!(error = %e, "cannot rebuild the metrics; trying again next round");
+            }
         }
     }
 
@@ -1065,6 +1110,16 @@ impl Agent {
             out.push(r);
         }
         out
+    }
+
+    /// The metrics `/metrics` shows (shared with the HTTP server).
+    pub fn metrics(&self) -> &Arc<MetricsState> {
+        &self.metrics
+    }
+
+    /// The open repository.
+    pub fn repo(&self) -> &Arc<Repo> {
+        &self.repo
     }
 
     /// The settings.

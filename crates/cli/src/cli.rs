@@ -300,6 +300,10 @@ pub enum Command {
     /// Run the Kubernetes node agent (as a DaemonSet): back up the PVCs on this node on
     /// their schedules; `holdfast agent manifests` prints the install manifests.
     Agent(holdfast_agent::args::AgentArgs),
+    /// Audit every PVC of the cluster: backed up by holdfast (fresh, stale, never),
+    /// declared external (holdfast.io/covered-by), opted out with a reason, or uncovered.
+    /// Exits 3 when something is uncovered or stale.
+    Coverage(holdfast_agent::args::CoverageArgs),
     /// Back up etcd through its v3 maintenance API: `holdfast etcd backup`.
     Etcd(crate::cmd::etcd::EtcdArgs),
     /// Restore drills: restore a snapshot somewhere disposable, verify it and record the

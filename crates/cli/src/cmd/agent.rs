@@ -7,7 +7,12 @@ use holdfast_agent::repo::RepoSettings;
 use crate::cli::Args;
 
 pub fn run(args: &Args, a: &AgentArgs) -> Result<i32> {
-    let repo = RepoSettings {
+    Ok(holdfast_agent::main(a, repo_settings(args), args.json)?)
+}
+
+/// The global repository options, as the agent crate takes them.
+pub fn repo_settings(args: &Args) -> RepoSettings {
+    RepoSettings {
         location: args.repo.clone(),
         password_file: args.password_file.clone(),
         password_command: args.password_command.clone(),
@@ -16,6 +21,5 @@ pub fn run(args: &Args, a: &AgentArgs) -> Result<i32> {
         s3_region: args.s3_region.clone(),
         limit_upload_kib: args.limit_upload,
         limit_download_kib: args.limit_download,
-    };
-    Ok(holdfast_agent::main(a, repo, args.json)?)
+    }
 }

@@ -7,6 +7,7 @@ mod backup;
 mod bucket;
 mod cat;
 mod check;
+mod coverage;
 pub(crate) mod drill;
 pub(crate) mod etcd;
 mod forget;
@@ -73,6 +74,7 @@ pub fn run(args: &Args) -> Result<i32> {
             read_data_subset,
         } => check::run(args, *read_data, *read_data_subset),
         Command::Agent(a) => agent::run(args, a),
+        Command::Coverage(c) => coverage::run(args, c),
         Command::Etcd(e) => etcd::run(args, e),
         Command::Drill(d) => drill::run(args, d),
         Command::Objects { action } => objects::run(action),
