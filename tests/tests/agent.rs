@@ -1322,6 +1322,160 @@ mod restore {
         assert_ne!(r.code(), Some(0), "{r}");
     }
 
+    /// One HTTP/1.0 request to the agent on `port` with the UI's bearer token; (status
+    /// line and headers, body).
+    fn http(
+        port: u16,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (String, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{auth}\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("response");
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        (head.to_string(), body.to_string())
+    }
+
+    /// The daemon serves the web UI at /ui when its login file exists: login required, the
+    /// volume's snapshot listed, the coverage page from the agent's audit, and a folder
+    /// restored into a new PVC through the agent's restore.
+    #[test]
+    fn web_ui_in_the_agent_lists_covers_and_restores_into_a_pvc() {
+        let env = env_with(
+            ClusterBuilder::new()
+                .node("node-a")
+                .namespace("app", &[])
+                .rbd_pvc("app", "db", "1Gi", &[])
+                .rbd_pvc("app", "scratch", "1Gi", &[("holdfast.io/schedule", "")])
+                .pod("app", "db-0", "node-a", &["db", "scratch"]),
+        );
+        let src = env.source("app", "db-0", "db");
+        fill(&src, 62);
+        env.once("node-a", &["--no-maintenance"]).assert_ok();
+        let snap = env.snapshots_of("app", "db").pop().expect("snapshot");
+        let id = snap["id"].as_str().unwrap().to_string();
+
+        let token = "restore-token-0123456789";
+        let login = env.dir.path().join("ui-logins");
+        std::fs::write(&login, format!("restore:{token}\n")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut c = env.agent(
+            "node-a",
+            &[
+                "--interval",
+                "3600",
+                "--no-maintenance",
+                "--listen",
+                &listen,
+                "--ui-login-file",
+                login.to_str().unwrap(),
+            ],
+        );
+        let log = env.dir.path().join("agent-ui.log");
+        c.stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child: Child = c.spawn().expect("agent");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            assert!(child.try_wait().unwrap().is_none(), "the agent exited");
+            assert!(std::time::Instant::now() < deadline, "no UI after 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        // Without a login: sent to the login page, nothing of the repository shown.
+        let (head, body) = http(port, "GET", "/ui", None, "");
+        assert!(!body.contains(&id[..8]), "{head}\n{body}");
+        assert!(!body.contains(token));
+        // `/` leads to the UI.
+        let (head, _) = http(port, "GET", "/", None, "");
+        assert!(head.contains("/ui"), "{head}");
+
+        let (head, body) = http(port, "GET", "/ui", Some(token), "");
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        assert!(
+            body.contains(&id[..8]),
+            "start page lists the snapshot:\n{body}"
+        );
+        assert!(!body.contains(token));
+
+        // Coverage from the agent's audit: db backed up, scratch opted out without a
+        // reason (so uncovered).
+        let (_, body) = http(port, "GET", "/ui/coverage", Some(token), "");
+        assert!(
+            body.contains("scratch") && body.contains("uncovered"),
+            "{body}"
+        );
+        assert!(body.contains("db") && body.contains("ok"), "{body}");
+
+        // Another namespace is refused with the reason.
+        let form = |ns: &str, pvc: &str, path: &str| {
+            format!("snapshot={id}&path_enc={path}&namespace={ns}&pvc={pvc}")
+        };
+        let (_, body) = http(
+            port,
+            "POST",
+            "/ui/restore",
+            Some(token),
+            &form("other", "x", "%2Fapp%2Fdb%2Fsub"),
+        );
+        assert!(body.contains("stays in its namespace"), "{body}");
+
+        // One folder into a new PVC, through the agent's restore.
+        let (_, body) = http(
+            port,
+            "POST",
+            "/ui/restore",
+            Some(token),
+            &form("app", "db-copy", "%2Fapp%2Fdb%2Fsub"),
+        );
+        assert!(
+            body.contains("restored") && body.contains("db-copy"),
+            "{body}"
+        );
+        let copy = env
+            .sim()
+            .volume_path("app", "db-copy")
+            .expect("provisioned");
+        assert_trees_equal(&src.join("sub"), &copy.join("sub"));
+        assert!(!copy.join("a.txt").exists(), "only the folder was restored");
+        env.assert_no_temporaries("after the UI's restore");
+
+        // The restore shows in the agent's activity.
+        let (_, body) = http(port, "GET", "/ui", Some(token), "");
+        assert!(body.contains("into app/db-copy"), "{body}");
+
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = child.wait();
+    }
+
     /// A block volume is backed up from a snapshot as one sparse image and restored onto a
     /// new block PVC byte for byte.
     #[test]

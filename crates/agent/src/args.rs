@@ -120,6 +120,17 @@ pub struct RunArgs {
         value_name = "ADDR"
     )]
     pub listen: String,
+    /// The web UI's logins (`read:SECRET` / `restore:SECRET` lines, or one secret: a
+    /// mounted Secret). When the file exists the daemon serves the UI at `/ui` on the
+    /// `--listen` address; without it, metrics only (the UI never runs without a login
+    /// off loopback).
+    #[arg(
+        long,
+        env = "HOLDFAST_UI_LOGIN_FILE",
+        default_value = "/etc/holdfast/ui/logins",
+        value_name = "FILE"
+    )]
+    pub ui_login_file: PathBuf,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

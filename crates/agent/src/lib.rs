@@ -38,6 +38,7 @@ pub mod selection;
 pub mod snapdir;
 pub mod snapshot_api;
 pub mod temporary;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,6 +137,11 @@ pub fn main(args: &AgentArgs, repo: RepoSettings, json: bool) -> Result<i32> {
             Err(e) => tracing::warn!(error = %e, "cannot lower the agent's priority"),
         }
     }
+    // A login file that exists but is wrong stops the start, before any work.
+    let ui_login = match listen {
+        Some(_) => web::load_login(&args.run.ui_login_file)?,
+        None => None,
+    };
     let (once, tick) = (args.run.once, Duration::from_secs(args.run.interval));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -193,10 +199,25 @@ pub fn main(args: &AgentArgs, repo: RepoSettings, json: bool) -> Result<i32> {
             }
             Ok(report.exit_code())
         } else {
+            let agent = Arc::new(agent);
             if let Some(addr) = listen {
-                http::serve(addr, agent.metrics().clone(), None).await?;
+                let ui = match ui_login {
+                    Some(auth) => {
+                        tracing::info!(path = web::BASE_PATH, "serving the web UI");
+                        Some(web::router(agent.clone(), auth))
+                    }
+                    None => {
+                        tracing::info!(
+                            file = %args.run.ui_login_file.display(),
+                            "no web UI: its login file does not exist (create the \
+                             holdfast-ui-login Secret to serve it at /ui)"
+                        );
+                        None
+                    }
+                };
+                http::serve(addr, agent.metrics().clone(), ui).await?;
             }
-            Arc::new(agent).run_daemon(tick).await?;
+            agent.run_daemon(tick).await?;
             Ok(0)
         }
     })

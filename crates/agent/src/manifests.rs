@@ -44,6 +44,10 @@ pub const NAME: &str = "holdfast-agent";
 pub const CONFIG_PATH: &str = "/etc/holdfast/config.yaml";
 /// Where the ConfigMap is mounted (its one file is [`CONFIG_PATH`]).
 pub const CONFIG_DIR: &str = "/etc/holdfast";
+/// The optional Secret whose key `logins` holds the web UI's logins (`read:SECRET` /
+/// `restore:SECRET` lines), mounted at `/etc/holdfast/ui/logins` (`--ui-login-file`).
+pub const UI_LOGIN_SECRET: &str = "holdfast-ui-login";
+
 /// Where the Secret's `password` key is mounted (`HOLDFAST_PASSWORD_FILE`).
 pub const PASSWORD_PATH: &str = "/etc/holdfast/secret/password";
 /// The cache directory on each node (`HOLDFAST_CACHE_DIR`, a hostPath).
@@ -432,6 +436,10 @@ const DAEMON_SET_COMMENT: &str = "\
 #   prometheus.io/scrape annotations for annotation-based scraping, and the Service below
 #   serves a ServiceMonitor (deploy/holdfast-servicemonitor.yaml). Scrape with
 #   honor_labels: true, so the metrics' `namespace` label is the PVC's.
+# - The web UI is served at /ui on the same port once the optional Secret
+#   holdfast-ui-login exists (key `logins`: lines `read:SECRET` or `restore:SECRET`) and
+#   the agents restart; without it they serve metrics only. Reach it with
+#   `kubectl -n NAMESPACE port-forward ds/holdfast-agent 9469` and http://127.0.0.1:9469/ui.
 # - No liveness probe: /healthz answers while the process runs, which the kubelet already
 #   knows; a restart would cut a running backup short.
 ";
@@ -564,6 +572,10 @@ fn daemon_set(args: &ManifestArgs, kubelet_pods: &str, config: &str) -> DaemonSe
                 read_only: Some(true),
                 ..mount("secret", "/etc/holdfast/secret")
             },
+            VolumeMount {
+                read_only: Some(true),
+                ..mount("ui-login", "/etc/holdfast/ui")
+            },
             mount("cache", CACHE_DIR),
             mount("tmp", "/tmp"),
         ]),
@@ -627,6 +639,22 @@ fn daemon_set(args: &ManifestArgs, kubelet_pods: &str, config: &str) -> DaemonSe
                 // 0400, printed as 256: the manifest is JSON-compatible YAML, without octal.
                 default_mode: Some(0o400),
                 ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        // The web UI's logins: optional, so the agents start without it (metrics only)
+        // and serve the UI at /ui once it exists (after a restart).
+        Volume {
+            name: "ui-login".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(UI_LOGIN_SECRET.into()),
+                optional: Some(true),
+                items: Some(vec![KeyToPath {
+                    key: "logins".into(),
+                    path: "logins".into(),
+                    ..KeyToPath::default()
+                }]),
+                default_mode: Some(0o400),
             }),
             ..Volume::default()
         },

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use holdfast_engine::backup::{self, BackupReport, BackupRequest, ParentChoice, Source};
 use holdfast_engine::checker::{self, CheckOptions, CheckProgress, CheckReport, ReadData};
@@ -213,7 +214,7 @@ pub struct RepoView {
 
 /// An open repository.
 pub struct Repo {
-    repo: Repository,
+    repo: Arc<Repository>,
 }
 
 impl Repo {
@@ -245,12 +246,19 @@ impl Repo {
             limit_download_kib: s.limit_download_kib,
         };
         let repo = holdfast_engine::open::open(&opts, &pw)?;
-        Ok(Repo { repo })
+        Ok(Repo {
+            repo: Arc::new(repo),
+        })
     }
 
     /// The repository.
     pub fn repository(&self) -> &Repository {
         &self.repo
+    }
+
+    /// The repository, shared (the web UI serves from the agent's open repository).
+    pub fn shared(&self) -> Arc<Repository> {
+        self.repo.clone()
     }
 
     /// The newest snapshot time (ns since the epoch) of each volume of `cluster`, by
