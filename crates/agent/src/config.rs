@@ -230,6 +230,11 @@ impl Default for Maintenance {
 }
 
 impl AgentConfig {
+    /// The configuration of `--config`, or the defaults when none is given.
+    pub fn load_or_default(path: Option<&Path>) -> Result<AgentConfig, AgentError> {
+        path.map_or_else(|| Ok(AgentConfig::default()), AgentConfig::load)
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<AgentConfig, AgentError> {
         let text = std::fs::read_to_string(path).map_err(|e| AgentError::Config {

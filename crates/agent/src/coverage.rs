@@ -539,10 +539,7 @@ pub fn run(
     repo: crate::repo::RepoSettings,
 ) -> Result<CoverageReport> {
     use crate::error::AgentError;
-    let config = match &args.config {
-        Some(p) => AgentConfig::load(p)?,
-        None => AgentConfig::default(),
-    };
+    let config = AgentConfig::load_or_default(args.config.as_deref())?;
     let location = repo
         .location
         .clone()
@@ -572,17 +569,29 @@ pub fn run(
         })
         .await
         .map_err(|e| AgentError::Usage(format!("repository task failed: {e}")))??;
-        let (inv, classes, leases) = read_cluster(&client, &config, &args.lease_namespace).await?;
-        Ok(audit(&Sources {
-            inventory: &inv,
-            config: &config,
-            classes: classes.as_deref(),
-            view: &view,
-            command_leases: &leases,
-            now: Utc::now(),
-            cluster: &cluster,
-        }))
+        audit_cluster(&client, &config, &args.lease_namespace, &view, &cluster).await
     })
+}
+
+/// Reads the cluster ([`read_cluster`]) and audits it against `view` now: `holdfast
+/// coverage` and an agent that is not elected (the web UI's coverage page).
+pub async fn audit_cluster(
+    client: &Client,
+    config: &AgentConfig,
+    lease_namespace: &str,
+    view: &RepoView,
+    cluster: &str,
+) -> Result<CoverageReport> {
+    let (inv, classes, leases) = read_cluster(client, config, lease_namespace).await?;
+    Ok(audit(&Sources {
+        inventory: &inv,
+        config,
+        classes: classes.as_deref(),
+        view,
+        command_leases: &leases,
+        now: Utc::now(),
+        cluster,
+    }))
 }
 
 /// A human duration: `3d4h`, `5h12m`, `42m`, `17s`.

@@ -53,10 +53,7 @@ use runner::{Agent, Settings};
 /// Resolves flags, environment and configuration into the run's settings.
 pub fn settings(args: &AgentArgs, mut repo: RepoSettings) -> Result<Settings> {
     let r = &args.run;
-    let config = match &r.config {
-        Some(p) => AgentConfig::load(p)?,
-        None => AgentConfig::default(),
-    };
+    let config = AgentConfig::load_or_default(r.config.as_deref())?;
     let node = r
         .node_name
         .clone()

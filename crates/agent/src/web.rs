@@ -20,7 +20,7 @@ use futures::future::BoxFuture;
 use holdfast_ui::{ActivityRow, AuthConfig, ClusterView, CoverageRow, Credentials, UiState};
 
 use crate::args::RestoreArgs;
-use crate::coverage::{self, CoverageReport, Sources};
+use crate::coverage::{self, CoverageReport};
 use crate::error::{AgentError, Result};
 use crate::metrics::JobKey;
 use crate::restore;
@@ -76,20 +76,16 @@ impl AgentView {
             return Ok(r);
         }
         let s = self.agent.settings();
-        let cluster = s.cluster.clone();
-        let cl = cluster.clone();
+        let cl = s.cluster.clone();
         let view = self.agent.with_repo(move |r| r.view(&cl, false)).await?;
-        let (inv, classes, leases) =
-            coverage::read_cluster(self.agent.client(), &s.config, &s.lease_namespace).await?;
-        Ok(coverage::audit(&Sources {
-            inventory: &inv,
-            config: &s.config,
-            classes: classes.as_deref(),
-            view: &view,
-            command_leases: &leases,
-            now: Utc::now(),
-            cluster: &cluster,
-        }))
+        coverage::audit_cluster(
+            self.agent.client(),
+            &s.config,
+            &s.lease_namespace,
+            &view,
+            &s.cluster,
+        )
+        .await
     }
 
     fn push_restore(&self, row: ActivityRow) {

@@ -565,6 +565,53 @@ pub enum ContentPiece<'a> {
     Zeros(u64),
 }
 
+/// One piece of a file's content, read: a blob's plaintext or a run of zeros.
+#[derive(Debug)]
+pub enum ReadPiece {
+    /// A blob's plaintext.
+    Data(Vec<u8>),
+    /// This many zero bytes.
+    Zeros(u64),
+}
+
+/// Reads the next window of a file's content `rest` (blobs adding up to about `window`
+/// bytes, at least one reference), the window's blobs in parallel; returns its pieces in
+/// order and the references left. Bounds memory for whoever streams a file (dumps, the web
+/// UI's downloads).
+pub fn read_window<'c>(
+    repo: &Repository,
+    index: &MasterIndex,
+    rest: &'c [ContentRef],
+    window: u64,
+) -> Result<(Vec<ReadPiece>, &'c [ContentRef])> {
+    let mut planned = 0u64;
+    let n = rest
+        .iter()
+        .position(|c| {
+            let over = planned >= window;
+            if let ContentRef::Blob(id) = c {
+                planned += index
+                    .get(BlobType::Data, id)
+                    .map_or(0, |l| u64::from(l.entry.raw_len));
+            }
+            over
+        })
+        .unwrap_or(rest.len())
+        .max(1)
+        .min(rest.len());
+    let (win, tail) = rest.split_at(n);
+    let pieces = win
+        .par_iter()
+        .map(|c| match c {
+            ContentRef::Blob(id) => repo
+                .read_blob(index, BlobType::Data, id)
+                .map(ReadPiece::Data),
+            ContentRef::Zeros(z) => Ok(ReadPiece::Zeros(*z)),
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    Ok((pieces, tail))
+}
+
 /// Calls `f` with each piece of a file's content and its offset, in order: blobs window
 /// by window, each window's blobs read in parallel.
 pub fn for_each_piece(
@@ -576,40 +623,14 @@ pub fn for_each_piece(
     let mut at = 0u64;
     let mut rest = node.content.as_slice();
     while !rest.is_empty() {
-        let mut planned = 0u64;
-        let n = rest
-            .iter()
-            .position(|c| {
-                let over = planned >= DUMP_WINDOW;
-                if let ContentRef::Blob(id) = c {
-                    planned += index
-                        .get(BlobType::Data, id)
-                        .map_or(0, |l| u64::from(l.entry.raw_len));
-                }
-                over
-            })
-            .unwrap_or(rest.len())
-            .max(1);
-        let (window, tail) = rest.split_at(n);
-        /// One content ref, ready to be written.
-        enum Ready {
-            Data(Vec<u8>),
-            Zeros(u64),
-        }
-        let ready: Vec<Ready> = window
-            .par_iter()
-            .map(|c| match c {
-                ContentRef::Blob(id) => repo.read_blob(index, BlobType::Data, id).map(Ready::Data),
-                ContentRef::Zeros(z) => Ok(Ready::Zeros(*z)),
-            })
-            .collect::<std::result::Result<_, _>>()?;
+        let (ready, tail) = read_window(repo, index, rest, DUMP_WINDOW)?;
         for r in ready {
             match r {
-                Ready::Data(b) => {
+                ReadPiece::Data(b) => {
                     f(at, ContentPiece::Data(&b))?;
                     at += b.len() as u64;
                 }
-                Ready::Zeros(z) => {
+                ReadPiece::Zeros(z) => {
                     f(at, ContentPiece::Zeros(z))?;
                     at += z;
                 }

@@ -19,12 +19,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use bytes::Bytes;
-use holdfast_repo::blob::BlobType;
+use holdfast_engine::restorer::{read_window, ReadPiece};
 use holdfast_repo::index::MasterIndex;
 use holdfast_repo::repository::Repository;
 use holdfast_repo::tree::{ContentRef, Node, NodeKind};
 use holdfast_repo::Id;
-use rayon::prelude::*;
 use tokio::sync::mpsc;
 
 use crate::auth::Caller;
@@ -383,36 +382,12 @@ impl<'a> ContentReader<'a> {
     }
 
     fn refill(&mut self) -> io::Result<()> {
-        let mut planned = 0u64;
-        let n = self
-            .rest
-            .iter()
-            .position(|c| {
-                let over = planned >= TAR_WINDOW;
-                if let ContentRef::Blob(id) = c {
-                    planned += self
-                        .index
-                        .get(BlobType::Data, id)
-                        .map_or(0, |l| u64::from(l.entry.raw_len));
-                }
-                over
-            })
-            .unwrap_or(self.rest.len())
-            .max(1)
-            .min(self.rest.len());
-        let (window, tail) = self.rest.split_at(n);
-        let pieces: Vec<Piece> = window
-            .par_iter()
-            .map(|c| match c {
-                ContentRef::Blob(id) => self
-                    .repo
-                    .read_blob(self.index, BlobType::Data, id)
-                    .map(|b| Piece::Data(b, 0))
-                    .map_err(|e| io::Error::other(e.to_string())),
-                ContentRef::Zeros(z) => Ok(Piece::Zeros(*z)),
-            })
-            .collect::<io::Result<_>>()?;
-        self.ready.extend(pieces);
+        let (pieces, tail) = read_window(self.repo, self.index, self.rest, TAR_WINDOW)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        self.ready.extend(pieces.into_iter().map(|p| match p {
+            ReadPiece::Data(b) => Piece::Data(b, 0),
+            ReadPiece::Zeros(z) => Piece::Zeros(z),
+        }));
         self.rest = tail;
         Ok(())
     }
