@@ -26,7 +26,7 @@ use holdfast_repo::blob::BlobType;
 use holdfast_repo::blob_store::BlobStore;
 use holdfast_repo::index::MasterIndex;
 use holdfast_repo::repository::Repository;
-use holdfast_repo::snapshot::{Snapshot, Summary};
+use holdfast_repo::snapshot::{Snapshot, SnapshotExt, Summary};
 use holdfast_repo::tree::{ContentRef, Node, NodeKind, Tree};
 use holdfast_repo::writer::Writer;
 use holdfast_repo::Id;
@@ -34,7 +34,7 @@ use rayon::prelude::*;
 
 mod feed_tree;
 
-use crate::backup::BackupRequest;
+use crate::backup::{BackupRequest, Lineage};
 use crate::error::{EngineError, Result};
 use crate::feed::Feed;
 use crate::fsmeta::{self, UserCache};
@@ -286,16 +286,16 @@ fn path_bytes(p: &Path) -> &[u8] {
 /// longer than the lease fails with [`holdfast_repo::Error::LeaseLost`] and saves nothing
 /// (SPEC.md §12.2).
 ///
-/// `parent` is the snapshot to compare with (`opts.parent` is not looked at here: the
-/// caller has chosen, see [`crate::backup::choose_parent`]); [`crate::backup::run`] is the
-/// whole job around this.
+/// `lineage` names the snapshot to compare with and the host sequence number
+/// (`opts.parent` is not looked at here: the caller has chosen, see
+/// [`crate::backup::choose_lineage`]); [`crate::backup::run`] is the whole job around this.
 pub fn backup<'a>(
     writer: &'a Writer<'a>,
     opts: &BackupRequest,
-    parent: Option<Id>,
+    lineage: Lineage,
     progress: &BackupProgress,
 ) -> Result<BackupOutcome> {
-    backup_feed(writer, opts, parent, None, progress)
+    backup_feed(writer, opts, lineage, None, progress)
 }
 
 /// [`backup`] of a request that may have a [`SourceKind::Feed`] source, whose entries
@@ -303,10 +303,11 @@ pub fn backup<'a>(
 pub fn backup_feed<'a>(
     writer: &'a Writer<'a>,
     opts: &BackupRequest,
-    parent: Option<Id>,
+    lineage: Lineage,
     feed: Option<Box<dyn Feed + '_>>,
     progress: &BackupProgress,
 ) -> Result<BackupOutcome> {
+    let parent = lineage.parent;
     let feeds = opts
         .sources
         .iter()
@@ -369,6 +370,10 @@ pub fn backup_feed<'a>(
         parent,
         program_version: opts.program_version.clone(),
         summary,
+        ext: SnapshotExt {
+            host_seq: lineage.host_seq,
+            ..Default::default()
+        },
     };
     let id = writer.save_snapshot(&snapshot)?;
     Ok(BackupOutcome {

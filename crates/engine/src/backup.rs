@@ -161,8 +161,8 @@ pub fn run_feed(
     // The session is announced before the index is read, so a concurrent prune waits for it
     // (SPEC.md §12.2): `begin_write` does both, in that order.
     let writer = repo.begin_write(&req.host)?;
-    let parent = choose_parent(repo, req)?;
-    let outcome = archiver::backup_feed(&writer, req, parent, feed, progress);
+    let lineage = choose_lineage(repo, req)?;
+    let outcome = archiver::backup_feed(&writer, req, lineage, feed, progress);
     // The session ends here, whatever the outcome.
     drop(writer);
     let outcome = outcome?;
@@ -177,13 +177,53 @@ pub fn run_feed(
     })
 }
 
-/// The parent snapshot `req.parent` chooses, if any.
-pub fn choose_parent(repo: &Repository, req: &BackupRequest) -> Result<Option<Id>> {
+/// Where a new snapshot stands among its host's: its parent and its host sequence number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lineage {
+    /// The snapshot to compare with (unchanged files are not read again).
+    pub parent: Option<Id>,
+    /// The snapshot's host sequence number (SPEC.md §9.1): one more than the highest of
+    /// the host's snapshots in the repository.
+    pub host_seq: Option<u64>,
+}
+
+impl Lineage {
+    /// A snapshot made from `parent`, with no host sequence number (tests, tools).
+    pub fn from_parent(parent: Option<Id>) -> Lineage {
+        Lineage {
+            parent,
+            host_seq: None,
+        }
+    }
+}
+
+/// The parent `req.parent` chooses and the next host sequence number for `req.host`,
+/// from one listing of the snapshots.
+pub fn choose_lineage(repo: &Repository, req: &BackupRequest) -> Result<Lineage> {
+    let (all, _) = repo.snapshots()?;
+    let host_seq = all
+        .iter()
+        .filter(|(_, s)| s.host == req.host && s.ext.origin.is_none())
+        .filter_map(|(_, s)| s.ext.host_seq)
+        .max()
+        .unwrap_or(0)
+        .checked_add(1);
+    Ok(Lineage {
+        parent: choose_parent_in(repo, req, &all)?,
+        host_seq,
+    })
+}
+
+/// The parent snapshot `req.parent` chooses among `all`, if any.
+fn choose_parent_in(
+    repo: &Repository,
+    req: &BackupRequest,
+    all: &[(Id, Snapshot)],
+) -> Result<Option<Id>> {
     let newest_with_paths = |filter: &dyn Fn(&Snapshot) -> bool| -> Result<Option<Id>> {
         let paths = req.recorded_paths()?;
-        let (all, _) = repo.snapshots()?;
         Ok(all
-            .into_iter()
+            .iter()
             .rev()
             .find(|(_, s)| {
                 filter(s) && {
@@ -192,7 +232,7 @@ pub fn choose_parent(repo: &Repository, req: &BackupRequest) -> Result<Option<Id
                     p == paths
                 }
             })
-            .map(|(id, _)| id))
+            .map(|(id, _)| *id))
     };
     match &req.parent {
         ParentChoice::Auto => newest_with_paths(&|s| s.host == req.host),
@@ -237,6 +277,7 @@ pub fn program_version() -> String {
 mod tests {
     use std::path::Path;
 
+    use holdfast_repo::backend::FileKind;
     use holdfast_repo::tree::NodeKind;
 
     use super::*;
@@ -451,6 +492,28 @@ mod tests {
         let meta = std::fs::symlink_metadata(Path::new("/").join(first)).unwrap();
         use std::os::unix::fs::MetadataExt;
         assert_eq!(root.nodes[0].inode, meta.ino());
+    }
+
+    #[test]
+    fn host_sequence_numbers_count_each_hosts_own_snapshots() {
+        let d = tempfile::tempdir().unwrap();
+        let (r, a, b) = two_sources(d.path());
+        let seq = |host: &str, src: &Path, t: i64| {
+            let mut req = request(vec![Source::new(src)], ParentChoice::Auto, t);
+            req.host = host.into();
+            let out = backup(&r, &req);
+            assert_eq!(r.load_snapshot(&out.snapshot_id).unwrap(), out.snapshot);
+            out.snapshot.ext.host_seq
+        };
+        assert_eq!(seq("h", &a, 1), Some(1));
+        assert_eq!(seq("h", &b, 2), Some(2), "any paths of the host count");
+        assert_eq!(seq("other", &a, 3), Some(1));
+        assert_eq!(seq("h", &a, 4), Some(3));
+        // A removed newest snapshot makes the number go back: what rollback checks see.
+        let (all, _) = r.snapshots().unwrap();
+        let newest = all.iter().rev().find(|(_, s)| s.host == "h").unwrap().0;
+        r.backend().remove(FileKind::Snapshot, &newest).unwrap();
+        assert_eq!(seq("h", &a, 5), Some(3));
     }
 
     #[test]

@@ -654,6 +654,7 @@ mod tests {
                 parent: None,
                 program_version: "test".into(),
                 summary: Summary::default(),
+                ext: Default::default(),
             },
         )
     }
@@ -1249,6 +1250,7 @@ mod tests {
                             parent: None,
                             program_version: "t".into(),
                             summary: Summary::default(),
+                            ext: Default::default(),
                         },
                     )
                 })

@@ -4,6 +4,7 @@
 mod common;
 
 use holdfast_engine::archiver::{backup, BackupProgress};
+use holdfast_engine::backup::Lineage;
 use holdfast_engine::restorer::{restore, RestoreProgress};
 use holdfast_repo::tree::Tree;
 
@@ -19,7 +20,13 @@ fn file_equal_to_an_encoded_tree_round_trips() {
     std::fs::write(src.join("looks-like-a-tree"), &tree_bytes).unwrap();
     let opts = backup_options(&src, 1);
     let writer = r.begin_write("h").unwrap();
-    let out = backup(&writer, &opts, None, &BackupProgress::default()).unwrap();
+    let out = backup(
+        &writer,
+        &opts,
+        Lineage::default(),
+        &BackupProgress::default(),
+    )
+    .unwrap();
     drop(writer);
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
     let index = r.load_index().unwrap();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use holdfast_chunker::{Chunker, ChunkerParams, GearTable};
 use holdfast_engine::archiver::{backup, BackupOutcome, BackupProgress};
-use holdfast_engine::backup::{BackupRequest, ParentChoice, Source};
+use holdfast_engine::backup::{BackupRequest, Lineage, ParentChoice, Source};
 use holdfast_engine::image::{write_into, Extent, ImageBase};
 use holdfast_engine::restorer::{dump, lookup};
 use holdfast_repo::backend::local::LocalBackend;
@@ -51,7 +51,13 @@ fn image_backup(r: &Repository, src: Source, time_ns: i64) -> BackupOutcome {
         ..BackupRequest::new(vec![src])
     };
     let writer = r.begin_write("h").unwrap();
-    let out = backup(&writer, &req, None, &BackupProgress::default()).unwrap();
+    let out = backup(
+        &writer,
+        &req,
+        Lineage::default(),
+        &BackupProgress::default(),
+    )
+    .unwrap();
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
     out
 }
@@ -258,7 +264,13 @@ fn image_of_a_regular_file_keeps_its_metadata_and_directories_above_are_syntheti
     // A directory is not an image.
     let req = BackupRequest::new(vec![Source::image(d.path(), "/x")]);
     let writer = r.begin_write("h").unwrap();
-    let out = backup(&writer, &req, None, &BackupProgress::default()).unwrap();
+    let out = backup(
+        &writer,
+        &req,
+        Lineage::default(),
+        &BackupProgress::default(),
+    )
+    .unwrap();
     assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
     assert!(out.warnings[0].contains("not a block device or regular file"));
 }

@@ -230,6 +230,7 @@ mod tests {
                 parent: None,
                 program_version: "t".into(),
                 summary: Summary::default(),
+                ext: Default::default(),
             },
         )
     }

@@ -38,6 +38,10 @@ pub enum DecodeError {
     /// Bytes remained after the structure ended.
     #[error("{0} trailing bytes after the end of the structure")]
     Trailing(usize),
+    /// The structure uses something only a newer holdfast understands (an unknown
+    /// critical extension), which must not be guessed at.
+    #[error("{0} (written by a newer holdfast)")]
+    Newer(String),
 }
 
 /// Builds a `DecodeError::Invalid`.

@@ -44,6 +44,14 @@ pub enum Error {
         /// The version this build supports.
         supported: u8,
     },
+    /// An object uses a part of the format this build does not implement.
+    #[error("{what}: {detail}; this holdfast cannot read it: upgrade holdfast")]
+    Newer {
+        /// Which object.
+        what: String,
+        /// What it uses.
+        detail: String,
+    },
     /// A stored object failed authentication, hashing or decoding.
     #[error("{kind} {name} is corrupt: {detail}")]
     Corrupt {
@@ -141,6 +149,10 @@ impl Error {
                 what: format!("{kind} {}", name.to_string()),
                 found,
                 supported,
+            },
+            DecodeError::Newer(detail) => Error::Newer {
+                what: format!("{kind} {}", name.to_string()),
+                detail,
             },
             e => Error::corrupt(kind, name, e),
         }

@@ -87,6 +87,17 @@ fn plus(base: &[u8], with: &[u8]) -> Vec<u8> {
     [base, with].concat()
 }
 
+/// A snapshot extension list (§9.1) of these records, unchecked.
+fn ext(records: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut out = le32(records.len() as u32).to_vec();
+    for (t, v) in records {
+        out.extend(t.to_le_bytes());
+        out.extend(le32(v.len() as u32));
+        out.extend(*v);
+    }
+    out
+}
+
 fn le32(v: u32) -> [u8; 4] {
     v.to_le_bytes()
 }
@@ -269,6 +280,8 @@ enum Want {
     Corrupt(&'static str),
     /// Unsupported version, from a decoder that reports [`Error`] directly.
     Unsupported,
+    /// Needs a newer holdfast: a critical extension this build does not know.
+    NewerFeature,
 }
 
 impl Want {
@@ -279,6 +292,7 @@ impl Want {
             Want::Trailing => "corrupt (trailing bytes)".into(),
             Want::Invalid(f) => format!("corrupt (invalid {f})"),
             Want::Newer | Want::Unsupported => "unsupported version".into(),
+            Want::NewerFeature => "needs a newer holdfast".into(),
             Want::Older => "corrupt (version below 1; see the note)".into(),
             Want::Corrupt("") => "corrupt".into(),
             Want::Corrupt(d) => format!("corrupt ({d})"),
@@ -580,7 +594,7 @@ fn groups() -> Vec<(&'static str, Vec<Vector>)> {
             "Snapshot plaintext (§9.1)",
             vec![
                 v("N-SNAP-0", "S0", "(the base)", s0.clone(), D::Snapshot, Accepted),
-                v("N-SNAP-1", "S0 with byte 0 = `02`", "version 1 (§13)", patch(&s0, 0, &[2]), D::Snapshot, Newer),
+                v("N-SNAP-1", "S0 with byte 0 = `03`", "versions 1 and 2 (§13)", patch(&s0, 0, &[3]), D::Snapshot, Newer),
                 v("N-SNAP-2", "S0 with parent flag (byte 65) 2", "flags are 0 or 1", patch(&s0, 65, &[2]), D::Snapshot, Invalid("parent flag")),
                 v("N-SNAP-3", "S0 with host `ff` (one byte)", "host is UTF-8 (§2)", s0_with(&[0xff], &[]), D::Snapshot, Invalid("host")),
                 v("N-SNAP-4", "S0 with tags [`ff`] (one byte)", "tags are UTF-8 (§2)", s0_with(b"", &[&[0xff]]), D::Snapshot, Invalid("tag")),
@@ -588,6 +602,13 @@ fn groups() -> Vec<(&'static str, Vec<Vector>)> {
                 v("N-SNAP-6", "S0 with tag count 100", "count fits the remaining bytes (§2)", patch(&s0, 29, &le32(100)), D::Snapshot, Invalid("tag count")),
                 v("N-SNAP-7", "S0 + `00`", "trailing bytes (§2)", plus(&s0, &[0]), D::Snapshot, Trailing),
                 v("N-SNAP-8", "S0 without its last byte", "truncation inside a `u64`", s0[..179].to_vec(), D::Snapshot, Truncated),
+                v("N-SNAP-9", "S0 with byte 0 = `02`", "version 2 has an extension list (§9.1)", patch(&s0, 0, &[2]), D::Snapshot, Truncated),
+                v("N-SNAP-10", "S0 as version 2 + `00000000`", "the extension list is not empty", plus(&patch(&s0, 0, &[2]), &le32(0)), D::Snapshot, Invalid("extension count")),
+                v("N-SNAP-11", "S0 as version 2 + `02000000` + type 2 (64 × `00`) + type 1 (8 × `00`)", "types ascend", plus(&patch(&s0, 0, &[2]), &ext(&[(2, &[0; 64]), (1, &[0; 8])])), D::Snapshot, Invalid("extension type")),
+                v("N-SNAP-12", "S0 as version 2 + `01000000` + type 1 (7 × `00`)", "a host sequence number is 8 bytes", plus(&patch(&s0, 0, &[2]), &ext(&[(1, &[0; 7])])), D::Snapshot, Invalid("host sequence")),
+                v("N-SNAP-13", "S0 as version 2 + `01000000` + type 2 (63 × `00`)", "an origin is 64 bytes", plus(&patch(&s0, 0, &[2]), &ext(&[(2, &[0; 63])])), D::Snapshot, Invalid("origin")),
+                v("N-SNAP-14", "S0 as version 2 + `01000000` + type `0x8000` (empty)", "unknown critical extensions are refused (§9.1)", plus(&patch(&s0, 0, &[2]), &ext(&[(0x8000, &[])])), D::Snapshot, NewerFeature),
+                v("N-SNAP-15", "S0 as version 2 + `01000000` + type `0x7fff` (empty)", "unknown ignorable extensions are accepted", plus(&patch(&s0, 0, &[2]), &ext(&[(0x7fff, &[])])), D::Snapshot, Accepted),
             ],
         ),
         (
@@ -687,6 +708,10 @@ fn check(v: &Vector) -> Result<(), String> {
             Ok(())
         }
         (Want::Unsupported, Err(Failure::Error(Error::UnsupportedVersion { .. }))) => Ok(()),
+        (Want::NewerFeature, Err(Failure::Decode(e @ DecodeError::Newer(_)))) => match class(e) {
+            Error::Newer { .. } => Ok(()),
+            other => fail(&other),
+        },
         (_, got) => fail(&got),
     }
 }

@@ -27,7 +27,7 @@ use holdfast_repo::envelope::{self, ObjectKind};
 use holdfast_repo::index::{IndexFile, IndexPack, MasterIndex};
 use holdfast_repo::keyfile::{KdfParams, KeyFile};
 use holdfast_repo::pack::{self, PackEntry, PackHeader, PackWriter, HEADER_AD, TRAILER_LEN};
-use holdfast_repo::snapshot::{Snapshot, Summary};
+use holdfast_repo::snapshot::{Origin, Snapshot, SnapshotExt, Summary};
 use holdfast_repo::tree::{ContentRef, Node, NodeKind, Tree, Xattr};
 use holdfast_repo::Id;
 
@@ -352,6 +352,7 @@ fn snapshot_vector() -> Snapshot {
             errors: 13,
             duration_ns: 14,
         },
+        ext: Default::default(),
     }
 }
 
@@ -2124,4 +2125,35 @@ fn tree_pack() {
         TREE_PACK_ID,
         TREE_PACK_HEAD,
     ]);
+}
+
+/// §15.21: the snapshot of §15.8 with a host sequence number and an origin is version 2:
+/// the same fields after a version byte of 2, then the extension list.
+const SNAPSHOT_V2_EXT: &str = "02000000\
+0100080000000700000000000000\
+020040000000\
+7777777777777777777777777777777777777777777777777777777777777777\
+8888888888888888888888888888888888888888888888888888888888888888";
+
+#[test]
+fn snapshot_version_2() {
+    let mut s = snapshot_vector();
+    let v1 = s.encode();
+    assert_eq!(v1[0], 1, "no extensions: version 1");
+    s.ext = SnapshotExt {
+        host_seq: Some(7),
+        origin: Some(Origin {
+            repo_id: Id([0x77; 32]),
+            snapshot: Id([0x88; 32]),
+        }),
+        unknown: vec![],
+    };
+    let v2 = s.encode();
+    let mut want = v1.clone();
+    want[0] = 2;
+    want.extend(unhex(SNAPSHOT_V2_EXT));
+    assert_eq!(hx(&v2), hx(&want));
+    assert_eq!(v2.len(), SNAPSHOT_LEN + 88);
+    assert_eq!(Snapshot::decode(&v2).unwrap(), s);
+    assert_in_spec(&[SNAPSHOT_V2_EXT]);
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use holdfast_engine::archiver::{backup, BackupOutcome, BackupProgress};
-use holdfast_engine::backup::{BackupRequest, ParentChoice, Source};
+use holdfast_engine::backup::{BackupRequest, Lineage, ParentChoice, Source};
 use holdfast_engine::filter::PathFilter;
 use holdfast_engine::restorer::RestoreOptions;
 use holdfast_repo::repository::Repository;
@@ -36,7 +36,7 @@ pub fn run_backup(r: &Repository, src: &Path, parent: Option<Id>, time_ns: i64) 
     backup(
         &writer,
         &backup_options(src, time_ns),
-        parent,
+        Lineage::from_parent(parent),
         &BackupProgress::default(),
     )
     .unwrap()
