@@ -662,6 +662,7 @@ impl Repo {
         cmd.env("HOLDFAST_REPOSITORY", &self.path)
             .env("HOLDFAST_PASSWORD", &self.password)
             .env("HOLDFAST_CACHE_DIR", &self.cache)
+            .env("HOLDFAST_STATE_DIR", self.dir.path().join("state"))
             .env("NO_COLOR", "1")
             .env_remove("RUST_BACKTRACE")
             .args(args);

@@ -228,3 +228,62 @@ fn empty_new_password_is_refused() {
     repo.cmd_env(&["snapshots"], &with_pw(""))
         .assert_code(exit::WRONG_PASSWORD);
 }
+
+/// One password per node: `key add --host` labels the key, a process whose host is that
+/// node opens with it (and the key it opened with is the node's), `key remove --host`
+/// removes the node's keys so its password no longer opens, and refuses to remove the
+/// keys of the node whose password is in use.
+#[test]
+fn per_node_keys_are_labelled_hinted_and_removed_by_host() {
+    let repo = Repo::new();
+    let work = tempdir();
+    for node in ["node-a", "node-b"] {
+        let f = work.path().join(node);
+        fs::write(&f, format!("password of {node}\n")).unwrap();
+        repo.cmd(&[
+            OsStr::new("key"),
+            OsStr::new("add"),
+            OsStr::new("--host"),
+            OsStr::new(node),
+            OsStr::new("--new-password-file"),
+            f.as_os_str(),
+        ])
+        .assert_ok();
+    }
+    let list = keys(&repo, PASSWORD);
+    let hosts: Vec<&str> = list.iter().map(|k| k["host"].as_str().unwrap()).collect();
+    assert!(hosts.contains(&"node-a") && hosts.contains(&"node-b"), "{list:?}");
+    let id_of = |host: &str| {
+        list.iter().find(|k| k["host"] == host).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // Node b, as itself, opens with its key (the host hint); a key hint by ID works too.
+    let as_b = [
+        ("HOLDFAST_PASSWORD", OsStr::new("password of node-b")),
+        ("HOLDFAST_HOST", OsStr::new("node-b")),
+    ];
+    let run = repo.cmd_env(&["key", "list", "--json"], &as_b);
+    assert_eq!(current_key(run.assert_ok().json().as_array().unwrap()), id_of("node-b"));
+    let hint = id_of("node-a")[..10].to_string();
+    let run = repo.cmd_env(
+        &["key", "list", "--json", "--key-hint", &hint],
+        &with_pw("password of node-a"),
+    );
+    assert_eq!(current_key(run.assert_ok().json().as_array().unwrap()), id_of("node-a"));
+
+    // Node b cannot remove its own keys; the admin password removes node a's.
+    repo.cmd_env(&["key", "remove", "--host", "node-b"], &as_b)
+        .assert_code(exit::USAGE)
+        .assert_stderr_contains("another password");
+    repo.cmd(&["key", "remove", "--host", "node-a"]).assert_ok();
+    repo.cmd(&["key", "remove", "--host", "node-a"])
+        .assert_code(exit::USAGE)
+        .assert_stderr_contains("no key file is labelled");
+    repo.cmd_env(&["snapshots"], &with_pw("password of node-a"))
+        .assert_code(exit::WRONG_PASSWORD);
+    assert_eq!(keys(&repo, PASSWORD).len(), 2);
+    repo.cmd(&["key", "remove"]).assert_code(exit::USAGE);
+}

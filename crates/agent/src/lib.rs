@@ -65,6 +65,8 @@ pub fn settings(args: &AgentArgs, mut repo: RepoSettings) -> Result<Settings> {
                     .into(),
             )
         })?;
+    // Per-node keys are labelled with the node's name (`holdfast key add --host NODE`).
+    repo.key_hint.host.get_or_insert_with(|| node.clone());
     let location = repo
         .location
         .clone()

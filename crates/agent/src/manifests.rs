@@ -52,6 +52,9 @@ pub const UI_LOGIN_SECRET: &str = "holdfast-ui-login";
 pub const PASSWORD_PATH: &str = "/etc/holdfast/secret/password";
 /// The cache directory on each node (`HOLDFAST_CACHE_DIR`, a hostPath).
 pub const CACHE_DIR: &str = "/var/cache/holdfast";
+/// Where the agent keeps its high-water marks (`HOLDFAST_STATE_DIR`): on the node's
+/// hostPath, so rollback detection survives a restart of the pod.
+pub const STATE_DIR: &str = "/var/cache/holdfast/state";
 /// The pod-template annotation holding a hash of `config.yaml`: a changed configuration
 /// changes the template, so `kubectl apply` rolls the agents onto it.
 pub const CONFIG_HASH_ANNOTATION: &str = "holdfast.io/config-hash";
@@ -556,6 +559,7 @@ fn daemon_set(args: &ManifestArgs, kubelet_pods: &str, config: &str) -> DaemonSe
             secret_env("AWS_ACCESS_KEY_ID", &args.secret),
             secret_env("AWS_SECRET_ACCESS_KEY", &args.secret),
             value_env("HOLDFAST_CACHE_DIR", CACHE_DIR),
+            value_env("HOLDFAST_STATE_DIR", STATE_DIR),
             value_env("TMPDIR", "/tmp"),
         ]),
         volume_mounts: Some(vec![

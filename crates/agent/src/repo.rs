@@ -13,6 +13,7 @@ use holdfast_engine::forget::{self, ForgetReport, ForgetRequest, ForgetSelection
 use holdfast_engine::open::{CacheChoice, OpenOptions};
 use holdfast_engine::prune::{self, PruneOptions, PruneReport};
 use holdfast_engine::retention::{GroupBy, Policy};
+use holdfast_repo::repository::KeyHint;
 use holdfast_repo::repository::{Repository, SnapshotFilter};
 
 use crate::error::{AgentError, Result};
@@ -37,6 +38,8 @@ pub struct RepoSettings {
     pub limit_upload_kib: Option<u64>,
     /// `--limit-download`, KiB/s (else the configuration's `limitDownloadKib`).
     pub limit_download_kib: Option<u64>,
+    /// `--key-hint`, and the node's name as the host label of per-node keys.
+    pub key_hint: KeyHint,
 }
 
 /// Tag keys of the agent's snapshots.
@@ -244,6 +247,7 @@ impl Repo {
             cache,
             limit_upload_kib: s.limit_upload_kib,
             limit_download_kib: s.limit_download_kib,
+            key_hint: s.key_hint.clone(),
         };
         let repo = holdfast_engine::open::open(&opts, &pw)?;
         Ok(Repo {

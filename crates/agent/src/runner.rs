@@ -640,6 +640,9 @@ impl Agent {
         let mut r = result(s, v, Status::Succeeded, String::new(), t0, started_s);
         match outcome {
             Ok((rep, method, cleanup)) => {
+                for rb in &rep.rollbacks {
+                    tracing::error!(host = %rb.host, "{rb}");
+                }
                 r.method = Some(method.as_str().to_string());
                 r.reason = crate::report::saved_line(&rep);
                 r.snapshot = Some(rep.snapshot_id.to_string());

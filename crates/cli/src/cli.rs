@@ -50,6 +50,11 @@ pub struct Args {
     /// Run this shell command and use its output as the password.
     #[arg(long, env = "HOLDFAST_PASSWORD_COMMAND", global = true)]
     pub password_command: Option<String>,
+    /// Try this key file (ID or prefix, see `holdfast key list`) first when opening; key
+    /// files labelled with this host's name (`key add --host`) are tried next, then the
+    /// rest. Each key tried costs one password derivation (about 0.25 s).
+    #[arg(long, env = "HOLDFAST_KEY_HINT", global = true, value_name = "KEY_ID")]
+    pub key_hint: Option<String>,
     /// Where S3 repositories keep local copies of index files, snapshots and tree packs
     /// (default $XDG_CACHE_HOME/holdfast or ~/.cache/holdfast). A repository on a local
     /// path uses no cache.
@@ -403,16 +408,26 @@ pub enum ObjectKind {
 pub enum KeyAction {
     /// List key files.
     List,
-    /// Add a password.
+    /// Add a password (for instance one per node, labelled with `--host`).
     Add {
         /// Read the new password from this file.
         #[arg(long)]
         new_password_file: Option<PathBuf>,
+        /// Label the key with this host name instead of this machine's: a process on that
+        /// host (its `HOLDFAST_HOST` or host name) tries it first when opening, so a
+        /// repository with a password per node opens with one password derivation.
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
     },
-    /// Remove a key file by ID or unique prefix.
+    /// Remove key files: one by ID or unique prefix, or every key labelled with a host.
+    /// The data is not re-encrypted; see SPEC.md §4.3 on what removal does not revoke.
     Remove {
-        /// Key ID.
-        id: String,
+        /// Key ID or unique prefix.
+        #[arg(required_unless_present = "host", conflicts_with = "host")]
+        id: Option<String>,
+        /// Remove every key file labelled with this host (a node that left the cluster).
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
     },
     /// Change the password of the key in use.
     Passwd {

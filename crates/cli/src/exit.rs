@@ -21,9 +21,22 @@ pub const NO_REPOSITORY: i32 = 10;
 /// The password opens no key file.
 pub const WRONG_PASSWORD: i32 = 12;
 
+/// A command line that asks for something that cannot be done as given (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// A [`UsageError`] with this message.
+pub fn usage(msg: &str) -> anyhow::Error {
+    UsageError(msg.to_string()).into()
+}
+
 /// Maps an error chain to its exit code.
 pub fn code_for(e: &anyhow::Error) -> i32 {
     for cause in e.chain() {
+        if cause.is::<UsageError>() {
+            return USAGE;
+        }
         if matches!(
             cause.downcast_ref::<holdfast_ui::UiError>(),
             Some(holdfast_ui::UiError::Usage(_))

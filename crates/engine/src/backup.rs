@@ -15,6 +15,7 @@ use crate::archiver::{self, BackupProgress};
 use crate::error::Result;
 use crate::feed::Feed;
 use crate::filter::PathFilter;
+use crate::highwater::{HighWater, Rollback};
 use crate::listing::paths_text;
 
 pub use crate::archiver::Source;
@@ -67,6 +68,9 @@ pub struct BackupRequest {
     pub program_version: String,
     /// zstd level.
     pub compression: CompressionLevel,
+    /// Where this machine keeps its high-water marks ([`crate::highwater`]); `None`:
+    /// [`crate::highwater::default_dir`].
+    pub state_dir: Option<PathBuf>,
 }
 
 impl BackupRequest {
@@ -87,6 +91,7 @@ impl BackupRequest {
             utc_offset_s: chrono::Local::now().offset().local_minus_utc(),
             program_version: program_version(),
             compression: CompressionLevel::default(),
+            state_dir: None,
         }
     }
 
@@ -127,6 +132,9 @@ pub struct BackupReport {
     pub warnings: Vec<String>,
     /// Things that cost time but lost nothing (a parent tree that could not be used).
     pub notices: Vec<String>,
+    /// Signs that the repository went backwards since this machine last saw it
+    /// ([`crate::highwater`]): to be shown loudly.
+    pub rollbacks: Vec<Rollback>,
     /// The whole snapshot as written.
     #[serde(skip)]
     pub snapshot: Snapshot,
@@ -161,12 +169,25 @@ pub fn run_feed(
     // The session is announced before the index is read, so a concurrent prune waits for it
     // (SPEC.md §12.2): `begin_write` does both, in that order.
     let writer = repo.begin_write(&req.host)?;
-    let lineage = choose_lineage(repo, req)?;
+    let (all, _) = repo.snapshots()?;
+    let mut marks = HighWater::load(req.state_dir.as_deref(), &repo.config().repo_id);
+    let rollbacks = marks.observe(all.iter().map(|(i, s)| (i, s)));
+    let lineage = choose_lineage(repo, req, &all, marks.seen(&req.host))?;
     let outcome = archiver::backup_feed(&writer, req, lineage, feed, progress);
     // The session ends here, whatever the outcome.
     drop(writer);
-    let outcome = outcome?;
+    let mut outcome = outcome?;
+    marks.wrote(&outcome.id, &outcome.snapshot);
+    if let Some(problem) = marks.problem.take() {
+        outcome.notices.push(problem);
+    }
+    if let Err(e) = marks.save() {
+        outcome.notices.push(format!(
+            "could not save the high-water mark (rollback detection): {e}"
+        ));
+    }
     Ok(BackupReport {
+        rollbacks,
         snapshot_id: outcome.id,
         parent: outcome.snapshot.parent,
         paths: paths_text(&outcome.snapshot.paths),
@@ -197,20 +218,25 @@ impl Lineage {
     }
 }
 
-/// The parent `req.parent` chooses and the next host sequence number for `req.host`,
-/// from one listing of the snapshots.
-pub fn choose_lineage(repo: &Repository, req: &BackupRequest) -> Result<Lineage> {
-    let (all, _) = repo.snapshots()?;
-    let host_seq = all
+/// The parent `req.parent` chooses among the repository's snapshots `all`, and the next
+/// host sequence number for `req.host`: one above both the highest in `all` and `seen`,
+/// the highest this machine has seen (so a number is never reused after a rollback, and
+/// the gap stays visible).
+pub fn choose_lineage(
+    repo: &Repository,
+    req: &BackupRequest,
+    all: &[(Id, Snapshot)],
+    seen: u64,
+) -> Result<Lineage> {
+    let newest = all
         .iter()
         .filter(|(_, s)| s.host == req.host && s.ext.origin.is_none())
         .filter_map(|(_, s)| s.ext.host_seq)
         .max()
-        .unwrap_or(0)
-        .checked_add(1);
+        .unwrap_or(0);
     Ok(Lineage {
-        parent: choose_parent_in(repo, req, &all)?,
-        host_seq,
+        parent: choose_parent_in(repo, req, all)?,
+        host_seq: newest.max(seen).checked_add(1),
     })
 }
 
@@ -498,22 +524,34 @@ mod tests {
     fn host_sequence_numbers_count_each_hosts_own_snapshots() {
         let d = tempfile::tempdir().unwrap();
         let (r, a, b) = two_sources(d.path());
-        let seq = |host: &str, src: &Path, t: i64| {
+        let run_as = |host: &str, src: &Path, t: i64, state: &str| {
             let mut req = request(vec![Source::new(src)], ParentChoice::Auto, t);
             req.host = host.into();
+            req.state_dir = Some(d.path().join(state));
             let out = backup(&r, &req);
             assert_eq!(r.load_snapshot(&out.snapshot_id).unwrap(), out.snapshot);
-            out.snapshot.ext.host_seq
+            out
         };
+        let seq = |host: &str, src: &Path, t: i64| run_as(host, src, t, "state").snapshot.ext.host_seq;
         assert_eq!(seq("h", &a, 1), Some(1));
         assert_eq!(seq("h", &b, 2), Some(2), "any paths of the host count");
         assert_eq!(seq("other", &a, 3), Some(1));
         assert_eq!(seq("h", &a, 4), Some(3));
-        // A removed newest snapshot makes the number go back: what rollback checks see.
+        // The newest snapshot of "h" disappears (not forgotten by this machine).
         let (all, _) = r.snapshots().unwrap();
         let newest = all.iter().rev().find(|(_, s)| s.host == "h").unwrap().0;
         r.backend().remove(FileKind::Snapshot, &newest).unwrap();
-        assert_eq!(seq("h", &a, 5), Some(3));
+        // This machine saw number 3: it says so, and numbers past it (the gap stays).
+        let out = run_as("h", &a, 5, "state");
+        assert_eq!(out.snapshot.ext.host_seq, Some(4));
+        assert_eq!(out.rollbacks.len(), 1, "{:?}", out.rollbacks);
+        assert_eq!((out.rollbacks[0].seen.seq, out.rollbacks[0].now), (3, 2));
+        // Written past it: quiet again.
+        assert!(run_as("h", &a, 6, "state").rollbacks.is_empty());
+        // A machine without a mark sees nothing to compare with.
+        let fresh = run_as("other", &a, 7, "fresh-state");
+        assert!(fresh.rollbacks.is_empty());
+        assert_eq!(fresh.snapshot.ext.host_seq, Some(2));
     }
 
     #[test]

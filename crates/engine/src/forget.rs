@@ -13,6 +13,7 @@ use holdfast_repo::snapshot::Snapshot;
 use holdfast_repo::Id;
 use serde::Serialize;
 
+use crate::highwater::HighWater;
 use crate::error::{EngineError, Result};
 use crate::listing::{paths_text, SnapshotEntry};
 use crate::retention::{self, GroupBy, GroupKey, Policy};
@@ -210,6 +211,16 @@ pub fn apply(repo: &Repository, plan: &ForgetPlan) -> ForgetReport {
             match repo.backend().remove(FileKind::Snapshot, id) {
                 Ok(()) => removed.push(*id),
                 Err(e) => errors.push(format!("cannot remove snapshot {id}: {e}")),
+            }
+        }
+    }
+    if !removed.is_empty() {
+        // This machine forgot them on purpose: not a rollback for its next backups.
+        if let Ok((left, _)) = repo.snapshots() {
+            let mut marks = HighWater::load(None, &repo.config().repo_id);
+            marks.forgot(&removed, left.iter().map(|(i, s)| (i, s)));
+            if let Err(e) = marks.save() {
+                errors.push(format!("could not save the high-water mark: {e}"));
             }
         }
     }

@@ -31,6 +31,7 @@ pub mod feed;
 pub mod filter;
 pub mod forget;
 pub mod fsmeta;
+pub mod highwater;
 pub mod image;
 pub mod listing;
 pub mod open;

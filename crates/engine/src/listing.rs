@@ -5,11 +5,12 @@
 use holdfast_repo::backend::FileKind;
 use holdfast_repo::blob::BlobType;
 use holdfast_repo::repository::Repository;
-use holdfast_repo::snapshot::{Snapshot, Summary};
+use holdfast_repo::snapshot::{Origin, Snapshot, Summary};
 use holdfast_repo::tree::{Node, NodeKind};
 use holdfast_repo::Id;
 use serde::Serialize;
 
+use crate::highwater::{HighWater, Rollback};
 use crate::error::Result;
 
 /// A time as RFC 3339 in the given offset from UTC, to the second (a snapshot's time in
@@ -62,6 +63,12 @@ pub struct SnapshotEntry {
     pub program_version: String,
     /// The backup's counters.
     pub summary: Summary,
+    /// Its host sequence number (SPEC.md §9.1), where it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_seq: Option<u64>,
+    /// Where it was copied from, for a copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 impl SnapshotEntry {
@@ -80,6 +87,8 @@ impl SnapshotEntry {
             parent: s.parent,
             program_version: s.program_version.clone(),
             summary: s.summary.clone(),
+            host_seq: s.ext.host_seq,
+            origin: s.ext.origin,
         }
     }
 }
@@ -91,6 +100,8 @@ pub struct SnapshotListing {
     pub snapshots: Vec<SnapshotEntry>,
     /// Snapshot files that could not be read (damaged, or unreadable), one message each.
     pub unreadable: Vec<String>,
+    /// Signs that the repository went backwards since this machine last listed it.
+    pub rollbacks: Vec<Rollback>,
 }
 
 /// Lists the snapshots that `filter` passes, oldest first; damaged ones are named in
@@ -100,7 +111,12 @@ pub fn snapshots(
     filter: &holdfast_repo::repository::SnapshotFilter,
 ) -> Result<SnapshotListing> {
     let (all, bad) = repo.snapshots()?;
+    let mut marks = HighWater::load(None, &repo.config().repo_id);
+    let rollbacks = marks.observe(all.iter().map(|(i, s)| (i, s)));
+    // Best effort: a listing must work on a read-only home too.
+    let _ = marks.save();
     Ok(SnapshotListing {
+        rollbacks,
         snapshots: all
             .iter()
             .filter(|(_, s)| filter.matches(s))

@@ -15,7 +15,7 @@ use holdfast_repo::backend::local::LocalBackend;
 use holdfast_repo::backend::throttle::Throttled;
 use holdfast_repo::backend::Backend;
 use holdfast_repo::cache::Cache;
-use holdfast_repo::repository::Repository;
+use holdfast_repo::repository::{KeyHint, Repository};
 
 use crate::error::{EngineError, Result};
 
@@ -47,6 +47,8 @@ pub struct OpenOptions {
     pub limit_upload_kib: Option<u64>,
     /// Download limit, KiB/s (`None` or 0: none).
     pub limit_download_kib: Option<u64>,
+    /// Which key files to try first (`--key-hint`, and this host's per-node key).
+    pub key_hint: KeyHint,
 }
 
 impl OpenOptions {
@@ -110,7 +112,7 @@ pub fn open_uncached_on(
     opts: &OpenOptions,
     password: &[u8],
 ) -> Result<Repository> {
-    Repository::open(backend, password).map_err(|source| EngineError::Open {
+    Repository::open_hinted(backend, password, &opts.key_hint).map_err(|source| EngineError::Open {
         location: opts.location.clone(),
         source,
     })
@@ -200,5 +202,61 @@ mod tests {
     fn invalid_s3_location_is_an_s3_error() {
         let e = backend(&OpenOptions::new("s3:")).unwrap_err();
         assert!(matches!(e, EngineError::S3 { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn key_hints_open_a_per_node_key_with_one_derivation() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = crate::testing::repo(d.path());
+        let kdf = holdfast_repo::keyfile::KdfParams {
+            m_cost_kib: 8,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let mut ids = Vec::new();
+        for n in 1..=6 {
+            let pw = format!("pw-node-{n}");
+            ids.push(repo.add_key(pw.as_bytes(), kdf, 0, &format!("node-{n}"), "u").unwrap());
+        }
+        let loc = d.path().display().to_string();
+        let open_as = |pw: &str, hint: KeyHint| {
+            let opts = OpenOptions {
+                key_hint: hint,
+                ..OpenOptions::new(loc.clone())
+            };
+            open(&opts, pw.as_bytes()).unwrap()
+        };
+        // Without a hint: name order, so node 5's key costs one run per key before it.
+        let mut by_name = ids.clone();
+        by_name.push(repo.key_id());
+        by_name.sort();
+        let pos = by_name.iter().position(|k| *k == ids[4]).unwrap();
+        assert_eq!(open_as("pw-node-5", KeyHint::default()).keys_tried(), pos + 1);
+        // The node's name as the host: one run.
+        let host = |h: &str| KeyHint {
+            host: Some(h.into()),
+            ..KeyHint::default()
+        };
+        let r = open_as("pw-node-5", host("node-5"));
+        assert_eq!((r.keys_tried(), r.key_id()), (1, ids[4]));
+        // An ID prefix wins over the host; a wrong hint still opens, only slower.
+        let by_id = KeyHint {
+            id_prefix: Some(ids[2].to_hex()[..8].to_uppercase()),
+            host: Some("node-5".into()),
+        };
+        assert_eq!(open_as("pw-node-3", by_id).keys_tried(), 1);
+        assert!(open_as("pw-node-3", host("node-5")).keys_tried() >= 2);
+        // Wrong password: every key is still tried.
+        let e = open(
+            &OpenOptions {
+                key_hint: host("node-5"),
+                ..OpenOptions::new(loc.clone())
+            },
+            b"nope",
+        )
+        .unwrap_err();
+        assert_repo_error(&e, |r| {
+            matches!(r, holdfast_repo::Error::WrongPassword { tried: 7 })
+        });
     }
 }

@@ -21,5 +21,10 @@ pub fn repo_settings(args: &Args) -> RepoSettings {
         s3_region: args.s3_region.clone(),
         limit_upload_kib: args.limit_upload,
         limit_download_kib: args.limit_download,
+        key_hint: holdfast_repo::repository::KeyHint {
+            id_prefix: args.key_hint.clone(),
+            // The agent labels with its node name once it knows it.
+            host: None,
+        },
     }
 }

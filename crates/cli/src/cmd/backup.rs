@@ -156,12 +156,7 @@ pub fn run(args: &Args) -> Result<i32> {
     }
     bar.finish();
     let report = report?;
-    for n in &report.notices {
-        eprintln!("holdfast: note: {n}");
-    }
-    for w in &report.warnings {
-        eprintln!("holdfast: warning: {w}");
-    }
+    super::print_backup_notes(&report);
     let s = &report.summary;
     if matches!(&args.command, Command::Backup { stdin: true, .. }) && s.bytes_read == 0 {
         eprintln!(

@@ -107,12 +107,7 @@ fn backup_bucket(
     let report = backup::run_feed(&repo, &req, Some(Box::new(bucket.feed())), &progress);
     bar.finish();
     let report = report.with_context(|| format!("backing up the bucket {location}"))?;
-    for n in &report.notices {
-        eprintln!("holdfast: note: {n}");
-    }
-    for w in &report.warnings {
-        eprintln!("holdfast: warning: {w}");
-    }
+    super::print_backup_notes(&report);
     let s = &report.summary;
     let downloaded = bucket.objects_downloaded();
     let objects = s.files_new + s.files_changed + s.files_unchanged;

@@ -39,16 +39,50 @@ pub fn run(args: &Args, action: &KeyAction) -> Result<i32> {
                 }
             }
         }
-        KeyAction::Add { new_password_file } => {
+        KeyAction::Add {
+            new_password_file,
+            host,
+        } => {
             let pw = password::get_new(new_password_file.as_deref())?;
             let kdf = current_kdf(&repo)?;
-            let id = repo.add_key(&pw, kdf, now_ns(), &host_name(), &user_name())?;
-            report(args, "added key", &id)?;
+            let label = host.clone().unwrap_or_else(host_name);
+            if label.is_empty() || label.len() > u16::MAX as usize {
+                return Err(exit::usage(
+                    "--host must be a non-empty name shorter than 65536 bytes",
+                ));
+            }
+            let id = repo.add_key(&pw, kdf, now_ns(), &label, &user_name())?;
+            report(args, &format!("added key for host {label}:"), &id)?;
         }
-        KeyAction::Remove { id } => {
+        KeyAction::Remove { id: Some(id), .. } => {
             let id = resolve(&repo, FileKind::Key, id)?;
             repo.remove_key(&id)?;
             report(args, "removed key", &id)?;
+        }
+        KeyAction::Remove { id: None, host } => {
+            let host = host.as_deref().unwrap_or_default();
+            let ids: Vec<_> = repo
+                .keys()?
+                .into_iter()
+                .filter(|(_, k)| k.as_ref().is_ok_and(|k| k.host == host))
+                .map(|(id, _)| id)
+                .collect();
+            if ids.is_empty() {
+                return Err(exit::usage(&format!(
+                    "no key file is labelled with host {host:?}: see `holdfast key list`"
+                )));
+            }
+            // Checked before removing any, so a refusal leaves every key in place.
+            if ids.contains(&repo.key_id()) {
+                return Err(exit::usage(&format!(
+                    "the key this command was opened with is labelled {host:?}: open with \
+                     another password to remove the keys of {host:?}"
+                )));
+            }
+            for id in &ids {
+                repo.remove_key(id)?;
+                report(args, "removed key", id)?;
+            }
         }
         KeyAction::Passwd { new_password_file } => {
             let pw = password::get_new(new_password_file.as_deref())?;

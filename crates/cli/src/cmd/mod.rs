@@ -29,7 +29,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use holdfast_engine::{CacheChoice, OpenOptions};
 use holdfast_repo::backend::Backend;
-use holdfast_repo::repository::{Repository, SnapshotFilter};
+use holdfast_repo::repository::{KeyHint, Repository, SnapshotFilter};
 
 use crate::cli::{Args, Command, Filter};
 use crate::password;
@@ -83,6 +83,25 @@ pub fn run(args: &Args) -> Result<i32> {
     }
 }
 
+/// Prints what a backup wants the user to know, on standard error: signs that the
+/// repository went backwards first and loudest, then notes, then unread entries.
+pub fn print_backup_notes(report: &holdfast_engine::backup::BackupReport) {
+    print_rollbacks(&report.rollbacks);
+    for n in &report.notices {
+        eprintln!("holdfast: note: {n}");
+    }
+    for w in &report.warnings {
+        eprintln!("holdfast: warning: {w}");
+    }
+}
+
+/// Prints each sign of a rollback as a warning that stands out.
+pub fn print_rollbacks(rollbacks: &[holdfast_engine::highwater::Rollback]) {
+    for r in rollbacks {
+        eprintln!("holdfast: WARNING: {r}");
+    }
+}
+
 /// The location and cache options of the global flags; an error without `-r`.
 pub fn open_options(args: &Args) -> Result<OpenOptions> {
     let Some(loc) = args.repo.as_deref() else {
@@ -99,6 +118,10 @@ pub fn open_options(args: &Args) -> Result<OpenOptions> {
         cache,
         limit_upload_kib: args.limit_upload,
         limit_download_kib: args.limit_download,
+        key_hint: KeyHint {
+            id_prefix: args.key_hint.clone(),
+            host: Some(host_name()),
+        },
     })
 }
 

@@ -10,6 +10,7 @@ use crate::{exit, ui};
 pub fn run(args: &Args, f: &Filter) -> Result<i32> {
     let repo = open(args)?;
     let list = listing::snapshots(&repo, &filter(f)?)?;
+    super::print_rollbacks(&list.rollbacks);
     for e in &list.unreadable {
         eprintln!("holdfast: warning: {e}");
     }
