@@ -198,16 +198,21 @@ impl Lineage {
 }
 
 /// The parent `req.parent` chooses and the next host sequence number for `req.host`,
-/// from one listing of the snapshots.
+/// from one listing of the snapshots. The number is given only where the repository has
+/// the feature `snapshot-v2` (SPEC.md §13): without it the snapshot stays version 1, which
+/// every holdfast reads. Call it after the session started (`begin_write`), which reads
+/// the config again.
 pub fn choose_lineage(repo: &Repository, req: &BackupRequest) -> Result<Lineage> {
     let (all, _) = repo.snapshots()?;
+    let numbered = repo.has_feature(holdfast_repo::config::SNAPSHOT_V2);
     let host_seq = all
         .iter()
         .filter(|(_, s)| s.host == req.host && s.ext.origin.is_none())
         .filter_map(|(_, s)| s.ext.host_seq)
         .max()
         .unwrap_or(0)
-        .checked_add(1);
+        .checked_add(1)
+        .filter(|_| numbered);
     Ok(Lineage {
         parent: choose_parent_in(repo, req, &all)?,
         host_seq,

@@ -62,6 +62,12 @@ pub struct SnapshotEntry {
     pub program_version: String,
     /// The backup's counters.
     pub summary: Summary,
+    /// Its host sequence number (version-2 snapshots, SPEC.md §9.1); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_seq: Option<u64>,
+    /// Where a copied snapshot came from (version 2); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<holdfast_repo::snapshot::Origin>,
 }
 
 impl SnapshotEntry {
@@ -80,6 +86,8 @@ impl SnapshotEntry {
             parent: s.parent,
             program_version: s.program_version.clone(),
             summary: s.summary.clone(),
+            host_seq: s.ext.host_seq,
+            origin: s.ext.origin,
         }
     }
 }
