@@ -7,9 +7,9 @@ use holdfast_repo::backend::local::LocalBackend;
 use holdfast_repo::backend::FileKind;
 use holdfast_repo::config::Config;
 use holdfast_repo::envelope::{self, ObjectKind};
-use holdfast_repo::Id;
 use holdfast_repo::keyfile::KdfParams;
 use holdfast_repo::repository::{InitOptions, Repository};
+use holdfast_repo::Id;
 
 /// A new repository in `dir` (password "pw", cheap key derivation, small chunks and packs).
 pub fn repo(dir: &Path) -> Repository {

@@ -368,7 +368,13 @@ impl Config {
             self.chunk_avg,
             self.chunk_max,
             self.pack_size,
-        ) == (o.repo_id, o.chunk_min, o.chunk_avg, o.chunk_max, o.pack_size)
+        ) == (
+            o.repo_id,
+            o.chunk_min,
+            o.chunk_avg,
+            o.chunk_max,
+            o.pack_size,
+        )
     }
 }
 
@@ -394,16 +400,17 @@ impl ConfigSet {
     /// one config per highest generation (SPEC.md §3.3); anything else is damage, named
     /// by both files.
     pub fn select(mut files: Vec<ConfigFile>) -> Result<ConfigSet, Error> {
-        files.sort_by(|a, b| {
-            (a.config.generation, a.id).cmp(&(b.config.generation, b.id))
-        });
+        files.sort_by(|a, b| (a.config.generation, a.id).cmp(&(b.config.generation, b.id)));
         let Some(top) = files.last() else {
             return Err(Error::Missing {
                 kind: "config",
                 name: "(none in config/)".into(),
             });
         };
-        if let Some(other) = files.iter().find(|f| !f.config.same_repository(&top.config)) {
+        if let Some(other) = files
+            .iter()
+            .find(|f| !f.config.same_repository(&top.config))
+        {
             return Err(Error::Corrupt {
                 kind: "config",
                 name: format!("{} and {}", other.id, top.id),
@@ -440,10 +447,7 @@ impl ConfigSet {
     /// storage (the write may have been delayed after its time was read, as with gc
     /// markers, SPEC.md §12.3). `None` if it is off.
     pub fn feature_since(&self, name: &str) -> Option<i64> {
-        let first = self
-            .files
-            .iter()
-            .find(|f| f.config.has_feature(name))?;
+        let first = self.files.iter().find(|f| f.config.has_feature(name))?;
         let entry = first.config.features.iter().find(|e| e.name == name)?;
         let written = entry.enabled_ns.max(first.config.written_ns);
         Some(first.landed_ns.map_or(written, |l| l.max(written)))
@@ -604,7 +608,12 @@ mod tests {
         assert_eq!((g2.generation, g2.version), (2, 2));
         assert!(g2.has(SNAPSHOT_V2) && g2.has(SESSION_V2));
         // Listing order does not matter.
-        let set = ConfigSet::select(vec![file(3, g3.clone()), file(1, v1.clone()), file(2, g2.clone())]).unwrap();
+        let set = ConfigSet::select(vec![
+            file(3, g3.clone()),
+            file(1, v1.clone()),
+            file(2, g2.clone()),
+        ])
+        .unwrap();
         assert_eq!(set.current().config, g3);
         assert_eq!(set.files().len(), 3);
         assert_eq!(set.feature_since("snapshot-v2"), Some(10));
@@ -624,25 +633,56 @@ mod tests {
         let v1 = base();
         let g2 = v1.with_feature(SNAPSHOT_V2, 10);
         let other_g2 = v1.with_feature(SESSION_V2, 11);
-        let e = ConfigSet::select(vec![file(1, v1.clone()), file(2, g2.clone()), file(3, other_g2)]).unwrap_err();
+        let e = ConfigSet::select(vec![
+            file(1, v1.clone()),
+            file(2, g2.clone()),
+            file(3, other_g2),
+        ])
+        .unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, Error::Corrupt { kind: "config", .. }), "{msg}");
-        assert!(msg.contains(&Id([2; 32]).to_string()) && msg.contains(&Id([3; 32]).to_string()) && msg.contains("generation 2"), "{msg}");
+        assert!(
+            msg.contains(&Id([2; 32]).to_string())
+                && msg.contains(&Id([3; 32]).to_string())
+                && msg.contains("generation 2"),
+            "{msg}"
+        );
         // Two version-1 configs are a tie at generation 1, as the one-config rule of
         // format 1 always said.
-        let v1b = Config { created_ns: 6, written_ns: 6, ..v1.clone() };
+        let v1b = Config {
+            created_ns: 6,
+            written_ns: 6,
+            ..v1.clone()
+        };
         assert!(ConfigSet::select(vec![file(1, v1.clone()), file(4, v1b)]).is_err());
         // A tie below the highest generation does not matter... but a disagreement does.
         for bad in [
-            Config { repo_id: Id([8; 32]), ..g2.clone() },
-            Config { chunk_min: 256 << 10, ..g2.clone() },
-            Config { pack_size: 32 << 20, ..g2.clone() },
+            Config {
+                repo_id: Id([8; 32]),
+                ..g2.clone()
+            },
+            Config {
+                chunk_min: 256 << 10,
+                ..g2.clone()
+            },
+            Config {
+                pack_size: 32 << 20,
+                ..g2.clone()
+            },
         ] {
             let e = ConfigSet::select(vec![file(1, v1.clone()), file(5, bad)]).unwrap_err();
             let msg = e.to_string();
-            assert!(msg.contains("disagree") && msg.contains(&Id([1; 32]).to_string()) && msg.contains(&Id([5; 32]).to_string()), "{msg}");
+            assert!(
+                msg.contains("disagree")
+                    && msg.contains(&Id([1; 32]).to_string())
+                    && msg.contains(&Id([5; 32]).to_string()),
+                "{msg}"
+            );
         }
-        assert!(matches!(ConfigSet::select(vec![]), Err(Error::Missing { .. })));
+        assert!(matches!(
+            ConfigSet::select(vec![]),
+            Err(Error::Missing { .. })
+        ));
     }
 
     #[test]
@@ -664,11 +704,20 @@ mod tests {
         let c = unknown(FeatureClass::ReadOnlyCompatible);
         assert!(c.check_readable().is_ok());
         let msg = c.check_writable().unwrap_err().to_string();
-        assert!(msg.contains("`zz-future`") && msg.contains("holdfast 7.1.0") && msg.contains("upgrade holdfast") && msg.contains("can read"), "{msg}");
+        assert!(
+            msg.contains("`zz-future`")
+                && msg.contains("holdfast 7.1.0")
+                && msg.contains("upgrade holdfast")
+                && msg.contains("can read"),
+            "{msg}"
+        );
         // Incompatible: refused.
         let c = unknown(FeatureClass::Incompatible);
         let msg = c.check_readable().unwrap_err().to_string();
-        assert_eq!(msg, "this repository uses feature `zz-future`, added in holdfast 7.1.0: upgrade holdfast");
+        assert_eq!(
+            msg,
+            "this repository uses feature `zz-future`, added in holdfast 7.1.0: upgrade holdfast"
+        );
         assert!(c.check_writable().is_err());
         // Known features, whatever their class, are fine.
         let known = base().with_feature(SNAPSHOT_V2, 1);

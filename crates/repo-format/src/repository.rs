@@ -212,16 +212,18 @@ impl Repository {
 
     /// Opens an existing repository with a password.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
-        let configs = backend.list_modified(FileKind::Config).map_err(|e| match e {
-            Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                Error::RepositoryNotFound {
-                    location: backend.location(),
-                    // An OS error ("No such file or directory") says less than the default.
-                    detail: source.raw_os_error().is_none().then(|| source.to_string()),
+        let configs = backend
+            .list_modified(FileKind::Config)
+            .map_err(|e| match e {
+                Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                    Error::RepositoryNotFound {
+                        location: backend.location(),
+                        // An OS error ("No such file or directory") says less than the default.
+                        detail: source.raw_os_error().is_none().then(|| source.to_string()),
+                    }
                 }
-            }
-            e => e,
-        })?;
+                e => e,
+            })?;
         let keys = backend.list(FileKind::Key)?;
         if configs.is_empty() && keys.is_empty() {
             return Err(Error::RepositoryNotFound {
@@ -291,7 +293,10 @@ impl Repository {
 
     /// Every config file as last read (at open, or at the start of the newest session).
     pub fn config_set(&self) -> Arc<ConfigSet> {
-        self.configs.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.configs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether `feature` is on in the config as last read. A writer reads the config again
@@ -412,8 +417,7 @@ impl Repository {
         if !s.ext.is_empty() && !self.has_feature(SNAPSHOT_V2) {
             return Err(Error::FeatureOff {
                 feature: SNAPSHOT_V2.name,
-                what: "a snapshot with a host sequence number or a copy origin (version 2)"
-                    .into(),
+                what: "a snapshot with a host sequence number or a copy origin (version 2)".into(),
             });
         }
         s.validate().map_err(|e| Error::Encode {
