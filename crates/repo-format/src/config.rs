@@ -400,7 +400,7 @@ impl ConfigSet {
     /// one config per highest generation (SPEC.md §3.3); anything else is damage, named
     /// by both files.
     pub fn select(mut files: Vec<ConfigFile>) -> Result<ConfigSet, Error> {
-        files.sort_by(|a, b| (a.config.generation, a.id).cmp(&(b.config.generation, b.id)));
+        files.sort_by_key(|f| (f.config.generation, f.id));
         let Some(top) = files.last() else {
             return Err(Error::Missing {
                 kind: "config",
