@@ -285,6 +285,12 @@ pub enum Command {
     },
     /// Remove snapshots by a retention policy (or by ID); `prune` then frees their data.
     Forget(Box<ForgetArgs>),
+    /// Turn on a repository format feature (`--list` shows them all). Writes a new config
+    /// generation; holdfast versions older than the feature's may then refuse the
+    /// repository (incompatible features) or refuse to write to it (read-only compatible
+    /// ones). Features cannot be turned off. Waits until no backup that started before
+    /// the change is still running.
+    Migrate(MigrateArgs),
     /// Verify the repository: its structure always, all or part of its data on request.
     /// Exits 1 when it finds an error.
     Check {
@@ -435,6 +441,32 @@ pub enum KeyAction {
         #[arg(long)]
         new_password_file: Option<PathBuf>,
     },
+}
+
+/// Options of `migrate`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct MigrateArgs {
+    /// The feature to turn on (e.g. snapshot-v2).
+    #[arg(required_unless_present = "list", conflicts_with = "list")]
+    pub feature: Option<String>,
+    /// List every feature: on, on (pending), off; its class and the holdfast version
+    /// that introduced it.
+    #[arg(long)]
+    pub list: bool,
+    /// Return as soon as the new config is written, even while backups that started
+    /// before it still run (the feature is then "pending": see --list).
+    #[arg(long, conflicts_with = "list")]
+    pub no_wait: bool,
+    /// How long to wait for backups that started before the change to end (units s,
+    /// min, h, d, w); after it, `migrate` exits 1 with the feature on but still pending.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "2h",
+        value_parser = duration::exact,
+        conflicts_with_all = ["no_wait", "list"]
+    )]
+    pub timeout: Duration,
 }
 
 /// Options of `prune` (also used by `forget --prune`).

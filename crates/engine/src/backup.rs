@@ -221,7 +221,10 @@ impl Lineage {
 /// The parent `req.parent` chooses among the repository's snapshots `all`, and the next
 /// host sequence number for `req.host`: one above both the highest in `all` and `seen`,
 /// the highest this machine has seen (so a number is never reused after a rollback, and
-/// the gap stays visible).
+/// the gap stays visible). The number is given only where the repository has the feature
+/// `snapshot-v2` (SPEC.md §13): without it the snapshot stays version 1, which every
+/// holdfast reads. Call it after the session started (`begin_write`), which reads the
+/// config again.
 pub fn choose_lineage(
     repo: &Repository,
     req: &BackupRequest,
@@ -236,7 +239,10 @@ pub fn choose_lineage(
         .unwrap_or(0);
     Ok(Lineage {
         parent: choose_parent_in(repo, req, all)?,
-        host_seq: newest.max(seen).checked_add(1),
+        host_seq: newest
+            .max(seen)
+            .checked_add(1)
+            .filter(|_| repo.has_feature(holdfast_repo::config::SNAPSHOT_V2)),
     })
 }
 

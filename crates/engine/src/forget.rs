@@ -147,6 +147,11 @@ fn group_of(key: Option<GroupKey>) -> ForgetGroup {
 /// Decides what to forget, deleting nothing. `now_ns` is the current time (snapshots
 /// dated later do not anchor `within` durations).
 pub fn plan(repo: &Repository, req: &ForgetRequest, now_ns: i64) -> Result<ForgetPlan> {
+    if !req.dry_run {
+        // Removing snapshots is a write: refused where a feature forbids this build to
+        // write (SPEC.md §13).
+        repo.check_writable()?;
+    }
     let mut groups = Vec::new();
     let mut unreadable = Vec::new();
     let policy = match &req.selection {

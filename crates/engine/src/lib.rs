@@ -15,7 +15,8 @@
 //!   sources that may be recorded under another path than the one they are read from;
 //! * [`forget`]: retention policies and forgetting by ID; [`prune::prune`];
 //!   [`checker::check`]; [`restorer::restore_snapshot`]; [`listing`]: snapshot lists and
-//!   statistics; [`diff::diff`]: what changed between two snapshots.
+//!   statistics; [`diff::diff`]: what changed between two snapshots;
+//! * [`migrate`]: format features, turned on by a new config generation (`migrate`).
 //!
 //! Every call blocks its thread (S3 requests included); async callers call through
 //! `tokio::task::spawn_blocking`.
@@ -34,6 +35,7 @@ pub mod fsmeta;
 pub mod highwater;
 pub mod image;
 pub mod listing;
+pub mod migrate;
 pub mod open;
 pub mod password;
 pub mod prune;

@@ -52,6 +52,26 @@ pub enum Error {
         /// What it uses.
         detail: String,
     },
+    /// The repository uses a format feature this build does not know and may not ignore
+    /// (SPEC.md §13): an incompatible one (nothing may be done) or, when writing, a
+    /// read-only compatible one.
+    #[error("this repository uses feature `{feature}`, added in holdfast {since}{}: upgrade holdfast", if *.read_only { ", which this holdfast can read but not write" } else { "" })]
+    UnknownFeature {
+        /// The feature's name.
+        feature: String,
+        /// The holdfast version that introduced it.
+        since: String,
+        /// Whether reading is still allowed (a read-only compatible feature).
+        read_only: bool,
+    },
+    /// A write needs a format feature the repository has not turned on.
+    #[error("{what} needs the repository feature `{feature}`, which is off: run `holdfast migrate {feature}` first (see `holdfast migrate --list`)")]
+    FeatureOff {
+        /// The feature.
+        feature: &'static str,
+        /// What was to be written.
+        what: String,
+    },
     /// A stored object failed authentication, hashing or decoding.
     #[error("{kind} {name} is corrupt: {detail}")]
     Corrupt {

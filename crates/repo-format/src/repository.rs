@@ -5,16 +5,16 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rayon::prelude::*;
 
 use crate::backend::{Backend, FileKind};
 use crate::blob::{open_blob_in_place, open_blob_owned, BlobType};
 use crate::cache::Cache;
-use crate::config::Config;
+use crate::config::{Config, ConfigFile, ConfigSet, Feature, SNAPSHOT_V2};
 use crate::crypto::MasterKey;
-use crate::envelope::{self, ObjectKind, FORMAT_VERSION};
+use crate::envelope::{self, ObjectKind};
 use crate::error::{Error, Result};
 use crate::gc::{GcMarker, Role, Session};
 use crate::id::Id;
@@ -96,7 +96,11 @@ fn in_pack(err: Error, pack: &Id) -> Error {
 pub struct Repository {
     backend: Arc<dyn Backend>,
     key: MasterKey,
+    /// The current config when the repository was opened (its parameters never change).
     config: Config,
+    /// Every config file as last read: at open, and again at the start of each session, so
+    /// a writer sees the features turned on before it started (SPEC.md §13).
+    configs: RwLock<Arc<ConfigSet>>,
     key_id: Id,
     /// How many key files were unlocked (each one Argon2 run) to open it.
     keys_tried: usize,
@@ -189,15 +193,12 @@ impl Repository {
                 location: backend.location(),
             });
         }
-        let config = Config {
-            version: FORMAT_VERSION,
-            repo_id: Id(crate::crypto::random_array()),
-            chunk_min: opts.chunk.0,
-            chunk_avg: opts.chunk.1,
-            chunk_max: opts.chunk.2,
-            pack_size: opts.pack_size,
-            created_ns: opts.now_ns,
-        };
+        let config = Config::new(
+            Id(crate::crypto::random_array()),
+            opts.chunk,
+            opts.pack_size,
+            opts.now_ns,
+        );
         // The decoder's checks are the rules: never create what could not be opened.
         Config::decode(&config.encode()).map_err(|e| Error::Encode {
             what: "config",
@@ -222,15 +223,18 @@ impl Repository {
         // The config is written last: a repository is only "there" once it can be opened.
         backend.write(FileKind::Key, &key_id, kf.encoded())?;
         let cfg_bytes = envelope::seal(&key, ObjectKind::Config, &config.encode(), false);
-        backend.write(
-            FileKind::Config,
-            &Id::of_stored_bytes(&cfg_bytes),
-            &cfg_bytes,
-        )?;
+        let cfg_id = Id::of_stored_bytes(&cfg_bytes);
+        backend.write(FileKind::Config, &cfg_id, &cfg_bytes)?;
+        let set = ConfigSet::select(vec![ConfigFile {
+            id: cfg_id,
+            config: config.clone(),
+            landed_ns: None,
+        }])?;
         Ok(Repository {
             backend,
             key,
             config,
+            configs: RwLock::new(Arc::new(set)),
             key_id,
             keys_tried: 0,
             cache: None,
@@ -251,16 +255,18 @@ impl Repository {
         password: &[u8],
         hint: &KeyHint,
     ) -> Result<Repository> {
-        let configs = backend.list(FileKind::Config).map_err(|e| match e {
-            Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                Error::RepositoryNotFound {
-                    location: backend.location(),
-                    // An OS error ("No such file or directory") says less than the default.
-                    detail: source.raw_os_error().is_none().then(|| source.to_string()),
+        let configs = backend
+            .list_modified(FileKind::Config)
+            .map_err(|e| match e {
+                Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                    Error::RepositoryNotFound {
+                        location: backend.location(),
+                        // An OS error ("No such file or directory") says less than the default.
+                        detail: source.raw_os_error().is_none().then(|| source.to_string()),
+                    }
                 }
-            }
-            e => e,
-        })?;
+                e => e,
+            })?;
         let keys = backend.list(FileKind::Key)?;
         if configs.is_empty() && keys.is_empty() {
             return Err(Error::RepositoryNotFound {
@@ -299,36 +305,13 @@ impl Repository {
             }
             return Err(Error::WrongPassword { tried });
         };
-        let (cid, _) = match configs.as_slice() {
-            [one] => *one,
-            [] => {
-                return Err(Error::Missing {
-                    kind: "config",
-                    name: "(none in config/)".into(),
-                })
-            }
-            many => {
-                return Err(Error::Corrupt {
-                    kind: "config",
-                    name: format!("{} files", many.len()),
-                    detail: "a repository has exactly one config file".into(),
-                })
-            }
-        };
-        let bytes = read_checked(&*backend, FileKind::Config, &cid)?;
-        let plain = envelope::open(&key, ObjectKind::Config, &cid, &bytes)?;
-        let config = Config::decode(&plain).map_err(|e| Error::decode("config", cid, e))?;
-        if config.version != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                what: "the repository".into(),
-                found: config.version,
-                supported: FORMAT_VERSION,
-            });
-        }
+        let set = load_configs(&*backend, &key, &configs, None)?;
+        let config = set.current().config.clone();
         Ok(Repository {
             backend,
             key,
             config,
+            configs: RwLock::new(Arc::new(set)),
             key_id,
             keys_tried: tried,
             cache: None,
@@ -350,9 +333,66 @@ impl Repository {
     pub fn key(&self) -> &MasterKey {
         &self.key
     }
-    /// The repository config.
+    /// The repository config current when it was opened. Its parameters never change;
+    /// features may have been turned on since: ask [`Repository::has_feature`] for those.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Every config file as last read (at open, or at the start of the newest session).
+    pub fn config_set(&self) -> Arc<ConfigSet> {
+        self.configs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether `feature` is on in the config as last read. A writer reads the config again
+    /// when its session starts ([`Repository::start_session`]), so after `begin_write` this
+    /// says what the writer must write.
+    pub fn has_feature(&self, feature: Feature) -> bool {
+        self.config_set().current().config.has(feature)
+    }
+
+    /// Lists `config/` again and reads the config files not seen before. Fails if the
+    /// current config now uses a feature this build cannot read, or the files conflict.
+    pub fn refresh_config(&self) -> Result<Arc<ConfigSet>> {
+        let listed = self.backend.list_modified(FileKind::Config)?;
+        let set = Arc::new(load_configs(
+            &*self.backend,
+            &self.key,
+            &listed,
+            Some(&self.config_set()),
+        )?);
+        *self.configs.write().unwrap_or_else(|p| p.into_inner()) = set.clone();
+        Ok(set)
+    }
+
+    /// Writes a config of a new generation under a pruner's session lease (like a gc
+    /// marker), then reads the configs again: another config of the same generation that
+    /// landed meanwhile is reported as damage naming both files.
+    pub fn write_config(&self, session: &SessionGuard, c: &Config) -> Result<Id> {
+        let plain = c.encode();
+        Config::decode(&plain).map_err(|e| Error::Encode {
+            what: "config",
+            detail: e.to_string(),
+        })?;
+        let current = self.config_set();
+        if c.generation <= current.current().config.generation {
+            return Err(Error::Refused(format!(
+                "a config of generation {} exists already (config {})",
+                current.current().config.generation,
+                current.current().id
+            )));
+        }
+        let bytes = envelope::seal(&self.key, ObjectKind::Config, &plain, false);
+        let id = Id::of_stored_bytes(&bytes);
+        session.guarded_write(FileKind::Config, || {
+            self.backend.write(FileKind::Config, &id, &bytes)?;
+            Ok(id)
+        })?;
+        self.refresh_config()?;
+        Ok(id)
     }
     /// The key file this session was opened with.
     pub fn key_id(&self) -> Id {
@@ -419,7 +459,15 @@ impl Repository {
 
     /// Stores a snapshot under `session`'s lease (SPEC.md §12.2): if the lease is lost
     /// before the write completes, the snapshot is deleted again and the error returned.
+    /// A snapshot with version-2 fields (`ext`) needs the feature `snapshot-v2`
+    /// (SPEC.md §13): without it [`Error::FeatureOff`] is returned and nothing written.
     pub fn save_snapshot(&self, session: &SessionGuard, s: &Snapshot) -> Result<Id> {
+        if !s.ext.is_empty() && !self.has_feature(SNAPSHOT_V2) {
+            return Err(Error::FeatureOff {
+                feature: SNAPSHOT_V2.name,
+                what: "a snapshot with a host sequence number or a copy origin (version 2)".into(),
+            });
+        }
         s.validate().map_err(|e| Error::Encode {
             what: "snapshot",
             detail: e.to_string(),
@@ -430,9 +478,22 @@ impl Repository {
         })
     }
 
-    /// Starts a session of `role` for this repository (SPEC.md §12.2).
+    /// Starts a session of `role` for this repository (SPEC.md §12.2), then reads the
+    /// config again (SPEC.md §13): a config written before the session started is
+    /// followed by everything the session writes. Fails, ending the session, if the
+    /// repository now uses a feature this build may not write.
     pub fn start_session(&self, role: Role, host: &str) -> Result<SessionGuard> {
-        SessionGuard::start(self.backend.clone(), &self.key, role, host)
+        let guard = SessionGuard::start(self.backend.clone(), &self.key, role, host)?;
+        let set = self.refresh_config()?;
+        set.current().config.check_writable()?;
+        Ok(guard)
+    }
+
+    /// Fails unless this build may write to the repository (no unknown read-only
+    /// compatible or incompatible feature), by the config as last read: for writes that
+    /// need no session (`forget`, key changes).
+    pub fn check_writable(&self) -> Result<()> {
+        self.config_set().current().config.check_writable()
     }
 
     /// Loads one snapshot.
@@ -911,6 +972,38 @@ impl Repository {
         self.backend.remove(FileKind::Key, &old)?;
         Ok(new_id)
     }
+}
+
+/// Reads the config files `listed` (name, size, landing time), reusing those of `known`,
+/// and selects the current one (SPEC.md §3.3). Refuses a repository whose current config
+/// uses an incompatible feature this build does not know.
+fn load_configs(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    listed: &[(Id, u64, Option<i64>)],
+    known: Option<&ConfigSet>,
+) -> Result<ConfigSet> {
+    let mut files = Vec::with_capacity(listed.len());
+    for (id, _, landed_ns) in listed {
+        if let Some(f) = known.and_then(|k| k.files().iter().find(|f| f.id == *id)) {
+            files.push(ConfigFile {
+                landed_ns: *landed_ns,
+                ..f.clone()
+            });
+            continue;
+        }
+        let bytes = read_checked(backend, FileKind::Config, id)?;
+        let plain = envelope::open(key, ObjectKind::Config, id, &bytes)?;
+        let config = Config::decode(&plain).map_err(|e| Error::decode("config", id, e))?;
+        files.push(ConfigFile {
+            id: *id,
+            config,
+            landed_ns: *landed_ns,
+        });
+    }
+    let set = ConfigSet::select(files)?;
+    set.current().config.check_readable()?;
+    Ok(set)
 }
 
 /// Reads a whole file and checks that its bytes hash to its name.

@@ -50,13 +50,14 @@ const NONCE_BLOB_NOT_ZSTD: [u8; NONCE_LEN] = [0x5c; NONCE_LEN];
 const NONCE_PACK_HEADER_RESEALED: [u8; NONCE_LEN] = [0x5d; NONCE_LEN];
 const NONCE_SECOND_CONFIG: [u8; NONCE_LEN] = [0x5e; NONCE_LEN];
 
-/// §15.3, §15.4, §15.5, §15.9, §15.12 – §15.14.
+/// §15.3, §15.4, §15.5, §15.9, §15.12 – §15.14, §15.22.
 const BLOB1_SEALED: &str = "444444444444444444444444444444444444444444444444b77ded7c7e43b31d97e0efbfa85d64d826c1b3ed291b2325ffec75d9422ff963cb49fcca689f1a10620ecfdeeaa0bec8";
 const BLOB2_SEALED: &str = "454545454545454545454545454545454545454545454545c50c443173454a034d78085e4bfe01675e7daad3726cedaf36e5fa3eda339b1d61fea3b3441b0ff34980";
 const PACK_HEADER_PLAIN: &str = "000200000000002a03df3a9f47fa0759916458820af7cbe89430b45a7ffbb1185fd95a96a721dc4800000020000000000122b3620e79699de12cc726a8f70740f6d122512ecb26be525c76a468c5abd0a54200000020010000";
 const PACK_ID: &str = "fbc58c01e90da012a75754bec5ae01eac58bb4a7f30e72310c4e5ad265e716e6";
 const CONFIG_PLAIN: &str = "0177777777777777777777777777777777777777777777777777777777777777770000080000001000000080000000000100002a36fe9c9717";
 const CONFIG_ENVELOPE: &str = "68666f620101004848484848484848484848484848484848484848484848483bfee44d41dc56bc24525f5be2ae32e997fa41c2999c5f09d2f98ac430df975e1988881082edebca6116a29e38872b789978f26feaa2e25cf35c83bfa936cd0bb887a003cbdf988775";
+const CONFIG_V2_PLAIN: &str = "0277777777777777777777777777777777777777777777777777777777777777770000080000001000000080000000000100002a36fe9c9717020000000000000001002a36fe9c9717020000000a0073657373696f6e2d7632010500302e312e3001002a36fe9c97170b00736e617073686f742d7632030500302e322e3001002a36fe9c9717";
 const KEY_FILE_ID: &str = "4342d2f185a217c0b6bb18674f2022ceeef9561d9b7fa746502fffbe48d53c17";
 const MARKER_PLAIN: &str = "0100002a36fe9c971701000000999999999999999999999999999999999999999999999999999999999999999902000000fbc58c01e90da012a75754bec5ae01eac58bb4a7f30e72310c4e5ad265e716e6a52ab44e9eaf33eea930f4b705dcc67be53de5ec5b64e88cc01c7bcafa1df414";
 const SESSION_V1_PLAIN: &str =
@@ -405,6 +406,7 @@ fn groups() -> Vec<(&'static str, Vec<Vector>)> {
     let id2 = key.blob_id(&b"holdfast ".repeat(32));
     let cfg_env = unhex(CONFIG_ENVELOPE);
     let cfg = unhex(CONFIG_PLAIN);
+    let cfg2 = unhex(CONFIG_V2_PLAIN);
     let kf = key_file();
     let blob1 = unhex(BLOB1_SEALED);
     let blob2 = unhex(BLOB2_SEALED);
@@ -462,7 +464,7 @@ fn groups() -> Vec<(&'static str, Vec<Vector>)> {
         (
             "Config plaintext (§3.3)",
             vec![
-                v("N-CFG-1", "§15.9 with byte 0 = `02`", "version 1 (§13)", patch(&cfg, 0, &[2]), D::Config, Newer),
+                v("N-CFG-1", "§15.9 with byte 0 = `03`", "version 1 or 2 (§13)", patch(&cfg, 0, &[3]), D::Config, Newer),
                 v("N-CFG-2", "§15.9 without its last byte", "truncation (§2)", cfg[..56].to_vec(), D::Config, Truncated),
                 v("N-CFG-3", "§15.9 + `00`", "trailing bytes (§2)", plus(&cfg, &[0]), D::Config, Trailing),
                 v("N-CFG-4", "§15.9 with pack_size 1048575", "pack_size ≥ 1 MiB", patch(&cfg, 45, &le32((1 << 20) - 1)), D::Config, Invalid("pack size")),
@@ -476,6 +478,26 @@ fn groups() -> Vec<(&'static str, Vec<Vector>)> {
                 v("N-CFG-12", "§15.9 with chunk_avg 1572864", "chunk_avg a power of two", patch(&cfg, 37, &le32(3 << 19)), D::Config, Invalid("chunk sizes")),
                 v("N-CFG-13", "§15.9 with chunk_max 67108865", "chunk_max ≤ 64 MiB", patch(&cfg, 41, &le32((64 << 20) + 1)), D::Config, Invalid("chunk sizes")),
                 v("N-CFG-14", "§15.9 with chunk_max 67108864", "chunk_max ≤ 64 MiB (edge)", patch(&cfg, 41, &le32(64 << 20)), D::Config, Accepted),
+            ],
+        ),
+        (
+            "Config plaintext, version 2 (§3.3)",
+            vec![
+                v("N-CFG2-1", "§15.9 with byte 0 = `02`", "version 2 has a generation", patch(&cfg, 0, &[2]), D::Config, Truncated),
+                v("N-CFG2-2", "§15.22 with byte 0 = `03`", "version 1 or 2 (§13)", patch(&cfg2, 0, &[3]), D::Config, Newer),
+                v("N-CFG2-3", "§15.22 with generation 0", "generation ≥ 1", patch(&cfg2, 57, &[0; 8]), D::Config, Invalid("generation")),
+                v("N-CFG2-4", "§15.22 with the first class byte `04`", "class 1, 2 or 3", patch(&cfg2, 89, &[4]), D::Config, Invalid("feature class")),
+                v("N-CFG2-5", "§15.22 with the first class byte `00`", "class 1, 2 or 3", patch(&cfg2, 89, &[0]), D::Config, Invalid("feature class")),
+                v("N-CFG2-6", "§15.22 with the first name `Session-v2`", "names are a-z, 0-9 and -", patch(&cfg2, 79, b"S"), D::Config, Invalid("feature name")),
+                v("N-CFG2-7", "§15.22 with the first name `tession-v2`", "names ascend, each once", patch(&cfg2, 79, b"t"), D::Config, Invalid("feature name")),
+                v("N-CFG2-8", "§15.22 with the second name `session-v1x`", "names ascend", patch(&cfg2, 107, b"session-v1x"), D::Config, Invalid("feature name")),
+                v("N-CFG2-9", "§15.22 with the first name empty and 10 bytes less", "names are 1 to 64 bytes", [&cfg2[..77], &[0, 0], &cfg2[89..]].concat(), D::Config, Invalid("feature name")),
+                v("N-CFG2-10", "§15.22 with feature count 5", "count fits the remaining bytes (§2)", patch(&cfg2, 73, &le32(5)), D::Config, Invalid("feature count")),
+                v("N-CFG2-11", "§15.22 with feature count 3", "truncation inside a counted list", patch(&cfg2, 73, &le32(3)), D::Config, Truncated),
+                v("N-CFG2-12", "§15.22 without its last byte", "truncation (§2)", cfg2[..133].to_vec(), D::Config, Truncated),
+                v("N-CFG2-13", "§15.22 + `00`", "trailing bytes (§2)", plus(&cfg2, &[0]), D::Config, Trailing),
+                v("N-CFG2-14", "the first 77 bytes of §15.22 with feature count 0", "no features (edge)", patch(&cfg2[..77], 73, &le32(0)), D::Config, Accepted),
+                v("N-CFG2-15", "§15.22 with the second class byte `02` and name `snapshot-v9`", "unknown features decode; their class is checked on open (§13.1)", patch(&patch(&cfg2, 118, &[2]), 107, b"snapshot-v9"), D::Config, Accepted),
             ],
         ),
         (
@@ -853,9 +875,78 @@ fn two_configs_are_refused() {
         .unwrap();
     let e = Repository::open(b, PASSWORD).unwrap_err();
     assert!(
-        matches!(&e, Error::Corrupt { kind: "config", detail, .. } if detail.contains("exactly one")),
+        matches!(&e, Error::Corrupt { kind: "config", detail, .. } if detail.contains("both are generation 1")),
         "{e}"
     );
+}
+
+/// A config plaintext sealed as a config envelope with `nonce`, stored in `b`.
+fn store_config(b: &Arc<LocalBackend>, plain: &[u8], nonce: &[u8; NONCE_LEN]) -> Id {
+    let h = envelope::header(ObjectKind::Config, Compression::None);
+    let env = plus(
+        &h,
+        &crypto::seal_with_nonce(&master_key().encryption, nonce, &h, plain),
+    );
+    let id = Id::of_stored_bytes(&env);
+    b.write(FileKind::Config, &id, &env).unwrap();
+    id
+}
+
+/// N-REPO-3: beside the version-1 config of §15.9 (generation 1), the version-2 config of
+/// §15.22 (generation 2) is the config (§3.3).
+#[test]
+fn the_highest_generation_is_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = fixed_key_location(dir.path());
+    let env = unhex(CONFIG_ENVELOPE);
+    b.write(FileKind::Config, &Id::of_stored_bytes(&env), &env)
+        .unwrap();
+    store_config(&b, &unhex(CONFIG_V2_PLAIN), &[0x59; NONCE_LEN]);
+    let r = Repository::open(b, PASSWORD).unwrap();
+    assert_eq!((r.config().version, r.config().generation), (2, 2));
+    assert!(r.has_feature(holdfast_repo::config::SNAPSHOT_V2));
+    assert_eq!(r.config_set().files().len(), 2);
+}
+
+/// N-REPO-4 and N-REPO-5: an unknown incompatible feature refuses the repository; an
+/// unknown read-only compatible one lets it be read, not written (§13.1).
+#[test]
+fn unknown_features_by_class() {
+    // §15.22 with the second feature renamed `snapshot-v9`, class 3 or 2.
+    for (class, readable) in [(3u8, false), (2u8, true), (1u8, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let b = fixed_key_location(dir.path());
+        let plain = patch(
+            &patch(&unhex(CONFIG_V2_PLAIN), 118, &[class]),
+            107,
+            b"snapshot-v9",
+        );
+        store_config(&b, &plain, &[0x59; NONCE_LEN]);
+        let r = Repository::open(b.clone(), PASSWORD);
+        if !readable {
+            let e = r.unwrap_err().to_string();
+            assert_eq!(
+                e,
+                "this repository uses feature `snapshot-v9`, added in holdfast 0.2.0: upgrade holdfast"
+            );
+            continue;
+        }
+        let r = r.unwrap();
+        assert!(r.snapshots().is_ok());
+        let w = r.begin_write("h");
+        if class == 2 {
+            let e = w.err().expect("writing is refused").to_string();
+            assert!(
+                e.contains("`snapshot-v9`") && e.contains("can read but not write"),
+                "{e}"
+            );
+            assert!(r.check_writable().is_err());
+            // The refused writer's session file is gone again.
+            assert!(b.list(FileKind::Session).unwrap().is_empty());
+        } else {
+            assert!(w.is_ok(), "a compatible feature is ignored");
+        }
+    }
 }
 
 /// N-REPO-2: a key file without a config cannot be opened (§3.3, §11.3).

@@ -365,6 +365,9 @@ fn config_vector() -> Config {
         chunk_max: 8 * 1024 * 1024,
         pack_size: 16 * 1024 * 1024,
         created_ns: T0,
+        generation: 1,
+        written_ns: T0,
+        features: vec![],
     }
 }
 
@@ -2156,4 +2159,44 @@ fn snapshot_version_2() {
     assert_eq!(v2.len(), SNAPSHOT_LEN + 88);
     assert_eq!(Snapshot::decode(&v2).unwrap(), s);
     assert_in_spec(&[SNAPSHOT_V2_EXT]);
+}
+
+/// §15.22: the config of §15.9 migrated to `snapshot-v2` at T0 + 1: version 2, generation
+/// 2, with `session-v2` (which every version-2 config records) and `snapshot-v2`.
+const CONFIG_V2_PLAIN: &str = "0277777777777777777777777777777777777777777777777777777777777777770000080000001000000080000000000100002a36fe9c9717020000000000000001002a36fe9c9717020000000a0073657373696f6e2d7632010500302e312e3001002a36fe9c97170b00736e617073686f742d7632030500302e322e3001002a36fe9c9717";
+const NONCE_CONFIG_V2: [u8; NONCE_LEN] = [0x59; NONCE_LEN];
+const CONFIG_V2_ENVELOPE: &str = "68666f62010100595959595959595959595959595959595959595959595959003db6beebb13e07af8f934a2cecadadd5c81b58d7fdec5814f11bdea955442d6163835ce080132a725124ed42bc27230fffa7eb8015a4ef4a5b5118360447ac22d11bcc767792300003d0adacbfad0bf04b1dbb48e5dd06dcee4794a659b9c74fd1f63270d6dd900d0cf0015ba2d592e13ee04d4b9501319487f2e94976d0ce28551ffd4fb180f919390f2938e5382d50e7635de8e3";
+const CONFIG_V2_ENVELOPE_ID: &str =
+    "d46dd6c250a3e70c632813ccb311ca3cf4f457d9df581d06277c1ea1275d5713";
+
+#[test]
+fn config_version_2() {
+    use holdfast_repo::config::{ConfigFile, ConfigSet, SNAPSHOT_V2};
+    let key = master_key();
+    let v1 = config_vector();
+    let c = v1.with_feature(SNAPSHOT_V2, T0 + 1);
+    let plain = c.encode();
+    assert_eq!(hx(&plain), CONFIG_V2_PLAIN);
+    assert_eq!(plain.len(), 134);
+    assert_eq!(Config::decode(&plain).unwrap(), c);
+    let env = envelope_fixed(&key, ObjectKind::Config, &plain, false, &NONCE_CONFIG_V2);
+    assert_eq!(hx(&env), CONFIG_V2_ENVELOPE, "name {}", b3(&env));
+    assert_eq!(b3(&env), CONFIG_V2_ENVELOPE_ID);
+    check_envelope_writer_matches(&key, ObjectKind::Config, &plain, false, &env);
+    // Beside the version-1 config of §15.9 (generation 1), it is the current one.
+    let set = ConfigSet::select(vec![
+        ConfigFile {
+            id: Id::from_hex(CONFIG_V2_ENVELOPE_ID).unwrap(),
+            config: c.clone(),
+            landed_ns: None,
+        },
+        ConfigFile {
+            id: Id::from_hex(CONFIG_ENVELOPE_ID).unwrap(),
+            config: v1,
+            landed_ns: None,
+        },
+    ])
+    .unwrap();
+    assert_eq!(set.current().config, c);
+    assert_in_spec(&[CONFIG_V2_PLAIN, CONFIG_V2_ENVELOPE, CONFIG_V2_ENVELOPE_ID]);
 }

@@ -14,6 +14,7 @@ mod forget;
 mod init;
 mod key;
 mod ls;
+mod migrate;
 mod mount;
 pub mod objects;
 mod prune;
@@ -69,6 +70,7 @@ pub fn run(args: &Args) -> Result<i32> {
         Command::Prune(p) => prune::run(args, p),
         Command::Repair { what } => repair::run(args, what),
         Command::Forget(f) => forget::run(args, f),
+        Command::Migrate(m) => migrate::run(args, m),
         Command::Check {
             read_data,
             read_data_subset,

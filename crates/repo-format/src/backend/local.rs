@@ -81,7 +81,23 @@ impl StagedFile for LocalStaged<'_> {
         f.sync_all().map_err(|e| io("sync", &self.tmp, e))?;
         drop(f);
         let dest = self.backend.path(self.kind, id);
-        fs::rename(&self.tmp, &dest).map_err(|e| io("rename", &dest, e))?;
+        let parent = dest.parent().expect("repository paths have a parent");
+        match fs::rename(&self.tmp, &dest) {
+            // A repository copied without its empty directories (a git checkout, some sync
+            // tools) lacks `data/XX`, `sessions/` or `gc/`: made on first use. The staging
+            // file exists, so the repository root does too.
+            Err(e) if e.kind() == ErrorKind::NotFound && !parent.exists() => {
+                fs::create_dir_all(parent).map_err(|e| io("create directory", parent, e))?;
+                sync_dir(
+                    parent
+                        .parent()
+                        .expect("repository directories have a parent"),
+                )?;
+                sync_dir(&self.backend.root)?;
+                fs::rename(&self.tmp, &dest).map_err(|e| io("rename", &dest, e))?;
+            }
+            r => r.map_err(|e| io("rename", &dest, e))?,
+        }
         self.renamed = true;
         sync_dir(dest.parent().expect("repository paths have a parent"))
     }
@@ -282,11 +298,22 @@ impl Backend for LocalBackend {
             .root
             .join("tmp")
             .join(format!("{}.tmp", hex::encode(random_array::<12>())));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| io("create", &tmp, e))?;
+        let open = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+        let file = match open() {
+            // `tmp/` is missing from a repository copied without its empty directories:
+            // made here (only inside an existing repository root, never the root itself).
+            Err(e) if e.kind() == ErrorKind::NotFound && self.root.join("keys").is_dir() => {
+                let dir = self.root.join("tmp");
+                match fs::create_dir(&dir) {
+                    Ok(()) => sync_dir(&self.root)?,
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io("create directory", &dir, e)),
+                }
+                open()
+            }
+            r => r,
+        }
+        .map_err(|e| io("create", &tmp, e))?;
         Ok(Box::new(LocalStaged {
             backend: self,
             kind,
@@ -310,6 +337,28 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A repository copied without its empty directories (as git keeps it) is written to
+    /// as if they were there.
+    #[test]
+    fn missing_empty_directories_are_made_on_first_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        b.create().unwrap();
+        for d in ["tmp", "sessions", "gc", "data"] {
+            fs::remove_dir_all(dir.path().join(d)).unwrap();
+        }
+        for kind in [FileKind::Session, FileKind::GcMarker, FileKind::Pack] {
+            let data = format!("{kind:?}").into_bytes();
+            let id = Id::of_stored_bytes(&data);
+            b.write(kind, &id, &data).unwrap();
+            assert_eq!(b.read(kind, &id).unwrap(), data);
+        }
+        // Never a repository where there is none.
+        let none = LocalBackend::new(dir.path().join("absent"));
+        assert!(none.write(FileKind::Session, &Id::default(), b"x").is_err());
+        assert!(!dir.path().join("absent").exists());
+    }
 
     #[test]
     fn staged_files_appear_only_when_committed() {
