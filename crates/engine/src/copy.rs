@@ -24,6 +24,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use holdfast_repo::blob::{BlobType, CompressionLevel};
 use holdfast_repo::blob_store::BlobStore;
@@ -526,11 +527,16 @@ pub struct TranslationMap {
     pending: Mutex<Vec<(Id, Id)>>,
     /// Length of the intact part of the file.
     good_len: Mutex<u64>,
+    /// When pending translations were last written.
+    saved: Mutex<Instant>,
 }
 
-/// Pairs per record: a record is appended every time this many are pending or the copy
-/// finishes a snapshot.
+/// Pairs per record: a record is appended every time this many are pending, a second after
+/// the last one, and when the copy finishes a snapshot.
 const MAP_RECORD_PAIRS: usize = 256;
+
+/// Pending translations are written at least this often, so a killed copy loses few.
+const MAP_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl TranslationMap {
     /// Opens (or starts) the map of `src` → `dst` under `dir`.
@@ -547,6 +553,7 @@ impl TranslationMap {
             known: Mutex::new(HashMap::new()),
             pending: Mutex::new(Vec::new()),
             good_len: Mutex::new(0),
+            saved: Mutex::new(Instant::now()),
         };
         map.load()?;
         Ok(map)
@@ -626,6 +633,7 @@ impl TranslationMap {
                 let mut p = self.pending.lock().expect("lock");
                 p.push((src, dst));
                 p.len() >= MAP_RECORD_PAIRS
+                    || self.saved.lock().expect("lock").elapsed() >= MAP_SAVE_INTERVAL
             };
             if full {
                 // A failed write only costs reading those blobs again next time.
@@ -638,6 +646,7 @@ impl TranslationMap {
 
     /// Appends the pending translations as one record.
     pub fn save(&self) -> Result<()> {
+        *self.saved.lock().expect("lock") = Instant::now();
         let pairs = std::mem::take(&mut *self.pending.lock().expect("lock"));
         if pairs.is_empty() {
             return Ok(());
