@@ -14,7 +14,12 @@ const MIB: u64 = 1024 * 1024;
 /// Runs `-r TO copy --from-repo FROM --json EXTRA...` with `target`'s environment and the
 /// source password (the same as the target's) in HOLDFAST_FROM_PASSWORD.
 fn copy(target: &Repo, to: &Path, from: &Path, extra: &[&str]) -> Run {
-    copy_at(target, &to.display().to_string(), &from.display().to_string(), extra)
+    copy_at(
+        target,
+        &to.display().to_string(),
+        &from.display().to_string(),
+        extra,
+    )
 }
 
 /// [`copy`] with locations given as strings (`s3:...`).
@@ -116,7 +121,9 @@ fn assert_copies_restore_identical(
             let p = Path::new(p.as_str().unwrap());
             assert_trees_equal(&restored(&a, p), &restored(&b, p));
         }
-        for key in ["time", "time_ns", "host", "user", "paths", "tags", "summary"] {
+        for key in [
+            "time", "time_ns", "host", "user", "paths", "tags", "summary",
+        ] {
             assert_eq!(x[key], y[key], "{key} of the copy of {s}: {x} vs {y}");
         }
     }
@@ -144,7 +151,10 @@ fn copy_between_different_keys_restores_identical_and_a_second_copy_sends_nothin
         ids,
         "oldest first"
     );
-    let (s, d) = (src.path.display().to_string(), dst.path.display().to_string());
+    let (s, d) = (
+        src.path.display().to_string(),
+        dst.path.display().to_string(),
+    );
     assert_copies_restore_identical(&dst, &s, &d, &copied);
     // The newest copy also equals the live data.
     let scratch = tempdir();
@@ -202,10 +212,18 @@ fn filters_ids_and_dry_run() {
     let r = copy(&dst, &dst.path, &src.path, &["--host", "ha", "--tag", "x"])
         .assert_ok()
         .json();
-    assert_eq!(pairs(&r).into_iter().map(|(s, _)| s).collect::<Vec<_>>(), vec![a1.clone()]);
-    let r = copy(&dst, &dst.path, &src.path, &["--path", &b.display().to_string()])
-        .assert_ok()
-        .json();
+    assert_eq!(
+        pairs(&r).into_iter().map(|(s, _)| s).collect::<Vec<_>>(),
+        vec![a1.clone()]
+    );
+    let r = copy(
+        &dst,
+        &dst.path,
+        &src.path,
+        &["--path", &b.display().to_string()],
+    )
+    .assert_ok()
+    .json();
     assert_eq!(
         pairs(&r).into_iter().map(|(s, _)| s).collect::<Vec<_>>(),
         vec![a2.clone(), b1.clone()]
@@ -271,10 +289,17 @@ fn missing_source_pack_fails_only_its_snapshot() {
         .assert_stderr_contains("doomed.bin")
         .assert_stderr_contains("blob ");
     let r = run.json();
-    assert_eq!((n(&r, "snapshots_copied"), n(&r, "snapshots_failed")), (1, 1), "{r}");
+    assert_eq!(
+        (n(&r, "snapshots_copied"), n(&r, "snapshots_failed")),
+        (1, 1),
+        "{r}"
+    );
     assert_eq!(pairs(&r)[0].0, kept);
     let msg = r["errors"][0].as_str().unwrap();
-    assert!(msg.contains(&lost[..8]) && msg.contains("doomed.bin"), "{msg}");
+    assert!(
+        msg.contains(&lost[..8]) && msg.contains("doomed.bin"),
+        "{msg}"
+    );
     assert_eq!(dst.snapshot_ids::<&str>(&[]).len(), 1);
 }
 
@@ -312,7 +337,11 @@ fn copy_chunker_params_shares_ids_and_dedups_with_own_backups() {
     assert_eq!(n(&r, "snapshots_copied"), 1);
     let direct = dst.backup(&[&data], &["--host", "elsewhere", "--force"]);
     assert_eq!(direct.stat("data_blobs_added"), 0, "{}", direct.json);
-    assert!(direct.stat("bytes_added_raw") < 64 * 1024, "{}", direct.json);
+    assert!(
+        direct.stat("bytes_added_raw") < 64 * 1024,
+        "{}",
+        direct.json
+    );
 
     // The other way round: the target backs up first, then copies; data blobs are skipped
     // by ID without being read.
@@ -347,7 +376,9 @@ fn copy_chunker_params_shares_ids_and_dedups_with_own_backups() {
     // Same data copied into a plain target (other keys) restores identical too, but needs
     // translation and reads everything.
     let plain = Repo::new();
-    let r = copy(&plain, &plain.path, &src2.path, &[]).assert_ok().json();
+    let r = copy(&plain, &plain.path, &src2.path, &[])
+        .assert_ok()
+        .json();
     assert_eq!(r["shared_keys"], false, "{r}");
     assert!(n(&r, "bytes_read") > 20 * MIB, "{r}");
 }
@@ -408,7 +439,10 @@ fn killed_copy_resumes_without_resending() {
     )
     .unwrap();
     child.wait().unwrap();
-    assert!(dst.files("snapshots").is_empty(), "killed before the snapshot");
+    assert!(
+        dst.files("snapshots").is_empty(),
+        "killed before the snapshot"
+    );
     let indexed = dst.files("index").len();
 
     let r = copy(&dst, &dst.path, &src.path, &[]).assert_ok().json();
@@ -418,7 +452,10 @@ fn killed_copy_resumes_without_resending() {
         n(&r, "bytes_written") < total && n(&r, "bytes_read") < total,
         "resumed copy: {r}, whole: {total} (index files before: {indexed})"
     );
-    let (s, d) = (src.path.display().to_string(), dst.path.display().to_string());
+    let (s, d) = (
+        src.path.display().to_string(),
+        dst.path.display().to_string(),
+    );
     assert_copies_restore_identical(&dst, &s, &d, &[(sid, pairs(&r)[0].1.clone())]);
 }
 
@@ -479,7 +516,9 @@ mod rgw {
         );
 
         let back = Repo::new();
-        let down = copy_at(&back, &local(&back), &remote, &[]).assert_ok().json();
+        let down = copy_at(&back, &local(&back), &remote, &[])
+            .assert_ok()
+            .json();
         assert_eq!(n(&down, "snapshots_copied"), 3, "{down}");
         // Each copy of a copy restores as the original.
         let origin: Vec<(String, String)> = pairs(&up)
@@ -493,7 +532,10 @@ mod rgw {
         assert_copies_restore_identical(&back, &local(&src), &local(&back), &origin);
         let direct = copy(&back, &back.path, &src.path, &[]).assert_ok().json();
         assert_eq!(
-            (n(&direct, "snapshots_copied"), n(&direct, "snapshots_skipped")),
+            (
+                n(&direct, "snapshots_copied"),
+                n(&direct, "snapshots_skipped")
+            ),
             (0, 3),
             "{direct}"
         );

@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 
 use holdfast_repo::backend::FileKind;
 use holdfast_repo::blob::{blob_ad, BlobType, CompressionLevel};
-use holdfast_repo::crypto::{NONCE_LEN, TAG_LEN};
-use holdfast_repo::pack::PackEntry;
 use holdfast_repo::blob_store::BlobStore;
+use holdfast_repo::crypto::{NONCE_LEN, TAG_LEN};
 use holdfast_repo::index::MasterIndex;
+use holdfast_repo::pack::PackEntry;
 use holdfast_repo::repository::{Repository, SnapshotFilter};
 use holdfast_repo::snapshot::{Origin, Snapshot, SnapshotExt};
 use holdfast_repo::tree::{ContentRef, Tree};
@@ -455,10 +455,13 @@ impl Copier<'_, '_> {
                 // Same ID in both: the stored body is sealed again as it is, without
                 // decompressing and compressing it again.
                 let (entry, body) = self.read_body(&id, path)?;
-                if !self
-                    .store
-                    .add_body(BlobType::Data, id, entry.compression, entry.raw_len, body)?
-                {
+                if !self.store.add_body(
+                    BlobType::Data,
+                    id,
+                    entry.compression,
+                    entry.raw_len,
+                    body,
+                )? {
                     self.counts.skipped.fetch_add(1, Ordering::Relaxed);
                 }
                 id
