@@ -497,7 +497,7 @@ impl Copier<'_, '_> {
             Fail::Source(Box::new(SourceFailure {
                 path: path.to_string(),
                 blob: id,
-                error: holdfast_repo::Error::decode("tree", &id, e).into(),
+                error: holdfast_repo::Error::decode("tree", id, e).into(),
             }))
         })?;
         let child = |name: &[u8]| {
