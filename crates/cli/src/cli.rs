@@ -17,7 +17,8 @@ Exit codes:
   2   usage error: an unknown option or an invalid value, refused before the repository
       is opened (nothing was done)
   3   backup: the snapshot was saved, but some source entries could not be read;
-      restore: restored, but some entries could not be restored (each is named on stderr)
+      restore: restored, but some entries could not be restored (each is named on stderr);
+      copy: some snapshots could not be copied, the others were
   10  no repository at that location
   12  wrong password
 
@@ -104,6 +105,25 @@ pub struct Filter {
     pub paths: Vec<PathBuf>,
 }
 
+/// The source repository of `copy` (and of `init --copy-chunker-params`): its location and
+/// password, given as for -r.
+#[derive(Debug, Clone, ClapArgs, Default)]
+pub struct FromRepo {
+    /// Source repository location (as for -r).
+    #[arg(long, env = "HOLDFAST_FROM_REPOSITORY", value_name = "LOCATION")]
+    pub from_repo: Option<String>,
+    /// Read the source repository's password from this file.
+    #[arg(long, env = "HOLDFAST_FROM_PASSWORD_FILE", value_name = "FILE")]
+    pub from_password_file: Option<PathBuf>,
+    /// Run this shell command and use its output as the source repository's password
+    /// (else HOLDFAST_FROM_PASSWORD, else a prompt on a terminal).
+    #[arg(long, env = "HOLDFAST_FROM_PASSWORD_COMMAND", value_name = "COMMAND")]
+    pub from_password_command: Option<String>,
+    /// Region of an S3 source repository (as --s3-region).
+    #[arg(long, value_name = "REGION")]
+    pub from_s3_region: Option<String>,
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -126,6 +146,35 @@ pub enum Command {
             value_parser = clap::value_parser!(u32).range(1..=100)
         )]
         kdf_iterations: u32,
+        /// Take the chunk sizes, the chunker key and the blob-ID key of --from-repo (the
+        /// encryption key stays new): snapshots copied from it later need no ID
+        /// translation and deduplicate with what this repository backs up itself.
+        #[arg(long, requires = "from_repo")]
+        copy_chunker_params: bool,
+        #[command(flatten)]
+        from: FromRepo,
+    },
+    /// Copy snapshots from another repository (--from-repo) into this one, re-encrypted
+    /// under this repository's keys. Snapshots copied before (by any copy) are skipped,
+    /// blobs this repository has are not sent again, and a copy that was interrupted
+    /// resumes where it stopped.
+    #[command(after_help = "Examples:\n  \
+        holdfast -r s3:https://offsite/bucket/repo copy --from-repo /srv/backup\n  \
+        holdfast -r /mnt/usb/repo copy --from-repo s3:bucket/repo --host db1 --dry-run\n\n\
+        Exits 3 when some snapshots could not be copied (each is named on stderr); the \
+        others were copied.")]
+    Copy {
+        #[command(flatten)]
+        from: FromRepo,
+        #[command(flatten)]
+        filter: Filter,
+        /// List the snapshots that would be copied; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only these snapshots (IDs, unique prefixes, `latest`); all that pass the
+        /// filters if none are given.
+        #[arg(value_name = "SNAPSHOT")]
+        snapshots: Vec<String>,
     },
     /// Back up files and directories, the content of a block device (--device), standard
     /// input (--stdin) or a command's output (--stdin-from-command).

@@ -53,6 +53,27 @@ fn prompt(text: &str, confirm: bool) -> Result<Secret> {
     Ok(Zeroizing::new(a.as_bytes().to_vec()))
 }
 
+/// The environment variable that holds the source repository's password (`copy`).
+pub const FROM_ENV_VAR: &str = "HOLDFAST_FROM_PASSWORD";
+
+/// Gets the source repository's password (`copy --from-repo`): `--from-password-file`,
+/// `--from-password-command`, `HOLDFAST_FROM_PASSWORD`, then a prompt on a terminal.
+pub fn get_source(file: Option<&Path>, command: Option<&str>) -> Result<Secret> {
+    if let Some(f) = file {
+        return Ok(from_file(f)?);
+    }
+    if let Some(c) = command {
+        return Ok(sources::from_command(c)?);
+    }
+    if let Ok(p) = std::env::var(FROM_ENV_VAR) {
+        return Ok(Zeroizing::new(p.into_bytes()));
+    }
+    if std::io::stdin().is_terminal() {
+        return prompt("source repository password: ", false);
+    }
+    bail!("no password for the source repository: set HOLDFAST_FROM_PASSWORD, or use --from-password-file / --from-password-command (or run on a terminal to be asked)")
+}
+
 /// Gets a new password for `key add` / `key passwd`; an empty one is refused.
 pub fn get_new(file: Option<&Path>) -> Result<Secret> {
     let pw = get_new_any(file)?;

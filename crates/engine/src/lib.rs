@@ -26,6 +26,7 @@ pub mod archiver;
 pub mod backup;
 pub mod checker;
 pub mod command;
+pub mod copy;
 pub mod diff;
 pub mod error;
 pub mod feed;

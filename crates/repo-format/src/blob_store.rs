@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::backend::{FileKind, StagedFile};
-use crate::blob::{BlobType, CompressionLevel, Sealer};
+use crate::blob::{blob_ad, BlobType, Compression, CompressionLevel, SealedParts, Sealer};
 use crate::cache::CachedStaged;
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -134,6 +134,8 @@ pub struct BlobStore<'a> {
     /// The first error a sealer thread hit; later adds fail with it.
     failure: Mutex<Option<Error>>,
     failed: AtomicBool,
+    /// An index file is written once this many packs are unindexed.
+    packs_per_index: usize,
     /// What was written.
     pub stats: StoreStats,
 }
@@ -192,8 +194,16 @@ impl<'a> BlobStore<'a> {
             uploads: None,
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
+            packs_per_index: PACKS_PER_INDEX,
             stats: StoreStats::default(),
         }
+    }
+
+    /// Writes an index file every `n` packs (at least 1) instead of every 64: for writers
+    /// whose interruption should lose less (a copy over a slow link, SPEC.md §11.3).
+    pub fn with_packs_per_index(mut self, n: usize) -> Self {
+        self.packs_per_index = n.max(1);
+        self
     }
 
     /// Runs `f` with a store whose sealing, packing and uploading happen on `sealers`
@@ -403,8 +413,49 @@ impl<'a> BlobStore<'a> {
         id: Id,
         plaintext: &mut [u8],
     ) -> Result<()> {
-        let raw = plaintext.len() as u64;
         let parts = sealer.seal(self.repo.key(), ty, id, plaintext)?;
+        self.pack_sealed(ty, id, &parts)
+    }
+
+    /// Stores a blob given as its stored body, the plaintext or its zstd frame as
+    /// `compression` says, of a plaintext of `raw_len` bytes whose ID is `id`: it is sealed
+    /// under this repository's key without compressing it again. For `copy` between
+    /// repositories that share the blob-ID key (the body was opened, and so authenticated
+    /// under this ID, from the other repository). Returns whether the blob was new.
+    pub fn add_body(
+        &self,
+        ty: BlobType,
+        id: Id,
+        compression: Compression,
+        raw_len: u32,
+        mut body: Vec<u8>,
+    ) -> Result<bool> {
+        self.take_failure()?;
+        if self.index.contains(ty, &id) || !self.seen.lock().expect("lock").insert(ty, id)? {
+            return Ok(false);
+        }
+        let (nonce, tag) = self
+            .repo
+            .key()
+            .seal_in_place(&blob_ad(ty, compression, &id), &mut body);
+        let parts = SealedParts {
+            compression,
+            raw_len,
+            nonce,
+            body: &body,
+            tag,
+        };
+        let r = self.pack_sealed(ty, id, &parts);
+        if r.is_err() {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        r.map(|()| true)
+    }
+
+    /// Appends a sealed blob to the open pack of its type, writing the pack when it is
+    /// full.
+    fn pack_sealed(&self, ty: BlobType, id: Id, parts: &SealedParts<'_>) -> Result<()> {
+        let raw = parts.raw_len as u64;
         let stored = parts.stored_len() as u64;
         let full = {
             let mut slot = self.open[ty as usize].lock().expect("lock");
@@ -412,7 +463,7 @@ impl<'a> BlobStore<'a> {
                 Some(p) => p,
                 None => slot.insert(self.new_pack(ty)?),
             };
-            if let Err(e) = pack.add_sealed(id, ty, &parts) {
+            if let Err(e) = pack.add_sealed(id, ty, parts) {
                 // The staged file may hold part of the blob: it is dropped, never committed.
                 *slot = None;
                 return Err(e);
@@ -461,7 +512,7 @@ impl<'a> BlobStore<'a> {
                 blobs: finished.header.entries,
             });
             let entries: usize = u.iter().map(|p| p.blobs.len()).sum();
-            if u.len() >= PACKS_PER_INDEX || entries >= INDEX_FILE_ENTRIES {
+            if u.len() >= self.packs_per_index || entries >= INDEX_FILE_ENTRIES {
                 Some(std::mem::take(&mut *u))
             } else {
                 None

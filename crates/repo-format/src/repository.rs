@@ -182,6 +182,19 @@ impl Repository {
         password: &[u8],
         opts: &InitOptions,
     ) -> Result<Repository> {
+        Self::init_with_key(backend, password, opts, MasterKey::generate())
+    }
+
+    /// [`Repository::init`] with a given master key instead of a fresh random one:
+    /// `init --copy-chunker-params` gives the new repository the chunker key and blob-ID
+    /// key of another repository (and a new encryption key), so copied data needs no ID
+    /// translation and deduplicates with its own backups (SPEC.md §4.1).
+    pub fn init_with_key(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        opts: &InitOptions,
+        key: MasterKey,
+    ) -> Result<Repository> {
         let not_found = |e: &Error| matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
         let configs = match backend.list(FileKind::Config) {
             Ok(c) => c,
@@ -210,7 +223,6 @@ impl Repository {
         for (orphan, _) in backend.list(FileKind::Key)? {
             backend.remove(FileKind::Key, &orphan)?;
         }
-        let key = MasterKey::generate();
         let kf = KeyFile::create(
             &key,
             password,

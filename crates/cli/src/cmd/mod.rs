@@ -7,6 +7,7 @@ mod backup;
 mod bucket;
 mod cat;
 mod check;
+mod copy;
 mod coverage;
 pub(crate) mod drill;
 pub(crate) mod etcd;
@@ -27,12 +28,12 @@ pub(crate) mod web;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use holdfast_engine::{CacheChoice, OpenOptions};
 use holdfast_repo::backend::Backend;
 use holdfast_repo::repository::{KeyHint, Repository, SnapshotFilter};
 
-use crate::cli::{Args, Command, Filter};
+use crate::cli::{Args, Command, Filter, FromRepo};
 use crate::password;
 
 /// Runs the command; returns the exit code on success paths (0, 1 for a check that found
@@ -43,7 +44,21 @@ pub fn run(args: &Args) -> Result<i32> {
             pack_size_mib,
             kdf_memory_kib,
             kdf_iterations,
-        } => init::run(args, *pack_size_mib, *kdf_memory_kib, *kdf_iterations),
+            copy_chunker_params,
+            from,
+        } => init::run(
+            args,
+            *pack_size_mib,
+            *kdf_memory_kib,
+            *kdf_iterations,
+            copy_chunker_params.then_some(from),
+        ),
+        Command::Copy {
+            from,
+            filter,
+            dry_run,
+            snapshots,
+        } => copy::run(args, from, filter, *dry_run, snapshots),
         Command::Backup { .. } => backup::run(args),
         Command::Snapshots { filter } => snapshots::run(args, filter),
         Command::Ls {
@@ -109,21 +124,10 @@ pub fn open_options(args: &Args) -> Result<OpenOptions> {
     let Some(loc) = args.repo.as_deref() else {
         bail!("no repository given: use -r/--repo or set HOLDFAST_REPOSITORY");
     };
-    let cache = match &args.cache_dir {
-        _ if args.no_cache => CacheChoice::Off,
-        Some(d) if !d.as_os_str().is_empty() => CacheChoice::Dir(d.clone()),
-        _ => CacheChoice::Default,
-    };
     Ok(OpenOptions {
         location: loc.to_string(),
         s3_region: args.s3_region.clone(),
-        cache,
-        limit_upload_kib: args.limit_upload,
-        limit_download_kib: args.limit_download,
-        key_hint: KeyHint {
-            id_prefix: args.key_hint.clone(),
-            host: Some(host_name()),
-        },
+        ..open_options_or_default(args)
     })
 }
 
@@ -159,6 +163,46 @@ fn open_with(args: &Args, how: OpenOn) -> Result<Repository> {
         false,
     )?;
     Ok(how(backend, &opts, &pw)?)
+}
+
+/// Opens the source repository of `copy` / `init --copy-chunker-params` (--from-repo) with
+/// its own password, with the cache and limits of the global flags.
+pub fn open_source(args: &Args, from: &FromRepo) -> Result<Repository> {
+    let Some(loc) = from.from_repo.as_deref() else {
+        bail!("no source repository given: use --from-repo or set HOLDFAST_FROM_REPOSITORY");
+    };
+    let opts = OpenOptions {
+        location: loc.to_string(),
+        s3_region: from.from_s3_region.clone(),
+        ..open_options_or_default(args)
+    };
+    let backend = holdfast_engine::open::backend(&opts)?;
+    let pw = password::get_source(
+        from.from_password_file.as_deref(),
+        from.from_password_command.as_deref(),
+    )?;
+    holdfast_engine::open::open_on(backend, &opts, &pw)
+        .with_context(|| format!("cannot open the source repository {loc}"))
+}
+
+/// The global flags' cache and limits, whether or not -r is given.
+fn open_options_or_default(args: &Args) -> OpenOptions {
+    let cache = match &args.cache_dir {
+        _ if args.no_cache => CacheChoice::Off,
+        Some(d) if !d.as_os_str().is_empty() => CacheChoice::Dir(d.clone()),
+        _ => CacheChoice::Default,
+    };
+    OpenOptions {
+        location: String::new(),
+        s3_region: None,
+        cache,
+        limit_upload_kib: args.limit_upload,
+        limit_download_kib: args.limit_download,
+        key_hint: KeyHint {
+            id_prefix: args.key_hint.clone(),
+            host: Some(host_name()),
+        },
+    }
 }
 
 /// Converts command-line filters.
