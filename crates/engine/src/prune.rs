@@ -383,6 +383,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let session = if opts.dry_run {
         None
     } else {
+        // Writer-only credentials (a node agent's) fail here, before anything is written.
+        repo.backend().check_delete_allowed()?;
         Some(repo.start_session(Role::Prune, &opts.host)?)
     };
     let clock = Clock(session.as_ref());
