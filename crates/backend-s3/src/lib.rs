@@ -110,7 +110,7 @@ use tokio::sync::Semaphore;
 
 pub use error::S3Error;
 pub use location::S3Location;
-pub use options::{S3Options, ENV_VARS};
+pub use options::{LockMode, ObjectLock, S3Options, ENV_VARS};
 
 /// HTTP statuses retried as transient (S3 sends SlowDown as 503; others use 429).
 const RETRYABLE_STATUS: &[u16] = &[429, 500, 502, 503, 504];
@@ -699,6 +699,24 @@ impl S3Backend {
             .expect("the request limiter is never closed")
     }
 
+    /// The Object Lock mode for a write, if the options ask for retention.
+    fn lock_mode(&self) -> Option<aws_sdk_s3::types::ObjectLockMode> {
+        self.options.object_lock.map(|l| match l.mode {
+            options::LockMode::Governance => aws_sdk_s3::types::ObjectLockMode::Governance,
+            options::LockMode::Compliance => aws_sdk_s3::types::ObjectLockMode::Compliance,
+        })
+    }
+
+    /// The retain-until date for a write made now, if the options ask for retention (the
+    /// write carries `Content-MD5`, which S3 requires with it).
+    fn lock_until(&self) -> Option<aws_smithy_types::DateTime> {
+        self.options.object_lock.map(|l| {
+            aws_smithy_types::DateTime::from(
+                SystemTime::now() + Duration::from_secs(u64::from(l.days) * 86_400),
+            )
+        })
+    }
+
     /// Collects a response body, failing (transiently) if it pauses longer than the attempt
     /// timeout or ends before `expected` bytes.
     async fn collect(
@@ -789,6 +807,8 @@ impl S3Backend {
                         .put_object()
                         .bucket(&self.location.bucket)
                         .key(key)
+                        .set_object_lock_mode(self.lock_mode())
+                        .set_object_lock_retain_until_date(self.lock_until())
                         .if_none_match("*")
                         .content_md5(&md5)
                         .content_length(body.len() as i64)
@@ -932,6 +952,8 @@ impl S3Backend {
                     .create_multipart_upload()
                     .bucket(&self.location.bucket)
                     .key(key)
+                    .set_object_lock_mode(self.lock_mode())
+                    .set_object_lock_retain_until_date(self.lock_until())
                     .customize()
                     .config_override(
                         aws_sdk_s3::config::Builder::default()
@@ -1414,6 +1436,33 @@ impl S3Backend {
     }
 }
 
+/// Runs futures concurrently on the current task and collects their outputs in order (a
+/// small `join_all`; each future waits for the request limiter itself).
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
+
 /// A failed deletion: a refusal (403) is [`FailKind::DeleteDenied`].
 fn delete_failure(f: Failure) -> Failure {
     if f.status == Some(403) && !matches!(f.kind, FailKind::CredentialsRefused) {
@@ -1729,6 +1778,86 @@ impl Backend for S3Backend {
         true
     }
 
+    /// One `HEAD` per object (it reports the retain-until date), and a
+    /// `PutObjectRetention` of the current version for those whose retention ends within
+    /// half of [`S3Options::object_lock`]'s period; nothing without Object Lock.
+    fn extend_retention(&self, kind: FileKind, ids: &[Id]) -> Result<usize> {
+        let (Some(mode), Some(lock)) = (self.lock_mode(), self.options.object_lock) else {
+            return Ok(0);
+        };
+        let period = i64::from(lock.days) * 86_400;
+        let extended = std::sync::atomic::AtomicUsize::new(0);
+        for chunk in ids.chunks(64) {
+            let r: Result<Vec<()>> = self.block_on(async {
+                let one = |id: Id| {
+                    let (mode, extended) = (mode.clone(), &extended);
+                    async move {
+                        let key = self.key(kind, &id);
+                        let head = {
+                            let _permit = self.permit().await;
+                            self.client
+                                .head_object()
+                                .bucket(&self.location.bucket)
+                                .key(&key)
+                                .send()
+                                .await
+                        };
+                        let h = match head {
+                            Ok(h) => h,
+                            Err(e) => {
+                                let f = self.describe.failure(e);
+                                if matches!(f.kind, FailKind::Missing) {
+                                    return Ok(()); // deleted meanwhile: nothing to keep
+                                }
+                                return Err(self.to_error("stat", &key, kind, &id, f));
+                            }
+                        };
+                        let now = SystemTime::now()
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs() as i64);
+                        let until = h.object_lock_retain_until_date().map_or(0, |d| d.secs());
+                        if until - now >= period / 2 {
+                            return Ok(());
+                        }
+                        let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
+                            .mode(match mode {
+                                aws_sdk_s3::types::ObjectLockMode::Compliance => {
+                                    aws_sdk_s3::types::ObjectLockRetentionMode::Compliance
+                                }
+                                _ => aws_sdk_s3::types::ObjectLockRetentionMode::Governance,
+                            })
+                            .retain_until_date(aws_smithy_types::DateTime::from_secs(now + period))
+                            .build();
+                        let _permit = self.permit().await;
+                        self.client
+                            .put_object_retention()
+                            .bucket(&self.location.bucket)
+                            .key(&key)
+                            .set_version_id(h.version_id().map(str::to_owned))
+                            .retention(retention)
+                            .send()
+                            .await
+                            .map_err(|e| {
+                                let f = self.describe.failure(e);
+                                self.to_error("extend the retention of", &key, kind, &id, f)
+                            })?;
+                        extended.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    }
+                };
+                let mut out = Vec::with_capacity(chunk.len());
+                let futures: Vec<_> = chunk.iter().map(|id| one(*id)).collect();
+                // Concurrency is bounded by the request limiter inside.
+                for f in join_all(futures).await {
+                    out.push(f?);
+                }
+                Ok(out)
+            });
+            r?;
+        }
+        Ok(extended.into_inner())
+    }
+
     /// DeleteObjects, 1000 keys a request (S3's limit). A server that refuses the batch
     /// request as a whole gets the keys one by one; a key it reports as not deleted (other
     /// than already missing) is an error naming it.
@@ -1766,10 +1895,7 @@ impl Backend for S3Backend {
                         if e.code() == Some("AccessDenied") {
                             return Err(Error::DeleteDenied {
                                 path: self.shown(key),
-                                detail: format!(
-                                    "AccessDenied {}",
-                                    e.message().unwrap_or_default()
-                                ),
+                                detail: format!("AccessDenied {}", e.message().unwrap_or_default()),
                             });
                         }
                         return Err(Error::Io {

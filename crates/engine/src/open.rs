@@ -47,6 +47,25 @@ pub struct OpenOptions {
     pub limit_upload_kib: Option<u64>,
     /// Download limit, KiB/s (`None` or 0: none).
     pub limit_download_kib: Option<u64>,
+    /// Keys for an S3 repository instead of the standard AWS chain: the agent's
+    /// maintenance job opens the repository with credentials that may delete, beside the
+    /// writer-only ones its backups use.
+    pub s3_credentials: Option<S3Keys>,
+}
+
+/// An S3 access key and its secret (the secret never printed).
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Keys {
+    /// The access key ID.
+    pub access_key: String,
+    /// The secret access key.
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for S3Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "S3Keys({}, <secret>)", self.access_key)
+    }
 }
 
 impl OpenOptions {
@@ -81,6 +100,9 @@ fn unthrottled(opts: &OpenOptions) -> Result<Arc<dyn Backend>> {
         };
         let mut options = S3Options::from_env().map_err(s3)?;
         options.region = opts.s3_region.clone();
+        if let Some(k) = &opts.s3_credentials {
+            options.credentials = Some((k.access_key.clone(), k.secret_key.clone()));
+        }
         return Ok(Arc::new(S3Backend::new(loc, options).map_err(s3)?));
     }
     if loc.contains("://") {

@@ -752,7 +752,10 @@ mod tests {
         let mut s = guard.session.clone();
         for n in 2..=3 {
             std::thread::sleep(Duration::from_millis(2));
-            assert!(heartbeat(&*backend, &key, &guard.shared, &mut s), "lease lost");
+            assert!(
+                heartbeat(&*backend, &key, &guard.shared, &mut s),
+                "lease lost"
+            );
             assert_eq!(backend.list(FileKind::Session).unwrap().len(), n);
         }
         guard.check().unwrap();

@@ -21,5 +21,6 @@ pub fn repo_settings(args: &Args) -> RepoSettings {
         s3_region: args.s3_region.clone(),
         limit_upload_kib: args.limit_upload,
         limit_download_kib: args.limit_download,
+        maintenance_keys: holdfast_agent::repo::maintenance_keys_from_env(),
     }
 }

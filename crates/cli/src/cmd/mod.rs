@@ -99,6 +99,7 @@ pub fn open_options(args: &Args) -> Result<OpenOptions> {
         cache,
         limit_upload_kib: args.limit_upload,
         limit_download_kib: args.limit_download,
+        s3_credentials: None,
     })
 }
 

@@ -80,10 +80,7 @@ impl StagedFile for LocalStaged<'_> {
     fn commit(mut self: Box<Self>, id: &Id) -> Result<()> {
         let f = self.file.take().expect("a staged file is committed once");
         f.sync_all().map_err(|e| io("sync", &self.tmp, e))?;
-        let len = f
-            .metadata()
-            .map_err(|e| io("stat", &self.tmp, e))?
-            .len();
+        let len = f.metadata().map_err(|e| io("stat", &self.tmp, e))?.len();
         drop(f);
         let dest = self.backend.path(self.kind, id);
         // Create-only (SPEC.md §11.1): a hard link fails where the name exists, which no

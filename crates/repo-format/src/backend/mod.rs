@@ -142,6 +142,15 @@ pub trait Backend: Send + Sync + Debug {
     /// Deletes a file; deleting a missing file is not an error. Storage that refuses the
     /// deletion (writer-only credentials) is [`crate::Error::DeleteDenied`].
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()>;
+    /// Keeps files that are still in use locked: where the storage gives every write a
+    /// retention period (S3 Object Lock), extends the retention of each of `ids` that ends
+    /// within half the period to a full period from now, so that live data stays
+    /// protected as long as it is live (a prune calls this for everything it keeps).
+    /// Returns how many were extended; storage without retention has nothing to do.
+    fn extend_retention(&self, kind: FileKind, ids: &[Id]) -> Result<usize> {
+        let _ = (kind, ids);
+        Ok(0)
+    }
     /// Checks, before a prune or forget starts, that these credentials may delete files,
     /// so that a writer-only user fails at once with [`crate::Error::DeleteDenied`] instead
     /// of halfway. Backends that cannot tell without deleting a real file say `Ok`.
