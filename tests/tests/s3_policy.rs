@@ -89,8 +89,8 @@ fn backend(location: &str, keys: (String, String)) -> S3Backend {
     .unwrap()
 }
 
-/// The shipped policy, for `bucket` and the RGW user `uid`.
-fn policy(bucket: &str, uid: &str) -> String {
+/// The shipped policy, for `bucket`, the writer `uid` and the maintenance user `maint`.
+fn policy(bucket: &str, uid: &str, maint: &str) -> String {
     let p = workspace_root().join("deploy/s3/holdfast-writer-policy.json");
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::from_str::<Value>(&text).expect("the shipped policy is JSON");
@@ -99,6 +99,7 @@ fn policy(bucket: &str, uid: &str) -> String {
         &format!("arn:aws:s3:::{bucket}"),
     )
     .replace("user/holdfast-writer", &format!("user/{uid}"))
+    .replace("user/holdfast-maintenance", &format!("user/{maint}"))
 }
 
 /// A holdfast repository at an S3 location.
@@ -171,7 +172,7 @@ mod rgw {
                 client
                     .put_bucket_policy()
                     .bucket(&bucket)
-                    .policy(policy(&bucket, &uid))
+                    .policy(policy(&bucket, &uid, "test"))
                     .send(),
             )
             .expect("put-bucket-policy");
