@@ -8,7 +8,9 @@
 #
 # DIR/env.sh exports what crates/backend-s3/tests read:
 #   HOLDFAST_TEST_RGW=http://127.0.0.1:$RGW_PORT    HOLDFAST_TEST_MOTO=http://127.0.0.1:$MOTO_PORT
-#   HOLDFAST_TEST_RGW_LOG=<the RGW log file>        AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION
+#   HOLDFAST_TEST_RGW_LOG=<the RGW log file>        HOLDFAST_TEST_RGW_CEPH_CONF=<ceph.conf,
+#     for radosgw-admin: tests/tests/s3_policy.rs makes its users with it>
+#   AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION
 #   NEXTEST_PROFILE=s3 (.config/nextest.toml: `cargo nextest run` then includes the S3 tests)
 #   HOLDFAST_TEST_CEPH_CONF=<ceph.conf> when ceph-mds is installed: the cluster then also
 #   serves a CephFS (one MDS), which the agent's tests mount with ceph-fuse
@@ -53,6 +55,7 @@ start() {
             {
                 echo "export HOLDFAST_TEST_RGW=http://127.0.0.1:$RGW_PORT"
                 echo "export HOLDFAST_TEST_RGW_LOG=$DIR/ceph/log/client.rgw.x.log"
+                echo "export HOLDFAST_TEST_RGW_CEPH_CONF=$DIR/ceph/ceph.conf"
                 [[ $mds == 1 ]] && echo "export HOLDFAST_TEST_CEPH_CONF=$DIR/ceph/ceph.conf"
             } >>"$DIR/env.sh"
         else

@@ -51,6 +51,8 @@ pub mod exit {
     pub const NO_REPOSITORY: i32 = 10;
     /// The password opens no key.
     pub const WRONG_PASSWORD: i32 = 12;
+    /// The storage refused to delete (writer-only credentials).
+    pub const DELETE_DENIED: i32 = 13;
     /// What a Rust panic exits with: never acceptable.
     pub const PANIC: i32 = 101;
 }

@@ -252,7 +252,10 @@ fn per_node_keys_are_labelled_hinted_and_removed_by_host() {
     }
     let list = keys(&repo, PASSWORD);
     let hosts: Vec<&str> = list.iter().map(|k| k["host"].as_str().unwrap()).collect();
-    assert!(hosts.contains(&"node-a") && hosts.contains(&"node-b"), "{list:?}");
+    assert!(
+        hosts.contains(&"node-a") && hosts.contains(&"node-b"),
+        "{list:?}"
+    );
     let id_of = |host: &str| {
         list.iter().find(|k| k["host"] == host).unwrap()["id"]
             .as_str()
@@ -266,13 +269,19 @@ fn per_node_keys_are_labelled_hinted_and_removed_by_host() {
         ("HOLDFAST_HOST", OsStr::new("node-b")),
     ];
     let run = repo.cmd_env(&["key", "list", "--json"], &as_b);
-    assert_eq!(current_key(run.assert_ok().json().as_array().unwrap()), id_of("node-b"));
+    assert_eq!(
+        current_key(run.assert_ok().json().as_array().unwrap()),
+        id_of("node-b")
+    );
     let hint = id_of("node-a")[..10].to_string();
     let run = repo.cmd_env(
         &["key", "list", "--json", "--key-hint", &hint],
         &with_pw("password of node-a"),
     );
-    assert_eq!(current_key(run.assert_ok().json().as_array().unwrap()), id_of("node-a"));
+    assert_eq!(
+        current_key(run.assert_ok().json().as_array().unwrap()),
+        id_of("node-a")
+    );
 
     // Node b cannot remove its own keys; the admin password removes node a's.
     repo.cmd_env(&["key", "remove", "--host", "node-b"], &as_b)

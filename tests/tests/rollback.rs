@@ -12,7 +12,9 @@ fn seqs(repo: &Repo) -> Vec<(String, u64)> {
         .map(|s| {
             (
                 s["host"].as_str().unwrap().to_string(),
-                s["host_seq"].as_u64().expect("host_seq in snapshots --json"),
+                s["host_seq"]
+                    .as_u64()
+                    .expect("host_seq in snapshots --json"),
             )
         })
         .collect()
@@ -39,7 +41,11 @@ fn deleting_the_newest_snapshot_is_reported_and_numbering_goes_on_past_it() {
     let third = backup("3");
     assert_eq!(
         seqs(&repo),
-        [("laptop".into(), 1), ("laptop".into(), 2), ("laptop".into(), 3)]
+        [
+            ("laptop".into(), 1),
+            ("laptop".into(), 2),
+            ("laptop".into(), 3)
+        ]
     );
     assert!(!third.stderr_str().contains("WARNING"), "{third}");
 

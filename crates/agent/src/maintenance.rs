@@ -184,7 +184,7 @@ async fn maintain(
         let Some(policy) = sel.keep else { continue };
         let (cluster, ns2, name2) = (s.cluster.clone(), ns.clone(), name.clone());
         match agent
-            .with_repo(move |r| r.forget_volume(&cluster, &ns2, &name2, &policy))
+            .with_maintenance_repo(move |r| r.forget_volume(&cluster, &ns2, &name2, &policy))
             .await
         {
             Ok(f) => {
@@ -207,7 +207,7 @@ async fn maintain(
 
     if s.config.maintenance.prune {
         let host = s.identity.clone();
-        match agent.with_repo(move |r| r.prune(&host)).await {
+        match agent.with_maintenance_repo(move |r| r.prune(&host)).await {
             Ok(p) => report.prune = Some(p),
             Err(e) => report.errors.push(format!("prune: {e}")),
         }

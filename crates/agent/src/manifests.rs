@@ -479,12 +479,21 @@ fn value_env(name: &str, value: &str) -> EnvVar {
 
 /// An optional key of the agent's Secret: absent for a repository on a local path.
 fn secret_env(name: &str, secret: &str) -> EnvVar {
+    secret_key_env(name, secret, name)
+}
+
+/// The optional Secret with the maintenance job's S3 keys (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`), where the agents' own keys are writer-only.
+pub const MAINTENANCE_SECRET: &str = "holdfast-maintenance";
+
+/// The variable `name` from key `key` of the Secret `secret`, if it exists.
+fn secret_key_env(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
                 name: secret.into(),
-                key: name.into(),
+                key: key.into(),
                 optional: Some(true),
             }),
             ..EnvVarSource::default()
@@ -558,6 +567,18 @@ fn daemon_set(args: &ManifestArgs, kubelet_pods: &str, config: &str) -> DaemonSe
             value_env("HOLDFAST_PASSWORD_FILE", PASSWORD_PATH),
             secret_env("AWS_ACCESS_KEY_ID", &args.secret),
             secret_env("AWS_SECRET_ACCESS_KEY", &args.secret),
+            // Keys that may delete, for the elected agent's forget and prune, where the
+            // agents' own are writer-only (README "Writer-only credentials for the agents").
+            secret_key_env(
+                crate::repo::MAINTENANCE_KEY_VARS[0],
+                MAINTENANCE_SECRET,
+                "AWS_ACCESS_KEY_ID",
+            ),
+            secret_key_env(
+                crate::repo::MAINTENANCE_KEY_VARS[1],
+                MAINTENANCE_SECRET,
+                "AWS_SECRET_ACCESS_KEY",
+            ),
             value_env("HOLDFAST_CACHE_DIR", CACHE_DIR),
             value_env("HOLDFAST_STATE_DIR", STATE_DIR),
             value_env("TMPDIR", "/tmp"),

@@ -40,6 +40,26 @@ pub struct RepoSettings {
     pub limit_download_kib: Option<u64>,
     /// `--key-hint`, and the node's name as the host label of per-node keys.
     pub key_hint: KeyHint,
+    /// S3 keys that may delete, for the maintenance job's forget and prune
+    /// ([`MAINTENANCE_KEY_VARS`], from the `holdfast-maintenance` Secret), where the
+    /// agents' own keys are writer-only; `None`: maintenance uses the agent's keys.
+    pub maintenance_keys: Option<holdfast_engine::open::S3Keys>,
+}
+
+/// The variables [`maintenance_keys_from_env`] reads: the maintenance job's access key and
+/// secret (the DaemonSet sets them from the optional Secret `holdfast-maintenance`).
+pub const MAINTENANCE_KEY_VARS: [&str; 2] = [
+    "HOLDFAST_MAINTENANCE_AWS_ACCESS_KEY_ID",
+    "HOLDFAST_MAINTENANCE_AWS_SECRET_ACCESS_KEY",
+];
+
+/// The maintenance job's S3 keys, when both [`MAINTENANCE_KEY_VARS`] are set and not empty.
+pub fn maintenance_keys_from_env() -> Option<holdfast_engine::open::S3Keys> {
+    let get = |v: &str| std::env::var(v).ok().filter(|x| !x.trim().is_empty());
+    Some(holdfast_engine::open::S3Keys {
+        access_key: get(MAINTENANCE_KEY_VARS[0])?,
+        secret_key: get(MAINTENANCE_KEY_VARS[1])?,
+    })
 }
 
 /// Tag keys of the agent's snapshots.
@@ -223,6 +243,16 @@ pub struct Repo {
 impl Repo {
     /// Opens the repository at `location` with the password from the settings' sources.
     pub fn open(location: &str, s: &RepoSettings) -> Result<Repo> {
+        Self::open_as(location, s, None)
+    }
+
+    /// [`Repo::open`] with other S3 keys than the standard AWS chain's (the maintenance
+    /// job's, which may delete).
+    pub fn open_as(
+        location: &str,
+        s: &RepoSettings,
+        keys: Option<holdfast_engine::open::S3Keys>,
+    ) -> Result<Repo> {
         let pw = holdfast_engine::password::non_interactive(
             s.password_file.as_deref(),
             s.password_command.as_deref(),
@@ -248,6 +278,7 @@ impl Repo {
             limit_upload_kib: s.limit_upload_kib,
             limit_download_kib: s.limit_download_kib,
             key_hint: s.key_hint.clone(),
+            s3_credentials: keys,
         };
         let repo = holdfast_engine::open::open(&opts, &pw)?;
         Ok(Repo {

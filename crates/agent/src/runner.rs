@@ -226,6 +226,23 @@ impl Agent {
         })
     }
 
+    /// Runs a blocking repository operation that deletes (the maintenance job's forget and
+    /// prune) off the async threads: on the repository opened with the maintenance keys
+    /// where they are set (the agents' own keys are then writer-only; opened anew each
+    /// time, one key derivation per maintenance run), else on the agent's repository.
+    pub async fn with_maintenance_repo<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Repo) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let Some(keys) = self.s.repo.maintenance_keys.clone() else {
+            return self.with_repo(f).await;
+        };
+        let (location, settings) = (self.s.location.clone(), self.s.repo.clone());
+        tokio::task::spawn_blocking(move || f(&Repo::open_as(&location, &settings, Some(keys))?))
+            .await
+            .map_err(|e| AgentError::Usage(format!("repository task failed: {e}")))?
+    }
+
     /// Runs a blocking repository operation off the async threads.
     pub async fn with_repo<T: Send + 'static>(
         &self,

@@ -110,7 +110,7 @@ use tokio::sync::Semaphore;
 
 pub use error::S3Error;
 pub use location::S3Location;
-pub use options::{S3Options, ENV_VARS};
+pub use options::{LockMode, ObjectLock, S3Options, ENV_VARS};
 
 /// HTTP statuses retried as transient (S3 sends SlowDown as 503; others use 429).
 const RETRYABLE_STATUS: &[u16] = &[429, 500, 502, 503, 504];
@@ -219,6 +219,13 @@ enum FailKind {
         /// Attempts made.
         attempts: u32,
     },
+    /// A create-only write (`If-None-Match: *`) found the name taken (412).
+    Exists,
+    /// A create-only write found the name taken by an object that is not ours: it is
+    /// damaged (names are the hash of the bytes).
+    ExistsDifferent,
+    /// The server refused a deletion (403): writer-only credentials.
+    DeleteDenied,
     /// Final.
     Permanent,
 }
@@ -274,9 +281,19 @@ impl Describe {
             (Some(404), _) | (_, Some("NoSuchKey")) => FailKind::Missing,
             (Some(416), _) | (_, Some("InvalidRange")) => FailKind::InvalidRange,
             // The body arrived damaged, or too slowly for the server: sending again may work.
-            (_, Some("BadDigest" | "XAmzContentSHA256Mismatch" | "RequestTimeout")) => {
-                FailKind::Transient
-            }
+            // The body arrived damaged, or too slowly for the server, or another conditional
+            // write of the same name was in progress (409 ConditionalRequestConflict):
+            // sending again may work.
+            (
+                _,
+                Some(
+                    "BadDigest"
+                    | "XAmzContentSHA256Mismatch"
+                    | "RequestTimeout"
+                    | "ConditionalRequestConflict",
+                ),
+            ) => FailKind::Transient,
+            (Some(412), _) | (_, Some("PreconditionFailed")) => FailKind::Exists,
             (_, Some("SignatureDoesNotMatch" | "InvalidAccessKeyId")) => {
                 FailKind::CredentialsRefused
             }
@@ -584,6 +601,7 @@ impl S3Backend {
                 kind: kind.name(),
                 name: id.to_string(),
             },
+            FailKind::ExistsDifferent => Error::corrupt(kind.name(), id, f.msg),
             _ => self.io_error(op, self.shown(key), f),
         }
     }
@@ -593,6 +611,12 @@ impl S3Backend {
     /// repository".
     fn io_error(&self, op: &'static str, path: String, f: Failure) -> Error {
         let e = match f.kind {
+            FailKind::DeleteDenied => {
+                return Error::DeleteDenied {
+                    path,
+                    detail: f.msg,
+                }
+            }
             FailKind::NoBucket => S3Error::NoSuchBucket {
                 bucket: self.location.bucket.clone(),
             },
@@ -675,6 +699,24 @@ impl S3Backend {
             .expect("the request limiter is never closed")
     }
 
+    /// The Object Lock mode for a write, if the options ask for retention.
+    fn lock_mode(&self) -> Option<aws_sdk_s3::types::ObjectLockMode> {
+        self.options.object_lock.map(|l| match l.mode {
+            options::LockMode::Governance => aws_sdk_s3::types::ObjectLockMode::Governance,
+            options::LockMode::Compliance => aws_sdk_s3::types::ObjectLockMode::Compliance,
+        })
+    }
+
+    /// The retain-until date for a write made now, if the options ask for retention (the
+    /// write carries `Content-MD5`, which S3 requires with it).
+    fn lock_until(&self) -> Option<aws_smithy_types::DateTime> {
+        self.options.object_lock.map(|l| {
+            aws_smithy_types::DateTime::from(
+                SystemTime::now() + Duration::from_secs(u64::from(l.days) * 86_400),
+            )
+        })
+    }
+
     /// Collects a response body, failing (transiently) if it pauses longer than the attempt
     /// timeout or ends before `expected` bytes.
     async fn collect(
@@ -744,51 +786,156 @@ impl S3Backend {
         .await
     }
 
-    /// One `PutObject` with `Content-MD5`, its ETag checked; retried. If the last attempt
-    /// stored damaged bytes (a server that ignores `Content-MD5`), the object is deleted
-    /// again so that nothing corrupt stays under the final name.
+    /// One create-only `PutObject` (`If-None-Match: *`) with `Content-MD5`, its ETag
+    /// checked; retried. A name that exists already (412) holds our bytes by construction
+    /// (names are the hash of the bytes): the write succeeds without writing once a HEAD
+    /// agrees (`verify_existing`). If an attempt stored damaged bytes (a server that ignores
+    /// `Content-MD5`), the object is deleted before the next attempt, which could not
+    /// replace it, and after the last, so that nothing corrupt stays under the final name.
     async fn put(&self, key: &str, body: PutBody) -> Result<(), Failure> {
         let raw_md5 = body.md5();
         let md5 = aws_smithy_types::base64::encode(raw_md5);
+        let damaged = AtomicBool::new(false);
         let r = self
             .retrying(key, || async {
-                let _permit = self.permit().await;
-                let out = self
-                    .client
-                    .put_object()
-                    .bucket(&self.location.bucket)
-                    .key(key)
-                    .content_md5(&md5)
-                    .content_length(body.len() as i64)
-                    .body(body.stream().await?)
-                    .send()
-                    .await
-                    .map_err(|e| self.describe.failure(e))?;
+                if damaged.swap(false, Ordering::Relaxed) {
+                    self.delete_damaged(key).await?;
+                }
+                let sent = {
+                    let _permit = self.permit().await;
+                    self.client
+                        .put_object()
+                        .bucket(&self.location.bucket)
+                        .key(key)
+                        .set_object_lock_mode(self.lock_mode())
+                        .set_object_lock_retain_until_date(self.lock_until())
+                        .if_none_match("*")
+                        .content_md5(&md5)
+                        .content_length(body.len() as i64)
+                        .body(body.stream().await?)
+                        .send()
+                        .await
+                };
+                let out = match sent {
+                    Ok(out) => out,
+                    Err(e) => {
+                        let f = self.describe.failure(e);
+                        if matches!(f.kind, FailKind::Exists) {
+                            return self
+                                .verify_existing(key, body.len(), Some(raw_md5), None)
+                                .await;
+                        }
+                        return Err(f);
+                    }
+                };
                 let encrypted =
                     etag_not_md5(out.server_side_encryption(), out.sse_customer_algorithm());
-                verify_etag(out.e_tag(), encrypted, &raw_md5, "upload")
+                let checked = verify_etag(out.e_tag(), encrypted, &raw_md5, "upload");
+                if matches!(&checked, Err(f) if matches!(f.kind, FailKind::Damaged)) {
+                    damaged.store(true, Ordering::Relaxed);
+                }
+                checked
             })
             .await;
-        if let Err(f) = &r {
-            if matches!(f.kind, FailKind::Damaged) {
-                let _permit = self.permit().await;
-                if let Err(e) = self
-                    .client
-                    .delete_object()
-                    .bucket(&self.location.bucket)
-                    .key(key)
-                    .send()
-                    .await
-                {
-                    tracing::warn!(
-                        "could not delete the damaged upload {}: {}",
-                        self.shown(key),
-                        self.describe.failure(e).msg
-                    );
-                }
+        if damaged.load(Ordering::Relaxed) {
+            if let Err(e) = self.delete_damaged(key).await {
+                tracing::warn!("{}", e.msg);
             }
         }
         r
+    }
+
+    /// Deletes an object whose upload stored damaged bytes.
+    async fn delete_damaged(&self, key: &str) -> Result<(), Failure> {
+        let _permit = self.permit().await;
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.location.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let f = self.describe.failure(e);
+                Err(Failure::permanent(format!(
+                    "the server stored damaged bytes under {} (it ignores Content-MD5) and they \
+                     could not be deleted: {}; delete it with credentials that may, or run \
+                     `holdfast check --read-data`",
+                    self.shown(key),
+                    f.msg
+                )))
+            }
+        }
+    }
+
+    /// After a create-only write found `key` taken: succeeds if the stored object is ours
+    /// as far as a HEAD can tell (its length, and its ETag where that is the MD5 of the
+    /// whole object or the multipart ETag of exactly our parts), fails with
+    /// [`FailKind::ExistsDifferent`] if it is not. One request, only on this rare path.
+    async fn verify_existing(
+        &self,
+        key: &str,
+        len: u64,
+        md5: Option<[u8; 16]>,
+        multipart_etag: Option<&str>,
+    ) -> Result<(), Failure> {
+        let head = {
+            let _permit = self.permit().await;
+            self.client
+                .head_object()
+                .bucket(&self.location.bucket)
+                .key(key)
+                .send()
+                .await
+        };
+        let h = match head {
+            Ok(h) => h,
+            Err(e) => {
+                let f = self.describe.failure(e);
+                if matches!(f.kind, FailKind::Missing) {
+                    // Deleted between the two requests: writing again is right.
+                    return Err(Failure::transient(
+                        "the name was taken (412) but the object is gone (deleted meanwhile)",
+                    ));
+                }
+                return Err(f);
+            }
+        };
+        let size = h.content_length().unwrap_or(-1);
+        let etag = h.e_tag().map(strip_quotes).unwrap_or("");
+        let encrypted = etag_not_md5(h.server_side_encryption(), h.sse_customer_algorithm());
+        let differs = if size != len as i64 {
+            Some(format!("{size} bytes where its name says {len}"))
+        } else if multipart_etag.is_some_and(|m| etag == m) {
+            None
+        } else {
+            match md5.map(hex::encode) {
+                Some(want)
+                    if !encrypted
+                        && etag.len() == 32
+                        && etag.bytes().all(|b| b.is_ascii_hexdigit())
+                        && !etag.eq_ignore_ascii_case(&want) =>
+                {
+                    Some(format!("MD5 {etag} where its bytes have {want}"))
+                }
+                _ => None,
+            }
+        };
+        match differs {
+            None => {
+                tracing::debug!("{key} exists already with the same length: not written again");
+                Ok(())
+            }
+            Some(d) => Err(Failure::new(
+                FailKind::ExistsDifferent,
+                format!(
+                    "already stored with {d}: the stored object is damaged, and a write never \
+                     replaces an object; run `holdfast check --read-data`, then `holdfast repair`"
+                ),
+            )),
+        }
     }
 
     /// Uploads in parts; on any failure the upload is aborted.
@@ -805,6 +952,8 @@ impl S3Backend {
                     .create_multipart_upload()
                     .bucket(&self.location.bucket)
                     .key(key)
+                    .set_object_lock_mode(self.lock_mode())
+                    .set_object_lock_retain_until_date(self.lock_until())
                     .customize()
                     .config_override(
                         aws_sdk_s3::config::Builder::default()
@@ -955,20 +1104,40 @@ impl S3Backend {
                     .collect(),
             ))
             .build();
-        let done = {
-            let _permit = self.permit().await;
-            self.client
-                .complete_multipart_upload()
-                .bucket(&self.location.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .multipart_upload(completed)
-                .send()
-                .await
-        };
-        let f = match done {
-            Ok(_) => return Ok(()),
-            Err(e) => self.describe.failure(e),
+        // Create-only like every write; a server that ignores the condition here (Ceph RGW
+        // 16 does) replaces identical bytes at worst. A concurrent conditional write of the
+        // same name (409 ConditionalRequestConflict) is waited out.
+        let mut attempt = 1;
+        let f = loop {
+            let done = {
+                let _permit = self.permit().await;
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.location.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .if_none_match("*")
+                    .multipart_upload(completed.clone())
+                    .send()
+                    .await
+            };
+            let f = match done {
+                Ok(_) => return Ok(()),
+                Err(e) => self.describe.failure(e),
+            };
+            match f.kind {
+                FailKind::Exists => {
+                    self.abort_upload(key, upload_id).await;
+                    return self
+                        .verify_existing(key, len, Some(md5_of(data)), Some(&expected_etag))
+                        .await;
+                }
+                FailKind::Transient if attempt < self.options.max_attempts => {
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                _ => break f,
+            }
         };
         // The completion may have happened although it reads as failed: its reply was lost
         // (the SDK's retry then finds no upload), or the server answered 200 with a body the
@@ -1267,6 +1436,49 @@ impl S3Backend {
     }
 }
 
+/// Runs futures concurrently on the current task and collects their outputs in order (a
+/// small `join_all`; each future waits for the request limiter itself).
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
+
+/// A failed deletion: a refusal (403) is [`FailKind::DeleteDenied`].
+fn delete_failure(f: Failure) -> Failure {
+    if f.status == Some(403) && !matches!(f.kind, FailKind::CredentialsRefused) {
+        Failure {
+            kind: FailKind::DeleteDenied,
+            msg: format!(
+                "HTTP 403 {}",
+                f.code.clone().unwrap_or_else(|| "AccessDenied".into())
+            ),
+            ..f
+        }
+    } else {
+        f
+    }
+}
+
 /// The body of one upload: bytes in memory, or a staged file (its MD5 taken while it was
 /// written) read anew for every attempt, so that no upload holds a pack in memory.
 enum PutBody {
@@ -1532,12 +1744,118 @@ impl Backend for S3Backend {
                 kind: FailKind::Missing | FailKind::NoBucket,
                 ..
             }) => Ok(()),
-            Err(f) => Err(self.io_error("delete", self.shown(&key), f)),
+            Err(f) => Err(self.io_error("delete", self.shown(&key), delete_failure(f))),
+        }
+    }
+
+    /// A `DeleteObject` of a key under the prefix that no repository file has
+    /// (`PREFIX/sessions/holdfast-delete-check`): S3 answers 204 whether or not it exists,
+    /// and 403 where the credentials may not delete. On a versioned bucket (Object Lock) it
+    /// leaves a delete marker on that key, which nothing reads.
+    fn check_delete_allowed(&self) -> Result<()> {
+        let key = self.location.key("sessions/holdfast-delete-check");
+        let r = self.block_on(async {
+            let _permit = self.permit().await;
+            self.client
+                .delete_object()
+                .bucket(&self.location.bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| self.describe.failure(e))
+        });
+        match r {
+            Ok(_)
+            | Err(Failure {
+                kind: FailKind::Missing,
+                ..
+            }) => Ok(()),
+            Err(f) => Err(self.io_error("delete", self.shown(&key), delete_failure(f))),
         }
     }
 
     fn is_remote(&self) -> bool {
         true
+    }
+
+    /// One `HEAD` per object (it reports the retain-until date), and a
+    /// `PutObjectRetention` of the current version for those whose retention ends within
+    /// half of [`S3Options::object_lock`]'s period; nothing without Object Lock.
+    fn extend_retention(&self, kind: FileKind, ids: &[Id]) -> Result<usize> {
+        let (Some(mode), Some(lock)) = (self.lock_mode(), self.options.object_lock) else {
+            return Ok(0);
+        };
+        let period = i64::from(lock.days) * 86_400;
+        let extended = std::sync::atomic::AtomicUsize::new(0);
+        for chunk in ids.chunks(64) {
+            let r: Result<Vec<()>> = self.block_on(async {
+                let one = |id: Id| {
+                    let (mode, extended) = (mode.clone(), &extended);
+                    async move {
+                        let key = self.key(kind, &id);
+                        let head = {
+                            let _permit = self.permit().await;
+                            self.client
+                                .head_object()
+                                .bucket(&self.location.bucket)
+                                .key(&key)
+                                .send()
+                                .await
+                        };
+                        let h = match head {
+                            Ok(h) => h,
+                            Err(e) => {
+                                let f = self.describe.failure(e);
+                                if matches!(f.kind, FailKind::Missing) {
+                                    return Ok(()); // deleted meanwhile: nothing to keep
+                                }
+                                return Err(self.to_error("stat", &key, kind, &id, f));
+                            }
+                        };
+                        let now = SystemTime::now()
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs() as i64);
+                        let until = h.object_lock_retain_until_date().map_or(0, |d| d.secs());
+                        if until - now >= period / 2 {
+                            return Ok(());
+                        }
+                        let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
+                            .mode(match mode {
+                                aws_sdk_s3::types::ObjectLockMode::Compliance => {
+                                    aws_sdk_s3::types::ObjectLockRetentionMode::Compliance
+                                }
+                                _ => aws_sdk_s3::types::ObjectLockRetentionMode::Governance,
+                            })
+                            .retain_until_date(aws_smithy_types::DateTime::from_secs(now + period))
+                            .build();
+                        let _permit = self.permit().await;
+                        self.client
+                            .put_object_retention()
+                            .bucket(&self.location.bucket)
+                            .key(&key)
+                            .set_version_id(h.version_id().map(str::to_owned))
+                            .retention(retention)
+                            .send()
+                            .await
+                            .map_err(|e| {
+                                let f = self.describe.failure(e);
+                                self.to_error("extend the retention of", &key, kind, &id, f)
+                            })?;
+                        extended.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    }
+                };
+                let mut out = Vec::with_capacity(chunk.len());
+                let futures: Vec<_> = chunk.iter().map(|id| one(*id)).collect();
+                // Concurrency is bounded by the request limiter inside.
+                for f in join_all(futures).await {
+                    out.push(f?);
+                }
+                Ok(out)
+            });
+            r?;
+        }
+        Ok(extended.into_inner())
     }
 
     /// DeleteObjects, 1000 keys a request (S3's limit). A server that refuses the batch
@@ -1574,6 +1892,12 @@ impl Backend for S3Backend {
                 Ok(out) => {
                     if let Some(e) = out.errors().iter().find(|e| e.code() != Some("NoSuchKey")) {
                         let key = e.key().unwrap_or("?");
+                        if e.code() == Some("AccessDenied") {
+                            return Err(Error::DeleteDenied {
+                                path: self.shown(key),
+                                detail: format!("AccessDenied {}", e.message().unwrap_or_default()),
+                            });
+                        }
                         return Err(Error::Io {
                             op: "delete",
                             path: self.shown(key),
@@ -1589,6 +1913,10 @@ impl Backend for S3Backend {
                     kind: FailKind::NoBucket,
                     ..
                 }) => return Ok(()),
+                // Refused as a whole: one by one would be refused too.
+                Err(f) if f.status == Some(403) => {
+                    return Err(self.io_error("delete", self.shown(&keys[0]), delete_failure(f)))
+                }
                 Err(f) => {
                     tracing::warn!(
                         "batch delete of {} objects failed ({}); deleting them one by one",

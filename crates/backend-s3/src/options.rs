@@ -38,6 +38,28 @@ pub struct S3Options {
     pub read_ahead: u64,
     /// How many bytes of such blocks are kept (least recently used out first).
     pub read_cache: u64,
+    /// S3 Object Lock retention for every object written (the bucket must have been
+    /// created with Object Lock): `None` writes none.
+    pub object_lock: Option<ObjectLock>,
+}
+
+/// S3 Object Lock retention given to every object a backend writes (README "Object Lock").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// GOVERNANCE (users with `s3:BypassGovernanceRetention` may still delete) or
+    /// COMPLIANCE (nobody may, not even the bucket's owner, until the date).
+    pub mode: LockMode,
+    /// Days from the write until which the object version may not be deleted or replaced.
+    pub days: u32,
+}
+
+/// The Object Lock retention mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// `GOVERNANCE`.
+    Governance,
+    /// `COMPLIANCE`.
+    Compliance,
 }
 
 impl std::fmt::Debug for S3Options {
@@ -58,6 +80,7 @@ impl std::fmt::Debug for S3Options {
             .field("part_size", &self.part_size)
             .field("read_ahead", &self.read_ahead)
             .field("read_cache", &self.read_cache)
+            .field("object_lock", &self.object_lock)
             .finish()
     }
 }
@@ -77,6 +100,7 @@ impl Default for S3Options {
             part_size: 16 * MIB,
             read_ahead: 2 * MIB,
             read_cache: 64 * MIB,
+            object_lock: None,
         }
     }
 }
@@ -110,6 +134,14 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "HOLDFAST_S3_READ_CACHE_MIB",
         "memory for those blocks in MiB (default 64)",
+    ),
+    (
+        "HOLDFAST_S3_OBJECT_LOCK_DAYS",
+        "Object Lock retention in days for every object written; the bucket must have Object Lock (default: none)",
+    ),
+    (
+        "HOLDFAST_S3_OBJECT_LOCK_MODE",
+        "governance or compliance (default governance)",
     ),
 ];
 
@@ -160,6 +192,33 @@ impl S3Options {
         }
         if let Some(n) = env_number("HOLDFAST_S3_READ_CACHE_MIB", true)? {
             o.read_cache = ((n * MIB as f64) as u64).min(16 * 1024 * MIB);
+        }
+        if let Some(n) = env_number("HOLDFAST_S3_OBJECT_LOCK_DAYS", false)? {
+            let mode = match std::env::var("HOLDFAST_S3_OBJECT_LOCK_MODE") {
+                Err(_) => LockMode::Governance,
+                Ok(m) => match m.trim().to_ascii_lowercase().as_str() {
+                    "" | "governance" => LockMode::Governance,
+                    "compliance" => LockMode::Compliance,
+                    _ => {
+                        return Err(S3Error::InvalidSetting {
+                            var: "HOLDFAST_S3_OBJECT_LOCK_MODE".into(),
+                            value: m,
+                            expected: "governance or compliance",
+                        })
+                    }
+                },
+            };
+            if n.fract() != 0.0 || n > 36_500.0 {
+                return Err(S3Error::InvalidSetting {
+                    var: "HOLDFAST_S3_OBJECT_LOCK_DAYS".into(),
+                    value: n.to_string(),
+                    expected: "a whole number of days, 1 to 36500",
+                });
+            }
+            o.object_lock = Some(ObjectLock {
+                mode,
+                days: n as u32,
+            });
         }
         Ok(o)
     }

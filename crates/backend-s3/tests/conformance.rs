@@ -714,6 +714,195 @@ fn concurrent_threads(s: &Server) {
     assert_eq!(b.list(FileKind::Pack).unwrap().len(), 120);
 }
 
+/// The object under `id`'s pack name, read raw.
+fn raw_pack(b: &S3Backend, id: &Id) -> Vec<u8> {
+    let loc = b.s3_location().clone();
+    let out = b
+        .block_on(
+            b.client()
+                .get_object()
+                .bucket(&loc.bucket)
+                .key(loc.key(&FileKind::Pack.path(id)))
+                .send(),
+        )
+        .unwrap();
+    b.block_on(out.body.collect()).unwrap().to_vec()
+}
+
+/// Writes are create-only (`If-None-Match: *`): writing a name that exists succeeds without
+/// replacing it when the stored object has the same bytes, and fails naming the object when
+/// it does not (damaged: names are the hash of the bytes), leaving it as it was. Many
+/// threads writing one name at once all succeed. Multipart uploads too, except that Ceph
+/// RGW 16 ignores the condition on CompleteMultipartUpload and replaces the object (with
+/// the right bytes): asserted as such, so a change of RGW's behaviour shows here.
+fn create_only_writes(s: &Server) {
+    let b = small_parts_backend(s, "create-only");
+    // Same bytes: fine, twice, and from 8 threads at once.
+    let data = holdfast_e2e::random_bytes(100_000, 11);
+    let id = id_of(&data);
+    b.write(FileKind::Pack, &id, &data).unwrap();
+    b.write(FileKind::Pack, &id, &data).unwrap();
+    let race = holdfast_e2e::random_bytes(200_000, 12);
+    let race_id = id_of(&race);
+    std::thread::scope(|sc| {
+        for _ in 0..8 {
+            sc.spawn(|| b.write(FileKind::Pack, &race_id, &race).unwrap());
+        }
+    });
+    assert!(raw_pack(&b, &race_id) == race);
+    // A damaged object under the name: another length, or the same length and other
+    // bytes (caught by the ETag, the MD5 of a single-PUT object).
+    for (planted, right, what) in [
+        (
+            &b"short"[..],
+            &b"the right bytes"[..],
+            "5 bytes where its name says 15",
+        ),
+        (&b"HELLO"[..], &b"hello"[..], "MD5"),
+    ] {
+        let rid = id_of(right);
+        let loc = b.s3_location().clone();
+        b.block_on(
+            b.client()
+                .put_object()
+                .bucket(&loc.bucket)
+                .key(loc.key(&FileKind::Pack.path(&rid)))
+                .body(ByteStream::from(planted.to_vec()))
+                .send(),
+        )
+        .unwrap();
+        let e = b.write(FileKind::Pack, &rid, right).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, Error::Corrupt { .. }), "{msg}");
+        assert!(
+            msg.contains(&rid.to_hex()) && msg.contains(what) && msg.contains("never replaces"),
+            "{msg}"
+        );
+        assert_eq!(
+            raw_pack(&b, &rid),
+            planted,
+            "the stored object was replaced"
+        );
+    }
+    // Multipart: the same bytes again are fine and leave no upload behind.
+    let big = holdfast_e2e::random_bytes(12 * MIB + 7, 13);
+    let big_id = id_of(&big);
+    b.write(FileKind::Pack, &big_id, &big).unwrap();
+    b.write(FileKind::Pack, &big_id, &big).unwrap();
+    assert_eq!(pending_uploads(&b), Vec::<String>::new());
+    // A damaged object under a multipart name.
+    let big2 = holdfast_e2e::random_bytes(12 * MIB + 9, 14);
+    let big2_id = id_of(&big2);
+    let loc = b.s3_location().clone();
+    b.block_on(
+        b.client()
+            .put_object()
+            .bucket(&loc.bucket)
+            .key(loc.key(&FileKind::Pack.path(&big2_id)))
+            .body(ByteStream::from_static(b"damaged"))
+            .send(),
+    )
+    .unwrap();
+    let r = b.write(FileKind::Pack, &big2_id, &big2);
+    if s.name == "rgw" {
+        r.unwrap();
+        assert!(
+            raw_pack(&b, &big2_id) == big2,
+            "RGW ignores If-None-Match on completion"
+        );
+    } else {
+        let e = r.unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert_eq!(raw_pack(&b, &big2_id), b"damaged");
+    }
+    assert_eq!(pending_uploads(&b), Vec::<String>::new());
+}
+
+/// With Object Lock retention in the options, every object written (single PUT and
+/// multipart) carries it: GetObjectRetention shows the mode and a date a day ahead, and the
+/// object version cannot be deleted, by its owner either, without the governance bypass
+/// (used here to clean up).
+fn object_lock_retention(s: &Server) {
+    use holdfast_backend_s3::{LockMode, ObjectLock};
+    let bucket = unique("lock");
+    let admin = s.backend_at(&s.location(&bucket, "repo"), s.options());
+    admin
+        .block_on(
+            admin
+                .client()
+                .create_bucket()
+                .bucket(&bucket)
+                .object_lock_enabled_for_bucket(true)
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("create bucket with Object Lock: {e:?}"));
+    let b = s.backend_at(
+        &s.location(&bucket, "repo"),
+        S3Options {
+            object_lock: Some(ObjectLock {
+                mode: LockMode::Governance,
+                days: 1,
+            }),
+            ..small_parts(s)
+        },
+    );
+    let loc = b.s3_location().clone();
+    let c = admin.client();
+    for len in [1000, 12 * MIB + 3] {
+        let data = holdfast_e2e::random_bytes(len, len as u64);
+        let id = id_of(&data);
+        let before = std::time::SystemTime::now();
+        b.write(FileKind::Pack, &id, &data).unwrap();
+        let key = loc.key(&FileKind::Pack.path(&id));
+        let r = admin
+            .block_on(c.get_object_retention().bucket(&bucket).key(&key).send())
+            .unwrap();
+        let r = r.retention().expect("a retention");
+        assert_eq!(
+            r.mode(),
+            Some(&aws_sdk_s3::types::ObjectLockRetentionMode::Governance)
+        );
+        let until = r.retain_until_date().expect("a date").secs();
+        let day_ahead = before
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            + 86_400;
+        assert!(
+            (day_ahead - 5..day_ahead + 600).contains(&until),
+            "{len}-byte object retained until {until}, expected about {day_ahead}"
+        );
+        let version = admin
+            .block_on(c.head_object().bucket(&bucket).key(&key).send())
+            .unwrap()
+            .version_id()
+            .expect("versioned")
+            .to_string();
+        let denied = admin.block_on(
+            c.delete_object()
+                .bucket(&bucket)
+                .key(&key)
+                .version_id(&version)
+                .send(),
+        );
+        let status = denied
+            .expect_err("a locked version is deleted")
+            .raw_response()
+            .map(|r| r.status().as_u16());
+        assert_eq!(status, Some(403));
+        admin
+            .block_on(
+                c.delete_object()
+                    .bucket(&bucket)
+                    .key(&key)
+                    .version_id(&version)
+                    .bypass_governance_retention(true)
+                    .send(),
+            )
+            .expect("delete with the governance bypass");
+    }
+}
+
 per_server!(
     basic,
     staged_files,
@@ -729,4 +918,6 @@ per_server!(
     permanent_errors,
     concurrent_threads,
     batch_deletes,
+    create_only_writes;
+    rgw_only: object_lock_retention,
 );

@@ -21,6 +21,8 @@ Exit codes:
       copy: some snapshots could not be copied, the others were
   10  no repository at that location
   12  wrong password
+  13  the storage refused to delete: these credentials may only add files (writer-only);
+      run prune and forget with credentials that may delete
 
 Durations (prune --safety-margin, forget --keep-within*): whole numbers with units s, min,
 h, d, w, mo (months), y (years), written together: 90min, 2h, 1d12h, 1y6mo. A bare `m` is

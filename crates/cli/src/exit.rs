@@ -20,6 +20,9 @@ pub const PARTIAL: i32 = 3;
 pub const NO_REPOSITORY: i32 = 10;
 /// The password opens no key file.
 pub const WRONG_PASSWORD: i32 = 12;
+/// The storage refused to delete: the credentials may add files but not delete them
+/// (writer-only, as node agents have); `prune` and `forget` need credentials that may.
+pub const DELETE_DENIED: i32 = 13;
 
 /// A command line that asks for something that cannot be done as given (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,7 @@ pub fn code_for(e: &anyhow::Error) -> i32 {
         match repo {
             Some(Error::RepositoryNotFound { .. }) => return NO_REPOSITORY,
             Some(Error::WrongPassword { .. }) => return WRONG_PASSWORD,
+            Some(Error::DeleteDenied { .. }) => return DELETE_DENIED,
             _ => {}
         }
     }

@@ -538,7 +538,8 @@ mod tests {
             assert_eq!(r.load_snapshot(&out.snapshot_id).unwrap(), out.snapshot);
             out
         };
-        let seq = |host: &str, src: &Path, t: i64| run_as(host, src, t, "state").snapshot.ext.host_seq;
+        let seq =
+            |host: &str, src: &Path, t: i64| run_as(host, src, t, "state").snapshot.ext.host_seq;
         assert_eq!(seq("h", &a, 1), Some(1));
         assert_eq!(seq("h", &b, 2), Some(2), "any paths of the host count");
         assert_eq!(seq("other", &a, 3), Some(1));

@@ -13,8 +13,8 @@ use holdfast_repo::snapshot::Snapshot;
 use holdfast_repo::Id;
 use serde::Serialize;
 
-use crate::highwater::HighWater;
 use crate::error::{EngineError, Result};
+use crate::highwater::HighWater;
 use crate::listing::{paths_text, SnapshotEntry};
 use crate::retention::{self, GroupBy, GroupKey, Policy};
 
@@ -240,9 +240,20 @@ pub fn apply(repo: &Repository, plan: &ForgetPlan) -> ForgetReport {
     }
 }
 
-/// [`plan`], then [`apply`].
+/// Fails with [`holdfast_repo::Error::DeleteDenied`] unless the credentials may delete
+/// (writer-only credentials may not), so that a forget fails before deleting anything
+/// rather than once per snapshot. Nothing to check for a dry run.
+pub fn check_allowed(repo: &Repository, plan: &ForgetPlan) -> Result<()> {
+    if plan.dry_run || plan.to_remove().is_empty() {
+        return Ok(());
+    }
+    Ok(repo.backend().check_delete_allowed()?)
+}
+
+/// [`plan`], [`check_allowed`], then [`apply`].
 pub fn forget(repo: &Repository, req: &ForgetRequest, now_ns: i64) -> Result<ForgetReport> {
     let p = plan(repo, req, now_ns)?;
+    check_allowed(repo, &p)?;
     Ok(apply(repo, &p))
 }
 

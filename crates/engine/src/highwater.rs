@@ -120,9 +120,7 @@ impl HighWater {
             return HighWater {
                 path: None,
                 mark: Mark::default(),
-                problem: Some(
-                    "no state directory (HOME unset): rollback detection is off".into(),
-                ),
+                problem: Some("no state directory (HOME unset): rollback detection is off".into()),
             };
         };
         let path = dir.join(format!("{}.json", repo_id.to_hex()));
@@ -197,8 +195,7 @@ impl HighWater {
         removed: &[Id],
         remaining: impl IntoIterator<Item = (&'a Id, &'a Snapshot)>,
     ) {
-        let removed: std::collections::HashSet<String> =
-            removed.iter().map(Id::to_hex).collect();
+        let removed: std::collections::HashSet<String> = removed.iter().map(Id::to_hex).collect();
         let now = newest_by_host(remaining);
         let lowered: Vec<String> = self
             .mark
@@ -290,7 +287,10 @@ mod tests {
         let rolled = list(&[(1, snap("a", Some(1), false))]);
         let got = hw.observe(refs(&rolled));
         assert_eq!(got.len(), 2, "{got:?}");
-        assert_eq!((got[0].host.as_str(), got[0].now, got[0].seen.seq), ("a", 1, 2));
+        assert_eq!(
+            (got[0].host.as_str(), got[0].now, got[0].seen.seq),
+            ("a", 1, 2)
+        );
         assert_eq!((got[1].host.as_str(), got[1].now), ("b", 0));
         assert!(got[0].to_string().contains("went backwards"));
         // Still reported next time: the mark did not drop.

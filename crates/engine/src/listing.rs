@@ -10,8 +10,8 @@ use holdfast_repo::tree::{Node, NodeKind};
 use holdfast_repo::Id;
 use serde::Serialize;
 
-use crate::highwater::{HighWater, Rollback};
 use crate::error::Result;
+use crate::highwater::{HighWater, Rollback};
 
 /// A time as RFC 3339 in the given offset from UTC, to the second (a snapshot's time in
 /// its host's local time); `@SECONDS` if it cannot be shown.

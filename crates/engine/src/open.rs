@@ -49,6 +49,25 @@ pub struct OpenOptions {
     pub limit_download_kib: Option<u64>,
     /// Which key files to try first (`--key-hint`, and this host's per-node key).
     pub key_hint: KeyHint,
+    /// Keys for an S3 repository instead of the standard AWS chain: the agent's
+    /// maintenance job opens the repository with credentials that may delete, beside the
+    /// writer-only ones its backups use.
+    pub s3_credentials: Option<S3Keys>,
+}
+
+/// An S3 access key and its secret (the secret never printed).
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Keys {
+    /// The access key ID.
+    pub access_key: String,
+    /// The secret access key.
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for S3Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "S3Keys({}, <secret>)", self.access_key)
+    }
 }
 
 impl OpenOptions {
@@ -83,6 +102,9 @@ fn unthrottled(opts: &OpenOptions) -> Result<Arc<dyn Backend>> {
         };
         let mut options = S3Options::from_env().map_err(s3)?;
         options.region = opts.s3_region.clone();
+        if let Some(k) = &opts.s3_credentials {
+            options.credentials = Some((k.access_key.clone(), k.secret_key.clone()));
+        }
         return Ok(Arc::new(S3Backend::new(loc, options).map_err(s3)?));
     }
     if loc.contains("://") {
@@ -216,7 +238,10 @@ mod tests {
         let mut ids = Vec::new();
         for n in 1..=6 {
             let pw = format!("pw-node-{n}");
-            ids.push(repo.add_key(pw.as_bytes(), kdf, 0, &format!("node-{n}"), "u").unwrap());
+            ids.push(
+                repo.add_key(pw.as_bytes(), kdf, 0, &format!("node-{n}"), "u")
+                    .unwrap(),
+            );
         }
         let loc = d.path().display().to_string();
         let open_as = |pw: &str, hint: KeyHint| {
@@ -231,7 +256,10 @@ mod tests {
         by_name.push(repo.key_id());
         by_name.sort();
         let pos = by_name.iter().position(|k| *k == ids[4]).unwrap();
-        assert_eq!(open_as("pw-node-5", KeyHint::default()).keys_tried(), pos + 1);
+        assert_eq!(
+            open_as("pw-node-5", KeyHint::default()).keys_tried(),
+            pos + 1
+        );
         // The node's name as the host: one run.
         let host = |h: &str| KeyHint {
             host: Some(h.into()),

@@ -83,6 +83,9 @@ pub struct PruneReport {
     pub stale_sessions_removed: usize,
     /// Staging files of killed writers removed (local repositories' `tmp/`).
     pub temp_files_removed: usize,
+    /// Files kept whose storage retention (S3 Object Lock) was extended because it would
+    /// have ended within half the period.
+    pub retention_extended: usize,
     /// Live blobs (referenced by some snapshot).
     pub live_blobs: usize,
     /// Packs named by the index that do not exist and that no snapshot needs: their
@@ -383,6 +386,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let session = if opts.dry_run {
         None
     } else {
+        // Writer-only credentials (a node agent's) fail here, before anything is written.
+        repo.backend().check_delete_allowed()?;
         Some(repo.start_session(Role::Prune, &opts.host)?)
     };
     let clock = Clock(session.as_ref());
@@ -719,9 +724,37 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 std::time::Duration::from_nanos(opts.margin_ns.max(0) as u64).max(STAGING_MIN_AGE);
             report.temp_files_removed = repo.backend().remove_stale_staging(age)?;
         }
+        report.retention_extended = extend_retention(repo)?;
     }
     drop(session);
     Ok(report)
+}
+
+/// Where the storage locks files for a time (S3 Object Lock), extends the lock of every
+/// file the repository keeps: config, keys, snapshots, index files, and the packs no
+/// current marker lists (README "Object Lock"). Markers and sessions are short-lived and
+/// are left to expire. Backends without retention do nothing with the listings.
+fn extend_retention(repo: &Repository) -> Result<usize> {
+    let b = repo.backend();
+    let mut n = 0;
+    for kind in [
+        FileKind::Config,
+        FileKind::Key,
+        FileKind::Snapshot,
+        FileKind::Index,
+    ] {
+        let ids: Vec<Id> = b.list(kind)?.into_iter().map(|(id, _)| id).collect();
+        n += b.extend_retention(kind, &ids)?;
+    }
+    let marked = repo.gc_markers()?.marked;
+    let packs: Vec<Id> = b
+        .list(FileKind::Pack)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| !marked.contains(id))
+        .collect();
+    n += b.extend_retention(FileKind::Pack, &packs)?;
+    Ok(n)
 }
 
 /// The prune's clock: the storage server's time where its session measured it (SPEC.md

@@ -143,6 +143,17 @@ pub enum Error {
         /// The limit, seconds.
         limit_s: i64,
     },
+    /// The storage refused to delete a file: the credentials may add files but not delete
+    /// them (the writer-only credentials of node agents, README "Writer-only credentials for
+    /// the agents"). A backup tolerates it for its own session files; prune and forget
+    /// cannot work without deleting.
+    #[error("the storage refused to delete {path}: {detail}. These credentials may add files but not delete them (writer-only); run prune and forget with credentials that may delete, as the agent's maintenance job does with its own")]
+    DeleteDenied {
+        /// The file, as the backend names it.
+        path: String,
+        /// What the storage said.
+        detail: String,
+    },
     /// Key derivation failed (bad parameters in a key file).
     #[error("key derivation failed: {0}")]
     Kdf(String),

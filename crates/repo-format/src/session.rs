@@ -187,6 +187,40 @@ fn write(backend: &dyn Backend, key: &MasterKey, s: &Session) -> Result<Id> {
     Ok(id)
 }
 
+/// Whether a refused deletion of a session file was reported already (once per process).
+static DELETE_DENIED_REPORTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Deletes one of this session's files, best effort. Writer-only credentials (node agents,
+/// README "Writer-only credentials for the agents") may not delete: the file then stays,
+/// which is safe (SPEC.md §12.2: an old heartbeat file of a live session only looks like
+/// that session, and goes stale 70 minutes after it was written), and is said once per
+/// process, naming the file; a prune run with credentials that may delete removes it
+/// once stale. Other failures are warnings each time. Returns whether the file is gone.
+fn remove_own_file(backend: &dyn Backend, id: &Id, what: &str) -> bool {
+    match backend.remove(FileKind::Session, id) {
+        Ok(()) => true,
+        Err(Error::DeleteDenied { path, .. }) => {
+            if !DELETE_DENIED_REPORTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    "the storage refused to delete {what} {path} (these credentials may not \
+                     delete: writer-only); it stays, and so will this process's other old \
+                     session files: a prune run with credentials that may delete (the \
+                     maintenance job) removes them once stale, 70 minutes after they were \
+                     written. The backup is not affected"
+                );
+            } else {
+                tracing::debug!("the storage refused to delete {what} {path}");
+            }
+            false
+        }
+        Err(e) => {
+            tracing::warn!("could not remove {what} {id}: {e}");
+            false
+        }
+    }
+}
+
 /// Whether a session file still exists (`Ok(false)` only for a definite "missing").
 fn file_exists(backend: &dyn Backend, id: &Id) -> Result<bool> {
     match backend.size(FileKind::Session, id) {
@@ -238,12 +272,12 @@ impl SessionGuard {
                 })
             }
             Err(e) => {
-                let _ = backend.remove(FileKind::Session, &first);
+                remove_own_file(&*backend, &first, "session file");
                 return Err(e);
             }
         };
         if offset.abs() > MAX_OWN_SKEW_NS {
-            let _ = backend.remove(FileKind::Session, &first);
+            remove_own_file(&*backend, &first, "session file");
             return Err(Error::ClockSkew {
                 location: backend.location(),
                 offset_s: offset / 1_000_000_000,
@@ -281,7 +315,7 @@ impl SessionGuard {
         let thread = match thread {
             Ok(t) => t,
             Err(e) => {
-                let _ = backend.remove(FileKind::Session, &first);
+                remove_own_file(&*backend, &first, "session file");
                 return Err(e);
             }
         };
@@ -388,17 +422,16 @@ fn heartbeat(
     }
     if g.lost.is_some() {
         drop(g);
-        // The new file must not make the session look alive again.
-        let _ = backend.remove(FileKind::Session, &id);
+        // The new file must not make the session look alive again. (Where deletes are
+        // refused it does, for 70 minutes: that only holds prunes back, which is safe.)
+        remove_own_file(backend, &id, "session file");
         tracing::warn!("the session's lease was lost: its next index or snapshot write will fail");
         return false;
     }
     g.file = Some(id);
     drop(g);
     if let Some(old) = old.filter(|o| *o != id) {
-        if let Err(e) = backend.remove(FileKind::Session, &old) {
-            tracing::warn!("could not remove the previous session file {old}: {e}");
-        }
+        remove_own_file(backend, &old, "the previous session file");
     }
     true
 }
@@ -426,9 +459,7 @@ impl Drop for SessionGuard {
             let _ = t.join();
         }
         if let Some(id) = self.shared.lock().expect("lock").file.take() {
-            if let Err(e) = self.backend.remove(FileKind::Session, &id) {
-                tracing::warn!("could not remove session file {id}: {e}");
-            }
+            remove_own_file(&*self.backend, &id, "session file");
         }
     }
 }
@@ -665,5 +696,79 @@ mod tests {
         // Lost for good: the next write does not happen at all.
         let r = guard.guarded_write(FileKind::Index, || panic!("written without a lease"));
         assert!(matches!(r, Err(Error::LeaseLost { .. })));
+    }
+
+    /// A backend whose credentials may not delete (a node agent's writer-only user).
+    #[derive(Debug)]
+    struct NoDelete(crate::backend::local::LocalBackend);
+
+    impl Backend for NoDelete {
+        fn location(&self) -> String {
+            self.0.location()
+        }
+        fn create(&self) -> Result<()> {
+            self.0.create()
+        }
+        fn list(&self, kind: FileKind) -> Result<Vec<(Id, u64)>> {
+            self.0.list(kind)
+        }
+        fn list_modified(&self, kind: FileKind) -> Result<Vec<(Id, u64, Option<i64>)>> {
+            self.0.list_modified(kind)
+        }
+        fn modified(&self, kind: FileKind, id: &Id) -> Result<Option<i64>> {
+            self.0.modified(kind, id)
+        }
+        fn read(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
+            self.0.read(kind, id)
+        }
+        fn read_range(&self, kind: FileKind, id: &Id, o: u64, l: u64) -> Result<Vec<u8>> {
+            self.0.read_range(kind, id, o, l)
+        }
+        fn size(&self, kind: FileKind, id: &Id) -> Result<u64> {
+            self.0.size(kind, id)
+        }
+        fn write(&self, kind: FileKind, id: &Id, bytes: &[u8]) -> Result<()> {
+            self.0.write(kind, id, bytes)
+        }
+        fn remove(&self, kind: FileKind, id: &Id) -> Result<()> {
+            Err(Error::DeleteDenied {
+                path: kind.path(id),
+                detail: "HTTP 403 AccessDenied".into(),
+            })
+        }
+    }
+
+    /// Where deletes are refused, heartbeats leave the older session files behind and the
+    /// lease still holds (the predecessor check finds the newest previous file); ending the
+    /// session leaves its files, all of one session_id, and nothing fails.
+    #[test]
+    fn heartbeats_hold_the_lease_where_deletes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = crate::backend::local::LocalBackend::new(dir.path());
+        local.create().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(NoDelete(local));
+        let key = MasterKey::generate();
+        let guard = SessionGuard::start(backend.clone(), &key, Role::Writer, "h").unwrap();
+        let mut s = guard.session.clone();
+        for n in 2..=3 {
+            std::thread::sleep(Duration::from_millis(2));
+            assert!(
+                heartbeat(&*backend, &key, &guard.shared, &mut s),
+                "lease lost"
+            );
+            assert_eq!(backend.list(FileKind::Session).unwrap().len(), n);
+        }
+        guard.check().unwrap();
+        let current = guard.shared.lock().unwrap().file.unwrap();
+        let id = guard.session.session_id;
+        drop(guard);
+        let files = backend.list(FileKind::Session).unwrap();
+        assert_eq!(files.len(), 3, "{files:?}");
+        assert!(files.iter().any(|f| f.0 == current));
+        for (f, _) in files {
+            let bytes = backend.read(FileKind::Session, &f).unwrap();
+            let plain = envelope::open(&key, ObjectKind::Session, &f, &bytes).unwrap();
+            assert_eq!(Session::decode(&plain).unwrap().session_id, id);
+        }
     }
 }

@@ -26,5 +26,6 @@ pub fn repo_settings(args: &Args) -> RepoSettings {
             // The agent labels with its node name once it knows it.
             host: None,
         },
+        maintenance_keys: holdfast_agent::repo::maintenance_keys_from_env(),
     }
 }

@@ -90,6 +90,7 @@ pub fn run(args: &Args, f: &ForgetArgs) -> Result<i32> {
     for e in &plan.unreadable {
         eprintln!("holdfast: warning: {e} (left alone)");
     }
+    forget::check_allowed(&repo, &plan)?;
     let report = forget::apply(&repo, &plan);
     let failures = &report.errors;
 

@@ -198,6 +198,7 @@ fn open_options_or_default(args: &Args) -> OpenOptions {
         cache,
         limit_upload_kib: args.limit_upload,
         limit_download_kib: args.limit_download,
+        s3_credentials: None,
         key_hint: KeyHint {
             id_prefix: args.key_hint.clone(),
             host: Some(host_name()),

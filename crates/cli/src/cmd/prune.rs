@@ -77,6 +77,12 @@ fn print_report(r: &PruneReport, dry: bool) {
             r.index_files_compacted
         );
     }
+    if r.retention_extended > 0 {
+        println!(
+            "extended the Object Lock retention of {} files still in use",
+            r.retention_extended
+        );
+    }
     if r.temp_files_removed > 0 {
         println!(
             "tmp: {} files left by interrupted backups removed",

@@ -1,7 +1,8 @@
 //! A repository in a local directory (or any mounted filesystem).
 //!
-//! Crash safety: a file is written under a temporary name in `tmp/`, synced, renamed to its
-//! final name, and the directory is synced, so a file under its final name is always
+//! Crash safety: a file is written under a temporary name in `tmp/`, synced, hard-linked to
+//! its final name (which, unlike a rename, never replaces a file that exists), the temporary
+//! name removed, and the directory is synced, so a file under its final name is always
 //! complete (SPEC.md §11). Leftover temporary files from a crash are harmless.
 
 use std::fs::{self, File, OpenOptions};
@@ -79,28 +80,74 @@ impl StagedFile for LocalStaged<'_> {
     fn commit(mut self: Box<Self>, id: &Id) -> Result<()> {
         let f = self.file.take().expect("a staged file is committed once");
         f.sync_all().map_err(|e| io("sync", &self.tmp, e))?;
+        let len = f.metadata().map_err(|e| io("stat", &self.tmp, e))?.len();
         drop(f);
         let dest = self.backend.path(self.kind, id);
         let parent = dest.parent().expect("repository paths have a parent");
-        match fs::rename(&self.tmp, &dest) {
-            // A repository copied without its empty directories (a git checkout, some sync
-            // tools) lacks `data/XX`, `sessions/` or `gc/`: made on first use. The staging
-            // file exists, so the repository root does too.
-            Err(e) if e.kind() == ErrorKind::NotFound && !parent.exists() => {
-                fs::create_dir_all(parent).map_err(|e| io("create directory", parent, e))?;
-                sync_dir(
-                    parent
-                        .parent()
-                        .expect("repository directories have a parent"),
-                )?;
-                sync_dir(&self.backend.root)?;
-                fs::rename(&self.tmp, &dest).map_err(|e| io("rename", &dest, e))?;
-            }
-            r => r.map_err(|e| io("rename", &dest, e))?,
+        // A repository copied without its empty directories (a git checkout, some sync
+        // tools) lacks `data/XX`, `sessions/` or `gc/`: made on first use. The staging
+        // file exists, so the repository root does too.
+        if !parent.exists() {
+            fs::create_dir_all(parent).map_err(|e| io("create directory", parent, e))?;
+            sync_dir(
+                parent
+                    .parent()
+                    .expect("repository directories have a parent"),
+            )?;
+            sync_dir(&self.backend.root)?;
         }
-        self.renamed = true;
+        // Create-only (SPEC.md §11.1): a hard link fails where the name exists, which no
+        // rename can (rename replaces). Filesystems without hard links get a rename after
+        // an existence check; the race between the two can only replace identical bytes.
+        let placed = match fs::hard_link(&self.tmp, &dest) {
+            Ok(()) => true,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
+            Err(e) if links_unsupported(&e) => match fs::symlink_metadata(&dest) {
+                Ok(_) => false,
+                Err(m) if m.kind() == ErrorKind::NotFound => {
+                    fs::rename(&self.tmp, &dest).map_err(|e| io("rename", &dest, e))?;
+                    self.renamed = true;
+                    true
+                }
+                Err(m) => return Err(io("stat", &dest, m)),
+            },
+            Err(e) => return Err(io("link", &dest, e)),
+        };
+        if !placed {
+            // The name exists, so it holds these bytes by construction (names are their
+            // hash): nothing to write, once a cheap check agrees.
+            let found = fs::metadata(&dest).map_err(|e| io("stat", &dest, e))?.len();
+            if found != len {
+                return Err(exists_different(self.kind, id, found, len));
+            }
+        }
+        // The temporary name goes (Drop removes it unless it was renamed).
         sync_dir(dest.parent().expect("repository paths have a parent"))
     }
+}
+
+/// Whether a hard link failed because the filesystem has none (FAT, some network and FUSE
+/// filesystems), not because of the names.
+fn links_unsupported(e: &std::io::Error) -> bool {
+    e.kind() == ErrorKind::Unsupported
+        || matches!(
+            e.raw_os_error(),
+            Some(nix::libc::EPERM | nix::libc::EOPNOTSUPP | nix::libc::EMLINK | nix::libc::ENOSYS)
+        )
+}
+
+/// A write found its name taken by a file of another size: the stored file is damaged
+/// (its name is the hash of the right bytes), and a write never replaces a file.
+pub(crate) fn exists_different(kind: FileKind, id: &Id, found: u64, len: u64) -> Error {
+    Error::corrupt(
+        kind.name(),
+        id,
+        format!(
+            "already stored with {found} bytes where its name says {len}: the stored file is \
+             damaged, and a write never replaces a file; run `holdfast check --read-data`, \
+             then `holdfast repair`"
+        ),
+    )
 }
 
 impl Drop for LocalStaged<'_> {
@@ -329,6 +376,10 @@ impl Backend for LocalBackend {
             // Synced so that a deletion (a removed key above all) survives a power cut.
             Ok(()) => sync_dir(p.parent().expect("repository paths have a parent")),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(Error::DeleteDenied {
+                path: p.display().to_string(),
+                detail: e.to_string(),
+            }),
             Err(e) => Err(io("delete", &p, e)),
         }
     }
@@ -420,6 +471,30 @@ mod tests {
             "only staging files are touched"
         );
         assert_eq!(b.remove_stale_staging(hour).unwrap(), 0);
+    }
+
+    /// A write never replaces a file: a name that exists is left as it is (same inode),
+    /// and one that holds another size is reported as damaged, not overwritten.
+    #[test]
+    fn writes_are_create_only() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(d.path());
+        b.create().unwrap();
+        let id = Id::of_stored_bytes(b"hello");
+        b.write(FileKind::Pack, &id, b"hello").unwrap();
+        let path = b.path(FileKind::Pack, &id);
+        let inode = fs::metadata(&path).unwrap().ino();
+        b.write(FileKind::Pack, &id, b"hello").unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode, "replaced");
+        // Damaged in place (a shorter file under the name): the write refuses to hide it.
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, b"hell").unwrap();
+        let e = b.write(FileKind::Pack, &id, b"hello").unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("already stored with 4 bytes"), "{e}");
+        assert_eq!(fs::read(&path).unwrap(), b"hell", "overwritten");
+        assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
     }
 
     #[test]

@@ -132,10 +132,31 @@ pub trait Backend: Send + Sync + Debug {
             .collect())
     }
     /// Stores a complete file. It must become visible under its name only once complete
-    /// and durable; writing an existing name with the same bytes is harmless.
+    /// and durable, and it never replaces a file that exists (create-only: S3
+    /// `If-None-Match: *`, a hard link on a filesystem). A name that exists already holds the
+    /// same bytes by construction (names are the hash of the bytes, SPEC.md §3.1), so the
+    /// write then succeeds without writing, after a cheap check that the stored file has
+    /// the same size (and, where the storage reports one, the same MD5); a stored file
+    /// that differs is damaged, and the write fails with [`crate::Error::Corrupt`] naming it.
     fn write(&self, kind: FileKind, id: &Id, bytes: &[u8]) -> Result<()>;
-    /// Deletes a file; deleting a missing file is not an error.
+    /// Deletes a file; deleting a missing file is not an error. Storage that refuses the
+    /// deletion (writer-only credentials) is [`crate::Error::DeleteDenied`].
     fn remove(&self, kind: FileKind, id: &Id) -> Result<()>;
+    /// Keeps files that are still in use locked: where the storage gives every write a
+    /// retention period (S3 Object Lock), extends the retention of each of `ids` that ends
+    /// within half the period to a full period from now, so that live data stays
+    /// protected as long as it is live (a prune calls this for everything it keeps).
+    /// Returns how many were extended; storage without retention has nothing to do.
+    fn extend_retention(&self, kind: FileKind, ids: &[Id]) -> Result<usize> {
+        let _ = (kind, ids);
+        Ok(0)
+    }
+    /// Checks, before a prune or forget starts, that these credentials may delete files,
+    /// so that a writer-only user fails at once with [`crate::Error::DeleteDenied`] instead
+    /// of halfway. Backends that cannot tell without deleting a real file say `Ok`.
+    fn check_delete_allowed(&self) -> Result<()> {
+        Ok(())
+    }
     /// Starts a file of `kind` whose name is known only once it is complete (a pack is
     /// named by its hash): bytes are appended as they are produced, and
     /// [`StagedFile::commit`] makes it visible as [`Backend::write`] would. Dropped

@@ -217,6 +217,14 @@ impl Backend for Throttled {
         self.inner.remove(kind, id)
     }
 
+    fn check_delete_allowed(&self) -> Result<()> {
+        self.inner.check_delete_allowed()
+    }
+
+    fn extend_retention(&self, kind: FileKind, ids: &[Id]) -> Result<usize> {
+        self.inner.extend_retention(kind, ids)
+    }
+
     fn stage(&self, kind: FileKind) -> Result<Box<dyn StagedFile + '_>> {
         Ok(Box::new(ThrottledStaged {
             inner: self.inner.stage(kind)?,
@@ -310,7 +318,7 @@ mod tests {
     /// wrapper failed to forward (leaving the trait's default body) shows up as 0.
     #[derive(Debug, Default)]
     struct Recorder {
-        calls: [AtomicUsize; 16],
+        calls: [AtomicUsize; 18],
     }
 
     impl Recorder {
@@ -390,6 +398,14 @@ mod tests {
             self.hit(13);
             Ok(())
         }
+        fn check_delete_allowed(&self) -> Result<()> {
+            self.hit(16);
+            Ok(())
+        }
+        fn extend_retention(&self, _: FileKind, _: &[Id]) -> Result<usize> {
+            self.hit(17);
+            Ok(2)
+        }
     }
 
     /// Every trait method (provided ones included) reaches the wrapped backend's own
@@ -420,8 +436,10 @@ mod tests {
         assert_eq!(b.remove_stale_staging(Duration::ZERO).unwrap(), 3);
         assert!(b.is_remote());
         b.remove_many(k, &[id]).unwrap();
+        b.check_delete_allowed().unwrap();
+        assert_eq!(b.extend_retention(k, &[id]).unwrap(), 2);
         let counts: Vec<usize> = rec.calls.iter().map(|c| c.load(Ordering::SeqCst)).collect();
-        assert_eq!(counts, [1; 16], "calls per method (index = Recorder::hit)");
+        assert_eq!(counts, [1; 18], "calls per method (index = Recorder::hit)");
     }
 
     #[test]
