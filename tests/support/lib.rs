@@ -1680,3 +1680,17 @@ pub fn list_tree(root: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// A variable the Ceph RGW test server's `env.sh` sets (`HOLDFAST_TEST_RGW`,
+/// `HOLDFAST_TEST_RGW_CEPH_CONF`), trimmed; fails the test, saying how to start the server,
+/// when it is not set (a test that needs the server must not pass without it).
+pub fn rgw_env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v.trim().trim_end_matches('/').to_string(),
+        _ => panic!(
+            "{name} is not set: this test needs the Ceph RGW test server and did not run. \
+             Start it with `scripts/s3-test-servers.sh start DIR`, then `source DIR/env.sh` \
+             and run the tests again"
+        ),
+    }
+}

@@ -464,14 +464,7 @@ mod rgw {
 
     /// The RGW endpoint; fails the test when the server is not there.
     fn endpoint() -> String {
-        match std::env::var("HOLDFAST_TEST_RGW") {
-            Ok(v) if !v.trim().is_empty() => v.trim().trim_end_matches('/').to_string(),
-            _ => panic!(
-                "HOLDFAST_TEST_RGW is not set: this test needs the Ceph RGW test server and \
-                 did not run. Start it with `scripts/s3-test-servers.sh start DIR`, then \
-                 `source DIR/env.sh` and run the tests again"
-            ),
-        }
+        rgw_env("HOLDFAST_TEST_RGW")
     }
 
     /// Local → RGW → local: three snapshots copied to a repository on RGW and from there

@@ -19,18 +19,6 @@ use holdfast_backend_s3::{S3Backend, S3Options};
 use holdfast_e2e::*;
 use holdfast_repo::backend::{Backend, FileKind};
 
-/// A variable the S3 test servers' env.sh sets; fails the test when it is not there.
-fn env(name: &str) -> String {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v.trim().trim_end_matches('/').to_string(),
-        _ => panic!(
-            "{name} is not set: this test needs the Ceph RGW test server and did not run. \
-             Start it with `scripts/s3-test-servers.sh start DIR`, then `source DIR/env.sh` \
-             and run the tests again"
-        ),
-    }
-}
-
 /// The bucket owner's keys (the maintenance job's credentials here).
 fn admin_keys() -> (String, String) {
     (
@@ -51,7 +39,7 @@ fn unique(tag: &str) -> String {
 
 /// Makes an RGW user with `radosgw-admin`; returns its keys.
 fn create_user(uid: &str) -> (String, String) {
-    let conf = env("HOLDFAST_TEST_RGW_CEPH_CONF");
+    let conf = rgw_env("HOLDFAST_TEST_RGW_CEPH_CONF");
     let (ak, sk) = (format!("{uid}-ak"), format!("{uid}-secret"));
     let out = Command::new("radosgw-admin")
         .args([
@@ -157,7 +145,7 @@ mod rgw {
     /// work, the writer's leftover session files go, and `check --read-data` is clean.
     #[test]
     fn writer_only_agents() {
-        let endpoint = env("HOLDFAST_TEST_RGW");
+        let endpoint = rgw_env("HOLDFAST_TEST_RGW");
         let bucket = unique("policy");
         let location = format!("s3:{endpoint}/{bucket}/repo");
         let r = s3_repo(&location);
@@ -374,7 +362,7 @@ mod rgw {
     /// while the locked versions stay; the repository checks clean and restores.
     #[test]
     fn object_lock() {
-        let endpoint = env("HOLDFAST_TEST_RGW");
+        let endpoint = rgw_env("HOLDFAST_TEST_RGW");
         let bucket = unique("lock");
         let location = format!("s3:{endpoint}/{bucket}/repo");
         let admin = backend(&location, admin_keys());

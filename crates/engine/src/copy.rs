@@ -757,7 +757,6 @@ mod tests {
     use std::sync::Arc;
 
     use holdfast_repo::backend::local::LocalBackend;
-    use holdfast_repo::keyfile::KdfParams;
     use holdfast_repo::repository::InitOptions;
 
     use super::*;
@@ -1027,15 +1026,7 @@ mod tests {
                 src.config().chunk_avg,
                 src.config().chunk_max,
             ),
-            pack_size: 1 << 20,
-            kdf: KdfParams {
-                m_cost_kib: 8,
-                t_cost: 1,
-                p_cost: 1,
-            },
-            host: "h".into(),
-            user: "u".into(),
-            now_ns: 0,
+            ..crate::testing::init_options()
         };
         let dst = Repository::init_with_key(
             Arc::new(LocalBackend::new(d.path().join("dst"))),

@@ -13,7 +13,12 @@ use holdfast_repo::Id;
 
 /// A new repository in `dir` (password "pw", cheap key derivation, small chunks and packs).
 pub fn repo(dir: &Path) -> Repository {
-    let opts = InitOptions {
+    Repository::init(Arc::new(LocalBackend::new(dir)), b"pw", &init_options()).unwrap()
+}
+
+/// The init options of [`repo`]: cheap key derivation, 1 MiB packs, default chunks.
+pub fn init_options() -> InitOptions {
+    InitOptions {
         chunk: (512 * 1024, 1024 * 1024, 8 * 1024 * 1024),
         pack_size: 1 << 20,
         kdf: KdfParams {
@@ -24,8 +29,7 @@ pub fn repo(dir: &Path) -> Repository {
         host: "h".into(),
         user: "u".into(),
         now_ns: 0,
-    };
-    Repository::init(Arc::new(LocalBackend::new(dir)), b"pw", &opts).unwrap()
+    }
 }
 
 /// [`repo`] as holdfast 0.1 made it: its config replaced by a version-1 config (no
